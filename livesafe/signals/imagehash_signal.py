@@ -33,6 +33,8 @@ class ImagehashSignal(SignalType):
 
     def hash_luma(self, luma: np.ndarray, luma_scale: float = 1.0, *, all_orientations: bool = False) -> RegionHashes:
         quality = pdq.quality_of_64(pdq.downsample_64(luma) * np.float32(luma_scale))
+        if luma.dtype != np.uint8:
+            luma = np.clip(np.round(luma), 0, 255).astype(np.uint8)
         rows, cols = luma.shape
         scale = _PRESHRINK / max(rows, cols)
         if scale < 1.0:

@@ -1,0 +1,287 @@
+"""StreamGuard: the one engine between a decoder and anything that shows frames.
+
+Frames go in in decode order and come out ``delay_frames`` later, each either
+untouched or redacted.  Why a delay: we hash only some frames (every
+``sample_every``-th, plus any frame where the picture changes abruptly), so
+when a sample matches, the frames since the previous look are suspect too.
+Holding ``delay_frames >= sample_every`` frames back lets a match redact them
+*before* they leave -- zero frames of matched content escape, including those
+ahead of the first sampled hit.  Cost: ``delay_frames / fps`` of latency
+(10 frames = 333 ms at 30 fps by default).
+
+Redaction reaches back to the most recent picture cut still in the buffer (the
+moment the content appeared), or the whole buffer if there was none, and holds
+for ``hold_seconds`` after the last match.  If hashing fails, the guard fails
+closed: the frame and everything buffered is slated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import av
+import numpy as np
+
+from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, EventSink, GuardEvent
+from livesafe.guard.frames import luma_view
+from livesafe.guard.matcher import Match, Matcher
+from livesafe.guard.redact import Action, redact
+from livesafe.guard.regions import RegionSettings, propose_regions
+from livesafe.signals import RegionHashes, signal_named
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    sample_every: int = 5
+    delay_frames: int = 10
+    hold_seconds: float = 3.0
+    # Mean absolute luma change (0..255) of any 1/16th of a thumbnail that
+    # counts as a cut: it triggers a sample and bounds retroactive redaction.
+    cut_threshold: float = 28.0
+    min_sample_gap: int = 2
+    regions: RegionSettings = field(default_factory=RegionSettings)
+    fallback_fps: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.sample_every < 1:
+            raise ValueError("sample_every must be at least 1")
+        if self.delay_frames < self.sample_every:
+            raise ValueError(
+                f"delay_frames ({self.delay_frames}) must be >= sample_every ({self.sample_every}), "
+                "or frames ahead of a sampled match would leave unredacted"
+            )
+        if self.hold_seconds < 0:
+            raise ValueError("hold_seconds must be >= 0")
+
+
+@dataclass(slots=True)
+class GuardedFrame:
+    frame: av.VideoFrame
+    index: int
+    media_time: float
+    action: Action = Action.PASS
+    sampled: bool = False
+
+
+@dataclass(slots=True)
+class GuardStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_redacted: int = 0
+    samples: int = 0
+    matches: int = 0
+    errors: int = 0
+    guard_seconds: float = 0.0
+
+
+class StreamGuard:
+    def __init__(
+        self,
+        matcher: Callable[[], Matcher],
+        settings: GuardSettings | None = None,
+        *,
+        stream_id: str = "stream",
+        on_event: EventSink | None = None,
+    ) -> None:
+        """``matcher`` returns the current lists (read per sample, so reloads apply at once)."""
+        self._matcher = matcher
+        self.settings = settings or GuardSettings()
+        self.stream_id = stream_id
+        self._on_event = on_event
+        self._buffer: deque[GuardedFrame] = deque()
+        self.stats = GuardStats()
+        self._index = 0
+        self._last_sample = -(10**9)
+        self._last_cut = -1
+        self._thumb: np.ndarray | None = None
+        self.action = Action.PASS  # redaction in force now (for frames entering the buffer)
+        self._episode_start: GuardedFrame | None = None
+        self._episode_lists: set[str] = set()
+        self._last_match_time = 0.0
+        self._last_time = 0.0
+
+    @property
+    def redacting(self) -> bool:
+        return self.action is not Action.PASS
+
+    def push(self, frame: av.VideoFrame) -> list[GuardedFrame]:
+        """Take the next decoded frame; return frames now leaving the delay buffer."""
+        started = time.perf_counter()
+        item = GuardedFrame(frame, self._index, self._media_time(frame))
+        self._index += 1
+        self.stats.frames_in += 1
+        self._buffer.append(item)
+        try:
+            y, scale = luma_view(frame)
+            is_cut = self._is_cut(y)
+            if is_cut:
+                self._last_cut = item.index
+            due = item.index - self._last_sample >= self.settings.sample_every
+            if due or (is_cut and item.index - self._last_sample >= self.settings.min_sample_gap):
+                item.sampled = True
+                self._last_sample = item.index
+                self.stats.samples += 1
+                self._observe(item, self._match(y, scale))
+        except Exception as exc:  # noqa: BLE001 - any failure of the check must fail closed
+            self._fail_closed(item, exc)
+        item.action = max(item.action, self.action)
+        out = self._drain(self.settings.delay_frames)
+        self.stats.guard_seconds += time.perf_counter() - started
+        return out
+
+    def flush(self) -> list[GuardedFrame]:
+        """End of stream: release everything still buffered (with its decided action)."""
+        out = self._drain(0)
+        if self.redacting:
+            self._clear(self._last_time, self._index - 1, ended=True)
+        return out
+
+    def _media_time(self, frame: av.VideoFrame) -> float:
+        if frame.pts is not None and frame.time_base is not None:
+            t = float(frame.pts * frame.time_base)
+        else:
+            t = self._index / self.settings.fallback_fps
+        self._last_time = t
+        return t
+
+    def _is_cut(self, y: np.ndarray) -> bool:
+        # A 1/8 strided subsample is plenty to see a cut and costs microseconds.
+        thumb = y[4::8, 4::8].astype(np.int16)
+        previous, self._thumb = self._thumb, thumb
+        if previous is None or previous.shape != thumb.shape:
+            return True
+        diff = np.abs(thumb - previous)
+        rows, cols = diff.shape
+        blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).mean(axis=(1, 3))
+        return bool(blocks.max() > self.settings.cut_threshold)
+
+    def _match(self, y: np.ndarray, scale: float) -> list[Match]:
+        matcher = self._matcher()
+        if not matcher.signals:
+            return []
+        hashed: list[tuple] = []
+        for region in propose_regions(y, self.settings.regions):
+            for name in matcher.signals:
+                hashes: RegionHashes = signal_named(name).hash_luma(region.luma, scale, all_orientations=region.all_orientations)
+                hashed.append((region, name, hashes))
+        return matcher.match(hashed)
+
+    def _observe(self, item: GuardedFrame, matches: list[Match]) -> None:
+        if matches:
+            self.stats.matches += 1
+            self._last_match_time = item.media_time
+            action = max(Action.named(m.action) for m in matches)
+            if not self.redacting:
+                self._start(item, matches[0], action)
+            elif action > self.action:
+                self._redact_episode(action)
+            self.action = max(self.action, action)
+            self._episode_lists.update(m.list_name for m in matches)
+        elif self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
+            self._clear(item.media_time, item.index, ended=False)
+
+    def _start(self, item: GuardedFrame, match: Match, action: Action) -> None:
+        oldest = self._buffer[0].index
+        start = self._last_cut if self._last_cut >= oldest else oldest
+        for buffered in self._buffer:
+            if buffered.index >= start:
+                buffered.action = max(buffered.action, action)
+        self._episode_start = next(b for b in self._buffer if b.index >= start)
+        self._episode_lists = set()
+        self._emit(
+            MATCH_STARTED,
+            item,
+            action,
+            match,
+            details={"redacted_from_frame": start, "redacted_from_time": round(self._episode_start.media_time, 6)},
+        )
+
+    def _redact_episode(self, action: Action) -> None:
+        """Escalate (e.g. blur -> slate) every buffered frame of the current episode."""
+        first = self._episode_start.index if self._episode_start else 0
+        for buffered in self._buffer:
+            if buffered.index >= first:
+                buffered.action = max(buffered.action, action)
+
+    def _clear(self, media_time: float, index: int, *, ended: bool) -> None:
+        started_at = self._episode_start.media_time if self._episode_start else media_time
+        event = GuardEvent(
+            type=MATCH_CLEARED,
+            stream_id=self.stream_id,
+            frame_index=index,
+            pts=None,
+            media_time=round(media_time, 6),
+            action=self.action.label,
+            details={
+                "duration": round(media_time - started_at, 6),
+                "lists": sorted(self._episode_lists),
+                "stream_ended": ended,
+            },
+        )
+        self.action = Action.PASS
+        self._episode_start = None
+        self._send(event)
+
+    def _fail_closed(self, item: GuardedFrame, exc: Exception) -> None:
+        self.stats.errors += 1
+        log.exception("stream %s: guard failed on frame %d; slating", self.stream_id, item.index)
+        self._last_match_time = item.media_time
+        if not self.redacting:
+            self._episode_start = self._buffer[0]
+            self._episode_lists = set()
+        self.action = Action.SLATE
+        self._redact_episode(Action.SLATE)
+        self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": f"{type(exc).__name__}: {exc}"})
+
+    def _emit(self, kind: str, item: GuardedFrame, action: Action, match: Match | None, details: dict) -> None:
+        fields: dict = {}
+        if match is not None:
+            fields = dict(
+                list_name=match.list_name,
+                category=match.category,
+                signal=match.signal,
+                distance=match.distance,
+                matched_hash=match.matched_hash,
+                query_hash=match.query_hash,
+                region=list(match.region.box()),
+                region_kind=match.region.kind,
+                orientation=match.orientation,
+                quality=match.quality,
+            )
+        self._send(
+            GuardEvent(
+                type=kind,
+                stream_id=self.stream_id,
+                frame_index=item.index,
+                pts=item.frame.pts,
+                media_time=round(item.media_time, 6),
+                action=action.label,
+                details=details,
+                **fields,
+            )
+        )
+
+    def _send(self, event: GuardEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # noqa: BLE001 - a broken sink must not stop the guard
+            log.exception("stream %s: event sink failed for %s", self.stream_id, event.type)
+
+    def _drain(self, keep: int) -> list[GuardedFrame]:
+        out: list[GuardedFrame] = []
+        while len(self._buffer) > keep:
+            item = self._buffer.popleft()
+            if item.action is not Action.PASS:
+                item.frame = redact(item.frame, item.action)
+                self.stats.frames_redacted += 1
+            self.stats.frames_out += 1
+            out.append(item)
+        return out

@@ -1,0 +1,227 @@
+"""Offline scan: drive the same StreamGuard from a file instead of a peer connection.
+
+What ``livesafe scan`` shows on the sample streams is therefore what the live
+relay does.  The redacted output keeps the input's frame count, size and frame
+rate; audio is re-encoded with silence wherever the picture was slated (as the
+relay mutes it), and carried unchanged in sound elsewhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, TextIO
+
+import av
+import numpy as np
+
+from livesafe.guard.events import GuardEvent
+from livesafe.guard.matcher import Matcher
+from livesafe.guard.redact import Action
+from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
+
+
+class ScanError(Exception):
+    """The input or output cannot be processed; the message is one line for the user."""
+
+
+@dataclass
+class ScanResult:
+    frames: int = 0
+    frames_redacted: int = 0
+    frames_slated: int = 0
+    events: list[GuardEvent] = field(default_factory=list)
+    guard_seconds: float = 0.0
+
+    @property
+    def matched(self) -> bool:
+        return any(e.type == "match.started" for e in self.events)
+
+
+class _SlateTimeline:
+    """Media-time intervals shown as slate, so audio over them can be muted."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[float, float]] = []
+        self.decided_until = float("-inf")
+
+    def add(self, item: GuardedFrame, duration: float) -> None:
+        self.decided_until = item.media_time + duration
+        if item.action is not Action.SLATE:
+            return
+        start, end = item.media_time, item.media_time + duration
+        if self.intervals and start <= self.intervals[-1][1] + 1e-6:
+            self.intervals[-1] = (self.intervals[-1][0], end)
+        else:
+            self.intervals.append((start, end))
+
+    def mask(self, start: float, count: int, rate: int) -> np.ndarray:
+        """Boolean mask of which of ``count`` samples from ``start`` are slated."""
+        times = start + np.arange(count) / rate
+        muted = np.zeros(count, dtype=bool)
+        for a, b in self.intervals:
+            if b > start:
+                muted |= (times >= a) & (times < b)
+        return muted
+
+
+def scan_file(
+    input_path: Path,
+    matcher: Callable[[], Matcher],
+    settings: GuardSettings,
+    *,
+    output_path: Path | None = None,
+    on_event: Callable[[GuardEvent], None] | None = None,
+    progress: TextIO | None = None,
+) -> ScanResult:
+    result = ScanResult()
+
+    def record(event: GuardEvent) -> None:
+        result.events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        source = av.open(str(input_path))
+    except (av.FFmpegError, OSError) as exc:
+        raise ScanError(f"{input_path}: cannot open as video: {_reason(exc)}") from None
+    with source:
+        if not source.streams.video:
+            raise ScanError(f"{input_path}: no video stream")
+        vin = source.streams.video[0]
+        ain = source.streams.audio[0] if source.streams.audio else None
+        vin.thread_type = "AUTO"
+        guard = StreamGuard(matcher, settings, stream_id=Path(input_path).name, on_event=record)
+        writer = _Writer(output_path, vin, ain) if output_path is not None else None
+        timeline = _SlateTimeline()
+        frame_duration = float(1 / vin.average_rate) if vin.average_rate else 1 / 30
+        total = vin.frames or 0
+        try:
+            streams = [vin] + ([ain] if ain is not None and writer is not None else [])
+            for packet in source.demux(*streams):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as exc:
+                    if packet.stream is vin and result.frames == 0 and guard.stats.frames_in == 0:
+                        raise ScanError(f"{input_path}: cannot decode video: {_reason(exc)}") from None
+                    continue  # a corrupt packet mid-file: skip it, keep the rest
+                for frame in frames:
+                    if packet.stream is vin:
+                        out = guard.push(frame)
+                        _emit_video(out, writer, timeline, result, frame_duration)
+                        if progress is not None and total:
+                            progress.write(f"\rscanning {Path(input_path).name}: {100 * guard.stats.frames_in // total:3d}%")
+                    elif writer is not None:
+                        writer.queue_audio(frame)
+                if writer is not None:
+                    writer.write_audio(timeline, final=False)
+            _emit_video(guard.flush(), writer, timeline, result, frame_duration)
+            if guard.stats.frames_in == 0:
+                raise ScanError(f"{input_path}: no decodable video frames")
+            if writer is not None:
+                writer.write_audio(timeline, final=True)
+                writer.close()
+        except av.FFmpegError as exc:
+            raise ScanError(f"{input_path}: {_reason(exc)}") from None
+        finally:
+            if progress is not None and total:
+                progress.write("\n")
+    result.guard_seconds = guard.stats.guard_seconds
+    return result
+
+
+def _emit_video(out: list[GuardedFrame], writer: "_Writer | None", timeline: _SlateTimeline, result: ScanResult, duration: float) -> None:
+    for item in out:
+        result.frames += 1
+        if item.action is not Action.PASS:
+            result.frames_redacted += 1
+        if item.action is Action.SLATE:
+            result.frames_slated += 1
+        timeline.add(item, duration)
+        if writer is not None:
+            writer.write_video(item.frame)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+
+
+class _Writer:
+    """H.264 + AAC (or the input's audio codec) output with the input's timing."""
+
+    def __init__(self, path: Path, vin: av.VideoStream, ain: av.AudioStream | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.container = av.open(str(path), "w")
+        except (av.FFmpegError, OSError) as exc:
+            raise ScanError(f"{path}: cannot write: {_reason(exc)}") from None
+        rate = vin.average_rate or Fraction(30)
+        self.video = self.container.add_stream("libx264", rate=rate)
+        self.video.width = vin.codec_context.width
+        self.video.height = vin.codec_context.height
+        self.video.pix_fmt = "yuv420p"
+        self.video.time_base = vin.time_base
+        self.video.codec_context.time_base = vin.time_base
+        self.video.options = {"crf": "20", "preset": "veryfast"}
+        self.audio = None
+        self._pending: deque[av.AudioFrame] = deque()
+        if ain is not None:
+            self.audio = self.container.add_stream("aac", rate=ain.codec_context.sample_rate)
+            self.audio.layout = ain.codec_context.layout
+            self._resampler = av.AudioResampler(format="fltp", layout=ain.codec_context.layout, rate=ain.codec_context.sample_rate)
+
+    def write_video(self, frame: av.VideoFrame) -> None:
+        if frame.format.name != "yuv420p" or frame.width != self.video.width or frame.height != self.video.height:
+            frame = _reformat(frame, self.video.width, self.video.height)
+        frame.pict_type = av.video.frame.PictureType.NONE
+        self.container.mux(self.video.encode(frame))
+
+    def queue_audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is not None:
+            self._pending.append(frame)
+
+    def write_audio(self, timeline: _SlateTimeline, *, final: bool) -> None:
+        """Write audio whose muting is decided (video output has passed it)."""
+        while self._pending:
+            frame = self._pending[0]
+            start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            if not final and start + frame.samples / frame.sample_rate > timeline.decided_until:
+                break
+            self._pending.popleft()
+            for resampled in self._resampler.resample(frame):
+                self.container.mux(self.audio.encode(_muted(resampled, timeline)))
+        if final and self.audio is not None:
+            self.container.mux(self.audio.encode(None))
+
+    def close(self) -> None:
+        self.container.mux(self.video.encode(None))
+        self.container.close()
+
+
+def _muted(frame: av.AudioFrame, timeline: _SlateTimeline) -> av.AudioFrame:
+    start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+    mask = timeline.mask(start, frame.samples, frame.sample_rate)
+    if not mask.any():
+        return frame
+    samples = frame.to_ndarray().copy()
+    samples[:, mask] = 0
+    out = av.AudioFrame.from_ndarray(samples, format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    out.pts = frame.pts
+    out.time_base = frame.time_base
+    return out
+
+
+def _reformat(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    out = frame.reformat(width=width, height=height, format="yuv420p")
+    out.pts = frame.pts
+    out.time_base = frame.time_base
+    return out
+
+
+def progress_stream() -> TextIO | None:
+    """A progress bar on a terminal, nothing when piped or in CI."""
+    return sys.stderr if sys.stderr.isatty() else None

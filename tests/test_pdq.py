@@ -1,0 +1,101 @@
+"""Our PDQ against Meta's reference (the ``pdqhash`` wrapper of the C++ code)."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from livesafe.guard.frames import luma_view
+from livesafe.signals import SIGNALS
+from livesafe.signals import pdq
+
+pdqhash = pytest.importorskip("pdqhash")
+PDQ = SIGNALS["pdq"]
+
+
+def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
+    """Hex hash, quality and dihedral hexes the way python-threatexchange prints them."""
+    def to_hex(vector: np.ndarray) -> str:
+        return "%064x" % int("".join(str(int(b)) for b in vector), 2)
+
+    vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb))
+    return to_hex(vectors[0]), quality, [to_hex(v) for v in vectors]
+
+
+def hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def natural_samples(photos: dict[str, np.ndarray], per_photo: int = 8) -> list[np.ndarray]:
+    """Each photo plus random crops at random scales: a few hundred natural images."""
+    rng = np.random.default_rng(7)
+    out = []
+    for image in photos.values():
+        out.append(image)
+        h, w = image.shape[:2]
+        for _ in range(per_photo):
+            ch, cw = int(rng.integers(h // 3, h + 1)), int(rng.integers(w // 3, w + 1))
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            scale = rng.uniform(0.5, 2.5)
+            size = (max(16, int(cw * scale)), max(16, int(ch * scale)))
+            out.append(cv2.resize(image[y : y + ch, x : x + cw], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
+    return out
+
+
+def test_float_luma_matches_reference_exactly(photos):
+    for name, rgb in photos.items():
+        ref_hex, ref_quality, ref_dihedral = reference(rgb)
+        got = PDQ.hash_luma(pdq.luma_from_rgb(rgb), all_orientations=True)
+        assert [PDQ.format_hex(v) for v in got.variants] == ref_dihedral, name
+        assert got.quality == ref_quality, name
+
+
+def test_live_path_stays_close_to_reference(photos):
+    """The live path: RGB -> yuv420p (as a decoder hands it over) -> Y plane -> our PDQ."""
+    distances, quality_gaps = [], []
+    for rgb in natural_samples(photos):
+        h, w = rgb.shape[:2]
+        rgb = np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2])
+        ref_hex, ref_quality, _ = reference(rgb)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        y, scale = luma_view(frame)
+        got = PDQ.hash_luma(y, scale)
+        distances.append(hamming(PDQ.format_hex(got.variants[0]), ref_hex))
+        quality_gaps.append(abs(got.quality - ref_quality))
+    distances = np.array(distances)
+    assert len(distances) >= 100
+    assert distances.mean() <= 4, f"mean {distances.mean():.2f}"
+    assert distances.max() <= 16, f"max {distances.max()}"
+    assert max(quality_gaps) <= 5
+
+
+def test_flat_images_have_low_quality():
+    for value in (0, 16, 128, 255):
+        flat = np.full((720, 1280), value, dtype=np.uint8)
+        assert PDQ.hash_luma(flat).quality < pdq.MIN_QUALITY
+    tiny = np.zeros((3, 3), dtype=np.uint8)
+    assert PDQ.hash_luma(tiny).quality == 0
+
+
+def test_hex_round_trip_and_validation():
+    value = PDQ.parse_hex("8C629E779A663698B9A33866C026726C21A679F61EB6E1F8C79BA7E23C8299E0")
+    assert PDQ.format_hex(value) == "8c629e779a663698b9a33866c026726c21a679f61eb6e1f8c79ba7e23c8299e0"
+    with pytest.raises(ValueError, match="64 hex digits"):
+        PDQ.parse_hex("abc")
+    with pytest.raises(ValueError, match="not hexadecimal"):
+        PDQ.parse_hex("z" * 64)
+
+
+def test_imagehash_signals_match_imagehash_library(photos):
+    import imagehash
+    from PIL import Image
+
+    functions = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash, "whash": imagehash.whash}
+    for name in ("coffee", "rocket", "camera"):
+        grey = np.asarray(Image.fromarray(photos[name]).convert("L"))
+        for signal_name, function in functions.items():
+            ours = SIGNALS[signal_name].format_hex(SIGNALS[signal_name].hash_luma(grey).variants[0])
+            theirs = str(function(Image.fromarray(photos[name])))
+            assert hamming(ours, theirs) <= 3, (name, signal_name, ours, theirs)
