@@ -168,7 +168,9 @@ class StreamGuard:
         hashed: list[tuple] = []
         for region in propose_regions(y, self.settings.regions):
             for name in matcher.signals:
-                hashes: RegionHashes = signal_named(name).hash_luma(region.luma, scale, all_orientations=region.all_orientations)
+                hashes: RegionHashes = signal_named(name).hash_luma(
+                    region.luma, scale, shrink=region.shrink, all_orientations=region.all_orientations
+                )
                 hashed.append((region, name, hashes))
         return matcher.match(hashed)
 

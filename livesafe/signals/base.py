@@ -51,9 +51,13 @@ class SignalType(ABC):
         return bytes(np.asarray(value, dtype=np.uint8)).hex()
 
     @abstractmethod
-    def hash_luma(self, luma: np.ndarray, luma_scale: float = 1.0, *, all_orientations: bool = False) -> RegionHashes:
-        """Hash a 2-D uint8 luma array (a frame's Y plane or a crop of it).
+    def hash_luma(
+        self, luma: np.ndarray, luma_scale: float = 1.0, *, shrink: int = 1, all_orientations: bool = False
+    ) -> RegionHashes:
+        """Hash a 2-D luma array (a frame's Y plane or a crop of it).
 
         ``luma_scale`` maps the luma range to 0..255 (255/219 for limited-range
         video) where the signal's quality metric depends on contrast.
+        ``shrink`` says ``luma`` is an area-averaged copy at 1/shrink of the
+        picture's size, so the signal can hash it as the full-size picture.
         """

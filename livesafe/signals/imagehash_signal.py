@@ -31,8 +31,10 @@ class ImagehashSignal(SignalType):
         self.name = name  # type: ignore[misc]  # per-instance: one class serves four hash functions
         self._function = function
 
-    def hash_luma(self, luma: np.ndarray, luma_scale: float = 1.0, *, all_orientations: bool = False) -> RegionHashes:
-        quality = pdq.quality_of_64(pdq.downsample_64(luma) * np.float32(luma_scale))
+    def hash_luma(
+        self, luma: np.ndarray, luma_scale: float = 1.0, *, shrink: int = 1, all_orientations: bool = False
+    ) -> RegionHashes:
+        quality = pdq.quality_of_64(pdq.downsample_64(luma, shrink) * np.float32(luma_scale))
         if luma.dtype != np.uint8:
             luma = np.clip(np.round(luma), 0, 255).astype(np.uint8)
         rows, cols = luma.shape

@@ -7,9 +7,10 @@ coefficients and thresholds them at their median.  Filtering every pixel of a
 720p frame costs ~17 ms.  We only need 64x64 filtered samples, and the filter is
 linear and separable, so we precompute, per input size, the 64 x n operator that
 maps a row/column of pixels straight to the 64 filtered samples (exactly the
-reference's arithmetic) and apply it as a banded gather.  On a frame decoded from
-video we hash the Y plane, usually at half resolution (see ``guard.frames``);
-tests check the result against ``pdqhash`` on natural photos.
+reference's arithmetic) and apply it as a banded gather.  The live path hashes
+the Y plane at half resolution with the reference's full-size filter folded
+onto it (``shrink=2``: ~0.3 ms a frame, ~1 bit from the reference on natural
+photos); tests check both paths against ``pdqhash``.
 
 Hex format: the 256-bit value whose bit ``k`` is reference bit ``k`` (DCT
 coefficient row ``k // 16``, column ``k % 16``), printed as 64 hex digits, most
@@ -89,46 +90,73 @@ def _bits_to_bytes(coefficients: np.ndarray) -> np.ndarray:
     return np.packbits(flat[_BIT_ORDER] > median)
 
 
-@lru_cache(maxsize=512)
-def _jarosz_operator(n: int) -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=2048)
+def _jarosz_operator(n: int, shrink: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Banded form of 'two Jarosz box passes then decimate to 64' along one axis.
 
     Returns (index, weight), each (64, K): sample ``o`` equals
-    ``sum_k weight[o, k] * pixels[index[o, k]]``.  Built by running the
-    reference's box filter (window ``ceil(n / 128)``, shrinking at the edges) on
-    the identity, so it matches the C++ to float rounding.
+    ``sum_k weight[o, k] * pixels[index[o, k]]``.  The weights are the
+    reference's own box filter (window ``ceil(n / 128)``, shrinking at the
+    edges) composed with itself, so the full-resolution result matches the C++
+    to float rounding.
+
+    ``shrink`` > 1 means the pixels are an area-averaged copy, ``shrink`` times
+    smaller, of an ``n``-pixel line: each small pixel then takes the summed
+    weights of the ``shrink`` original pixels it averages.  That keeps the
+    reference's filter shape (hashing at half size with half-size windows
+    instead would drift ~6 bits from the reference on natural photos).
     """
     window = (n + 2 * 64 - 1) // (2 * 64)
     half = (window + 2) // 2
-    box = np.zeros((n, n), dtype=np.float64)
-    for i in range(n):
-        lo = max(0, i - (window - half))
-        hi = min(n, i + half)
-        box[i, lo:hi] = 1.0 / (hi - lo)
+    lo = np.maximum(0, np.arange(n) - (window - half))
+    hi = np.minimum(n, np.arange(n) + half)
     sample_at = ((np.arange(64) + 0.5) * n / 64).astype(np.int64)
-    dense = (box @ box)[sample_at]  # (64, n)
-    nonzero = dense != 0
-    first = nonzero.argmax(axis=1)
-    width = int((n - nonzero[:, ::-1].argmax(axis=1) - first).max())
-    index = np.minimum(first[:, None] + np.arange(width)[None, :], n - 1)
-    weight = np.take_along_axis(dense, index, axis=1)
-    # Clamped duplicate indices past the band must not count twice.
-    weight[first[:, None] + np.arange(width)[None, :] >= n] = 0.0
+    # Second pass output at s averages first-pass outputs j in [lo[s], hi[s]);
+    # each of those averages pixels in [lo[j], hi[j]).  Band: [lo[lo[s]], hi[hi[s]-1]).
+    width = 2 * window + 1
+    start = lo[lo[sample_at]]
+    cols = start[:, None] + np.arange(width)[None, :]
+    # Each (sample, j) pair adds a box [lo[j], hi[j]) of height 1/(|outer| |inner|):
+    # accumulate box edges in a difference array, then integrate.
+    j = lo[sample_at][:, None] + np.arange(window)[None, :]
+    valid = j < hi[sample_at][:, None]
+    j = np.minimum(j, n - 1)
+    height = np.where(valid, 1.0 / ((hi[sample_at] - lo[sample_at])[:, None] * (hi[j] - lo[j])), 0.0)
+    rows = np.broadcast_to(np.arange(64)[:, None], j.shape)
+    edges = np.zeros((64, width + 1), dtype=np.float64)
+    np.add.at(edges, (rows, lo[j] - start[:, None]), height)
+    np.add.at(edges, (rows, hi[j] - start[:, None]), -height)
+    weight = np.cumsum(edges, axis=1)[:, :width]
+    if shrink > 1:
+        small = n // shrink
+        cols = cols // shrink
+        merged = np.zeros((64, width // shrink + 2), dtype=np.float64)
+        base = cols[:, :1]
+        np.add.at(merged, (np.arange(64)[:, None], cols - base), weight)
+        cols = np.minimum(base + np.arange(merged.shape[1])[None, :], small - 1)
+        weight = np.where(base + np.arange(merged.shape[1])[None, :] < small, merged, 0.0)
+        n = small
+    index = np.minimum(cols, n - 1)
+    weight = np.where(cols < n, weight, 0.0)
     return index, weight.astype(np.float32)
 
 
-def downsample_64(luma: np.ndarray) -> np.ndarray:
-    """The reference's 64x64 float image of a 2-D luma array (any dtype)."""
+def downsample_64(luma: np.ndarray, shrink: int = 1) -> np.ndarray:
+    """The reference's 64x64 float image of a 2-D luma array (any dtype).
+
+    ``shrink``: ``luma`` is an area-averaged copy of the picture at 1/shrink
+    size; the result approximates the reference on the full-size picture.
+    """
     rows, cols = luma.shape
-    r_idx, r_w = _jarosz_operator(rows)
-    c_idx, c_w = _jarosz_operator(cols)
+    r_idx, r_w = _jarosz_operator(rows * shrink, shrink)
+    c_idx, c_w = _jarosz_operator(cols * shrink, shrink)
     # Rows first: (64, K, cols) gather, weighted sum over K.
     band = luma[r_idx].astype(np.float32)
-    vertical = np.einsum("ok,okc->oc", r_w, band)
+    vertical = np.matmul(r_w[:, None, :], band)[:, 0]
     return np.einsum("pk,opk->op", c_w, vertical[:, c_idx])
 
 
-def dct_of_luma(luma: np.ndarray, luma_scale: float = 1.0) -> PdqDct:
+def dct_of_luma(luma: np.ndarray, luma_scale: float = 1.0, shrink: int = 1) -> PdqDct:
     """PDQ DCT block and quality of a 2-D luma array.
 
     ``luma_scale`` maps the input's luma range onto 0..255 for the quality
@@ -136,9 +164,9 @@ def dct_of_luma(luma: np.ndarray, luma_scale: float = 1.0) -> PdqDct:
     """
     if luma.ndim != 2:
         raise ValueError(f"PDQ needs a 2-D luma array, got shape {luma.shape}")
-    if min(luma.shape) < _MIN_HASHABLE_DIM:
+    if min(luma.shape) * shrink < _MIN_HASHABLE_DIM:
         return PdqDct(np.zeros((16, 16), dtype=np.float32), 0)
-    a = downsample_64(luma)
+    a = downsample_64(luma, shrink)
     return PdqDct(_DCT @ a @ _DCT.T, quality_of_64(a * np.float32(luma_scale)))
 
 
@@ -154,13 +182,3 @@ def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
     """Float32 luma with the reference's coefficients (for still images)."""
     rgb = rgb.astype(np.float32)
     return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
-
-
-def hex_from_bytes(value: np.ndarray) -> str:
-    return bytes(value).hex()
-
-
-def bytes_from_hex(text: str) -> np.ndarray:
-    if len(text) != 64:
-        raise ValueError(f"PDQ hash must be 64 hex digits, got {len(text)}")
-    return np.frombuffer(bytes.fromhex(text), dtype=np.uint8).copy()
