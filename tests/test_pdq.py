@@ -99,3 +99,8 @@ def test_imagehash_signals_match_imagehash_library(photos):
             ours = SIGNALS[signal_name].format_hex(SIGNALS[signal_name].hash_luma(grey).variants[0])
             theirs = str(function(Image.fromarray(photos[name])))
             assert hamming(ours, theirs) <= 3, (name, signal_name, ours, theirs)
+
+
+def test_hex_with_inner_spaces_is_rejected():
+    with pytest.raises(ValueError, match="not hexadecimal"):
+        PDQ.parse_hex("ab  " + "cd" * 30)

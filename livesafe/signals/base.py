@@ -44,7 +44,9 @@ class SignalType(ABC):
         try:
             raw = bytes.fromhex(text)
         except ValueError:
-            raise ValueError(f"{self.name} hash is not hexadecimal: {text[:20]!r}") from None
+            raw = b""
+        if len(raw) != self.nbytes:  # fromhex skips inner spaces: catch those too
+            raise ValueError(f"{self.name} hash is not hexadecimal: {text[:20]!r}")
         return np.frombuffer(raw, dtype=np.uint8).copy()
 
     def format_hex(self, value: np.ndarray) -> str:

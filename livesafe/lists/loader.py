@@ -1,0 +1,216 @@
+"""Loading list files with ``file:line`` errors, and noticing when they change.
+
+The file is split into lines by byte offset with numpy; the format reads its
+plain lines in bulk from those bytes and only the rest (comments, odd spacing,
+CSV, errors) are parsed line by line in Python.  Hex from the per-line path is
+decoded for all rows of a signal at once, so every error still names its line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from livesafe.lists.formats import NO_METADATA, FormatError, LineError, NumberedLine, Row, decode_hex, detect_format
+from livesafe.lists.model import Blocklist, BlocklistError, ListSpec, located
+from livesafe.signals import SIGNALS, SignalType, signal_named
+
+MAX_STORED_ERRORS = 100
+
+Stamp = tuple[int, int, int]
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read(path: Path) -> tuple[bytes, Stamp]:
+    """The file's bytes and the stamp of the very file read (not of whatever the path names later)."""
+    try:
+        with open(path, "rb") as file:
+            st = os.fstat(file.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise BlocklistError(path, "not a regular file")
+            return file.read(), _stamp(st)
+    except FileNotFoundError:
+        raise BlocklistError(path, "no such file") from None
+    except IsADirectoryError:
+        raise BlocklistError(path, "is a directory, not a list file") from None
+    except OSError as error:
+        raise BlocklistError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _text_body(path: Path, data: bytes) -> bytes:
+    """``data`` without its BOM, once known to be UTF-8 text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise BlocklistError(path, "is UTF-16 text; save it as UTF-8")
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise BlocklistError(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})") from None
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise BlocklistError(path, f"binary data, not a text list (NUL byte on line {line})")
+    return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _split_lines(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bytes as uint8, and each line's start and end offsets (end before any CR of a CRLF)."""
+    codes = np.frombuffer(body, dtype=np.uint8)
+    breaks = np.flatnonzero(codes == ord("\n"))
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [len(codes)]))
+    has_cr = ends > starts
+    has_cr[has_cr] = codes[ends[has_cr] - 1] == ord("\r")
+    return codes, starts, ends - has_cr
+
+
+class _Column:
+    """The per-line rows of one signal, gathered as strings so their hex is decoded in one pass."""
+
+    def __init__(self, signal: SignalType) -> None:
+        self.signal = signal
+        self.digits = signal.bits // 4
+        self.lines: list[int] = []
+        self.hexes: list[str] = []
+        self.metadata: list[Mapping[str, str]] = []
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray, list[Mapping[str, str]], list[tuple[int, str]]]:
+        """(lines, values, metadata) of the good rows, and (line, reason) of rows with a non-hex character."""
+        text = "".join(self.hexes).encode("ascii", "replace")  # one byte per character keeps rows aligned
+        values, good = decode_hex(np.frombuffer(text, dtype=np.uint8).reshape(len(self.hexes), self.digits))
+        lines = np.asarray(self.lines, dtype=np.int64)
+        if good.all():
+            return lines, values, self.metadata, []
+        problems = [(self.lines[row], self._non_hex_reason(self.hexes[row])) for row in np.flatnonzero(~good)]
+        metadata = [meta for meta, is_good in zip(self.metadata, good.tolist(), strict=True) if is_good]
+        return lines[good], values[good], metadata, problems
+
+    def _non_hex_reason(self, hex_text: str) -> str:
+        at = next(at for at, char in enumerate(hex_text) if char not in "0123456789abcdefABCDEF")
+        return f"{self.signal.name} hash has a non-hex character {hex_text[at]!r} at position {at + 1}"
+
+
+def _parse_lines(rows: Iterable[Row | LineError], problems: list[tuple[int, str]]) -> dict[str, _Column]:
+    """The per-line path: check each row's signal and hex length, gather good rows by signal."""
+    columns: dict[str, _Column] = {}
+    by_token: dict[str, _Column] = {}  # by the name as written ("PDQ", "pdq"), to look each spelling up once
+    for item in rows:
+        if isinstance(item, LineError):
+            problems.append((item.line, item.reason))
+            continue
+        line, token, hex_text, metadata = item
+        column = by_token.get(token)
+        if column is None:
+            try:
+                signal = signal_named(token)
+            except ValueError as error:
+                problems.append((line, str(error)))
+                continue
+            column = by_token[token] = columns.setdefault(signal.name, _Column(signal))
+        if len(hex_text) != column.digits:
+            problems.append((line, f"{column.signal.name} hash must be {column.digits} hex digits, got {len(hex_text)}"))
+            continue
+        column.lines.append(line)
+        column.hexes.append(hex_text)
+        column.metadata.append(metadata)
+    return columns
+
+
+def _parse(spec: ListSpec, data: bytes, skip_bad_lines: bool) -> Blocklist:
+    body = _text_body(spec.path, data)
+    codes, starts, ends = _split_lines(body)
+
+    def numbered(indices: np.ndarray) -> Iterator[NumberedLine]:
+        for index, start, end in zip(indices.tolist(), starts[indices].tolist(), ends[indices].tolist(), strict=True):
+            yield index + 1, body[start:end].decode()
+
+    fmt = detect_format(body[start:end].decode() for start, end in zip(starts, ends, strict=True))  # stops at the first data line
+    bulk = fmt.parse_bulk(codes, starts, ends)
+    problems: list[tuple[int, str]] = []
+    try:
+        columns = _parse_lines(fmt.parse(numbered(np.flatnonzero(~bulk.handled))), problems)
+    except FormatError as error:
+        raise BlocklistError(spec.path, error.reason, error.line) from None
+
+    hashes: dict[str, np.ndarray] = {}
+    row_lines: dict[str, np.ndarray] = {}
+    row_metadata: dict[str, list[Mapping[str, str]]] = {}
+    for name in SIGNALS:
+        chunks = bulk.found.get(name, [])
+        metadata = [NO_METADATA] * sum(len(chunk_lines) for chunk_lines, _ in chunks)
+        if name in columns:
+            column_lines, column_values, column_metadata, bad_hex = columns[name].decode()
+            problems.extend(bad_hex)
+            chunks = [*chunks, (column_lines, column_values)]
+            metadata += column_metadata
+        if not metadata:
+            continue
+        lines = np.concatenate([chunk_lines for chunk_lines, _ in chunks])
+        values = np.concatenate([chunk_values for _, chunk_values in chunks])
+        if len(chunks) > 1 and not (np.diff(lines) > 0).all():  # chunks from different paths interleave
+            order = np.argsort(lines, kind="stable")
+            lines, values, metadata = lines[order], values[order], [metadata[row] for row in order.tolist()]
+        lines.flags.writeable = values.flags.writeable = False
+        hashes[name], row_lines[name], row_metadata[name] = values, lines, metadata
+    if problems and not skip_bad_lines:
+        line, reason = min(problems)
+        raise BlocklistError(spec.path, reason, line)
+    problems.sort()
+    return Blocklist(
+        spec=spec,
+        hashes=MappingProxyType(hashes),
+        metadata=MappingProxyType(row_metadata),
+        skipped=len(problems),
+        errors=[located(spec.path, line, reason) for line, reason in problems[:MAX_STORED_ERRORS]],
+        version=hashlib.sha256(data).hexdigest()[:16],
+        lines=MappingProxyType(row_lines),
+    )
+
+
+def load_blocklist(spec: ListSpec, *, skip_bad_lines: bool = False) -> Blocklist:
+    """The list at ``spec.path``; BlocklistError at the first bad line unless ``skip_bad_lines``."""
+    data, _ = _read(spec.path)
+    return _parse(spec, data, skip_bad_lines)
+
+
+class ListSource:
+    """One list file, polled for changes by its (mtime_ns, size, inode), which costs a single ``stat``.
+
+    ``changed()`` compares against the last load *attempt*, failed or not: a
+    broken file is reported once rather than re-parsed every poll, and is tried
+    again as soon as it is rewritten.  ``load`` returns a new Blocklist or raises,
+    so the caller keeps serving its old list on failure.
+    """
+
+    def __init__(self, spec: ListSpec) -> None:
+        self.spec = spec
+        self._attempted: Stamp | None = None
+        self._ever_loaded = False
+
+    def changed(self) -> bool:
+        return not self._ever_loaded or self._current_stamp() != self._attempted
+
+    def load(self, skip_bad_lines: bool = False) -> Blocklist:
+        self._ever_loaded = True
+        try:
+            data, self._attempted = _read(self.spec.path)
+        except BlocklistError:
+            self._attempted = self._current_stamp()
+            raise
+        return _parse(self.spec, data, skip_bad_lines)
+
+    def _current_stamp(self) -> Stamp | None:
+        try:
+            return _stamp(os.stat(self.spec.path))
+        except OSError:
+            return None
