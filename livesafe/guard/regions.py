@@ -23,6 +23,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# Our images are small (320x180 .. 640x360): OpenCV's worker threads cost more
+# in hand-off than they save, and contend with other streams and the codecs.
+cv2.setNumThreads(1)
+
 
 @dataclass(frozen=True, slots=True)
 class RegionSettings:
@@ -72,6 +76,7 @@ def half_resolution(y: np.ndarray) -> np.ndarray:
 
 def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
     half = half_resolution(y)
+    quarter = half_resolution(half)
     rows, cols = half.shape
     regions = [Region("frame", 0, 0, cols * 2, rows * 2, half, 2, True)]
     if settings.trim_borders:
@@ -81,7 +86,7 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             if (w, h) != (cols, rows) and w >= 8 and h >= 8:
                 regions.append(Region("trimmed", x * 2, yy * 2, w * 2, h * 2, half[yy : yy + h, x : x + w], 2, True))
     if settings.detect_rects:
-        for quad in find_quads(half, settings):
+        for quad in find_quads(quarter, settings):
             region = _quad_region(half, quad)
             if min(region.luma.shape) < 8:
                 continue
@@ -92,17 +97,18 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             if inner is not None and inner[2] * inner[3] < 0.96 * region.luma.size and min(inner[2:]) >= 8:
                 x, yy, w, h = inner
                 regions.append(Region("rect", region.x + x * 2, region.y + yy * 2, w * 2, h * 2, region.luma[yy : yy + h, x : x + w], 2, True))
+    rows, cols = quarter.shape
     for name in settings.windows:
         fx, fy, fw, fh = _WINDOWS[name]
         x, yy, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
-        # Windows are a cheap fallback for split screens (one orientation);
-        # a pane usually sits inside bars of its own, so trim those too.
-        window = half[yy : yy + h, x : x + w]
+        # Windows are a cheap fallback for split screens: quarter size, one
+        # orientation; a pane usually sits inside bars of its own, so trim those.
+        window = quarter[yy : yy + h, x : x + w]
         inner = content_box(window, settings.border_tolerance) if settings.trim_borders else None
         if inner is not None and min(inner[2:]) >= 8:
             ix, iy, w, h = inner
             x, yy, window = x + ix, yy + iy, window[iy : iy + h, ix : ix + w]
-        regions.append(Region("window", x * 2, yy * 2, w * 2, h * 2, window, 2, False))
+        regions.append(Region("window", x * 4, yy * 4, w * 4, h * 4, window, 4, False))
     return regions
 
 
@@ -116,33 +122,42 @@ def content_box(luma: np.ndarray, tolerance: float) -> tuple[int, int, int, int]
     rows, cols = luma.shape
     if rows < 8 or cols < 8:
         return None
-    lum = luma.astype(np.int16)
 
     def run(lines: np.ndarray) -> int:
-        # Bars never cover more than half the frame from one side: look no further.
-        lines = lines[: (len(lines) + 1) // 2 + 1]
-        colour = np.median(lines[0])
-        uniform = (np.abs(lines - colour) <= tolerance).mean(axis=1) >= 0.98
-        return len(uniform) if uniform.all() else int(np.argmin(uniform))
+        """Leading uniform lines, scanned in growing chunks: most frames have no
+        bar, and then only the first line is read."""
+        limit = (len(lines) + 1) // 2 + 1  # a bar never covers more than half the frame
+        lines = lines[:, ::2]  # every other pixel along a line is plenty to judge it
+        needed = 0.98 * lines.shape[1]
+        first = lines[0]
+        colour = int(np.partition(first, len(first) // 2)[len(first) // 2])  # median, without np.median's overhead
+        done, chunk = 0, 1
+        while done < limit:
+            block = lines[done : min(limit, done + chunk)].astype(np.int16)
+            uniform = np.count_nonzero(np.abs(block - colour) <= tolerance, axis=1) >= needed
+            if not uniform.all():
+                return done + int(np.argmin(uniform))
+            done += len(block)
+            chunk = min(chunk * 4, 64)
+        return done
 
-    top = run(lum)
-    bottom = run(lum[::-1])
-    left = run(lum.T)
-    right = run(lum.T[::-1])
+    top = run(luma)
+    bottom = run(luma[::-1])
+    left = run(luma.T)
+    right = run(luma.T[::-1])
     w, h = cols - left - right, rows - top - bottom
     if w <= 4 or h <= 4:
         return None
     return left, top, w, h
 
 
-def find_quads(half: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
+def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
     """Large convex quadrilaterals outlined by edges, biggest first, de-duplicated.
 
-    Searched on a quarter-size copy (edge detection dominates the cost of a
+    Searched on the quarter-size copy (edge detection dominates the cost of a
     sample; outlines survive the shrink).  Returned as (4, 2) float32 corner
-    arrays (tl, tr, br, bl) in ``half`` pixels.
+    arrays (tl, tr, br, bl) in half-size pixels, where they are cut out.
     """
-    small = half_resolution(half)
     rows, cols = small.shape
     frame_area = rows * cols
     min_area = settings.min_rect_fraction * frame_area

@@ -77,7 +77,8 @@ class GuardStats:
     samples: int = 0
     matches: int = 0
     errors: int = 0
-    guard_seconds: float = 0.0
+    guard_seconds: float = 0.0  # all time spent in push/flush
+    redact_seconds: float = 0.0  # of which: producing blurred/slate frames
 
 
 class StreamGuard:
@@ -282,7 +283,9 @@ class StreamGuard:
         while len(self._buffer) > keep:
             item = self._buffer.popleft()
             if item.action is not Action.PASS:
+                started = time.perf_counter()
                 item.frame = redact(item.frame, item.action)
+                self.stats.redact_seconds += time.perf_counter() - started
                 self.stats.frames_redacted += 1
             self.stats.frames_out += 1
             out.append(item)

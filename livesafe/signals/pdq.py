@@ -51,7 +51,7 @@ class PdqDct:
     quality: int
 
     def hash_bytes(self) -> np.ndarray:
-        return _bits_to_bytes(self.coefficients)
+        return _bits_to_bytes(self.coefficients.reshape(1, 256))[0]
 
     def dihedral_bytes(self) -> np.ndarray:
         """Hashes of the image as seen rotated by 0/90/180/270 degrees and mirrored.
@@ -60,34 +60,38 @@ class PdqDct:
         8 variants cost one hash.  Shape (8, 32) uint8; row 0 is the original.
         """
         a = self.coefficients
-        return np.stack([_bits_to_bytes(v) for v in dihedral_variants(a)])
+        signed = a[None, :, :] * _DIHEDRAL_SIGNS  # (8, 16, 16)
+        signed[_DIHEDRAL_TRANSPOSED] = signed[_DIHEDRAL_TRANSPOSED].transpose(0, 2, 1)
+        return _bits_to_bytes(signed.reshape(8, 256))
 
 
-def dihedral_variants(a: np.ndarray) -> list[np.ndarray]:
-    """The reference's 8 dihedral transforms of a 16x16 DCT block."""
+def _dihedral_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Sign masks and transpose flags of the reference's 8 dihedral transforms.
+
+    Order: original, rotate 90, rotate 180, rotate 270, flip x, flip y,
+    flip +1 (transpose), flip -1.  A variant is ``(signs * A)``, transposed
+    where flagged.
+    """
     i = np.arange(16)[:, None]
     j = np.arange(16)[None, :]
-    odd_i = (i & 1).astype(bool)
-    odd_j = (j & 1).astype(bool)
-    odd_ij = ((i + j) & 1).astype(bool)
-    return [
-        a,
-        np.where(odd_j, a, -a).T,  # rotate 90
-        np.where(odd_ij, -a, a),  # rotate 180
-        np.where(odd_i, a, -a).T,  # rotate 270
-        np.where(odd_i, a, -a),  # flip x
-        np.where(odd_j, a, -a),  # flip y
-        a.T,  # flip +1 (transpose)
-        np.where(odd_ij, -a, a).T,  # flip -1
-    ]
+    keep_odd_i = np.where(i & 1, 1.0, -1.0) * np.ones((1, 16))
+    keep_odd_j = np.where(j & 1, 1.0, -1.0) * np.ones((16, 1))
+    flip_odd_ij = np.where((i + j) & 1, -1.0, 1.0)
+    ones = np.ones((16, 16))
+    signs = np.stack([ones, keep_odd_j, flip_odd_ij, keep_odd_i, keep_odd_i, keep_odd_j, ones, flip_odd_ij])
+    transposed = np.array([False, True, False, True, False, False, True, True])
+    return signs.astype(np.float32), transposed
 
 
-def _bits_to_bytes(coefficients: np.ndarray) -> np.ndarray:
-    flat = coefficients.reshape(-1)
+_DIHEDRAL_SIGNS, _DIHEDRAL_TRANSPOSED = _dihedral_tables()
+
+
+def _bits_to_bytes(stack: np.ndarray) -> np.ndarray:
+    """(n, 32) hash bytes of an (n, 256) stack of flattened DCT blocks."""
     # The reference uses Torben's median, which for an even count returns the
     # lower middle value; bits are set where strictly greater.
-    median = np.partition(flat, 127)[127]
-    return np.packbits(flat[_BIT_ORDER] > median)
+    median = np.partition(stack, 127, axis=1)[:, 127:128]
+    return np.packbits(stack[:, _BIT_ORDER] > median, axis=1)
 
 
 @lru_cache(maxsize=2048)
@@ -141,6 +145,15 @@ def _jarosz_operator(n: int, shrink: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return index, weight.astype(np.float32)
 
 
+@lru_cache(maxsize=2048)
+def _dense_operator(n: int, shrink: int) -> np.ndarray:
+    """The (n // shrink, 64) matrix form of ``_jarosz_operator``, for one BLAS product."""
+    index, weight = _jarosz_operator(n, shrink)
+    dense = np.zeros((n // shrink, 64), dtype=np.float32)
+    np.add.at(dense, (index, np.broadcast_to(np.arange(64)[:, None], index.shape)), weight)
+    return dense
+
+
 def downsample_64(luma: np.ndarray, shrink: int = 1) -> np.ndarray:
     """The reference's 64x64 float image of a 2-D luma array (any dtype).
 
@@ -149,11 +162,10 @@ def downsample_64(luma: np.ndarray, shrink: int = 1) -> np.ndarray:
     """
     rows, cols = luma.shape
     r_idx, r_w = _jarosz_operator(rows * shrink, shrink)
-    c_idx, c_w = _jarosz_operator(cols * shrink, shrink)
-    # Rows first: (64, K, cols) gather, weighted sum over K.
-    band = luma[r_idx].astype(np.float32)
-    vertical = np.matmul(r_w[:, None, :], band)[:, 0]
-    return np.einsum("pk,opk->op", c_w, vertical[:, c_idx])
+    # Rows first, touching only the ~2 * 64 * window rows that matter:
+    # a (64, K, cols) gather and weighted sum; then columns as one matrix product.
+    vertical = np.matmul(r_w[:, None, :], luma[r_idx].astype(np.float32))[:, 0]
+    return vertical @ _dense_operator(cols * shrink, shrink)
 
 
 def dct_of_luma(luma: np.ndarray, luma_scale: float = 1.0, shrink: int = 1) -> PdqDct:
@@ -172,8 +184,9 @@ def dct_of_luma(luma: np.ndarray, luma_scale: float = 1.0, shrink: int = 1) -> P
 
 def quality_of_64(a: np.ndarray) -> int:
     """The reference's gradient-sum quality (0..100) of a 64x64 float image."""
-    dv = np.trunc((a[:-1, :] - a[1:, :]) * 100 / 255)
-    dh = np.trunc((a[:, :-1] - a[:, 1:]) * 100 / 255)
+    # int conversion truncates toward zero, as the C++ ``int d = ...`` does.
+    dv = ((a[:-1, :] - a[1:, :]) * 100 / 255).astype(np.int32)
+    dh = ((a[:, :-1] - a[:, 1:]) * 100 / 255).astype(np.int32)
     total = int(np.abs(dv).sum() + np.abs(dh).sum())
     return min(total // 90, 100)
 
