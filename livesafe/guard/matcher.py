@@ -148,3 +148,34 @@ class LiveMatcher:
         for message in messages:
             log.info("%s", message)
         return messages
+
+
+class ListWatcher:
+    """Polls a ``LiveMatcher``'s files every ``interval`` seconds on a daemon thread.
+
+    Reloading parses and indexes off the frame path; streams keep matching
+    against the old lists until the new ``Matcher`` is swapped in whole.
+    """
+
+    def __init__(self, lists: LiveMatcher, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("reload interval must be positive")
+        self._lists = lists
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livesafe-list-watcher", daemon=True)
+
+    def start(self) -> "ListWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._lists.reload_if_changed()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
+                log.exception("list reload failed; keeping the current lists")

@@ -53,39 +53,45 @@ def redact(frame: av.VideoFrame, action: Action) -> av.VideoFrame:
 
 
 def blur_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    if frame.width % 2 or frame.height % 2:
+        # yuv420p arrays need even sizes; odd-sized video takes the RGB path.
+        rgb = frame.to_ndarray(format="rgb24")
+        return av.VideoFrame.from_ndarray(_colour_field(rgb, BLUR_CELL), format="rgb24")
     yuv = frame.to_ndarray(format="yuv420p")
     h, w = frame.height, frame.width
-    planes = [yuv[:h], yuv[h:].reshape(2, h // 2, w // 2)[0], yuv[h:].reshape(2, h // 2, w // 2)[1]]
     out = np.empty_like(yuv)
-    flat = out[h:].reshape(2, h // 2, w // 2)
-    for i, plane in enumerate(planes):
-        ph, pw = plane.shape
-        cell = BLUR_CELL if i == 0 else BLUR_CELL // 2
-        tiny = cv2.resize(plane, (max(2, pw // cell), max(2, ph // cell)), interpolation=cv2.INTER_AREA)
-        smooth = cv2.resize(tiny, (pw, ph), interpolation=cv2.INTER_LINEAR)
-        if i == 0:
-            out[:h] = smooth
-        else:
-            flat[i - 1] = smooth
+    out[:h] = _colour_field(yuv[:h], BLUR_CELL)
+    chroma_in = yuv[h:].reshape(2, h // 2, w // 2)
+    chroma_out = out[h:].reshape(2, h // 2, w // 2)
+    for i in range(2):
+        chroma_out[i] = _colour_field(chroma_in[i], BLUR_CELL // 2)
     return av.VideoFrame.from_ndarray(out, format="yuv420p")
 
 
+def _colour_field(image: np.ndarray, cell: int) -> np.ndarray:
+    """The image averaged over ``cell``-pixel cells, then smoothly interpolated back."""
+    rows, cols = image.shape[:2]
+    tiny = cv2.resize(image, (max(2, cols // cell), max(2, rows // cell)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(tiny, (cols, rows), interpolation=cv2.INTER_LINEAR)
+
+
 @lru_cache(maxsize=8)
-def _slate_yuv(width: int, height: int) -> np.ndarray:
-    y = np.full((height, width), 40, dtype=np.uint8)
-    scale = max(0.6, width / 900)
+def _slate_luma(width: int, height: int) -> np.ndarray:
+    y = np.full((height, width), 30, dtype=np.uint8)
+    scale = max(0.4, width / 900)
     for i, text in enumerate(SLATE_MESSAGE):
         size = scale * (1.4 if i == 0 else 0.8)
         thickness = max(1, int(round(size * 2)))
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
         org = ((width - tw) // 2, height // 2 + (i * 2 - 1) * int(th * 1.2) + (th if i == 0 else th // 2))
-        cv2.putText(y, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, 220, thickness, cv2.LINE_AA)
-    chroma = np.full((height // 2 * 2 // 2, width), 128, dtype=np.uint8)
-    out = np.concatenate([y, chroma])
-    out.setflags(write=False)
-    return out
+        cv2.putText(y, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, 230, thickness, cv2.LINE_AA)
+    y.setflags(write=False)
+    return y
 
 
 def slate_frame(width: int, height: int) -> av.VideoFrame:
-    """A dark card with a short neutral message (the broadcaster may see it too)."""
-    return av.VideoFrame.from_ndarray(_slate_yuv(width - width % 2, height - height % 2).copy(), format="yuv420p")
+    """A dark card with a short neutral message (the broadcaster may see it too).
+
+    Greyscale: the encoder converts it like any other frame, at any size.
+    """
+    return av.VideoFrame.from_ndarray(_slate_luma(width, height).copy(), format="gray")
