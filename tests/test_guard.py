@@ -245,11 +245,6 @@ def test_frames_before_a_periodic_first_hit_are_redacted(sample_every: int, dela
     assert not leaked, f"frames that match on their own passed: {leaked}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redaction reaches back only to the most recent cut; an earlier unsampled cut "
-    "(within min_sample_gap of a sample) that brought the blocked image in is ignored, so those frames leak",
-)
 def test_content_arriving_on_an_unsampled_cut_is_redacted_when_a_later_cut_matches() -> None:
     # Samples at 0, 5, ..., 95.  Chelsea cuts in at 96 (only 1 frame after a sample: not sampled,
     # min_sample_gap=2); at 98 a second cut to coffee is sampled and matches.
@@ -494,7 +489,6 @@ def test_blur_defeats_the_hash_and_redacted_frames_never_match_again() -> None:
     assert events == [], [(e.frame_index, e.region_kind, e.distance) for e in events]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG?: the slate card (text on a dark field) has PDQ quality 58-74 depending on size, not below the floor of 50")
 def test_slate_is_below_pdq_quality_floor() -> None:
     for width, height in ((1280, 720), (640, 360), (1920, 1080)):
         y, scale = luma_view(redact(av.VideoFrame(width, height, "yuv420p"), Action.SLATE))

@@ -1,7 +1,8 @@
 """Turning a frame into something safe to show: blur or slate.
 
-Both return a new yuv420p frame with the original's timing, so redacted and
-passed frames interleave seamlessly in the encoder.  The blur is deliberately
+Both return a new frame of the original's size and timing (yuv420p blur, or
+RGB at odd sizes; a greyscale slate), so redacted and passed frames interleave
+seamlessly in the encoder, which converts the pixel format as needed.  The blur is deliberately
 brutal (the picture is reduced to a ~1/48-scale colour field) because its
 purpose is that nobody can recognise the content and that its hash no longer
 matches.  Measured on photos: a 1/48-scale field still sits ~32 bits from
@@ -40,6 +41,9 @@ class Action(enum.IntEnum):
 
 BLUR_CELL = 128  # pixels per colour cell of the blurred field
 SLATE_MESSAGE = ("Stream paused", "This content is being reviewed")
+# Mid-grey text on a dark card: readable, yet flat enough (PDQ quality < 50 at
+# every size) that a slate can never itself match a list.
+SLATE_TEXT = 140
 
 
 def redact(frame: av.VideoFrame, action: Action) -> av.VideoFrame:
@@ -84,7 +88,7 @@ def _slate_luma(width: int, height: int) -> np.ndarray:
         thickness = max(1, int(round(size * 2)))
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
         org = ((width - tw) // 2, height // 2 + (i * 2 - 1) * int(th * 1.2) + (th if i == 0 else th // 2))
-        cv2.putText(y, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, 230, thickness, cv2.LINE_AA)
+        cv2.putText(y, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, SLATE_TEXT, thickness, cv2.LINE_AA)
     y.setflags(write=False)
     return y
 

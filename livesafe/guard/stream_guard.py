@@ -9,10 +9,11 @@ Holding ``delay_frames >= sample_every`` frames back lets a match redact them
 ahead of the first sampled hit.  Cost: ``delay_frames / fps`` of latency
 (10 frames = 333 ms at 30 fps by default).
 
-Redaction reaches back to the most recent picture cut still in the buffer (the
-moment the content appeared), or the whole buffer if there was none, and holds
-for ``hold_seconds`` after the last match.  If hashing fails, the guard fails
-closed: the frame and everything buffered is slated.
+Redaction reaches back to the moment the content appeared: the first picture
+cut since the last clean sample; if there was none, the latest cut still in the
+buffer (so one sample that missed does not let frames through), or the whole
+buffer.  It holds for ``hold_seconds`` after the last match.  If hashing fails,
+the guard fails closed: the frame and everything buffered is slated.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class StreamGuard:
         self.stats = GuardStats()
         self._index = 0
         self._last_sample = -(10**9)
-        self._last_cut = -1
+        self._last_clean_sample = -1
+        self._cuts: deque[int] = deque()  # indices of cuts still in the buffer
         self._thumb: np.ndarray | None = None
         self.action = Action.PASS  # redaction in force now (for frames entering the buffer)
         self._episode_start: GuardedFrame | None = None
@@ -122,7 +124,7 @@ class StreamGuard:
             y, scale = luma_view(frame)
             is_cut = self._is_cut(y)
             if is_cut:
-                self._last_cut = item.index
+                self._cuts.append(item.index)
             due = item.index - self._last_sample >= self.settings.sample_every
             if due or (is_cut and item.index - self._last_sample >= self.settings.min_sample_gap):
                 item.sampled = True
@@ -133,6 +135,8 @@ class StreamGuard:
             self._fail_closed(item, exc)
         item.action = max(item.action, self.action)
         out = self._drain(self.settings.delay_frames)
+        while self._cuts and self._cuts[0] < item.index - self.settings.delay_frames:
+            self._cuts.popleft()
         self.stats.guard_seconds += time.perf_counter() - started
         return out
 
@@ -186,12 +190,21 @@ class StreamGuard:
                 self._redact_episode(action)
             self.action = max(self.action, action)
             self._episode_lists.update(m.list_name for m in matches)
-        elif self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
-            self._clear(item.media_time, item.index, ended=False)
+        else:
+            self._last_clean_sample = item.index
+            if self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
+                self._clear(item.media_time, item.index, ended=False)
+
+    def _episode_first_frame(self) -> int:
+        """Where the matched content most likely appeared (see the module docstring)."""
+        oldest = self._buffer[0].index
+        after_clean = [c for c in self._cuts if c > self._last_clean_sample]
+        if after_clean:
+            return after_clean[0]
+        return self._cuts[-1] if self._cuts else oldest
 
     def _start(self, item: GuardedFrame, match: Match, action: Action) -> None:
-        oldest = self._buffer[0].index
-        start = self._last_cut if self._last_cut >= oldest else oldest
+        start = self._episode_first_frame()
         for buffered in self._buffer:
             if buffered.index >= start:
                 buffered.action = max(buffered.action, action)
