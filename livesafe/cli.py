@@ -96,6 +96,13 @@ def _run_scan(args: argparse.Namespace) -> int:
     finally:
         if events_out is not None and events_out is not sys.stdout:
             events_out.close()
+    if result.damaged_packets:
+        print(f"livesafe: warning: {args.input}: {result.damaged_packets} damaged video packet(s) skipped", file=sys.stderr)
+    if result.expected_frames and result.frames < result.expected_frames:
+        print(
+            f"livesafe: warning: {args.input}: incomplete input: decoded {result.frames} of {result.expected_frames} frames",
+            file=sys.stderr,
+        )
     started = [e for e in result.events if e.type == "match.started"]
     summary = (
         f"{args.input}: {result.frames} frames, {len(started)} interruption(s), "
@@ -107,6 +114,11 @@ def _run_scan(args: argparse.Namespace) -> int:
             f"  t={e.media_time:7.2f}s frame {e.frame_index}: {e.list_name} ({e.category}) {e.signal} distance {e.distance} "
             f"in {e.region_kind} {e.region} [{e.orientation}] -> {e.action}",
             file=sys.stderr if events_out is sys.stdout else sys.stdout,
+        )
+    if result.guard_errors:
+        # Fail closed: those frames were slated, but the file was not checked.
+        raise UsageError(
+            f"{args.input}: the check failed on {result.guard_errors} frame(s) (slated in the output): {result.first_guard_error}"
         )
     return EXIT_MATCHED if result.matched else EXIT_CLEAN
 

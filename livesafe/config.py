@@ -69,44 +69,63 @@ def load_config(path: Path | None) -> Config:
 
 def _parse(data: dict[str, Any], base: Path) -> Config:
     _only(data, {"guard", "lists"}, "")
-    guard_data = dict(data.get("guard", {}))
-    region_data = guard_data.pop("regions", {})
+    guard_data = dict(_table(data, "guard", ""))
+    region_data = _table(guard_data, "regions", "guard")
+    guard_data.pop("regions", None)
     regions = _build(RegionSettings, region_data, "guard.regions")
     unknown = set(regions.windows) - set(window_names())
     if unknown:
         raise ConfigError(f"guard.regions.windows: unknown {sorted(unknown)} (known: {', '.join(window_names())})")
     guard = _build(GuardSettings, {**guard_data, "regions": regions}, "guard")
-    lists_data = dict(data.get("lists", {}))
+    lists_data = dict(_table(data, "lists", ""))
     files = lists_data.pop("file", [])
+    if not isinstance(files, list):
+        raise ConfigError("lists.file: expected an array of tables ([[lists.file]])")
     _only(lists_data, {"skip_bad_lines", "reload_seconds"}, "lists")
-    specs = []
-    for i, entry in enumerate(files):
-        where = f"lists.file[{i}]"
-        _only(entry, {"path", "name", "category", "action", "thresholds"}, where)
-        if "path" not in entry:
-            raise ConfigError(f"{where}: path is required")
-        path = Path(entry["path"])
-        try:
-            specs.append(
-                ListSpec(
-                    path=path if path.is_absolute() else base / path,
-                    name=str(entry.get("name", "")),
-                    category=str(entry.get("category", "test")),
-                    action=str(entry.get("action", "blur")),
-                    thresholds=dict(entry.get("thresholds", {})),
-                )
-            )
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+    skip = lists_data.get("skip_bad_lines", False)
+    if not isinstance(skip, bool):
+        raise ConfigError(f"lists.skip_bad_lines: expected true or false, got {skip!r}")
+    reload_seconds = lists_data.get("reload_seconds", 2.0)
+    if isinstance(reload_seconds, bool) or not isinstance(reload_seconds, (int, float)) or reload_seconds <= 0:
+        raise ConfigError(f"lists.reload_seconds: expected a positive number, got {reload_seconds!r}")
+    specs = [_list_spec(entry, f"lists.file[{i}]", base) for i, entry in enumerate(files)]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError("lists.file: list names must be unique")
-    return Config(
-        guard=guard,
-        lists=tuple(specs),
-        skip_bad_lines=bool(lists_data.get("skip_bad_lines", False)),
-        reload_seconds=float(lists_data.get("reload_seconds", 2.0)),
-    )
+    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds))
+
+
+def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table with path, name, category, action, thresholds")
+    _only(entry, {"path", "name", "category", "action", "thresholds"}, where)
+    if "path" not in entry:
+        raise ConfigError(f"{where}: path is required")
+    for key in ("path", "name", "category", "action"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ConfigError(f"{where}.{key}: expected a string, got {entry[key]!r}")
+    thresholds = entry.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"{where}.thresholds: expected a table like {{ pdq = 31 }}, got {thresholds!r}")
+    path = Path(entry["path"])
+    try:
+        return ListSpec(
+            path=path if path.is_absolute() else base / path,
+            name=entry.get("name", ""),
+            category=entry.get("category", "test"),
+            action=entry.get("action", "blur"),
+            thresholds=thresholds,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        name = f"{where}.{key}" if where else key
+        raise ConfigError(f"{name}: expected a table ([{name}]), got {value!r}")
+    return value
 
 
 def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -117,17 +136,26 @@ def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    _only(data, set(known), where)
+    """An instance of the settings dataclass ``cls``, each value type-checked against its default."""
+    _only(data, {f.name for f in fields(cls)}, where)
+    defaults = cls()
     values: dict[str, Any] = {}
     for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, bool) != isinstance(value, bool) or (
-            not isinstance(default, bool) and isinstance(default, (int, float)) and not isinstance(value, (int, float))
-        ):
-            raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            expected = "a list of strings" if isinstance(default, tuple) else type(default).__name__
+            raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
         values[key] = value
     try:
         return cls(**values)

@@ -35,6 +35,10 @@ class ScanResult:
     frames_slated: int = 0
     events: list[GuardEvent] = field(default_factory=list)
     guard_seconds: float = 0.0
+    guard_errors: int = 0  # frames whose check failed (slated: fail closed)
+    first_guard_error: str | None = None
+    damaged_packets: int = 0  # video packets the decoder rejected and we skipped
+    expected_frames: int = 0  # what the container claims, 0 if unknown
 
     @property
     def matched(self) -> bool:
@@ -107,7 +111,9 @@ def scan_file(
                 except av.FFmpegError as exc:
                     if packet.stream is vin and result.frames == 0 and guard.stats.frames_in == 0:
                         raise ScanError(f"{input_path}: cannot decode video: {_reason(exc)}") from None
-                    continue  # a corrupt packet mid-file: skip it, keep the rest
+                    if packet.stream is vin:
+                        result.damaged_packets += 1
+                    continue  # a corrupt packet mid-file: skip it, scan the rest, report it
                 for frame in frames:
                     if packet.stream is vin:
                         out = guard.push(frame)
@@ -130,6 +136,9 @@ def scan_file(
             if progress is not None and total:
                 progress.write("\n")
     result.guard_seconds = guard.stats.guard_seconds
+    result.guard_errors = guard.stats.errors
+    result.first_guard_error = guard.last_error
+    result.expected_frames = total
     return result
 
 

@@ -108,6 +108,7 @@ class StreamGuard:
         self._episode_lists: set[str] = set()
         self._last_match_time = 0.0
         self._last_time = 0.0
+        self.last_error: str | None = None
 
     @property
     def redacting(self) -> bool:
@@ -246,14 +247,18 @@ class StreamGuard:
 
     def _fail_closed(self, item: GuardedFrame, exc: Exception) -> None:
         self.stats.errors += 1
-        log.exception("stream %s: guard failed on frame %d; slating", self.stream_id, item.index)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.stats.errors == 1:  # one traceback per stream; the rest are counted
+            log.exception("stream %s: guard failed on frame %d; slating", self.stream_id, item.index)
+        else:
+            log.debug("stream %s: guard failed again on frame %d: %s", self.stream_id, item.index, exc)
         self._last_match_time = item.media_time
         if not self.redacting:
             self._episode_start = self._buffer[0]
             self._episode_lists = set()
         self.action = Action.SLATE
         self._redact_episode(Action.SLATE)
-        self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": f"{type(exc).__name__}: {exc}"})
+        self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": self.last_error})
 
     def _emit(self, kind: str, item: GuardedFrame, action: Action, match: Match | None, details: dict) -> None:
         fields: dict = {}
