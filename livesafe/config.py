@@ -149,12 +149,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         elif isinstance(default, tuple):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            value = tuple(value) if ok else value
+            numbers = bool(default) and isinstance(default[0], float)
+            item_ok = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) if numbers else (lambda v: isinstance(v, str))
+            ok = isinstance(value, list) and all(item_ok(v) for v in value)
+            value = tuple(float(v) for v in value) if ok and numbers else tuple(value) if ok else value
         else:
             ok = isinstance(value, type(default))
         if not ok:
-            expected = "a list of strings" if isinstance(default, tuple) else type(default).__name__
+            expected = type(default).__name__
+            if isinstance(default, tuple):
+                expected = "a list of numbers" if default and isinstance(default[0], float) else "a list of strings"
             raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
         values[key] = value
     try:

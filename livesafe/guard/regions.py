@@ -9,7 +9,9 @@ looser threshold.  For each sampled frame we propose:
   pillarbox, windowbox, the filled corners of a rotated picture);
 * ``rect``    - quadrilaterals found from edges: a picture-in-picture window,
   a photo held up, a screen filmed at an angle (perspective-corrected);
-* ``window``  - fixed halves of the frame, for split-screen layouts.
+* ``window``  - fixed halves of the frame, for split-screen layouts;
+* ``zoomed``  - the picture padded back out by mirroring its edges, for a
+  camera zoomed in a few percent (centred zoom up to ~7 %).
 
 Everything works on one area-averaged half-resolution copy of the Y plane:
 PDQ folds its full-size filter onto it (``shrink=2``, ~1 bit from hashing at
@@ -35,6 +37,10 @@ class RegionSettings:
     max_rects: int = 4
     min_rect_fraction: float = 0.03  # of the frame area
     windows: tuple[str, ...] = ("left", "right", "top", "bottom")
+    # A camera zoomed in a few percent crops the picture's edges, which PDQ
+    # barely tolerates.  Padding the picture back out by mirroring its edges
+    # recovers most of the hash: per side, as a fraction of the size.
+    zoom_out: tuple[float, ...] = (0.02, 0.035)
     border_tolerance: float = 6.0  # luma levels a bar may vary by
 
 
@@ -85,6 +91,11 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             x, yy, w, h = box
             if (w, h) != (cols, rows) and w >= 8 and h >= 8:
                 regions.append(Region("trimmed", x * 2, yy * 2, w * 2, h * 2, half[yy : yy + h, x : x + w], 2, True))
+    picture = regions[-1]
+    for fraction in settings.zoom_out:
+        py, px = round(picture.luma.shape[0] * fraction), round(picture.luma.shape[1] * fraction)
+        padded = cv2.copyMakeBorder(picture.luma, py, py, px, px, cv2.BORDER_REFLECT)
+        regions.append(Region("zoomed", picture.x, picture.y, picture.w, picture.h, padded, 2, False))
     if settings.detect_rects:
         for quad in find_quads(quarter, settings):
             region = _quad_region(half, quad)
