@@ -10,8 +10,6 @@ Meta's reference PDQ (``pdqhash``) on one full 720p frame.
 
 from __future__ import annotations
 
-
-import livesafe  # noqa: F401  (first: single-threaded BLAS, see livesafe/__init__.py)
 import argparse
 import statistics
 import tempfile

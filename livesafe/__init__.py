@@ -1,12 +1,12 @@
 """livesafe: perceptual-hash guard for live video.
 
 The guard's matrix products are tiny (64 x a few hundred); BLAS worker threads
-only add contention with the other streams and the codecs, and on a busy
-2-core box made hashing 10x slower.  So unless the operator says otherwise,
-numpy's BLAS runs single-threaded (this must happen before numpy loads).
+only add contention with the other streams and the codecs: on a busy 2-core
+box a 720p hash went from 0.4 ms to 34 ms.  So numpy's BLAS runs
+single-threaded in any process that imports livesafe, whichever was imported
+first (environment variables alone only work before numpy loads).
 """
 
-import os
+from threadpoolctl import threadpool_limits
 
-for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+threadpool_limits(limits=1, user_api="blas")
