@@ -8,7 +8,7 @@ Example::
     hold_seconds = 3.0      # keep redacting this long after the last match
 
     [guard.regions]
-    windows = ["left", "right", "top", "bottom"]
+    windows = ["left", "right"]
 
     [lists]
     skip_bad_lines = false  # true: load a list minus its bad lines (counted, reported)

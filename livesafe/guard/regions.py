@@ -34,9 +34,9 @@ cv2.setNumThreads(1)
 class RegionSettings:
     trim_borders: bool = True
     detect_rects: bool = True
-    max_rects: int = 4
+    max_rects: int = 6
     min_rect_fraction: float = 0.03  # of the frame area
-    windows: tuple[str, ...] = ("left", "right", "top", "bottom")
+    windows: tuple[str, ...] = ("left", "right")
     # A camera zoomed in a few percent crops the picture's edges, which PDQ
     # barely tolerates.  Padding the picture back out by mirroring its edges
     # recovers most of the hash: per side, as a fraction of the size.
@@ -97,38 +97,45 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
         padded = cv2.copyMakeBorder(picture.luma, py, py, px, px, cv2.BORDER_REFLECT)
         regions.append(Region("zoomed", picture.x, picture.y, picture.w, picture.h, padded, 2, False))
     if settings.detect_rects:
-        for quad in find_quads(quarter, settings):
+        for rank, quad in enumerate(find_quads(quarter, settings)):
             region = _quad_region(half, quad)
             if min(region.luma.shape) < 8:
                 continue
             regions.append(region)
+            if rank >= 2:
+                continue
             # A filmed screen's bezel or a framed photo's mount sits inside the
-            # outline we found: hash the picture within it too.
+            # outline we found (biggest outlines first): hash the picture within it too.
             inner = content_box(region.luma, settings.border_tolerance * 2)
             if inner is not None and inner[2] * inner[3] < 0.96 * region.luma.size and min(inner[2:]) >= 8:
                 x, yy, w, h = inner
                 regions.append(Region("rect", region.x + x * 2, region.y + yy * 2, w * 2, h * 2, region.luma[yy : yy + h, x : x + w], 2, True))
-    rows, cols = quarter.shape
     for name in settings.windows:
         fx, fy, fw, fh = _WINDOWS[name]
         x, yy, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
-        # Windows are a cheap fallback for split screens: quarter size, one
-        # orientation; a pane usually sits inside bars of its own, so trim those.
-        window = quarter[yy : yy + h, x : x + w]
-        inner = content_box(window, settings.border_tolerance) if settings.trim_borders else None
-        if inner is not None and min(inner[2:]) >= 8:
-            ix, iy, w, h = inner
-            x, yy, window = x + ix, yy + iy, window[iy : iy + h, ix : ix + w]
-        regions.append(Region("window", x * 4, yy * 4, w * 4, h * 4, window, 4, False))
+        # Windows are the fallback for split screens (one orientation).  A
+        # pane sits inside a backdrop of its own, often a gradient with a name
+        # tag under the picture: trim lines that are mostly (85 %) backdrop,
+        # judged at quarter size (cheap), cut at half size (precise).
+        if settings.trim_borders:
+            inner = content_box(quarter[yy // 2 : (yy + h) // 2, x // 2 : (x + w) // 2], settings.border_tolerance, fill=0.85, drift=True)
+            if inner is not None and min(inner[2:]) >= 4:
+                ix, iy, iw, ih = (2 * v for v in inner)
+                x, yy, w, h = x + ix, yy + iy, iw, ih
+        regions.append(Region("window", x * 2, yy * 2, w * 2, h * 2, half[yy : yy + h, x : x + w], 2, False))
     return regions
 
 
-def content_box(luma: np.ndarray, tolerance: float) -> tuple[int, int, int, int] | None:
+def content_box(
+    luma: np.ndarray, tolerance: float, *, fill: float = 0.98, drift: bool = False
+) -> tuple[int, int, int, int] | None:
     """Bounding box inside uniform bars on each side, or None if the frame is all bar.
 
-    A bar is a run of rows (columns) from the edge whose pixels all stay within
-    ``tolerance`` of the edge's own median colour -- so grey, white or
-    brand-coloured bars trim as well as black ones.
+    A bar is a run of rows (columns) from the edge whose pixels (a ``fill``
+    fraction of them) stay within ``tolerance`` of the edge's own median
+    colour -- so grey, white or brand-coloured bars trim as well as black
+    ones.  With ``drift``, each line is compared with its own median instead,
+    which may wander slowly: the gradient backdrop of a split-screen layout.
     """
     rows, cols = luma.shape
     if rows < 8 or cols < 8:
@@ -139,13 +146,19 @@ def content_box(luma: np.ndarray, tolerance: float) -> tuple[int, int, int, int]
         bar, and then only the first line is read."""
         limit = (len(lines) + 1) // 2 + 1  # a bar never covers more than half the frame
         lines = lines[:, ::2]  # every other pixel along a line is plenty to judge it
-        needed = 0.98 * lines.shape[1]
-        first = lines[0]
-        colour = int(np.partition(first, len(first) // 2)[len(first) // 2])  # median, without np.median's overhead
+        needed = fill * lines.shape[1]
+        middle = lines.shape[1] // 2
+        colour = np.partition(lines[0], middle)[middle].astype(np.int16)  # median, without np.median's overhead
         done, chunk = 0, 1
         while done < limit:
             block = lines[done : min(limit, done + chunk)].astype(np.int16)
-            uniform = np.count_nonzero(np.abs(block - colour) <= tolerance, axis=1) >= needed
+            if drift:
+                medians = np.partition(block, middle, axis=1)[:, middle]
+                steps = np.abs(np.diff(np.concatenate([[colour], medians])))
+                uniform = (np.count_nonzero(np.abs(block - medians[:, None]) <= tolerance, axis=1) >= needed) & (steps <= 3)
+                colour = medians[-1]
+            else:
+                uniform = np.count_nonzero(np.abs(block - colour) <= tolerance, axis=1) >= needed
             if not uniform.all():
                 return done + int(np.argmin(uniform))
             done += len(block)
@@ -191,6 +204,13 @@ def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
                 continue
             quad = cv2.boxPoints(rect).astype(np.float32)
         found.append((area, _order_corners(quad)))
+    # Textured backgrounds offer many chance pairings of edges; a real window
+    # is outlined on all four sides, so require that, then prefer big ones.
+    if found:
+        # Positions of thick runs are estimates: allow 2 px either way.
+        near_edge = cv2.dilate(thin, np.ones((5, 5), np.uint8))
+        support = _outline_support(near_edge, np.stack([quad for _, quad in found]))
+        found = [item for item, ok in zip(found, support >= 0.75) if ok]
     found.sort(key=lambda item: -item[0])
     kept: list[np.ndarray] = []
     for _, quad in found:
@@ -208,8 +228,9 @@ def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.
     A picture-in-picture over busy video rarely yields a clean closed contour:
     its border touches edges of the content and the background.  Its sides
     are still long straight runs, so we keep only those (morphological opening
-    with a long line) and pair a top with a bottom run of matching extent,
-    confirmed by at least one matching vertical side.
+    with a long line), pair a top with a bottom run that overlaps it, and take
+    the left and right sides from vertical runs spanning most of the height
+    (the horizontal runs often overshoot into the background).
     """
     rows, cols = edges.shape
     run = max(6, cols // 20)
@@ -224,59 +245,92 @@ def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.
         across = np.ones((3, 1) if long_axis == 0 else (1, 3), np.uint8)
         along = np.ones((1, run) if long_axis == 0 else (run, 1), np.uint8)
         opened = cv2.morphologyEx(cv2.dilate(edges, across), cv2.MORPH_OPEN, along)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(opened)
-        x, y, w, h = (stats[1:count, k] for k in range(4))
-        if long_axis == 0:
-            keep = (w >= run) & (h <= 7)
-            found = np.stack([x[keep], x[keep] + w[keep], y[keep] + h[keep] // 2], axis=1)
-        else:
-            keep = (h >= run) & (w <= 7)
-            found = np.stack([y[keep], y[keep] + h[keep], x[keep] + w[keep] // 2], axis=1)
-        return _join_collinear(found)
+        if long_axis == 1:
+            opened = np.ascontiguousarray(opened.T)  # work on rows either way
+        # Outer contours are a much cheaper blob finder than labelling here.
+        contours, _ = cv2.findContours(opened, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        boxes = [cv2.boundingRect(c) for c in contours]
+        # A run that touched parallel texture is thick; its middle row is
+        # close to the line (snapping refines it later).
+        found = [(x, x + w, y + h // 2) for x, y, w, h in boxes if w >= run and h <= 16]
+        return _join_collinear(np.array(found, dtype=np.int64).reshape(-1, 3))
 
     hs = segments(0)
     vs = segments(1)
     if len(hs) < 2 or not len(vs):
         return []
-    # All (top, bottom) pairs with matching left and right ends.
+    # (top, bottom) pairs: far enough apart, overlapping by most of the shorter run.
     a, b = hs[:, None, :], hs[None, :, :]
-    pair = (
-        (b[..., 2] - a[..., 2] >= run)
-        & (np.abs(a[..., 0] - b[..., 0]) <= tol)
-        & (np.abs(a[..., 1] - b[..., 1]) <= tol)
-    )
-    top_i, bottom_i = np.nonzero(pair)
+    overlap = np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0])
+    shorter = np.minimum(a[..., 1] - a[..., 0], b[..., 1] - b[..., 0])
+    top_i, bottom_i = np.nonzero((b[..., 2] - a[..., 2] >= run) & (overlap >= 0.6 * shorter))
     if not len(top_i):
         return []
-    x0 = (hs[top_i, 0] + hs[bottom_i, 0]) / 2
-    x1 = (hs[top_i, 1] + hs[bottom_i, 1]) / 2
+    lo = np.minimum(hs[top_i, 0], hs[bottom_i, 0])
+    hi = np.maximum(hs[top_i, 1], hs[bottom_i, 1])
     top, bottom = hs[top_i, 2], hs[bottom_i, 2]
+    mid = (lo + hi) / 2
+    # Vertical runs covering >= 60 % of the height, in the left / right half.
+    # Where the picture is dark against a dark background its top and bottom
+    # edges fade out early, so the sides may lie a quarter width beyond them.
+    covered = np.minimum(vs[None, :, 1], bottom[:, None]) - np.maximum(vs[None, :, 0], top[:, None])
+    spanning = covered >= 0.6 * (bottom - top)[:, None]
+    vx = vs[None, :, 2]
+    reach = np.maximum(tol, (hi - lo) // 4)[:, None]
+    left_ok = spanning & (vx >= lo[:, None] - reach) & (vx <= mid[:, None])
+    right_ok = spanning & (vx >= mid[:, None]) & (vx <= hi[:, None] + reach)
+    found_left, found_right = left_ok.any(axis=1), right_ok.any(axis=1)
+    x0 = np.where(found_left, np.where(left_ok, vx, cols).min(axis=1), lo).astype(np.float32)
+    x1 = np.where(found_right, np.where(right_ok, vx, -1).max(axis=1), hi).astype(np.float32)
     area = (x1 - x0) * (bottom - top)
-    spans = (vs[None, :, 0] <= top[:, None] + tol) & (vs[None, :, 1] >= bottom[:, None] - tol)
-    at_side = (np.abs(vs[None, :, 2] - x0[:, None]) <= tol) | (np.abs(vs[None, :, 2] - x1[:, None]) <= tol)
-    ok = (spans & at_side).any(axis=1) & (area >= min_area) & (area <= 0.92 * rows * cols)
+    ok = (found_left | found_right) & (area >= min_area) & (area <= 0.92 * rows * cols) & (x1 - x0 >= run)
     return [
         (float(area[i]), np.array([[x0[i], top[i]], [x1[i], top[i]], [x1[i], bottom[i]], [x0[i], bottom[i]]], dtype=np.float32))
         for i in np.flatnonzero(ok)
     ]
 
 
+def _outline_support(edges: np.ndarray, quads: np.ndarray, samples: int = 48) -> np.ndarray:
+    """Per quad (n, 4, 2): the fraction of its weakest side lying on edge pixels."""
+    rows, cols = edges.shape
+    t = np.linspace(0.05, 0.95, samples)[None, None, :, None]
+    start = quads[:, :, None, :]
+    direction = (np.roll(quads, -1, axis=1) - quads)[:, :, None, :]
+    points = np.rint(start + t * direction).astype(np.int64)  # (n, 4, samples, 2)
+    xs = np.clip(points[..., 0], 0, cols - 1)
+    ys = np.clip(points[..., 1], 0, rows - 1)
+    return (edges[ys, xs] > 0).mean(axis=2).min(axis=1)
+
+
 def _join_collinear(segments: np.ndarray, gap: int = 3) -> np.ndarray:
     """Merge runs on (nearly) the same line separated by a small gap.
 
     One border line often breaks where it touches other content; the pieces
-    must be rejoined to compare its length with the opposite side.
+    must be rejoined to compare its length with the opposite side.  Runs are
+    grouped into lines first (positions within 2 px, chained), then merged by
+    start within each line.  (Plain lists: there are only tens of runs.)
     """
     if len(segments) < 2:
         return segments
-    ordered = segments[np.lexsort((segments[:, 0], segments[:, 2]))].tolist()
-    merged = [ordered[0]]
-    for start, end, position in ordered[1:]:
-        last = merged[-1]
-        if abs(position - last[2]) <= 2 and start <= last[1] + gap:
-            last[1] = max(last[1], end)
+    runs = sorted(segments.tolist(), key=lambda r: r[2])
+    lines: list[list[list[int]]] = [[runs[0]]]
+    for run in runs[1:]:
+        if run[2] - lines[-1][-1][2] <= 2:
+            lines[-1].append(run)
         else:
-            merged.append([start, end, position])
+            lines.append([run])
+    merged: list[list[int]] = []
+    for line in lines:
+        line.sort()
+        position = sorted(r[2] for r in line)[len(line) // 2]
+        current = [line[0][0], line[0][1], position]
+        for start, end, _ in line[1:]:
+            if start <= current[1] + gap:
+                current[1] = max(current[1], end)
+            else:
+                merged.append(current)
+                current = [start, end, position]
+        merged.append(current)
     return np.array(merged, dtype=np.int64)
 
 
