@@ -177,3 +177,108 @@ def _line_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     sxy = sum((x - mx) * (y - my) for x, y in points)
     slope = sxy / sxx if sxx > 0 else 0.0
     return slope, my - slope * mx
+
+
+_MAX_SKEW = math.radians(15.0)  # how far a filmed screen's sides may lean from horizontal/vertical
+_MIN_QUAD_FRACTION = 0.05  # of the frame area
+
+
+def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
+    """Convex quadrilaterals outlined by straight lines: (4, 2) float32 corners tl, tr, br, bl in
+    ``quarter``'s pixels, best supported first.
+
+    A screen filmed at an angle rarely gives a clean closed contour: its outline
+    runs into the wall, the floor line and the stand.  Its sides are still
+    long straight edges, so we find lines (Hough, near horizontal and near
+    vertical, on an eighth-size edge map where that is cheap), take every
+    top/bottom/left/right choice that bounds a quadrilateral of plausible
+    size, and rank each by how much of its perimeter lies on edges.
+    """
+    small = cv2.resize(quarter, (quarter.shape[1] // 2, quarter.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    rows, cols = small.shape
+    if rows < 24 or cols < 24:
+        return []
+    edges = cv2.Canny(small, 30, 90)
+    horizontal = _axis_lines(edges)
+    vertical = _axis_lines(edges.T)
+    if len(horizontal) < 2 or len(vertical) < 2:
+        return []
+    near = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    h_cover = np.stack([_coverage(near, a, b) for a, b in horizontal])
+    v_cover = np.stack([_coverage(near.T, a, b) for a, b in vertical])
+    (a, b), (c, d) = np.array(horizontal).T, np.array(vertical).T
+    # Corner of horizontal line h and vertical line v: y = a + b x meets x = c + d y.
+    x = (c[None, :] + d[None, :] * a[:, None]) / (1 - d[None, :] * b[:, None])
+    y = a[:, None] + b[:, None] * x
+    # Every (top i, bottom j, left k, right m) at once, as arrays over (i, j, k, m).
+    i, j, k, m = np.ix_(*(np.arange(n) for n in (len(a), len(a), len(c), len(c))))
+    corners = [(x[i, k], y[i, k]), (x[i, m], y[i, m]), (x[j, m], y[j, m]), (x[j, k], y[j, k])]
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = corners
+    area = 0.5 * ((x0 * y1 - x1 * y0) + (x1 * y2 - x2 * y1) + (x2 * y3 - x3 * y2) + (x3 * y0 - x0 * y3))
+    ok = (
+        (y3 - y0 >= 0.15 * rows) & (y2 - y1 >= 0.15 * rows)
+        & (x1 - x0 >= 0.15 * cols) & (x2 - x3 >= 0.15 * cols)
+        & (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
+    )
+    for cx, cy in corners:
+        ok &= (cx >= -1) & (cx <= cols) & (cy >= -1) & (cy <= rows)
+    if not ok.any():
+        return []
+    sides = [
+        _covered(h_cover, i, x0, x1, cols),
+        _covered(v_cover, m, y1, y2, rows),
+        _covered(h_cover, j, x3, x2, cols),
+        _covered(v_cover, k, y0, y3, rows),
+    ]
+    ok &= np.minimum(np.minimum(sides[0], sides[1]), np.minimum(sides[2], sides[3])) >= 0.5
+    # Edge pixels on the outline count for a candidate, gaps against it: a side
+    # stretched past the screen's corner (to the floor line, say) loses.
+    lengths = (x1 - x0, y2 - y1, x2 - x3, y3 - y0)
+    score = np.where(ok, sum((2 * side - 1) * length for side, length in zip(sides, lengths)), -1)
+    every = np.stack([np.broadcast_to(v, score.shape) for xy in corners for v in xy], axis=-1)
+    kept: list[np.ndarray] = []
+    for flat in np.argsort(-score, axis=None)[: 8 * max_quads]:
+        at = np.unravel_index(flat, score.shape)
+        if score[at] < 0:
+            break
+        quad = every[at].reshape(4, 2)
+        if all(np.abs(quad - other).max() > 3 for other in kept):
+            kept.append(quad)
+            if len(kept) >= max_quads:
+                break
+    # Eighth-size pixel centres sit at 2x + 0.5 in quarter-size pixels.
+    return [(quad * 2 + 0.5).astype(np.float32) for quad in kept]
+
+
+def _axis_lines(edges: np.ndarray, most: int = 6) -> list[tuple[float, float]]:
+    """Distinct near-horizontal lines through ``edges``, strongest first, as y = a + b * x."""
+    length = edges.shape[1]
+    lines = cv2.HoughLines(
+        edges, 1, np.pi / 180, max(8, int(0.15 * length)), min_theta=np.pi / 2 - _MAX_SKEW, max_theta=np.pi / 2 + _MAX_SKEW
+    )
+    found: list[tuple[float, float]] = []
+    for rho, theta in ([] if lines is None else lines[:, 0]):
+        a, b = rho / math.sin(theta), -math.cos(theta) / math.sin(theta)
+        if all(abs(a - a2) > 2 or abs(a + b * length - a2 - b2 * length) > 2 for a2, b2 in found):
+            found.append((a, b))
+            if len(found) == most:
+                break
+    return found
+
+
+def _coverage(near: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Cumulative count of edge pixels along the line y = a + b * x (prefixed with 0)."""
+    rows, cols = near.shape
+    xs = np.arange(cols)
+    ys = np.rint(a + b * xs).astype(np.intp)
+    inside = (ys >= 0) & (ys < rows)
+    hit = np.zeros(cols + 1, np.int32)
+    hit[1:][inside] = near[ys[inside], xs[inside]] > 0
+    return np.cumsum(hit)
+
+
+def _covered(cover: np.ndarray, line: np.ndarray, start: np.ndarray, end: np.ndarray, size: int) -> np.ndarray:
+    """Fraction of each line's span between two positions that lies on edges (arrays broadcast)."""
+    lo = np.clip(np.floor(np.minimum(start, end)), 0, size).astype(np.intp)
+    hi = np.clip(np.ceil(np.maximum(start, end)), 0, size).astype(np.intp)
+    return (cover[line, hi] - cover[line, lo]) / np.maximum(1, hi - lo)

@@ -45,6 +45,10 @@ class GuardSettings:
     # Mean absolute luma change (0..255) of any 1/16th of a thumbnail that
     # counts as a cut: it triggers a sample and bounds retroactive redaction.
     cut_threshold: float = 28.0
+    # A sample whose picture differs from the last hashed one by no more than
+    # this (same measure as cuts) reuses that verdict: the hash of an
+    # unchanged picture is unchanged.  Static scenes then cost almost nothing.
+    unchanged_threshold: float = 1.5
     min_sample_gap: int = 2
     regions: RegionSettings = field(default_factory=RegionSettings)
     fallback_fps: float = 30.0
@@ -76,6 +80,7 @@ class GuardStats:
     frames_out: int = 0
     frames_redacted: int = 0
     samples: int = 0
+    samples_reused: int = 0  # of which: picture unchanged, previous verdict kept
     matches: int = 0
     errors: int = 0
     guard_seconds: float = 0.0  # all time spent in push/flush
@@ -103,6 +108,7 @@ class StreamGuard:
         self._last_clean_sample = -1
         self._cuts: deque[int] = deque()  # indices of cuts still in the buffer
         self._thumb: np.ndarray | None = None
+        self._checked: tuple[np.ndarray, Matcher, list[Match]] | None = None  # last hashed picture's verdict
         self.action = Action.PASS  # redaction in force now (for frames entering the buffer)
         self._episode_start: GuardedFrame | None = None
         self._episode_lists: set[str] = set()
@@ -131,7 +137,7 @@ class StreamGuard:
                 item.sampled = True
                 self._last_sample = item.index
                 self.stats.samples += 1
-                self._observe(item, self._match(y, scale))
+                self._observe(item, self._check(y, scale))
         except Exception as exc:  # noqa: BLE001 - any failure of the check must fail closed
             self._fail_closed(item, exc)
         item.action = max(item.action, self.action)
@@ -160,15 +166,23 @@ class StreamGuard:
         # A 1/8 strided subsample is plenty to see a cut and costs microseconds.
         thumb = y[4::8, 4::8].astype(np.int16)
         previous, self._thumb = self._thumb, thumb
-        if previous is None or previous.shape != thumb.shape:
-            return True
-        diff = np.abs(thumb - previous)
-        rows, cols = diff.shape
-        blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).mean(axis=(1, 3))
-        return bool(blocks.max() > self.settings.cut_threshold)
+        return _change(previous, thumb) > self.settings.cut_threshold
 
-    def _match(self, y: np.ndarray, scale: float) -> list[Match]:
+    def _check(self, y: np.ndarray, scale: float) -> list[Match]:
+        """Matches for this picture, reusing the last verdict if nothing changed."""
         matcher = self._matcher()
+        thumb = self._thumb
+        if self._checked is not None and thumb is not None:
+            last_thumb, last_matcher, last_matches = self._checked
+            if last_matcher is matcher and _change(last_thumb, thumb) <= self.settings.unchanged_threshold:
+                self.stats.samples_reused += 1
+                return last_matches
+        matches = self._match(matcher, y, scale)
+        if thumb is not None:
+            self._checked = (thumb, matcher, matches)
+        return matches
+
+    def _match(self, matcher: Matcher, y: np.ndarray, scale: float) -> list[Match]:
         if not matcher.signals:
             return []
         hashed: list[tuple] = []
@@ -308,3 +322,18 @@ class StreamGuard:
             self.stats.frames_out += 1
             out.append(item)
         return out
+
+
+def _change(before: np.ndarray | None, after: np.ndarray) -> float:
+    """Largest mean absolute luma change over a 4x4 grid of blocks (inf if incomparable).
+
+    Blocks rather than the whole picture, so a window opening in one corner
+    counts as much as a cut.
+    """
+    if before is None or before.shape != after.shape:
+        return float("inf")
+    diff = np.abs(after - before)
+    rows, cols = diff.shape
+    blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).mean(axis=(1, 3))
+    return float(blocks.max())
+
