@@ -75,7 +75,10 @@ def blur_frame(frame: av.VideoFrame) -> av.VideoFrame:
 def _colour_field(image: np.ndarray, cell: int) -> np.ndarray:
     """The image averaged over ``cell``-pixel cells, then smoothly interpolated back."""
     rows, cols = image.shape[:2]
-    tiny = cv2.resize(image, (max(2, cols // cell), max(2, rows // cell)), interpolation=cv2.INTER_AREA)
+    # Each cell averages cell^2 pixels; a 1/4 subsample of them is as good an
+    # average and spares OpenCV's slow non-integer area path on the full frame.
+    step = max(1, cell // 32)
+    tiny = cv2.resize(image[::step, ::step], (max(2, cols // cell), max(2, rows // cell)), interpolation=cv2.INTER_AREA)
     return cv2.resize(tiny, (cols, rows), interpolation=cv2.INTER_LINEAR)
 
 
