@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import av
 import cv2
 import numpy as np
 
@@ -20,8 +19,8 @@ from livesafe.config import ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
-from livesafe.scan import ScanError, progress_stream, scan_file
-from livesafe.signals import SIGNALS, signal_named
+from livesafe.scan import ScanError, open_video, progress_stream, scan_file
+from livesafe.signals import SIGNALS, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
 
 EXIT_CLEAN, EXIT_MATCHED, EXIT_ERROR = 0, 1, 2
@@ -147,14 +146,8 @@ def _run_hash(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
-def _hash_video(signal, path: Path, every: float) -> None:
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as exc:
-        raise UsageError(f"{path}: cannot open as image or video: {exc}") from None
-    with container:
-        if not container.streams.video:
-            raise UsageError(f"{path}: no video stream")
+def _hash_video(signal: SignalType, path: Path, every: float) -> None:
+    with open_video(path) as container:
         next_time = 0.0
         for index, frame in enumerate(container.decode(video=0)):
             t = float(frame.time) if frame.time is not None else index / 30
@@ -165,7 +158,7 @@ def _hash_video(signal, path: Path, every: float) -> None:
             _print_hash(signal, y, scale, f"{path}@{t:.2f}s")
 
 
-def _print_hash(signal, luma: np.ndarray, scale: float, label: str) -> None:
+def _print_hash(signal: SignalType, luma: np.ndarray, scale: float, label: str) -> None:
     hashes = signal.hash_luma(luma, scale)
     if hashes.quality < signal.min_quality:
         print(f"# {label}: quality {hashes.quality} < {signal.min_quality}, too flat to list", file=sys.stderr)

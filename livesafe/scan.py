@@ -88,13 +88,7 @@ def scan_file(
         if on_event is not None:
             on_event(event)
 
-    try:
-        source = av.open(str(input_path))
-    except (av.FFmpegError, OSError) as exc:
-        raise ScanError(f"{input_path}: cannot open as video: {_reason(exc)}") from None
-    with source:
-        if not source.streams.video:
-            raise ScanError(f"{input_path}: no video stream")
+    with open_video(input_path) as source:
         vin = source.streams.video[0]
         ain = source.streams.audio[0] if source.streams.audio else None
         vin.thread_type = "AUTO"
@@ -140,6 +134,18 @@ def scan_file(
     result.first_guard_error = guard.last_error
     result.expected_frames = total
     return result
+
+
+def open_video(path: Path) -> av.container.InputContainer:
+    """An opened container with at least one video stream, or a one-line ScanError."""
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise ScanError(f"{path}: cannot open as video: {_reason(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise ScanError(f"{path}: no video stream")
+    return container
 
 
 def _emit_video(out: list[GuardedFrame], writer: "_Writer | None", timeline: _SlateTimeline, result: ScanResult, duration: float) -> None:

@@ -198,50 +198,53 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     rows, cols = small.shape
     if rows < 24 or cols < 24:
         return []
-    edges = cv2.Canny(small, 30, 90)
-    horizontal = _axis_lines(edges)
-    vertical = _axis_lines(edges.T)
+    # Canny from our own gradients, so each edge pixel can go to the lines it may lie on.
+    dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
+    edges = cv2.Canny(dx, dy, 30, 90)
+    across = np.abs(dy) > np.abs(dx)
+    h_edges = np.where(across, edges, 0).astype(np.uint8)
+    v_edges = np.ascontiguousarray(np.where(across, 0, edges).astype(np.uint8).T)
+    horizontal = _axis_lines(h_edges)
+    vertical = _axis_lines(v_edges)
     if len(horizontal) < 2 or len(vertical) < 2:
         return []
-    near = cv2.dilate(edges, np.ones((3, 3), np.uint8))
-    h_cover = np.stack([_coverage(near, a, b) for a, b in horizontal])
-    v_cover = np.stack([_coverage(near.T, a, b) for a, b in vertical])
+    h_cover = _coverage(h_edges, horizontal)
+    v_cover = _coverage(v_edges, vertical)
     (a, b), (c, d) = np.array(horizontal).T, np.array(vertical).T
     # Corner of horizontal line h and vertical line v: y = a + b x meets x = c + d y.
     x = (c[None, :] + d[None, :] * a[:, None]) / (1 - d[None, :] * b[:, None])
     y = a[:, None] + b[:, None] * x
-    # Every (top i, bottom j, left k, right m) at once, as arrays over (i, j, k, m).
-    i, j, k, m = np.ix_(*(np.arange(n) for n in (len(a), len(a), len(c), len(c))))
-    corners = [(x[i, k], y[i, k]), (x[i, m], y[i, m]), (x[j, m], y[j, m]), (x[j, k], y[j, k])]
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = corners
+    # Every (top, bottom) pair at least 15 % of the frame apart, times every (left, right) pair.
+    top, bottom = _pairs(a + b * cols / 2, 0.15 * rows)
+    left, right = _pairs(c + d * rows / 2, 0.15 * cols)
+    if not len(top) or not len(left):
+        return []
+    t, bm = np.repeat(top, len(left)), np.repeat(bottom, len(left))
+    lf, rt = np.tile(left, len(top)), np.tile(right, len(top))
+    quads = np.stack([x[t, lf], y[t, lf], x[t, rt], y[t, rt], x[bm, rt], y[bm, rt], x[bm, lf], y[bm, lf]], axis=1)
+    x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     area = 0.5 * ((x0 * y1 - x1 * y0) + (x1 * y2 - x2 * y1) + (x2 * y3 - x3 * y2) + (x3 * y0 - x0 * y3))
     ok = (
-        (y3 - y0 >= 0.15 * rows) & (y2 - y1 >= 0.15 * rows)
-        & (x1 - x0 >= 0.15 * cols) & (x2 - x3 >= 0.15 * cols)
-        & (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
+        (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
+        & (quads[:, 0::2].min(axis=1) >= -1) & (quads[:, 0::2].max(axis=1) <= cols)
+        & (quads[:, 1::2].min(axis=1) >= -1) & (quads[:, 1::2].max(axis=1) <= rows)
     )
-    for cx, cy in corners:
-        ok &= (cx >= -1) & (cx <= cols) & (cy >= -1) & (cy <= rows)
-    if not ok.any():
-        return []
-    sides = [
-        _covered(h_cover, i, x0, x1, cols),
-        _covered(v_cover, m, y1, y2, rows),
-        _covered(h_cover, j, x3, x2, cols),
-        _covered(v_cover, k, y0, y3, rows),
-    ]
-    ok &= np.minimum(np.minimum(sides[0], sides[1]), np.minimum(sides[2], sides[3])) >= 0.5
+    lengths = np.stack([x1 - x0, y2 - y1, x2 - x3, y3 - y0])
+    covered = np.stack([
+        _covered(h_cover, t, x0, x1),
+        _covered(v_cover, rt, y1, y2),
+        _covered(h_cover, bm, x3, x2),
+        _covered(v_cover, lf, y0, y3),
+    ])
+    ok &= (covered >= 0.5).all(axis=0) & (lengths >= 4).all(axis=0)
     # Edge pixels on the outline count for a candidate, gaps against it: a side
     # stretched past the screen's corner (to the floor line, say) loses.
-    lengths = (x1 - x0, y2 - y1, x2 - x3, y3 - y0)
-    score = np.where(ok, sum((2 * side - 1) * length for side, length in zip(sides, lengths)), -1)
-    every = np.stack([np.broadcast_to(v, score.shape) for xy in corners for v in xy], axis=-1)
+    score = np.where(ok, ((2 * covered - 1) * lengths).sum(axis=0), -1.0)
     kept: list[np.ndarray] = []
-    for flat in np.argsort(-score, axis=None)[: 8 * max_quads]:
-        at = np.unravel_index(flat, score.shape)
-        if score[at] < 0:
+    for best in np.argsort(-score)[: 8 * max_quads]:
+        if score[best] < 0:
             break
-        quad = every[at].reshape(4, 2)
+        quad = quads[best].reshape(4, 2)
         if all(np.abs(quad - other).max() > 3 for other in kept):
             kept.append(quad)
             if len(kept) >= max_quads:
@@ -266,19 +269,179 @@ def _axis_lines(edges: np.ndarray, most: int = 6) -> list[tuple[float, float]]:
     return found
 
 
-def _coverage(near: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Cumulative count of edge pixels along the line y = a + b * x (prefixed with 0)."""
-    rows, cols = near.shape
+def _coverage(edges: np.ndarray, lines: list[tuple[float, float]]) -> np.ndarray:
+    """Per line y = a + b * x, the cumulative count of columns where it passes within a pixel of an edge."""
+    rows, cols = edges.shape
+    near = cv2.dilate(edges, np.ones((3, 1), np.uint8))
+    a, b = np.array(lines).T
     xs = np.arange(cols)
-    ys = np.rint(a + b * xs).astype(np.intp)
-    inside = (ys >= 0) & (ys < rows)
-    hit = np.zeros(cols + 1, np.int32)
-    hit[1:][inside] = near[ys[inside], xs[inside]] > 0
-    return np.cumsum(hit)
+    ys = np.rint(a[:, None] + b[:, None] * xs).astype(np.intp)
+    hit = near[np.clip(ys, 0, rows - 1), xs] > 0
+    hit &= (ys >= 0) & (ys < rows)
+    return np.concatenate([np.zeros((len(lines), 1), np.int32), np.cumsum(hit, axis=1, dtype=np.int32)], axis=1)
 
 
-def _covered(cover: np.ndarray, line: np.ndarray, start: np.ndarray, end: np.ndarray, size: int) -> np.ndarray:
-    """Fraction of each line's span between two positions that lies on edges (arrays broadcast)."""
-    lo = np.clip(np.floor(np.minimum(start, end)), 0, size).astype(np.intp)
-    hi = np.clip(np.ceil(np.maximum(start, end)), 0, size).astype(np.intp)
+def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (first, second) of lines where the second lies at least ``gap`` beyond the first."""
+    first, second = np.nonzero(position[None, :] - position[:, None] >= gap)
+    return first, second
+
+
+def _covered(cover: np.ndarray, line: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Fraction of each line's span between two positions that lies on edges."""
+    size = cover.shape[1] - 1
+    lo = np.clip(np.floor(start), 0, size).astype(np.intp)
+    hi = np.clip(np.ceil(end), 0, size).astype(np.intp)
     return (cover[line, hi] - cover[line, lo]) / np.maximum(1, hi - lo)
+
+
+def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0) -> np.ndarray | None:
+    """The screen inside ``quad`` (corners tl, tr, br, bl in ``image``'s pixels) warped flat.
+
+    ``quad`` is a coarse outline: the screen's outer edge, the inner edge of
+    its bezel, or a mix.  PDQ barely tolerates a percent of cropping, so each
+    side is re-measured at this resolution (see ``_inner_edges``) and the
+    picture is cut at the bezel's inner edge; ``inset`` trims a further
+    fraction of each side.  None if the quad is too small to hash.
+    """
+    quad = np.asarray(quad, dtype=np.float32).reshape(4, 2)
+    inner = _inner_edges(image, quad)
+    if inner is not None:
+        quad = inner
+    tl, tr, br, bl = quad
+    width = int(round((np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2))
+    height = int(round((np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2))
+    ix, iy = width * inset, height * inset
+    out_w, out_h = int(round(width - 2 * ix)), int(round(height - 2 * iy))
+    if out_w < 8 or out_h < 8:
+        return None
+    # Corners are pixel edges; output pixel centres sit half a pixel inside them.
+    target = np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]], np.float32) - 0.5
+    transform = cv2.getPerspectiveTransform(quad - np.float32(0.0), target)
+    return cv2.warpPerspective(image, transform, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+_CHUNKS = 8  # per side: each yields one measurement of the edges
+_PER_CHUNK = 6  # profiles averaged into one (noise, moiré)
+
+
+def _inner_edges(image: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+    """Corners of the picture inside a screen's bezel, found near the sides of a coarse ``quad``.
+
+    A bezel is a flat band bounded by two steps: the room behind, then the
+    picture.  Across each side we sample a band of profiles (a few chunks
+    along it), find in each the flat run bounded by steps that starts or ends
+    near the coarse side, and fit a line through the runs' inner ends.  Where a
+    side's inner step is lost (dark picture content against a dark bezel), its
+    outer step plus the other sides' bezel width stands in.
+    """
+    start = quad.astype(np.float64)
+    vector = start[[1, 2, 3, 0]] - start  # side k runs from corner k to corner k + 1
+    lengths = np.hypot(vector[:, 0], vector[:, 1])
+    if lengths.min() < 16:
+        return None
+    widest = max(3, int(0.08 * lengths.min()))  # widest bezel we look for
+    reach = widest + 8  # plus the coarse outline's error
+    normal = np.stack([-vector[:, 1], vector[:, 0]], axis=1) / lengths[:, None]  # inward: corners run clockwise
+    across = np.arange(-reach, reach + 1, dtype=np.float64)
+    along = (np.arange(_CHUNKS * _PER_CHUNK) + 0.5) / (_CHUNKS * _PER_CHUNK) * 0.8 + 0.1
+    # Sample k across a side's point j lies at start + along[j] * vector + across[k] * normal.
+    maps = [
+        (
+            (start[:, axis, None] + along[None, :] * vector[:, axis, None])[:, :, None]
+            + (across[None, :] * normal[:, axis, None])[:, None, :]
+        ).astype(np.float32).reshape(4 * _CHUNKS * _PER_CHUNK, len(across))
+        for axis in (0, 1)
+    ]
+    samples = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    profiles = samples.reshape(4 * _CHUNKS, _PER_CHUNK, -1).mean(axis=1, dtype=np.float32)
+    runs = _bezel_runs(profiles, reach, widest)
+    if runs is None:
+        return None
+    outer, inner = (v.reshape(4, _CHUNKS) - reach for v in runs)
+    centres = (np.arange(_CHUNKS) + 0.5) / _CHUNKS * 0.8 + 0.1
+    widths = (inner - outer)[np.isfinite(inner)]
+    slope, offset, found = _side_lines(centres, inner)
+    if not found.all() and len(widths):
+        slope2, offset2, found2 = _side_lines(centres, outer + float(np.median(widths)))
+        slope, offset = np.where(found, slope, slope2), np.where(found, offset, offset2)
+        found |= found2
+    # A side with neither step stays where the coarse outline put it.
+    slope, offset = np.where(found, slope, 0.0), np.where(found, offset, 0.0)
+    # Each side as point + t * direction, then corner k = side k - 1 meets side k.
+    point = start + offset[:, None] * normal
+    direction = vector + slope[:, None] * normal
+    p, r = point[[3, 0, 1, 2]], direction[[3, 0, 1, 2]]
+    denominator = r[:, 0] * direction[:, 1] - r[:, 1] * direction[:, 0]
+    if (np.abs(denominator) < 1e-6).any():
+        return None
+    t = ((point - p)[:, 0] * direction[:, 1] - (point - p)[:, 1] * direction[:, 0]) / denominator
+    return (p + t[:, None] * r).astype(np.float32)
+
+
+def _bezel_runs(profiles: np.ndarray, origin: int, widest: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per profile, the sub-pixel (outer, inner) ends of the bezel, NaN where none is found.
+
+    The bezel is the longest flat run (neighbours within 2.5 levels) of at
+    most ``widest`` pixels, with a clear step at both ends, that begins or
+    ends within 8 pixels of ``origin`` (the coarse side).  Runs whose level
+    is far from the typical bezel level are content, not bezel.
+    """
+    rows, size = profiles.shape
+    flat = np.abs(np.diff(profiles, axis=1)) <= 2.5  # flat[:, k]: pixels k and k + 1 agree
+    begins = flat.copy()
+    begins[:, 1:] &= ~flat[:, :-1]
+    ends = flat.copy()
+    ends[:, :-1] &= ~flat[:, 1:]
+    row, first = np.nonzero(begins)
+    last = np.nonzero(ends)[1] + 1  # runs in the same (row-major) order: pixels first..last are flat
+    length = last - first + 1
+    ok = (first >= 3) & (last <= size - 4) & (length >= 3) & (length <= widest + 1)
+    ok &= (np.abs(first - origin) <= 8) | (np.abs(last - origin) <= 8)
+    row, first, last, length = row[ok], first[ok], last[ok], length[ok]
+    level = (profiles[row, first] + profiles[row, last]) / 2
+    ok = (np.abs(profiles[row, first - 3] - level) >= 6) & (np.abs(profiles[row, last + 3] - level) >= 3)
+    if np.count_nonzero(ok) < 3:
+        return None
+    row, first, last, length, level = row[ok], first[ok], last[ok], length[ok], level[ok]
+    typical = np.sort(level)[len(level) // 2]
+    ok = np.abs(level - typical) <= 10
+    row, first, last, length = row[ok], first[ok], last[ok], length[ok]
+    # The longest qualifying run of each profile.
+    order = np.lexsort((-length, row))
+    pick = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+    outer = np.full(rows, np.nan, np.float32)
+    inner = np.full(rows, np.nan, np.float32)
+    outer[row[pick]] = _step_centre(profiles, row[pick], first[pick], -1)
+    inner[row[pick]] = _step_centre(profiles, row[pick], last[pick], 1)
+    return outer, inner
+
+
+def _step_centre(profiles: np.ndarray, row: np.ndarray, at: np.ndarray, step: int) -> np.ndarray:
+    """Sub-pixel position of the step leaving a flat run at ``at`` in direction ``step``:
+    the centroid of the profile's change over the next three pixels."""
+    values = profiles[row[:, None], at[:, None] + step * np.arange(4)]
+    change = np.abs(np.diff(values, axis=1))
+    centre = change @ np.array([0.5, 1.5, 2.5], np.float32) / np.maximum(change.sum(axis=1), 1e-6)
+    return at + step * centre
+
+
+def _side_lines(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``values`` (NaN = no measurement), a line value = slope * t + offset through the
+    measurements that agree to within a pixel, dropping the worst until they do; and
+    whether at least three agreed."""
+    keep = np.isfinite(values)
+    values = np.where(keep, values, 0.0)
+    for _ in range(_CHUNKS - 2):
+        w = keep.astype(np.float64)
+        count, st, sv = w.sum(axis=1), w @ t, (w * values).sum(axis=1)
+        stt, stv = w @ (t * t), (w * values * t).sum(axis=1)
+        slope = (count * stv - st * sv) / np.maximum(count * stt - st * st, 1e-9)
+        offset = (sv - slope * st) / np.maximum(count, 1)
+        off = np.where(keep, np.abs(values - (slope[:, None] * t + offset[:, None])), -1.0)
+        worst = off.argmax(axis=1)
+        bad = off[np.arange(len(off)), worst] > 1.0
+        if not bad.any():
+            break
+        keep[np.flatnonzero(bad), worst[bad]] = False
+    return slope, offset, (count >= 3) & ~bad
