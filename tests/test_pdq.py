@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from livesafe.guard.frames import luma_view
+from livesafe.guard.regions import RegionSettings, propose_regions
 from livesafe.signals import SIGNALS
 from livesafe.signals import pdq
 
 pdqhash = pytest.importorskip("pdqhash")
 PDQ = SIGNALS["pdq"]
+FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=())
 
 
 def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
@@ -53,7 +55,8 @@ def test_float_luma_matches_reference_exactly(photos):
 
 
 def test_live_path_stays_close_to_reference(photos):
-    """The live path: RGB -> yuv420p (as a decoder hands it over) -> Y plane -> our PDQ."""
+    """The live path: RGB -> yuv420p (as a decoder hands it over) -> Y plane -> the
+    guard's whole-frame region (a half-size copy above 256 px) -> our PDQ."""
     distances, quality_gaps = [], []
     for rgb in natural_samples(photos):
         h, w = rgb.shape[:2]
@@ -61,7 +64,8 @@ def test_live_path_stays_close_to_reference(photos):
         ref_hex, ref_quality, _ = reference(rgb)
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
         y, scale = luma_view(frame)
-        got = PDQ.hash_luma(y, scale)
+        region = propose_regions(y, FRAME_ONLY)[0]
+        got = PDQ.hash_luma(region.luma, scale, shrink=region.shrink)
         distances.append(hamming(PDQ.format_hex(got.variants[0]), ref_hex))
         quality_gaps.append(abs(got.quality - ref_quality))
     distances = np.array(distances)

@@ -19,7 +19,7 @@ _MAX_TILT = math.radians(8.0)
 _MIN_RAMP = 16  # pixels: shortest picture edge we fit a line to
 
 
-def tilted_picture(half: np.ndarray) -> np.ndarray | None:
+def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
     """For a picture rotated by a small angle inside the frame: the de-rotated, cropped luma (half-size coords), or None if no tilt is found.
 
     A picture turned by a few degrees leaves the frame's corners empty, filled
@@ -51,7 +51,7 @@ def tilted_picture(half: np.ndarray) -> np.ndarray | None:
         ("left", half[:, :reach_h].T),
         ("right", half[:, ::-1][:, :reach_h].T),
     ):
-        depth = _fill_depth(cv2.inRange(band, low, high))
+        depth = _fill_depth(band, fill, low, high)
         for t, d, slope in _ramps(depth):
             # Back from the band's (along, depth) to frame (x, y); tan from the edge's slope.
             if side == "top":
@@ -84,21 +84,34 @@ def tilted_picture(half: np.ndarray) -> np.ndarray | None:
     bottom = upright("bottom", ((cols - 1) / 2, rows - 0.5))
     left = upright("left", (-0.5, (rows - 1) / 2))
     right = upright("right", (cols - 0.5, (rows - 1) / 2))
-    width, height = round(right - left), round(bottom - top)
-    if width < 16 or height < 16:
+    width, height = round((right - left) * scale), round((bottom - top) * scale)
+    if width < 8 or height < 8:
         return None
-    matrix[:, 2] -= (left + 0.5, top + 0.5)
+    # Output pixel u has its centre at left + (u + 0.5) / scale in de-rotated coordinates.
+    matrix *= scale
+    matrix[:, 2] -= (left * scale + 0.5, top * scale + 0.5)
     # Where the picture ran off the frame, repeat the frame's edge pixels: far
     # closer to the lost content (for PDQ's coarse view) than any flat colour.
-    # Nearest-neighbour costs a third of bilinear; PDQ's box filter hides the jaggies.
-    return cv2.warpAffine(half, matrix, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(half, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _fill_depth(is_fill: np.ndarray) -> np.ndarray:
-    """Per column of a band (255 = fill), the number of leading fill rows (the band's height if all fill)."""
-    rows = is_fill.shape[0]
-    picture = is_fill == 0
-    return np.where(picture.any(axis=0), picture.argmax(axis=0), rows)
+def _fill_depth(band: np.ndarray, fill: int, low: int, high: int) -> np.ndarray:
+    """Per column of a band, the depth of the fill from row 0 to where the picture starts, sub-pixel.
+
+    The first picture pixel is usually part fill (the edge falls inside it):
+    how far its value has moved from the fill towards the next pixel's says
+    how much of it the picture covers.  All-fill columns get the band's height.
+    """
+    rows, cols = band.shape
+    picture = cv2.inRange(band, low, high) == 0
+    found = picture.any(axis=0)
+    first = np.where(found, picture.argmax(axis=0), rows)
+    at = np.minimum(first, rows - 2)
+    columns = np.arange(cols)
+    edge = band[at, columns].astype(np.float32) - fill
+    inside = band[at + 1, columns].astype(np.float32) - fill
+    covered = np.clip(edge / np.where(np.abs(inside) > abs(edge), inside, edge + (edge == 0)), 0.0, 1.0)
+    return np.where(found & (first < rows - 1), first + 1.0 - covered, first.astype(np.float32))
 
 
 def _ramps(depth: np.ndarray) -> list[tuple[float, float, float]]:
@@ -113,13 +126,13 @@ def _ramps(depth: np.ndarray) -> list[tuple[float, float, float]]:
     lo, hi = math.tan(_MIN_TILT), math.tan(_MAX_TILT)
     for forward in (True, False):
         profile = depth if forward else depth[::-1]
-        zero = np.flatnonzero(profile == 0)
+        zero = np.flatnonzero(profile < 0.5)
         length = min(int(zero[0]) if len(zero) else n, int(0.6 * n))
         if length < _MIN_RAMP:
             continue
         d = profile[length // 10 : length - length // 10].astype(np.float64)
         t = np.arange(length // 10, length - length // 10, dtype=np.float64)
-        fit = _lower_envelope(t, d, (d < cap) & (d > 0))
+        fit = _lower_envelope(t, d, (d < cap) & (d >= 0.5))
         if fit is None:
             continue
         slope, offset, middle = fit
@@ -194,10 +207,10 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     top/bottom/left/right choice that bounds a quadrilateral of plausible
     size, and rank each by how much of its perimeter lies on edges.
     """
+    if min(quarter.shape) < 48:
+        return []
     small = cv2.resize(quarter, (quarter.shape[1] // 2, quarter.shape[0] // 2), interpolation=cv2.INTER_AREA)
     rows, cols = small.shape
-    if rows < 24 or cols < 24:
-        return []
     # Canny from our own gradients, so each edge pixel can go to the lines it may lie on.
     dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
     edges = cv2.Canny(dx, dy, 30, 90)
@@ -208,8 +221,6 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     vertical = _axis_lines(v_edges)
     if len(horizontal) < 2 or len(vertical) < 2:
         return []
-    h_cover = _coverage(h_edges, horizontal)
-    v_cover = _coverage(v_edges, vertical)
     (a, b), (c, d) = np.array(horizontal).T, np.array(vertical).T
     # Corner of horizontal line h and vertical line v: y = a + b x meets x = c + d y.
     x = (c[None, :] + d[None, :] * a[:, None]) / (1 - d[None, :] * b[:, None])
@@ -217,26 +228,27 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     # Every (top, bottom) pair at least 15 % of the frame apart, times every (left, right) pair.
     top, bottom = _pairs(a + b * cols / 2, 0.15 * rows)
     left, right = _pairs(c + d * rows / 2, 0.15 * cols)
-    if not len(top) or not len(left):
-        return []
     t, bm = np.repeat(top, len(left)), np.repeat(bottom, len(left))
     lf, rt = np.tile(left, len(top)), np.tile(right, len(top))
     quads = np.stack([x[t, lf], y[t, lf], x[t, rt], y[t, rt], x[bm, rt], y[bm, rt], x[bm, lf], y[bm, lf]], axis=1)
     x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     area = 0.5 * ((x0 * y1 - x1 * y0) + (x1 * y2 - x2 * y1) + (x2 * y3 - x3 * y2) + (x3 * y0 - x0 * y3))
-    ok = (
-        (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
-        & (quads[:, 0::2].min(axis=1) >= -1) & (quads[:, 0::2].max(axis=1) <= cols)
-        & (quads[:, 1::2].min(axis=1) >= -1) & (quads[:, 1::2].max(axis=1) <= rows)
-    )
+    ok = (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
+    ok &= (quads.min(axis=1, initial=0) >= -1) & (quads[:, 0::2].max(axis=1, initial=0) <= cols)
+    ok &= quads[:, 1::2].max(axis=1, initial=0) <= rows
+    if not ok.any():
+        return []
+    quads, t, bm, lf, rt = quads[ok], t[ok], bm[ok], lf[ok], rt[ok]
+    x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
+    # How much of each side lies on edges of its own orientation.  Sides (top, right,
+    # bottom, left) index one table of cumulative counts, horizontal lines first.
+    cover = _coverage(h_edges, horizontal, v_edges, vertical)
+    line = np.stack([t, len(horizontal) + rt, bm, len(horizontal) + lf])
     lengths = np.stack([x1 - x0, y2 - y1, x2 - x3, y3 - y0])
-    covered = np.stack([
-        _covered(h_cover, t, x0, x1),
-        _covered(v_cover, rt, y1, y2),
-        _covered(h_cover, bm, x3, x2),
-        _covered(v_cover, lf, y0, y3),
-    ])
-    ok &= (covered >= 0.5).all(axis=0) & (lengths >= 4).all(axis=0)
+    lo = np.clip(np.floor(np.stack([x0, y1, x3, y0])), 0, cover.shape[1] - 1).astype(np.intp)
+    hi = np.clip(np.ceil(np.stack([x1, y2, x2, y3])), 0, cover.shape[1] - 1).astype(np.intp)
+    covered = (cover[line, hi] - cover[line, lo]) / np.maximum(1, hi - lo)
+    ok = (covered >= 0.7).all(axis=0) & (lengths >= 4).all(axis=0)
     # Edge pixels on the outline count for a candidate, gaps against it: a side
     # stretched past the screen's corner (to the floor line, say) loses.
     score = np.where(ok, ((2 * covered - 1) * lengths).sum(axis=0), -1.0)
@@ -269,16 +281,22 @@ def _axis_lines(edges: np.ndarray, most: int = 6) -> list[tuple[float, float]]:
     return found
 
 
-def _coverage(edges: np.ndarray, lines: list[tuple[float, float]]) -> np.ndarray:
-    """Per line y = a + b * x, the cumulative count of columns where it passes within a pixel of an edge."""
-    rows, cols = edges.shape
-    near = cv2.dilate(edges, np.ones((3, 1), np.uint8))
-    a, b = np.array(lines).T
-    xs = np.arange(cols)
-    ys = np.rint(a[:, None] + b[:, None] * xs).astype(np.intp)
-    hit = near[np.clip(ys, 0, rows - 1), xs] > 0
-    hit &= (ys >= 0) & (ys < rows)
-    return np.concatenate([np.zeros((len(lines), 1), np.int32), np.cumsum(hit, axis=1, dtype=np.int32)], axis=1)
+def _coverage(
+    h_edges: np.ndarray, horizontal: list[tuple[float, float]], v_edges: np.ndarray, vertical: list[tuple[float, float]]
+) -> np.ndarray:
+    """Per line (horizontal ones on ``h_edges``, then vertical ones on the transposed ``v_edges``),
+    the cumulative count of positions along it where it passes within a pixel of an edge."""
+    size = max(h_edges.shape[1], v_edges.shape[1])
+    cover = np.zeros((len(horizontal) + len(vertical), size + 1), np.int32)
+    for offset, edges, lines in ((0, h_edges, horizontal), (len(horizontal), v_edges, vertical)):
+        rows, cols = edges.shape
+        near = cv2.dilate(edges, np.ones((3, 1), np.uint8))
+        a, b = np.array(lines).T
+        ys = np.rint(a[:, None] + b[:, None] * np.arange(cols)).astype(np.intp)
+        hit = (near[np.clip(ys, 0, rows - 1), np.arange(cols)] > 0) & (ys >= 0) & (ys < rows)
+        np.cumsum(hit, axis=1, out=cover[offset : offset + len(lines), 1 : cols + 1])
+        cover[offset : offset + len(lines), cols + 1 :] = cover[offset : offset + len(lines), cols : cols + 1]
+    return cover
 
 
 def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
@@ -287,15 +305,7 @@ def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
-def _covered(cover: np.ndarray, line: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Fraction of each line's span between two positions that lies on edges."""
-    size = cover.shape[1] - 1
-    lo = np.clip(np.floor(start), 0, size).astype(np.intp)
-    hi = np.clip(np.ceil(end), 0, size).astype(np.intp)
-    return (cover[line, hi] - cover[line, lo]) / np.maximum(1, hi - lo)
-
-
-def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0) -> np.ndarray | None:
+def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0, scale: float = 0.5) -> np.ndarray | None:
     """The screen inside ``quad`` (corners tl, tr, br, bl in ``image``'s pixels) warped flat.
 
     ``quad`` is a coarse outline: the screen's outer edge, the inner edge of
@@ -309,15 +319,15 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0) -> np.nda
     if inner is not None:
         quad = inner
     tl, tr, br, bl = quad
-    width = int(round((np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2))
-    height = int(round((np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2))
+    width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
     ix, iy = width * inset, height * inset
-    out_w, out_h = int(round(width - 2 * ix)), int(round(height - 2 * iy))
+    out_w, out_h = round((width - 2 * ix) * scale), round((height - 2 * iy) * scale)
     if out_w < 8 or out_h < 8:
         return None
     # Corners are pixel edges; output pixel centres sit half a pixel inside them.
-    target = np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]], np.float32) - 0.5
-    transform = cv2.getPerspectiveTransform(quad - np.float32(0.0), target)
+    target = (np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]]) * scale - 0.5)
+    transform = cv2.getPerspectiveTransform(quad, target.astype(np.float32))
     return cv2.warpPerspective(image, transform, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -70,6 +70,9 @@ _WINDOWS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
+MIN_HALVED = 128  # smallest side worth hashing from a half-size copy
+
+
 def window_names() -> tuple[str, ...]:
     return tuple(_WINDOWS)
 
@@ -81,24 +84,26 @@ def half_resolution(y: np.ndarray) -> np.ndarray:
 
 
 def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
-    half = half_resolution(y)
+    # Below 256 px halving loses too much for PDQ; small frames are used as they are.
+    s = 2 if min(y.shape) >= 2 * MIN_HALVED else 1
+    half = half_resolution(y) if s == 2 else y
     quarter = half_resolution(half)
     rows, cols = half.shape
-    regions = [Region("frame", 0, 0, cols * 2, rows * 2, half, 2, True)]
+    regions = [Region("frame", 0, 0, cols * s, rows * s, half, s, True)]
     if settings.trim_borders:
         box = content_box(half, settings.border_tolerance)
         if box is not None:
             x, yy, w, h = box
             if (w, h) != (cols, rows) and w >= 8 and h >= 8:
-                regions.append(Region("trimmed", x * 2, yy * 2, w * 2, h * 2, half[yy : yy + h, x : x + w], 2, True))
+                regions.append(Region("trimmed", x * s, yy * s, w * s, h * s, half[yy : yy + h, x : x + w], s, True))
     picture = regions[-1]
     for fraction in settings.zoom_out:
         py, px = round(picture.luma.shape[0] * fraction), round(picture.luma.shape[1] * fraction)
         padded = cv2.copyMakeBorder(picture.luma, py, py, px, px, cv2.BORDER_REFLECT)
-        regions.append(Region("zoomed", picture.x, picture.y, picture.w, picture.h, padded, 2, False))
+        regions.append(Region("zoomed", picture.x, picture.y, picture.w, picture.h, padded, s, False))
     if settings.detect_rects:
         for rank, quad in enumerate(find_quads(quarter, settings)):
-            region = _quad_region(half, quad)
+            region = _quad_region(half, quad, s)
             if min(region.luma.shape) < 8:
                 continue
             regions.append(region)
@@ -109,7 +114,7 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             inner = content_box(region.luma, settings.border_tolerance * 2)
             if inner is not None and inner[2] * inner[3] < 0.96 * region.luma.size and min(inner[2:]) >= 8:
                 x, yy, w, h = inner
-                regions.append(Region("rect", region.x + x * 2, region.y + yy * 2, w * 2, h * 2, region.luma[yy : yy + h, x : x + w], 2, True))
+                regions.append(Region("rect", region.x + x * s, region.y + yy * s, w * s, h * s, region.luma[yy : yy + h, x : x + w], s, True))
     for name in settings.windows:
         fx, fy, fw, fh = _WINDOWS[name]
         x, yy, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
@@ -122,7 +127,7 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             if inner is not None and min(inner[2:]) >= 4:
                 ix, iy, iw, ih = (2 * v for v in inner)
                 x, yy, w, h = x + ix, yy + iy, iw, ih
-        regions.append(Region("window", x * 2, yy * 2, w * 2, h * 2, half[yy : yy + h, x : x + w], 2, False))
+        regions.append(Region("window", x * s, yy * s, w * s, h * s, half[yy : yy + h, x : x + w], s, False))
     return regions
 
 
@@ -384,8 +389,8 @@ def _snap_to_edges(y: np.ndarray, x0: int, y0: int, x1: int, y1: int, reach: int
     return cols_edge(x0, True), rows_edge(y0, True), cols_edge(x1, False), rows_edge(y1, False)
 
 
-def _quad_region(y: np.ndarray, quad: np.ndarray) -> Region:
-    """Cut (or perspective-correct) the quadrilateral out of the half-res luma.
+def _quad_region(y: np.ndarray, quad: np.ndarray, s: int) -> Region:
+    """Cut (or perspective-correct) the quadrilateral out of the working luma (scale ``s``).
 
     An upright box is snapped to the picture's edges; a tilted outline (a
     screen filmed at an angle) is warped flat and inset by 2 % so its border
@@ -408,4 +413,4 @@ def _quad_region(y: np.ndarray, quad: np.ndarray) -> Region:
         target = np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]], dtype=np.float32)
         transform = cv2.getPerspectiveTransform(quad, target)
         crop = cv2.warpPerspective(y, transform, (max(1, width - 2 * ix), max(1, height - 2 * iy)), flags=cv2.INTER_AREA)
-    return Region("rect", int(x0) * 2, int(y0) * 2, int(x1 - x0) * 2, int(y1 - y0) * 2, crop, 2, True)
+    return Region("rect", int(x0) * s, int(y0) * s, int(x1 - x0) * s, int(y1 - y0) * s, crop, s, True)
