@@ -130,7 +130,7 @@ def assert_match_fields(event: GuardEvent, *, list_name: str, category: str, wid
     x, y, w, h = event.region
     assert all(isinstance(v, int) for v in event.region)
     assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= width and y + h <= height, event.region
-    assert event.region_kind in {"frame", "trimmed", "rect", "window"}
+    assert event.region_kind in {"frame", "trimmed", "zoomed", "rect", "window", "untilted", "screen"}
     assert event.orientation in ORIENTATIONS
     assert event.quality >= 50
     assert_event_is_small_and_pixel_free(event)
@@ -225,7 +225,7 @@ def test_frames_before_a_periodic_first_hit_are_redacted(sample_every: int, dela
     lists = sample_matcher()
     events: list[GuardEvent] = []
     guard = StreamGuard(
-        lambda: lists.current, GuardSettings(sample_every=sample_every, delay_frames=delay_frames), on_event=events.append
+        lambda: lists.current, GuardSettings(sample_every=sample_every, delay_frames=delay_frames, deep_every=1), on_event=events.append
     )
     out = run(guard, frames)
     assert [item.index for item in out] == list(range(len(frames)))
@@ -269,10 +269,12 @@ def test_hold_then_release_at_a_clean_sample_with_sensible_events() -> None:
     assert len(out) == len(names)
 
     sampled = [item.index for item in out if item.sampled]
+    deep = [item.index for item in out if item.sampled and item.deep]
     last_match = max(i for i in sampled if 30 <= i < 60)
     t = lambda i: float(Fraction(i, FPS))  # noqa: E731 - media time as the guard computes it
-    release = min(i for i in sampled if i >= 60 and t(i) - t(last_match) >= settings.hold_seconds)
-    assert release - last_match <= settings.hold_seconds * FPS + settings.sample_every
+    # Only a deep sample may release: a light one does not look for windows.
+    release = min(i for i in deep if i >= 60 and t(i) - t(last_match) >= settings.hold_seconds)
+    assert release - last_match <= settings.hold_seconds * FPS + settings.sample_every * settings.deep_every
     assert redacted(out) == list(range(30, release)), "redaction must run from the cut to the releasing clean sample"
     assert all(out[i].action is Action.BLUR for i in range(30, release))
     assert out[release].action is Action.PASS
@@ -389,15 +391,16 @@ def test_blur_episode_escalates_to_slate(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [dict(sample_every=5, delay_frames=4), dict(sample_every=10, delay_frames=9), dict(sample_every=0, delay_frames=10),
-     dict(hold_seconds=-0.1)],
+     dict(hold_seconds=-0.1), dict(sample_every=5, delay_frames=9, deep_every=2), dict(deep_every=0)],
 )
 def test_invalid_settings_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         GuardSettings(**kwargs)
 
 
-def test_delay_equal_to_sample_every_is_allowed() -> None:
-    assert GuardSettings(sample_every=4, delay_frames=4).delay_frames == 4
+def test_delay_equal_to_the_deep_sampling_gap_is_allowed() -> None:
+    assert GuardSettings(sample_every=4, delay_frames=4, deep_every=1).delay_frames == 4
+    assert GuardSettings(sample_every=4, delay_frames=8, deep_every=2).delay_frames == 8
 
 
 # --- 6. hot reload ---------------------------------------------------------------------------
@@ -480,7 +483,7 @@ def test_blur_defeats_the_hash_and_redacted_frames_never_match_again() -> None:
             recheck.append(out)
     # The full guard (regions, bars, rects, windows) finds nothing in redacted output either.
     events: list[GuardEvent] = []
-    guard = StreamGuard(lambda: lists.current, GuardSettings(sample_every=1, delay_frames=1), on_event=events.append)
+    guard = StreamGuard(lambda: lists.current, GuardSettings(sample_every=1, delay_frames=1, deep_every=1), on_event=events.append)
     for i, frame in enumerate(recheck):
         frame.pts = i
         guard.push(frame)

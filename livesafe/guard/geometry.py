@@ -20,13 +20,15 @@ _MIN_RAMP = 16  # pixels: shortest picture edge we fit a line to
 
 
 def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
-    """For a picture rotated by a small angle inside the frame: the de-rotated, cropped luma (half-size coords), or None if no tilt is found.
+    """The picture tilted by a small angle (0.7-8 degrees) inside ``half`` (a uint8 luma plane),
+    turned upright and cut to its own edges; None if there is no such tilt.
 
-    A picture turned by a few degrees leaves the frame's corners empty, filled
-    with one colour: long thin triangles whose long sides are the picture's
-    edges.  The slope of those edges gives the angle, their position the crop.
-    Frames whose corners are not one colour, or whose edges are bars (all fill)
-    or content (no fill), exit after reading a few lines.
+    The result has ``scale`` pixels per pixel of ``half`` (0.5: hash it with
+    ``shrink=4``).  A picture turned by a few degrees leaves the frame's
+    corners empty, filled with one colour: long thin triangles whose long
+    sides are the picture's edges.  Their slope gives the angle, their position
+    the crop.  Frames whose corners are not one colour, or whose edges are
+    bars (all fill) or content (no fill), return after reading a few pixels.
     """
     rows, cols = half.shape
     if rows < 32 or cols < 32:
@@ -62,10 +64,12 @@ def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
                 edges.append((side, -slope, d, t))
             else:
                 edges.append((side, slope, cols - 1 - d, t))
+    if len(edges) < 2:
+        return None
     # The picture's edges agree on one angle; a stray straight run in the content does not.
     tans = np.array([tan for _, tan, _, _ in edges])
     agree = np.abs(tans[:, None] - tans[None, :]) <= math.tan(math.radians(0.3))
-    best = agree[agree.sum(axis=1).argmax()] if len(tans) else agree
+    best = agree[agree.sum(axis=1).argmax()]
     if np.count_nonzero(best) < 2:
         return None
     edges = [edge for edge, ok in zip(edges, best) if ok]
@@ -92,7 +96,9 @@ def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
     matrix[:, 2] -= (left * scale + 0.5, top * scale + 0.5)
     # Where the picture ran off the frame, repeat the frame's edge pixels: far
     # closer to the lost content (for PDQ's coarse view) than any flat colour.
-    return cv2.warpAffine(half, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        half, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def _fill_depth(band: np.ndarray, fill: int, low: int, high: int) -> np.ndarray:
@@ -110,7 +116,7 @@ def _fill_depth(band: np.ndarray, fill: int, low: int, high: int) -> np.ndarray:
     columns = np.arange(cols)
     edge = band[at, columns].astype(np.float32) - fill
     inside = band[at + 1, columns].astype(np.float32) - fill
-    covered = np.clip(edge / np.where(np.abs(inside) > abs(edge), inside, edge + (edge == 0)), 0.0, 1.0)
+    covered = np.clip(edge / np.where(np.abs(inside) > np.abs(edge), inside, edge + (edge == 0)), 0.0, 1.0)
     return np.where(found & (first < rows - 1), first + 1.0 - covered, first.astype(np.float32))
 
 
@@ -194,18 +200,23 @@ def _line_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 _MAX_SKEW = math.radians(15.0)  # how far a filmed screen's sides may lean from horizontal/vertical
 _MIN_QUAD_FRACTION = 0.05  # of the frame area
+# Share of an outline that must lie on edges: each side, and all four on average.
+_MIN_SIDE_COVER = 0.5
+_MIN_COVER = 0.85
 
 
 def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
-    """Convex quadrilaterals outlined by straight lines: (4, 2) float32 corners tl, tr, br, bl in
-    ``quarter``'s pixels, best supported first.
+    """Convex quadrilaterals outlined by straight lines in ``quarter`` (a uint8 luma plane): (4, 2)
+    float32 corners tl, tr, br, bl in its pixels, best supported first.
 
     A screen filmed at an angle rarely gives a clean closed contour: its outline
     runs into the wall, the floor line and the stand.  Its sides are still
-    long straight edges, so we find lines (Hough, near horizontal and near
-    vertical, on an eighth-size edge map where that is cheap), take every
-    top/bottom/left/right choice that bounds a quadrilateral of plausible
-    size, and rank each by how much of its perimeter lies on edges.
+    long straight edges, so we find lines (Hough, within 15 degrees of
+    horizontal and vertical, on an eighth-size edge map where that is cheap),
+    take every top/bottom/left/right choice that bounds a quadrilateral of
+    5-95 % of the frame, and rank them by how much of their perimeter lies on
+    edges (85 % overall, each side at least half).  The corners are as coarse
+    as that map: ``warp_quad`` re-measures them.
     """
     if min(quarter.shape) < 48:
         return []
@@ -214,14 +225,16 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     # Canny from our own gradients, so each edge pixel can go to the lines it may lie on.
     dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
     edges = cv2.Canny(dx, dy, 30, 90)
-    across = np.abs(dy) > np.abs(dx)
-    h_edges = np.where(across, edges, 0).astype(np.uint8)
-    v_edges = np.ascontiguousarray(np.where(across, 0, edges).astype(np.uint8).T)
-    horizontal = _axis_lines(h_edges)
-    vertical = _axis_lines(v_edges)
-    if len(horizontal) < 2 or len(vertical) < 2:
+    h_edges = edges * (np.abs(dy) > np.abs(dx))  # edge pixels of near-horizontal edges
+    v_edges = np.ascontiguousarray((edges - h_edges).T)  # the rest, transposed: vertical lines become horizontal
+    horizontal = _lines(h_edges)
+    if horizontal is None:
         return []
-    (a, b), (c, d) = np.array(horizontal).T, np.array(vertical).T
+    vertical = _lines(v_edges)
+    if vertical is None:
+        return []
+    (a, b), h_cover = horizontal[0].T, horizontal[1]
+    (c, d), v_cover = vertical[0].T, vertical[1]
     # Corner of horizontal line h and vertical line v: y = a + b x meets x = c + d y.
     x = (c[None, :] + d[None, :] * a[:, None]) / (1 - d[None, :] * b[:, None])
     y = a[:, None] + b[:, None] * x
@@ -234,23 +247,23 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     area = 0.5 * ((x0 * y1 - x1 * y0) + (x1 * y2 - x2 * y1) + (x2 * y3 - x3 * y2) + (x3 * y0 - x0 * y3))
     ok = (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
-    ok &= (quads.min(axis=1, initial=0) >= -1) & (quads[:, 0::2].max(axis=1, initial=0) <= cols)
-    ok &= quads[:, 1::2].max(axis=1, initial=0) <= rows
+    ok &= (quads.min(axis=1) >= -1) & (quads[:, 0::2].max(axis=1) <= cols) & (quads[:, 1::2].max(axis=1) <= rows)
     if not ok.any():
         return []
     quads, t, bm, lf, rt = quads[ok], t[ok], bm[ok], lf[ok], rt[ok]
     x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     # How much of each side lies on edges of its own orientation.  Sides (top, right,
     # bottom, left) index one table of cumulative counts, horizontal lines first.
-    cover = _coverage(h_edges, horizontal, v_edges, vertical)
-    line = np.stack([t, len(horizontal) + rt, bm, len(horizontal) + lf])
+    v_cover = np.pad(v_cover, ((0, 0), (0, h_cover.shape[1] - v_cover.shape[1])), mode="edge")
+    cover = np.concatenate([h_cover, v_cover])
+    line = np.stack([t, len(a) + rt, bm, len(a) + lf])
     lengths = np.stack([x1 - x0, y2 - y1, x2 - x3, y3 - y0])
     lo = np.clip(np.floor(np.stack([x0, y1, x3, y0])), 0, cover.shape[1] - 1).astype(np.intp)
     hi = np.clip(np.ceil(np.stack([x1, y2, x2, y3])), 0, cover.shape[1] - 1).astype(np.intp)
     covered = (cover[line, hi] - cover[line, lo]) / np.maximum(1, hi - lo)
-    ok = (covered >= 0.7).all(axis=0) & (lengths >= 4).all(axis=0)
-    # Edge pixels on the outline count for a candidate, gaps against it: a side
-    # stretched past the screen's corner (to the floor line, say) loses.
+    ok = (covered >= _MIN_SIDE_COVER).all(axis=0) & (covered.mean(axis=0) >= _MIN_COVER)
+    ok &= (lengths >= 4).all(axis=0)
+    # Edge pixels on the outline count for a candidate, gaps against it.
     score = np.where(ok, ((2 * covered - 1) * lengths).sum(axis=0), -1.0)
     kept: list[np.ndarray] = []
     for best in np.argsort(-score)[: 8 * max_quads]:
@@ -265,54 +278,76 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     return [(quad * 2 + 0.5).astype(np.float32) for quad in kept]
 
 
-def _axis_lines(edges: np.ndarray, most: int = 6) -> list[tuple[float, float]]:
-    """Distinct near-horizontal lines through ``edges``, strongest first, as y = a + b * x."""
-    length = edges.shape[1]
-    lines = cv2.HoughLines(
-        edges, 1, np.pi / 180, max(8, int(0.15 * length)), min_theta=np.pi / 2 - _MAX_SKEW, max_theta=np.pi / 2 + _MAX_SKEW
-    )
+def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up to ``most`` distinct near-horizontal lines through ``edges``, strongest first; None if < 2.
+
+    Returns the lines as rows (a, b) of y = a + b * x, and per line the
+    cumulative count of columns where an edge pixel lies within a pixel of
+    it (prefixed with 0), so any span's coverage is one subtraction.  Hough's
+    1-degree steps leave a line a pixel or two off its edge at the ends --
+    enough to make a real outline look half covered -- so each line is first
+    refitted (least squares) to the edge pixels within a pixel of it.
+    """
+    rows, cols = edges.shape
+    votes = max(8, int(0.15 * cols))  # edge pixels on a side 15 % of the frame long
+    skew = (math.pi / 2 - _MAX_SKEW, math.pi / 2 + _MAX_SKEW)
+    lines = cv2.HoughLines(edges, 1, math.pi / 180, votes, min_theta=skew[0], max_theta=skew[1])
+    if lines is None:
+        return None
+    rho, theta = lines[: 16 * most, 0].T.astype(np.float64)
     found: list[tuple[float, float]] = []
-    for rho, theta in ([] if lines is None else lines[:, 0]):
-        a, b = rho / math.sin(theta), -math.cos(theta) / math.sin(theta)
-        if all(abs(a - a2) > 2 or abs(a + b * length - a2 - b2 * length) > 2 for a2, b2 in found):
-            found.append((a, b))
+    for a1, b1 in zip((rho / np.sin(theta)).tolist(), (-1 / np.tan(theta)).tolist()):
+        # Hough gives each edge several times (neighbouring angles and offsets): once is enough.
+        if all(abs(a1 - a2) > 2 or abs(a1 + b1 * cols - a2 - b2 * cols) > 2 for a2, b2 in found):
+            found.append((a1, b1))
             if len(found) == most:
                 break
-    return found
+    if len(found) < 2:
+        return None
+    # Edge pixels within a row of each position, and the sum of their rows.
+    hit = (edges > 0).astype(np.float32)
+    count_map = cv2.boxFilter(hit, -1, (1, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    row_map = cv2.boxFilter(
+        hit * np.arange(rows, dtype=np.float32)[:, None], -1, (1, 3), normalize=False, borderType=cv2.BORDER_CONSTANT
+    )
+    x = np.arange(cols)
 
+    def along(a: np.ndarray, b: np.ndarray, *tables: np.ndarray) -> list[np.ndarray]:
+        """Each table at each line's pixel in each column (0 outside the frame)."""
+        y = np.rint(a[:, None] + b[:, None] * x).astype(np.intp)
+        outside = (y < 0) | (y >= rows)
+        y = np.clip(y, 0, rows - 1)
+        return [np.where(outside, 0.0, table[y, x]) for table in tables]
 
-def _coverage(
-    h_edges: np.ndarray, horizontal: list[tuple[float, float]], v_edges: np.ndarray, vertical: list[tuple[float, float]]
-) -> np.ndarray:
-    """Per line (horizontal ones on ``h_edges``, then vertical ones on the transposed ``v_edges``),
-    the cumulative count of positions along it where it passes within a pixel of an edge."""
-    size = max(h_edges.shape[1], v_edges.shape[1])
-    cover = np.zeros((len(horizontal) + len(vertical), size + 1), np.int32)
-    for offset, edges, lines in ((0, h_edges, horizontal), (len(horizontal), v_edges, vertical)):
-        rows, cols = edges.shape
-        near = cv2.dilate(edges, np.ones((3, 1), np.uint8))
-        a, b = np.array(lines).T
-        ys = np.rint(a[:, None] + b[:, None] * np.arange(cols)).astype(np.intp)
-        hit = (near[np.clip(ys, 0, rows - 1), np.arange(cols)] > 0) & (ys >= 0) & (ys < rows)
-        np.cumsum(hit, axis=1, out=cover[offset : offset + len(lines), 1 : cols + 1])
-        cover[offset : offset + len(lines), cols + 1 :] = cover[offset : offset + len(lines), cols : cols + 1]
-    return cover
+    a, b = np.array(found).T
+    count, row_sum = along(a, b, count_map, row_map)
+    n, sx, sxx, sy, sxy = count.sum(axis=1), count @ x, count @ (x * x), row_sum.sum(axis=1), row_sum @ x
+    det = n * sxx - sx * sx
+    fit = (n >= 8) & (det > 0)
+    b = np.where(fit, (n * sxy - sx * sy) / np.where(fit, det, 1.0), b)
+    a = np.where(fit, (sy - b * sx) / np.maximum(n, 1.0), a)
+    covered = along(a, b, count_map)[0] > 0
+    cover = np.zeros((len(a), cols + 1), np.int32)
+    np.cumsum(covered, axis=1, out=cover[:, 1:])
+    return np.stack([a, b], axis=1), cover
 
 
 def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (first, second) of lines where the second lies at least ``gap`` beyond the first."""
-    first, second = np.nonzero(position[None, :] - position[:, None] >= gap)
-    return first, second
+    return np.nonzero(position[None, :] - position[:, None] >= gap)
 
 
 def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0, scale: float = 0.5) -> np.ndarray | None:
-    """The screen inside ``quad`` (corners tl, tr, br, bl in ``image``'s pixels) warped flat.
+    """The picture inside the screen outlined by ``quad`` (convex; corners tl, tr, br, bl in
+    ``image``'s pixels, e.g. ``screen_quads(quarter)[k] * 2 + 0.5`` for the half-size plane),
+    warped flat; None if it is too small to hash.
 
-    ``quad`` is a coarse outline: the screen's outer edge, the inner edge of
-    its bezel, or a mix.  PDQ barely tolerates a percent of cropping, so each
-    side is re-measured at this resolution (see ``_inner_edges``) and the
-    picture is cut at the bezel's inner edge; ``inset`` trims a further
-    fraction of each side.  None if the quad is too small to hash.
+    ``quad`` may be coarse: the screen's outer edge, the inner edge of its
+    bezel, or a mix.  PDQ barely tolerates a percent of cropping, so each side
+    is re-measured at this resolution (``_inner_edges``) and the picture is
+    cut at the bezel's inner edge; ``inset`` trims a further fraction of each
+    side.  The result has ``scale`` pixels per pixel of ``image`` (0.5 on the
+    half-size plane: hash it with ``shrink=4``).
     """
     quad = np.asarray(quad, dtype=np.float32).reshape(4, 2)
     inner = _inner_edges(image, quad)
@@ -328,7 +363,9 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0, scale: fl
     # Corners are pixel edges; output pixel centres sit half a pixel inside them.
     target = (np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]]) * scale - 0.5)
     transform = cv2.getPerspectiveTransform(quad, target.astype(np.float32))
-    return cv2.warpPerspective(image, transform, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(
+        image, transform, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 _CHUNKS = 8  # per side: each yields one measurement of the edges
@@ -341,9 +378,9 @@ def _inner_edges(image: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     A bezel is a flat band bounded by two steps: the room behind, then the
     picture.  Across each side we sample a band of profiles (a few chunks
     along it), find in each the flat run bounded by steps that starts or ends
-    near the coarse side, and fit a line through the runs' inner ends.  Where a
-    side's inner step is lost (dark picture content against a dark bezel), its
-    outer step plus the other sides' bezel width stands in.
+    near the coarse side, and fit a line through the runs' inner ends.  Where
+    the inner step is lost (dark picture content against a dark bezel), the
+    outer step plus the bezel's typical width stands in.
     """
     start = quad.astype(np.float64)
     vector = start[[1, 2, 3, 0]] - start  # side k runs from corner k to corner k + 1
@@ -369,13 +406,16 @@ def _inner_edges(image: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     if runs is None:
         return None
     outer, inner = (v.reshape(4, _CHUNKS) - reach for v in runs)
+    # The bezel's outer step (against the room) is the surer one.  Where its
+    # inner step is missing, or a picture edge nearby made the bezel look wider
+    # or narrower than it is on that side, its typical width stands in.
+    widths = inner - outer
+    width = _row_median(widths)
+    width = np.where(np.isfinite(width), width, _row_median(widths.reshape(1, -1))[0])
+    odd = ~(np.abs(widths - width[:, None]) <= 1.5)  # also where either end is missing
+    estimate = np.where(odd & np.isfinite(outer), outer + width[:, None], inner)
     centres = (np.arange(_CHUNKS) + 0.5) / _CHUNKS * 0.8 + 0.1
-    widths = (inner - outer)[np.isfinite(inner)]
-    slope, offset, found = _side_lines(centres, inner)
-    if not found.all() and len(widths):
-        slope2, offset2, found2 = _side_lines(centres, outer + float(np.median(widths)))
-        slope, offset = np.where(found, slope, slope2), np.where(found, offset, offset2)
-        found |= found2
+    slope, offset, found = _side_lines(centres, estimate)
     # A side with neither step stays where the coarse outline put it.
     slope, offset = np.where(found, slope, 0.0), np.where(found, offset, 0.0)
     # Each side as point + t * direction, then corner k = side k - 1 meets side k.
@@ -390,12 +430,15 @@ def _inner_edges(image: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
 
 
 def _bezel_runs(profiles: np.ndarray, origin: int, widest: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per profile, the sub-pixel (outer, inner) ends of the bezel, NaN where none is found.
+    """Per profile, the sub-pixel (outer, inner) ends of the bezel, NaN where not found.
 
-    The bezel is the longest flat run (neighbours within 2.5 levels) of at
-    most ``widest`` pixels, with a clear step at both ends, that begins or
-    ends within 8 pixels of ``origin`` (the coarse side).  Runs whose level
-    is far from the typical bezel level are content, not bezel.
+    The bezel is a flat run (neighbours within 2.5 levels) of at most
+    ``widest`` pixels with a clear step at both ends, beginning or ending
+    within 8 pixels of ``origin`` (the coarse side); of several, the longest.
+    Runs whose level is far from the typical bezel level are content.  Where
+    the bezel merges with what is behind it (a dark floor) or with the
+    picture (a night sky), its run is open on that side but still gives the
+    other end.
     """
     rows, size = profiles.shape
     flat = np.abs(np.diff(profiles, axis=1)) <= 2.5  # flat[:, k]: pixels k and k + 1 agree
@@ -405,25 +448,33 @@ def _bezel_runs(profiles: np.ndarray, origin: int, widest: int) -> tuple[np.ndar
     ends[:, :-1] &= ~flat[:, 1:]
     row, first = np.nonzero(begins)
     last = np.nonzero(ends)[1] + 1  # runs in the same (row-major) order: pixels first..last are flat
-    length = last - first + 1
-    ok = (first >= 3) & (last <= size - 4) & (length >= 3) & (length <= widest + 1)
-    ok &= (np.abs(first - origin) <= 8) | (np.abs(last - origin) <= 8)
-    row, first, last, length = row[ok], first[ok], last[ok], length[ok]
+    keep = last - first >= 2
+    row, first, last = row[keep], first[keep], last[keep]
     level = (profiles[row, first] + profiles[row, last]) / 2
-    ok = (np.abs(profiles[row, first - 3] - level) >= 6) & (np.abs(profiles[row, last + 3] - level) >= 3)
-    if np.count_nonzero(ok) < 3:
+    # A step is a change of 6 levels (3 into the picture) within 3 pixels; none at the band's ends.
+    outer_step = (first >= 3) & (np.abs(profiles[row, np.maximum(first - 3, 0)] - level) >= 6)
+    inner_step = (last <= size - 4) & (np.abs(profiles[row, np.minimum(last + 3, size - 1)] - level) >= 3)
+    near = (np.abs(first - origin) <= 8) | (np.abs(last - origin) <= 8)
+    closed = outer_step & inner_step & near & (last - first < widest)
+    if np.count_nonzero(closed) < 3:
         return None
-    row, first, last, length, level = row[ok], first[ok], last[ok], length[ok], level[ok]
-    typical = np.sort(level)[len(level) // 2]
-    ok = np.abs(level - typical) <= 10
-    row, first, last, length = row[ok], first[ok], last[ok], length[ok]
-    # The longest qualifying run of each profile.
-    order = np.lexsort((-length, row))
-    pick = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+    typical = np.sort(level[closed])[np.count_nonzero(closed) // 2]
+    bezel = np.abs(level - typical) <= 10
+    closed &= bezel
+    # Open runs: only the end with a clear step, near the coarse side, is the bezel's.
+    gives_inner = bezel & ~closed & inner_step & (last >= origin - 8) & (first <= origin + 8)
+    gives_inner &= np.abs(profiles[row, np.minimum(last + 3, size - 1)] - level) >= 6
+    gives_outer = bezel & ~closed & outer_step & (np.abs(first - origin) <= 8)
     outer = np.full(rows, np.nan, np.float32)
     inner = np.full(rows, np.nan, np.float32)
-    outer[row[pick]] = _step_centre(profiles, row[pick], first[pick], -1)
-    inner[row[pick]] = _step_centre(profiles, row[pick], last[pick], 1)
+    length = last - first
+    for ends_at, usable, step, found in ((first, gives_outer, -1, outer), (last, gives_inner, 1, inner)):
+        # Per profile: the longest closed run, else an open one.
+        rank = np.where(closed, length + size, np.where(usable, 0, -1))
+        order = np.lexsort((-rank, row))
+        pick = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+        pick = pick[rank[pick] >= 0]
+        found[row[pick]] = _step_centre(profiles, row[pick], ends_at[pick], step)
     return outer, inner
 
 
@@ -437,10 +488,14 @@ def _step_centre(profiles: np.ndarray, row: np.ndarray, at: np.ndarray, step: in
 
 
 def _side_lines(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``values`` (NaN = no measurement), a line value = slope * t + offset through the
-    measurements that agree to within a pixel, dropping the worst until they do; and
-    whether at least three agreed."""
-    keep = np.isfinite(values)
+    """Per row of ``values`` (NaN = no measurement), a line value = slope * t + offset through
+    the measurements that agree to within a pixel, and whether at least three did.
+
+    The coarse outline is off by a few pixels at most, so measurements more than
+    4 pixels from their row's median are dropped first; then the worst until the
+    rest agree.
+    """
+    keep = np.abs(values - _row_median(values)[:, None]) <= 4  # False where NaN
     values = np.where(keep, values, 0.0)
     for _ in range(_CHUNKS - 2):
         w = keep.astype(np.float64)
@@ -455,3 +510,11 @@ def _side_lines(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
             break
         keep[np.flatnonzero(bad), worst[bad]] = False
     return slope, offset, (count >= 3) & ~bad
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """Per row, the (lower) median of the finite values; NaN for a row without any."""
+    count = np.isfinite(values).sum(axis=1)
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    middle = ordered[np.arange(len(values)), np.maximum(count - 1, 0) // 2]
+    return np.where(count > 0, middle, np.nan)

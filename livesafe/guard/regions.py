@@ -11,7 +11,9 @@ looser threshold.  For each sampled frame we propose:
   a photo held up, a screen filmed at an angle (perspective-corrected);
 * ``window``  - fixed halves of the frame, for split-screen layouts;
 * ``zoomed``  - the picture padded back out by mirroring its edges, for a
-  camera zoomed in a few percent (centred zoom up to ~7 %).
+  camera zoomed in a few percent (centred zoom up to ~7 %);
+* ``untilted`` / ``screen`` - a picture turned a few degrees, or a monitor
+  filmed off-axis, mapped back to an upright rectangle (``geometry``).
 
 Everything works on one area-averaged half-resolution copy of the Y plane:
 PDQ folds its full-size filter onto it (``shrink=2``, ~1 bit from hashing at
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from livesafe.guard.geometry import screen_quads, tilted_picture, warp_quad
 
 # Our images are small (320x180 .. 640x360): OpenCV's worker threads cost more
 # in hand-off than they save, and contend with other streams and the codecs.
@@ -41,6 +45,8 @@ class RegionSettings:
     # barely tolerates.  Padding the picture back out by mirroring its edges
     # recovers most of the hash: per side, as a fraction of the size.
     zoom_out: tuple[float, ...] = (0.02, 0.035)
+    # Undo a small tilt and a screen filmed at an angle (guard/geometry.py).
+    rectify: bool = True
     border_tolerance: float = 6.0  # luma levels a bar may vary by
 
 
@@ -83,7 +89,9 @@ def half_resolution(y: np.ndarray) -> np.ndarray:
     return cv2.resize(y, (max(1, cols // 2), max(1, rows // 2)), interpolation=cv2.INTER_AREA)
 
 
-def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
+def propose_regions(y: np.ndarray, settings: RegionSettings, *, deep: bool = True) -> list[Region]:
+    """Regions to hash.  ``deep=False`` keeps to the whole picture (frame, bars
+    trimmed, zoomed out): the cheap check the guard runs between deep ones."""
     # Below 256 px halving loses too much for PDQ; small frames are used as they are.
     s = 2 if min(y.shape) >= 2 * MIN_HALVED else 1
     half = half_resolution(y) if s == 2 else y
@@ -101,6 +109,8 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
         py, px = round(picture.luma.shape[0] * fraction), round(picture.luma.shape[1] * fraction)
         padded = cv2.copyMakeBorder(picture.luma, py, py, px, px, cv2.BORDER_REFLECT)
         regions.append(Region("zoomed", picture.x, picture.y, picture.w, picture.h, padded, s, False))
+    if not deep:
+        return regions
     if settings.detect_rects:
         for rank, quad in enumerate(find_quads(quarter, settings)):
             region = _quad_region(half, quad, s)
@@ -115,20 +125,38 @@ def propose_regions(y: np.ndarray, settings: RegionSettings) -> list[Region]:
             if inner is not None and inner[2] * inner[3] < 0.96 * region.luma.size and min(inner[2:]) >= 8:
                 x, yy, w, h = inner
                 regions.append(Region("rect", region.x + x * s, region.y + yy * s, w * s, h * s, region.luma[yy : yy + h, x : x + w], s, True))
+    if settings.rectify:
+        regions.extend(_rectified(half, quarter, s))
     for name in settings.windows:
         fx, fy, fw, fh = _WINDOWS[name]
         x, yy, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
         # Windows are the fallback for split screens (one orientation).  A
         # pane sits inside a backdrop of its own, often a gradient with a name
-        # tag under the picture: trim lines that are mostly (85 %) backdrop,
-        # judged at quarter size (cheap), cut at half size (precise).
+        # tag under the picture: trim lines that are mostly (85 %) backdrop.
         if settings.trim_borders:
-            inner = content_box(quarter[yy // 2 : (yy + h) // 2, x // 2 : (x + w) // 2], settings.border_tolerance, fill=0.85, drift=True)
-            if inner is not None and min(inner[2:]) >= 4:
-                ix, iy, iw, ih = (2 * v for v in inner)
-                x, yy, w, h = x + ix, yy + iy, iw, ih
+            inner = content_box(half[yy : yy + h, x : x + w], settings.border_tolerance, fill=0.85, drift=True)
+            if inner is not None and min(inner[2:]) >= 8:
+                ix, iy, w, h = inner
+                x, yy = x + ix, yy + iy
         regions.append(Region("window", x * s, yy * s, w * s, h * s, half[yy : yy + h, x : x + w], s, False))
     return regions
+
+
+def _rectified(half: np.ndarray, quarter: np.ndarray, s: int) -> list[Region]:
+    """Tilted pictures and filmed screens, turned upright (at half of ``half``'s scale)."""
+    rows, cols = half.shape
+    found = []
+    upright = tilted_picture(half)
+    if upright is not None and min(upright.shape) >= 8:
+        found.append(Region("untilted", 0, 0, cols * s, rows * s, upright, 2 * s, True))
+    for quad in screen_quads(quarter, max_quads=1):
+        corners = quad * 2.0 + 0.5  # quarter -> half pixel centres
+        flat = warp_quad(half, corners)
+        if flat is None or min(flat.shape) < 8:
+            continue
+        (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)), np.ceil(corners.max(axis=0))
+        found.append(Region("screen", int(x0) * s, int(y0) * s, int(x1 - x0) * s, int(y1 - y0) * s, flat, 2 * s, True))
+    return found
 
 
 def content_box(
@@ -181,34 +209,17 @@ def content_box(
 
 
 def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
-    """Large convex quadrilaterals outlined by edges, biggest first, de-duplicated.
+    """Upright windows outlined by edges (picture-in-picture, split-screen panes),
+    biggest first, de-duplicated.
 
     Searched on the quarter-size copy (edge detection dominates the cost of a
     sample; outlines survive the shrink).  Returned as (4, 2) float32 corner
     arrays (tl, tr, br, bl) in half-size pixels, where they are cut out.
+    Tilted outlines (a filmed screen) are ``geometry.screen_quads``' job.
     """
     rows, cols = small.shape
-    frame_area = rows * cols
-    min_area = settings.min_rect_fraction * frame_area
     thin = cv2.Canny(small, 40, 120)
-    found = _framed_windows(thin, min_area)
-    edges = cv2.dilate(thin, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    for contour in contours:
-        area = cv2.contourArea(contour)
-        if area < min_area or area > 0.92 * frame_area:
-            continue
-        perimeter = cv2.arcLength(contour, True)
-        approx = cv2.approxPolyDP(contour, 0.03 * perimeter, True)
-        if len(approx) == 4 and cv2.isContourConvex(approx):
-            quad = approx.reshape(4, 2).astype(np.float32)
-        else:
-            rect = cv2.minAreaRect(contour)
-            (w, h) = rect[1]
-            if w * h <= 0 or area / (w * h) < 0.85:
-                continue
-            quad = cv2.boxPoints(rect).astype(np.float32)
-        found.append((area, _order_corners(quad)))
+    found = _framed_windows(thin, settings.min_rect_fraction * rows * cols)
     # Textured backgrounds offer many chance pairings of edges; a real window
     # is outlined on all four sides, so require that, then prefer big ones.
     if found:
@@ -218,7 +229,7 @@ def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
         found = [item for item, ok in zip(found, support >= 0.75) if ok]
     found.sort(key=lambda item: -item[0])
     kept: list[np.ndarray] = []
-    for _, quad in found:
+    for _, quad in found[: 8 * settings.max_rects]:
         if all(_box_iou(quad, other) < 0.85 for other in kept):
             kept.append(quad)
         if len(kept) >= settings.max_rects:
@@ -337,12 +348,6 @@ def _join_collinear(segments: np.ndarray, gap: int = 3) -> np.ndarray:
                 current = [start, end, position]
         merged.append(current)
     return np.array(merged, dtype=np.int64)
-
-
-def _order_corners(quad: np.ndarray) -> np.ndarray:
-    s = quad.sum(axis=1)
-    d = quad[:, 0] - quad[:, 1]
-    return np.array([quad[np.argmin(s)], quad[np.argmax(d)], quad[np.argmax(s)], quad[np.argmin(d)]], dtype=np.float32)
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:

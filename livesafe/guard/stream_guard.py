@@ -9,10 +9,17 @@ Holding ``delay_frames >= sample_every`` frames back lets a match redact them
 ahead of the first sampled hit.  Cost: ``delay_frames / fps`` of latency
 (10 frames = 333 ms at 30 fps by default).
 
+Samples come in two depths.  A deep one looks for windows, panes, tilted
+pictures and filmed screens as well as the whole picture; it runs on every
+cut and on every ``deep_every``-th periodic sample.  The samples in between
+check only the whole picture (cheap).  ``delay_frames`` must cover the gap
+between deep samples too, so a picture-in-picture that appears without a cut
+is still caught before its first frame leaves.
+
 Redaction reaches back to the moment the content appeared: the first picture
-cut since the last clean sample; if there was none, the latest cut still in the
-buffer (so one sample that missed does not let frames through), or the whole
-buffer.  It holds for ``hold_seconds`` after the last match.  If hashing fails,
+cut since the last clean deep sample; if there was none, the latest cut still
+in the buffer (so one sample that missed does not let frames through), or the
+whole buffer.  It holds for ``hold_seconds`` after the last match.  If hashing fails,
 the guard fails closed: the frame and everything buffered is slated.
 """
 
@@ -50,16 +57,19 @@ class GuardSettings:
     # unchanged picture is unchanged.  Static scenes then cost almost nothing.
     unchanged_threshold: float = 1.5
     min_sample_gap: int = 2
+    deep_every: int = 2  # every 2nd periodic sample (and every cut) is deep
     regions: RegionSettings = field(default_factory=RegionSettings)
     fallback_fps: float = 30.0
 
     def __post_init__(self) -> None:
         if self.sample_every < 1:
             raise ValueError("sample_every must be at least 1")
-        if self.delay_frames < self.sample_every:
+        if self.deep_every < 1:
+            raise ValueError("deep_every must be at least 1")
+        if self.delay_frames < self.sample_every * self.deep_every:
             raise ValueError(
-                f"delay_frames ({self.delay_frames}) must be >= sample_every ({self.sample_every}), "
-                "or frames ahead of a sampled match would leave unredacted"
+                f"delay_frames ({self.delay_frames}) must be >= sample_every x deep_every "
+                f"({self.sample_every * self.deep_every}), or frames ahead of a sampled match would leave unredacted"
             )
         if self.hold_seconds < 0:
             raise ValueError("hold_seconds must be >= 0")
@@ -72,6 +82,7 @@ class GuardedFrame:
     media_time: float
     action: Action = Action.PASS
     sampled: bool = False
+    deep: bool = False  # sampled with the full set of regions
 
 
 @dataclass(slots=True)
@@ -105,6 +116,7 @@ class StreamGuard:
         self.stats = GuardStats()
         self._index = 0
         self._last_sample = -(10**9)
+        self._periodic = 0  # periodic samples so far, to space the deep ones
         self._last_clean_sample = -1
         self._cuts: deque[int] = deque()  # indices of cuts still in the buffer
         self._thumb: np.ndarray | None = None
@@ -137,7 +149,9 @@ class StreamGuard:
                 item.sampled = True
                 self._last_sample = item.index
                 self.stats.samples += 1
-                self._observe(item, self._check(y, scale))
+                self._periodic += 0 if is_cut else 1
+                deep = item.deep = is_cut or self._periodic % self.settings.deep_every == 0
+                self._observe(item, self._check(y, scale, deep), deep)
         except Exception as exc:  # noqa: BLE001 - any failure of the check must fail closed
             self._fail_closed(item, exc)
         item.action = max(item.action, self.action)
@@ -168,8 +182,8 @@ class StreamGuard:
         previous, self._thumb = self._thumb, thumb
         return _change(previous, thumb) > self.settings.cut_threshold
 
-    def _check(self, y: np.ndarray, scale: float) -> list[Match]:
-        """Matches for this picture, reusing the last verdict if nothing changed."""
+    def _check(self, y: np.ndarray, scale: float, deep: bool) -> list[Match]:
+        """Matches for this picture, reusing the last deep verdict if nothing changed."""
         matcher = self._matcher()
         thumb = self._thumb
         if self._checked is not None and thumb is not None:
@@ -177,16 +191,16 @@ class StreamGuard:
             if last_matcher is matcher and _change(last_thumb, thumb) <= self.settings.unchanged_threshold:
                 self.stats.samples_reused += 1
                 return last_matches
-        matches = self._match(matcher, y, scale)
-        if thumb is not None:
+        matches = self._match(matcher, y, scale, deep)
+        if thumb is not None and deep:
             self._checked = (thumb, matcher, matches)
         return matches
 
-    def _match(self, matcher: Matcher, y: np.ndarray, scale: float) -> list[Match]:
+    def _match(self, matcher: Matcher, y: np.ndarray, scale: float, deep: bool) -> list[Match]:
         if not matcher.signals:
             return []
         hashed: list[tuple] = []
-        for region in propose_regions(y, self.settings.regions):
+        for region in propose_regions(y, self.settings.regions, deep=deep):
             for name in matcher.signals:
                 hashes: RegionHashes = signal_named(name).hash_luma(
                     region.luma, scale, shrink=region.shrink, all_orientations=region.all_orientations
@@ -194,7 +208,7 @@ class StreamGuard:
                 hashed.append((region, name, hashes))
         return matcher.match(hashed)
 
-    def _observe(self, item: GuardedFrame, matches: list[Match]) -> None:
+    def _observe(self, item: GuardedFrame, matches: list[Match], deep: bool) -> None:
         if matches:
             self.stats.matches += 1
             self._last_match_time = item.media_time
@@ -205,7 +219,7 @@ class StreamGuard:
                 self._redact_episode(action)
             self.action = max(self.action, action)
             self._episode_lists.update(m.list_name for m in matches)
-        else:
+        elif deep:  # a light sample may have missed a window: it neither bounds nor releases
             self._last_clean_sample = item.index
             if self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
                 self._clear(item.media_time, item.index, ended=False)
