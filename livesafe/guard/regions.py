@@ -218,18 +218,26 @@ def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
     Tilted outlines (a filmed screen) are ``geometry.screen_quads``' job.
     """
     rows, cols = small.shape
-    thin = cv2.Canny(small, 40, 120)
-    found = _framed_windows(thin, settings.min_rect_fraction * rows * cols)
+    # Edge pixels split by orientation: a window's top and bottom are made of
+    # horizontal edges only, while texture (gravel, foliage) mixes all
+    # orientations -- so texture forms far fewer long runs and chance outlines.
+    dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
+    thin = cv2.Canny(dx, dy, 40, 120)
+    flat = np.abs(dy) > np.abs(dx)
+    oriented = (np.where(flat, thin, 0).astype(np.uint8), np.where(flat, 0, thin).astype(np.uint8))
+    found = _framed_windows(oriented, settings.min_rect_fraction * rows * cols)
     # Textured backgrounds offer many chance pairings of edges; a real window
-    # is outlined on all four sides, so require that, then prefer big ones.
+    # is outlined on all four sides: require that, prefer the best outlined
+    # (an outline that overshoots into texture has a weaker side), then size.
+    ranked: list[tuple[float, float, np.ndarray]] = []
     if found:
         # Positions of thick runs are estimates: allow 2 px either way.
-        near_edge = cv2.dilate(thin, np.ones((5, 5), np.uint8))
-        support = _outline_support(near_edge, np.stack([quad for _, quad in found]))
-        found = [item for item, ok in zip(found, support >= 0.75) if ok]
-    found.sort(key=lambda item: -item[0])
+        near = tuple(cv2.dilate(mask, np.ones((5, 5), np.uint8)) for mask in oriented)
+        support = _outline_support(near, np.stack([quad for _, quad in found]))
+        ranked = [(round(float(s) * 10) / 10, area, quad) for (area, quad), s in zip(found, support) if s >= 0.75]
+    ranked.sort(key=lambda item: (-item[0], -item[1]))
     kept: list[np.ndarray] = []
-    for _, quad in found[: 8 * settings.max_rects]:
+    for _, _, quad in ranked[: 8 * settings.max_rects]:
         if all(_box_iou(quad, other) < 0.85 for other in kept):
             kept.append(quad)
         if len(kept) >= settings.max_rects:
@@ -238,7 +246,7 @@ def find_quads(small: np.ndarray, settings: RegionSettings) -> list[np.ndarray]:
     return [quad * 2.0 + 0.5 for quad in kept]
 
 
-def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.ndarray]]:
+def _framed_windows(oriented: tuple[np.ndarray, np.ndarray], min_area: float) -> list[tuple[float, np.ndarray]]:
     """Axis-aligned windows outlined by long straight edges.
 
     A picture-in-picture over busy video rarely yields a clean closed contour:
@@ -248,7 +256,7 @@ def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.
     the left and right sides from vertical runs spanning most of the height
     (the horizontal runs often overshoot into the background).
     """
-    rows, cols = edges.shape
+    rows, cols = oriented[0].shape
     run = max(6, cols // 20)
     tol = max(2, cols // 40)
 
@@ -260,7 +268,7 @@ def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.
         """
         across = np.ones((3, 1) if long_axis == 0 else (1, 3), np.uint8)
         along = np.ones((1, run) if long_axis == 0 else (run, 1), np.uint8)
-        opened = cv2.morphologyEx(cv2.dilate(edges, across), cv2.MORPH_OPEN, along)
+        opened = cv2.morphologyEx(cv2.dilate(oriented[long_axis], across), cv2.MORPH_OPEN, along)
         if long_axis == 1:
             opened = np.ascontiguousarray(opened.T)  # work on rows either way
         # Outer contours are a much cheaper blob finder than labelling here.
@@ -306,16 +314,19 @@ def _framed_windows(edges: np.ndarray, min_area: float) -> list[tuple[float, np.
     ]
 
 
-def _outline_support(edges: np.ndarray, quads: np.ndarray, samples: int = 48) -> np.ndarray:
-    """Per quad (n, 4, 2): the fraction of its weakest side lying on edge pixels."""
-    rows, cols = edges.shape
+def _outline_support(near: tuple[np.ndarray, np.ndarray], quads: np.ndarray, samples: int = 48) -> np.ndarray:
+    """Per quad (n, 4, 2): the fraction of its weakest side lying on edge pixels of
+    the side's own orientation (``near`` = horizontal, vertical edge masks)."""
+    rows, cols = near[0].shape
     t = np.linspace(0.05, 0.95, samples)[None, None, :, None]
     start = quads[:, :, None, :]
     direction = (np.roll(quads, -1, axis=1) - quads)[:, :, None, :]
     points = np.rint(start + t * direction).astype(np.int64)  # (n, 4, samples, 2)
     xs = np.clip(points[..., 0], 0, cols - 1)
     ys = np.clip(points[..., 1], 0, rows - 1)
-    return (edges[ys, xs] > 0).mean(axis=2).min(axis=1)
+    # Sides in order top, right, bottom, left: horizontal, vertical, horizontal, vertical.
+    hits = np.stack([near[k % 2][ys[:, k], xs[:, k]] > 0 for k in range(4)], axis=1)
+    return hits.mean(axis=2).min(axis=1)
 
 
 def _join_collinear(segments: np.ndarray, gap: int = 3) -> np.ndarray:
