@@ -28,8 +28,9 @@ pytest.importorskip("skimage.data")
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_robustness.py"
 
 # Minimum share of segments detected, per transform, in this configuration
-# (2 seeds x 3 images = 6 raw segments each).  Measured 6/6 for all of these
-# (and 30/30 each in the full benchmark); a floor of 0.8 tolerates one miss.
+# (2 seeds x 3 images = 6 raw segments each).  All but ``partial`` measure 30/30
+# in the full benchmark; a floor of 0.8 tolerates one miss in six.  ``partial``
+# (split screen) measures 25/30 there, so its floor is 0.6.
 RECALL_FLOORS: dict[str, float] = {
     "fullframe": 0.8,
     "letterbox": 0.8,
@@ -41,13 +42,16 @@ RECALL_FLOORS: dict[str, float] = {
     "brightness_contrast": 0.8,
     "greyscale": 0.8,
     "low_res": 0.8,
+    "rotate_small": 0.8,
+    "screen_camera": 0.8,
+    "partial": 0.6,
 }
 # Not yet robust (full benchmark recall well below 80 %), so not asserted here;
 # see BENCHMARKS.md / bench_robustness.py for the numbers:
-#   pip, partial (split screen), screen_camera -- region proposals miss or misplace the picture;
-#   overlay_text, rotate_small, crop_zoom      -- the hashed regions differ from the original
-#                                                 beyond PDQ's threshold.
-NOT_YET_ROBUST = ("pip", "partial", "overlay_text", "crop_zoom", "rotate_small", "screen_camera")
+#   pip          -- 50 %: window outlines over busy backgrounds are found but often misplaced;
+#   overlay_text -- 13 %: captions and tickers change the hash beyond PDQ's threshold;
+#   crop_zoom    -- 3 %: an off-centre 5-10 % crop is beyond PDQ (centred zoom is padded back).
+NOT_YET_ROBUST = ("pip", "overlay_text", "crop_zoom")
 
 OVERALL_RECALL = 0.95
 SEEDS = 2
