@@ -47,7 +47,7 @@ def photos(crops: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2]) for p in out]
 
 
-FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=())
+FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=(), rectify=False)
 
 
 def live_hash(y: np.ndarray, scale: float):

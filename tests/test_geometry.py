@@ -126,3 +126,14 @@ def test_degenerate_input(shape: tuple[int, int]) -> None:
     assert tilted_picture(np.zeros(shape, np.uint8)) is None
     assert screen_quads(np.zeros(shape, np.uint8)) == []
     assert warp_quad(np.zeros(shape, np.uint8), np.zeros((4, 2), np.float32)) is None
+
+
+def test_portrait_and_odd_frames_do_not_crash_the_region_search() -> None:
+    """Regression: screen_quads assumed landscape frames (a portrait phone stream crashed it)."""
+    from livesafe.guard.regions import RegionSettings, propose_regions
+
+    rng = np.random.default_rng(3)
+    for shape in ((1280, 720), (720, 720), (481, 853), (300, 200), (64, 48)):
+        y = rng.integers(0, 255, shape, dtype=np.uint8)
+        y[shape[0] // 4 : shape[0] // 2, shape[1] // 4 : shape[1] // 2] = 200  # a bright window
+        assert propose_regions(y, RegionSettings())[0].kind == "frame"

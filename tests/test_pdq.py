@@ -14,7 +14,7 @@ from livesafe.signals import pdq
 
 pdqhash = pytest.importorskip("pdqhash")
 PDQ = SIGNALS["pdq"]
-FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=())
+FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=(), rectify=False)
 
 
 def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:

@@ -254,7 +254,10 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
     x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     # How much of each side lies on edges of its own orientation.  Sides (top, right,
     # bottom, left) index one table of cumulative counts, horizontal lines first.
-    v_cover = np.pad(v_cover, ((0, 0), (0, h_cover.shape[1] - v_cover.shape[1])), mode="edge")
+    # (Tables run along x for horizontal lines, along y for vertical ones; pad the
+    # shorter so portrait frames work too.)
+    width = max(h_cover.shape[1], v_cover.shape[1])
+    h_cover, v_cover = (np.pad(c, ((0, 0), (0, width - c.shape[1])), mode="edge") for c in (h_cover, v_cover))
     cover = np.concatenate([h_cover, v_cover])
     line = np.stack([t, len(a) + rt, bm, len(a) + lf])
     lengths = np.stack([x1 - x0, y2 - y1, x2 - x3, y3 - y0])
