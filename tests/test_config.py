@@ -1,0 +1,23 @@
+"""The configuration documented in README.md is the configuration the code accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from livesafe.config import load_config
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_example_config_loads(tmp_path: Path) -> None:
+    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
+    assert block, "README has a TOML example"
+    config_path = tmp_path / "livesafe.toml"
+    config_path.write_text(block.group(1))
+    config = load_config(config_path)
+    assert config.guard.sample_every == 5 and config.guard.deep_every == 2 and config.guard.delay_frames == 10
+    assert config.guard.regions.windows == ("left", "right") and config.guard.regions.rectify
+    (spec,) = config.lists
+    assert (spec.name, spec.category, spec.action, spec.threshold_for("pdq")) == ("samples", "test", "slate", 31)
+    assert spec.path == tmp_path / "sample_streams" / "blocklist.txt"  # relative to the config file
