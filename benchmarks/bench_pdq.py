@@ -1,7 +1,7 @@
 """Our PDQ vs Meta's reference (``pdqhash``): agreement and speed.
 
-Natural photos: scikit-image's bundled samples plus random crops at random
-scales.  Three paths are compared with the reference hash of the RGB image:
+Natural photos: the scikit-image samples of ``livesafe.synthetic`` plus random
+crops at random scales.  Three paths are compared with the reference hash of the RGB image:
 exact float luma at full size (should be 0 bits), the live path (RGB ->
 yuv420p -> Y plane, hashed at half size with ``shrink=2``), and the Y plane at
 full size.  Then timing on a 720p frame.
@@ -18,35 +18,14 @@ import av
 import cv2
 import numpy as np
 import pdqhash
-import skimage.data
 
 from livesafe.guard.frames import luma_view
 from livesafe.guard.regions import RegionSettings, half_resolution, propose_regions
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
+from livesafe.synthetic import natural_samples
 
 PDQ = SIGNALS["pdq"]
-PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field", "immunohistochemistry",
-          "moon", "rocket", "retina", "brick", "grass", "gravel", "cell")
-
-
-def photos(crops: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(7)
-    out = []
-    for name in PHOTOS:
-        image = getattr(skimage.data, name)()
-        image = np.ascontiguousarray((np.stack([image] * 3, -1) if image.ndim == 2 else image)[..., :3])
-        out.append(image)
-        h, w = image.shape[:2]
-        for _ in range(crops):
-            ch, cw = int(rng.integers(h // 3, h + 1)), int(rng.integers(w // 3, w + 1))
-            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            scale = rng.uniform(0.5, 2.5)
-            size = (max(16, int(cw * scale)), max(16, int(ch * scale)))
-            out.append(cv2.resize(image[y : y + ch, x : x + cw], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
-    return [np.ascontiguousarray(p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2]) for p in out]
-
-
 FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=(), rectify=False)
 
 
@@ -65,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--crops", type=int, default=12)
     args = parser.parse_args()
-    images = photos(args.crops)
+    images = natural_samples(args.crops)
     paths = {"exact (float luma, full size)": [], "live (Y plane, half size)": [], "Y plane, full size": []}
     quality_gap = []
     for rgb in images:

@@ -75,6 +75,24 @@ def benign_images() -> dict[str, np.ndarray]:
     return {name: _sample(name) for name in BENIGN_NAMES}
 
 
+def natural_samples(crops_per_photo: int, seed: int = 7) -> list[np.ndarray]:
+    """Every sample photo plus random crops at random scales (even sizes, so they fit yuv420p):
+    a varied set of natural images for checking PDQ against its reference."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in (*blocked_images().values(), *benign_images().values()):
+        out.append(image)
+        h, w = image.shape[:2]
+        for _ in range(crops_per_photo):
+            ch, cw = int(rng.integers(h // 3, h + 1)), int(rng.integers(w // 3, w + 1))
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            scale = rng.uniform(0.5, 2.5)
+            size = (max(16, int(cw * scale)), max(16, int(ch * scale)))
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            out.append(cv2.resize(image[y : y + ch, x : x + cw], size, interpolation=interpolation))
+    return [np.ascontiguousarray(p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2]) for p in out]
+
+
 # --- small drawing helpers -------------------------------------------------------------------
 
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")
 
-PHOTO_NAMES = (
-    "astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
-    "immunohistochemistry", "moon", "rocket", "retina", "brick", "grass", "gravel", "cell",
-)
-
-
-def load_photo(name: str) -> np.ndarray:
-    """An RGB uint8 photo from scikit-image's bundled data."""
-    image = getattr(skimage_data, name)()
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3])
+from livesafe import synthetic  # noqa: E402  (needs scikit-image)
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    return {name: load_photo(name) for name in PHOTO_NAMES}
+    return {**synthetic.blocked_images(), **synthetic.benign_images()}
