@@ -86,7 +86,7 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
     if not isinstance(skip, bool):
         raise ConfigError(f"lists.skip_bad_lines: expected true or false, got {skip!r}")
     reload_seconds = lists_data.get("reload_seconds", 2.0)
-    if isinstance(reload_seconds, bool) or not isinstance(reload_seconds, (int, float)) or reload_seconds <= 0:
+    if not _is_number(reload_seconds) or reload_seconds <= 0:
         raise ConfigError(f"lists.reload_seconds: expected a positive number, got {reload_seconds!r}")
     specs = [_list_spec(entry, f"lists.file[{i}]", base) for i, entry in enumerate(files)]
     names = [s.name for s in specs]
@@ -135,6 +135,10 @@ def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(f"{prefix}unknown key(s) {sorted(unknown)} (allowed: {', '.join(sorted(allowed))})")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     """An instance of the settings dataclass ``cls``, each value type-checked against its default."""
     _only(data, {f.name for f in fields(cls)}, where)
@@ -147,18 +151,18 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = _is_number(value)
         elif isinstance(default, tuple):
             numbers = bool(default) and isinstance(default[0], float)
-            item_ok = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) if numbers else (lambda v: isinstance(v, str))
-            ok = isinstance(value, list) and all(item_ok(v) for v in value)
-            value = tuple(float(v) for v in value) if ok and numbers else tuple(value) if ok else value
+            ok = isinstance(value, list) and all(_is_number(v) if numbers else isinstance(v, str) for v in value)
+            if ok:
+                value = tuple(float(v) for v in value) if numbers else tuple(value)
         else:
             ok = isinstance(value, type(default))
         if not ok:
             expected = type(default).__name__
             if isinstance(default, tuple):
-                expected = "a list of numbers" if default and isinstance(default[0], float) else "a list of strings"
+                expected = "a list of numbers" if numbers else "a list of strings"
             raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
         values[key] = value
     try:

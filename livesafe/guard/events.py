@@ -8,6 +8,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+# A redaction episode opens with match.started (a list matched) or guard.error
+# (the check failed: fail closed) and closes with one match.cleared.
 MATCH_STARTED = "match.started"
 MATCH_CLEARED = "match.cleared"
 GUARD_ERROR = "guard.error"
