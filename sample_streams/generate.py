@@ -56,13 +56,17 @@ def benign(scene: str, frames: int, seed: int, start: int = 0) -> Part:
     return Part(frames, lambda j: source(start + j), f"benign:{scene}")
 
 
-def blocked(image: str, transform: str, frames: int, seed: int, noise: float = 0.0) -> Part:
-    """A blocked stand-in under a transform, held still; ``noise`` adds fresh sensor noise per frame."""
-    frame = syn.TRANSFORMS[transform](syn.blocked_images()[image], np.random.default_rng(seed))
+def _still(picture: np.ndarray, transform: str, seed: int, noise: float) -> Callable[[int], np.ndarray]:
+    """``picture`` under a transform, held still; ``noise`` adds fresh sensor noise per frame."""
+    frame = syn.TRANSFORMS[transform](picture, np.random.default_rng(seed))
     if noise:
-        render = lambda j: syn.add_sensor_noise(frame, np.random.default_rng([seed, j]), noise)  # noqa: E731
-    else:
-        render = lambda j: frame  # noqa: E731
+        return lambda j: syn.add_sensor_noise(frame, np.random.default_rng([seed, j]), noise)
+    return lambda j: frame
+
+
+def blocked(image: str, transform: str, frames: int, seed: int, noise: float = 0.0) -> Part:
+    """A blocked stand-in under a transform, held still."""
+    render = _still(syn.blocked_images()[image], transform, seed, noise)
     return Part(frames, render, f"blocked:{image}/{transform}", image, transform)
 
 
@@ -84,12 +88,7 @@ def blocked_split_with(image: str, scene: str, frames: int, seed: int) -> Part:
 
 def decoy(image: str, transform: str, frames: int, seed: int, noise: float = 0.0) -> Part:
     """A benign photo under a transform: same layout as a blocked case, must not match."""
-    frame = syn.TRANSFORMS[transform](syn.benign_images()[image], np.random.default_rng(seed))
-    if noise:
-        render = lambda j: syn.add_sensor_noise(frame, np.random.default_rng([seed, j]), noise)  # noqa: E731
-    else:
-        render = lambda j: frame  # noqa: E731
-    return Part(frames, render, f"decoy:{image}/{transform}")
+    return Part(frames, _still(syn.benign_images()[image], transform, seed, noise), f"decoy:{image}/{transform}")
 
 
 def clips() -> dict[str, list[Part]]:

@@ -234,11 +234,9 @@ class StreamGuard:
 
     def _start(self, item: GuardedFrame, match: Match, action: Action) -> None:
         start = self._episode_first_frame()
-        for buffered in self._buffer:
-            if buffered.index >= start:
-                buffered.action = max(buffered.action, action)
         self._episode_start = next(b for b in self._buffer if b.index >= start)
         self._episode_lists = set()
+        self._redact_episode(action)
         self._emit(
             MATCH_STARTED,
             item,
@@ -248,7 +246,7 @@ class StreamGuard:
         )
 
     def _redact_episode(self, action: Action) -> None:
-        """Escalate (e.g. blur -> slate) every buffered frame of the current episode."""
+        """Apply ``action`` (or escalate, e.g. blur -> slate) to every buffered frame of the current episode."""
         first = self._episode_start.index if self._episode_start else 0
         for buffered in self._buffer:
             if buffered.index >= first:
