@@ -1,4 +1,4 @@
-"""``livesafe`` command line: scan | hash (the relay's serve/publish/watch come next).
+"""``livesafe`` command line: serve | demo | publish | watch | scan | hash.
 
 Errors a user can fix (unreadable input, bad list line, bad config) print one
 line ``livesafe: error: ...`` and exit 2 -- never a traceback.
@@ -7,18 +7,24 @@ line ``livesafe: error: ...`` and exit 2 -- never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from livesafe.config import ConfigError, load_config
+from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
-from livesafe.guard.matcher import LiveMatcher
+from livesafe.guard.matcher import ListWatcher, LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
+from livesafe.relay.ice import IceSettings
+from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, open_video, progress_stream, scan_file
 from livesafe.signals import SIGNALS, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
@@ -59,12 +65,207 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--skip-bad-lines", action="store_true", help="load lists without their bad lines (counted)")
     scan.set_defaults(run=_run_scan)
 
+    serve = sub.add_parser("serve", help="run the relay: WHIP in, guarded WHEP out")
+    _relay_options(serve)
+    serve.add_argument("--stream-key", action="append", default=[], metavar="STREAM=KEY",
+                       help="allow publishing STREAM with bearer token KEY (repeatable; prefer key_env in --config: "
+                       "command lines are visible to other users)")
+    serve.set_defaults(run=_run_serve)
+
+    demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
+    _relay_options(demo)
+    demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_letterbox_pip.mp4"), help="video to publish")
+    demo.add_argument("--stream", default="demo", help="stream name")
+    demo.set_defaults(run=_run_demo)
+
+    publish = sub.add_parser("publish", help="publish a video file over WHIP at real-time pace")
+    publish.add_argument("file", type=Path)
+    publish.add_argument("url", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/studio")
+    publish.add_argument("--token", help="stream key (or set LIVESAFE_TOKEN)")
+    publish.add_argument("--loop", action="store_true", help="repeat the file until interrupted")
+    publish.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    publish.add_argument("--codec", choices=["vp8", "h264"], help="video codec to offer (default: both, VP8 first)")
+    _ice_option(publish)
+    publish.set_defaults(run=_run_publish)
+
+    watch = sub.add_parser("watch", help="watch a stream over WHEP; optionally record exactly what arrives")
+    watch.add_argument("url", help="WHEP endpoint, e.g. http://127.0.0.1:8080/whep/studio")
+    watch.add_argument("--token", help="viewer token (or set LIVESAFE_TOKEN)")
+    watch.add_argument("--record", type=Path, metavar="OUT.mkv", help="lossless recording with the stream's timestamps")
+    watch.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    _ice_option(watch)
+    watch.set_defaults(run=_run_watch)
+
     hash_ = sub.add_parser("hash", help="print blocklist lines for images or sampled video frames")
     hash_.add_argument("files", type=Path, nargs="+")
     hash_.add_argument("--signal", default="pdq", choices=sorted(SIGNALS))
     hash_.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds")
     hash_.set_defaults(run=_run_hash)
     return parser
+
+
+def _relay_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML settings, lists, stream keys")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument("--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)")
+    parser.add_argument("--action", choices=["blur", "slate"], help="action for --blocklist lists (default blur)")
+    parser.add_argument("--category", default="test", help="category for --blocklist lists")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="load lists without their bad lines (counted)")
+    _ice_option(parser)
+
+
+def _ice_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
+                        help="gather ICE host candidates only on this address (repeatable), e.g. 127.0.0.1")
+
+
+def _ice_settings(args: argparse.Namespace, base: IceSettings | None = None) -> IceSettings:
+    base = base or IceSettings()
+    return replace(base, host_addresses=tuple(args.ice_host)) if args.ice_host else base
+
+
+def _relay_config(args: argparse.Namespace, default_lists: list[ListSpec] = ()) -> tuple[Config, LiveMatcher]:
+    config = load_config(args.config)
+    extra = [ListSpec(path=p, category=args.category, action=args.action or "blur") for p in args.blocklist]
+    config = config.with_lists(extra or ([] if config.lists else list(default_lists)))
+    if not config.lists:
+        raise UsageError("no blocklist given (use --blocklist FILE or lists in --config)")
+    relay = config.relay
+    keys = dict(relay.streams)
+    for item in getattr(args, "stream_key", []):
+        name, sep, key = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--stream-key {name}=...: expected STREAM=KEY")
+        keys[name] = replace(keys.get(name, StreamAccess()), key=key)
+    relay = replace(
+        relay,
+        host=args.host or relay.host,
+        port=args.port if args.port is not None else relay.port,
+        streams=keys,
+        ice=_ice_settings(args, relay.ice),
+    )
+    config = replace(config, relay=relay)
+    lists = LiveMatcher(config.lists, skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines)
+    _warn_skipped(lists)
+    return config, lists
+
+
+def _warn_skipped(lists: LiveMatcher) -> None:
+    for bl in lists.current.blocklists:
+        if bl.skipped:
+            print(f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}", file=sys.stderr)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config, lists = _relay_config(args)
+    asyncio.run(_serve(config, lists))
+    return EXIT_CLEAN
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if not args.sample.is_file():
+        raise UsageError(f"{args.sample}: no such file (run from the repository root, or pass --sample FILE)")
+    samples = args.sample.parent / "blocklist.txt"
+    default = [ListSpec(path=samples, name="samples", category="test", action=args.action or "blur")] if samples.is_file() else []
+    config, lists = _relay_config(args, default)
+    asyncio.run(_serve(config, lists, demo=(args.sample, args.stream)))
+    return EXIT_CLEAN
+
+
+async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None) -> None:
+    from aiohttp import web
+
+    from livesafe.relay.client import publish
+    from livesafe.relay.server import Relay, create_app
+
+    settings = config.relay
+    logging.getLogger("livesafe").setLevel(logging.INFO)
+    watcher = ListWatcher(lists, config.reload_seconds).start()
+    relay = Relay(settings, lambda: lists.current, config.guard)
+    runner = web.AppRunner(create_app(relay), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        watcher.stop()
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    base = f"http://{'[' + settings.host + ']' if ':' in settings.host else settings.host}:{settings.port}"
+    hashes = sum(len(bl) for bl in lists.current.blocklists)
+    print(f"livesafe: relay on {base} -- {len(lists.current.blocklists)} list(s), {hashes} hashes", file=sys.stderr)
+    if settings.dev_mode:
+        print(
+            "livesafe: WARNING: DEV MODE -- no stream key configured, so ANYONE who can reach this port may publish "
+            "any stream. Configure [streams.NAME] key_env in --config or --stream-key to turn this off.",
+            file=sys.stderr,
+        )
+    tasks = []
+    if demo is not None:
+        sample, stream = demo
+        token = settings.streams[stream].key if stream in settings.streams else None
+        tasks.append(asyncio.ensure_future(_demo_publisher(publish, sample, f"{base}/whip/{stream}", token, settings.ice)))
+        print(f"livesafe: publishing {sample} on a loop -- watch it at {base}/watch/{stream}", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("livesafe: shutting down", file=sys.stderr)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        watcher.stop()
+
+
+async def _demo_publisher(publish, sample: Path, url: str, token: str | None, ice: IceSettings) -> None:
+    """Keep the sample stream up: publish on a loop; if it drops, start again."""
+    from livesafe.relay.client import ClientError
+
+    while True:
+        try:
+            await publish(sample, url, token=token, loop=True, ice=ice)
+        except ClientError as exc:
+            print(f"livesafe: demo publisher: {exc}; retrying", file=sys.stderr)
+        await asyncio.sleep(1)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from livesafe.relay.client import ClientError, publish
+
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    token = args.token or os.environ.get("LIVESAFE_TOKEN")
+    try:
+        result = asyncio.run(publish(args.file, args.url, token=token, loop=args.loop, duration=args.duration, codec=args.codec,
+                                     ice=_ice_settings(args)))
+    except ClientError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"livesafe: published {result.frames_sent} frames in {result.seconds:.1f} s", file=sys.stderr)
+    return EXIT_CLEAN
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    from livesafe.relay.client import ClientError, watch
+
+    token = args.token or os.environ.get("LIVESAFE_TOKEN")
+    try:
+        result = asyncio.run(watch(args.url, token=token, record=args.record, duration=args.duration, ice=_ice_settings(args)))
+    except ClientError as exc:
+        raise UsageError(str(exc)) from None
+    sizes = ", ".join(f"{w}x{h}" for w, h in result.sizes) or "none"
+    ended = " (stream ended)" if result.ended_by_server else ""
+    print(
+        f"livesafe: watched {result.seconds:.1f} s{ended}: {result.frames} video frames ({sizes}), "
+        f"{result.gaps} gap(s), {result.audio_frames} audio frames"
+        + (f"; recorded to {args.record}" if args.record else ""),
+        file=sys.stderr,
+    )
+    return EXIT_CLEAN
 
 
 def _run_scan(args: argparse.Namespace) -> int:

@@ -21,12 +21,30 @@ Example::
     action = "slate"
     thresholds = { pdq = 31 }
 
+    [server]                # livesafe serve
+    host = "127.0.0.1"
+    port = 8080
+
+    [server.ice]
+    servers = []                      # no STUN/TURN unless you list one
+    host_addresses = ["10.0.0.5"]     # candidates to gather (default: every interface)
+    announce = { "10.0.0.5" = "203.0.113.7" }   # 1:1 NAT: advertise the public address
+    udp_ports = [40000, 40999]
+
+    [server.stream]
+    stall_seconds = 0.5     # guard over budget on one frame -> viewers get the slate
+
+    [streams.studio]
+    key_env = "STUDIO_KEY"  # the stream key, from the environment (or key = "...")
+    viewer_token = "..."    # optional: viewers must present it
+
 A mistake in the file is reported as ``FILE: key: reason`` and stops start-up:
 running with a misread list or setting would be running unguarded.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -35,6 +53,9 @@ from typing import Any
 from livesafe.guard.regions import RegionSettings, window_names
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
+from livesafe.relay.ice import IceServer, IceSettings
+from livesafe.relay.settings import RelaySettings, StreamAccess
+from livesafe.relay.stream import StreamSettings
 
 
 class ConfigError(ValueError):
@@ -47,12 +68,14 @@ class Config:
     lists: tuple[ListSpec, ...] = ()
     skip_bad_lines: bool = False
     reload_seconds: float = 2.0
+    relay: RelaySettings = field(default_factory=RelaySettings)
 
     def with_lists(self, extra: list[ListSpec]) -> "Config":
         return replace(self, lists=self.lists + tuple(extra))
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
+    """``env`` (default ``os.environ``) supplies secrets named by ``*_env`` keys."""
     if path is None:
         return Config()
     try:
@@ -62,13 +85,13 @@ def load_config(path: Path | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return _parse(data, Path(path).resolve().parent)
+        return _parse(data, Path(path).resolve().parent, os.environ if env is None else env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _parse(data: dict[str, Any], base: Path) -> Config:
-    _only(data, {"guard", "lists"}, "")
+def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
+    _only(data, {"guard", "lists", "server", "streams"}, "")
     guard_data = dict(_table(data, "guard", ""))
     region_data = _table(guard_data, "regions", "guard")
     guard_data.pop("regions", None)
@@ -92,7 +115,75 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError("lists.file: list names must be unique")
-    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds))
+    relay = _relay(data, env)
+    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds), relay=relay)
+
+
+def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
+    server = dict(_table(data, "server", ""))
+    ice = _ice(_table(server, "ice", "server"))
+    stream = _build(StreamSettings, _table(server, "stream", "server"), "server.stream")
+    server.pop("ice", None)
+    server.pop("stream", None)
+    viewer_token = _secret(server, "viewer_token", "server", env)
+    streams = {}
+    for name, entry in _table(data, "streams", "").items():
+        where = f"streams.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table with key/key_env and viewer_token/viewer_token_env")
+        entry = dict(entry)
+        access = StreamAccess(key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env))
+        _only(entry, set(), where)
+        streams[name] = access
+    settings = _build(RelaySettings, server, "server")
+    try:
+        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream)
+    except ValueError as exc:
+        raise ConfigError(f"streams: {exc}") from None
+
+
+def _secret(entry: dict[str, Any], key: str, where: str, env: dict[str, str]) -> str | None:
+    """``key = "..."`` or ``key_env = "VAR"`` (popped from ``entry``); an empty secret is an error."""
+    value, var = entry.pop(key, None), entry.pop(f"{key}_env", None)
+    if value is not None and var is not None:
+        raise ConfigError(f"{where}: give {key} or {key}_env, not both")
+    if var is not None:
+        if not isinstance(var, str) or var not in env:
+            raise ConfigError(f"{where}.{key}_env: environment variable {var!r} is not set")
+        value = env[var]
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{where}.{key}: expected a non-empty string")
+    return value
+
+
+def _ice(data: dict[str, Any]) -> IceSettings:
+    _only(data, {"servers", "host_addresses", "announce", "udp_ports"}, "server.ice")
+    servers = []
+    for i, entry in enumerate(data.get("servers", [])):
+        where = f"server.ice.servers[{i}]"
+        if isinstance(entry, str):
+            entry = {"urls": [entry]}
+        if not isinstance(entry, dict) or "urls" not in entry:
+            raise ConfigError(f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential = ... }}")
+        _only(entry, {"urls", "username", "credential"}, where)
+        urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
+        try:
+            servers.append(IceServer(tuple(str(u) for u in urls), entry.get("username"), entry.get("credential")))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    hosts = data.get("host_addresses", [])
+    announce = data.get("announce", {})
+    ports = data.get("udp_ports")
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"server.ice.host_addresses: expected a list of IP addresses, got {hosts!r}")
+    if not isinstance(announce, dict) or not all(isinstance(v, str) for v in announce.values()):
+        raise ConfigError(f"server.ice.announce: expected a table of local = public addresses, got {announce!r}")
+    if ports is not None and not (isinstance(ports, list) and len(ports) == 2 and all(isinstance(p, int) for p in ports)):
+        raise ConfigError(f"server.ice.udp_ports: expected [low, high], got {ports!r}")
+    try:
+        return IceSettings(tuple(servers), tuple(hosts), dict(announce), tuple(ports) if ports else None)
+    except ValueError as exc:
+        raise ConfigError(f"server.ice: {exc}") from None
 
 
 def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:

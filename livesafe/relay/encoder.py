@@ -1,0 +1,145 @@
+"""Encode once per stream: guarded frames -> packets that every viewer's sender forwards.
+
+aiortc's ``RTCRtpSender`` accepts already-encoded ``av.Packet``s and only
+packetizes them, so one encoder per stream and codec feeds any number of
+viewers (a plain aiortc relay runs one encoder per viewer).  Settings follow
+WebRTC practice: no B-frames, no lookahead, a keyframe only when someone needs
+one (a viewer joins or reports loss) plus a long safety interval.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import threading
+
+import av
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = fractions.Fraction(1, 90000)  # RTP video clock
+AUDIO_CLOCK = fractions.Fraction(1, 48000)
+CODECS = ("vp8", "h264")  # the names aiortc negotiates (video/VP8, video/H264)
+
+
+class Timeline:
+    """One monotonic output clock across publisher reconnects and stalls.
+
+    Input timestamps restart (a new publisher session starts a new RTP clock)
+    or jump; the encoders need strictly increasing pts, and viewers should see
+    time move on by the real gap.  Steps between ``0`` and ``max_step`` are
+    kept as they are (a dropped frame leaves a gap); anything else becomes one
+    nominal frame.
+    """
+
+    def __init__(self, clock: fractions.Fraction, nominal_step: int, max_step: int) -> None:
+        self.clock = clock
+        self._nominal = nominal_step
+        self._max = max_step
+        self._last_in: int | None = None
+        self._last_out = 0
+        self._lock = threading.Lock()
+
+    def next(self, pts: int | None, time_base: fractions.Fraction | None) -> int:
+        with self._lock:
+            step = self._nominal
+            if pts is not None and time_base is not None:
+                ticks = int(pts * time_base / self.clock)
+                if self._last_in is not None and 0 < ticks - self._last_in <= self._max:
+                    step = ticks - self._last_in
+                self._last_in = ticks
+            elif self._last_in is not None:
+                self._last_in += step
+            self._last_out += step
+            return self._last_out
+
+    def skip(self, seconds: float) -> int:
+        """Advance by wall time where no input drives the clock (the slate during a stall)."""
+        with self._lock:
+            self._last_out += max(1, int(seconds / self.clock))
+            self._last_in = None
+            return self._last_out
+
+
+class VideoEncoder:
+    """One codec's encoder for one stream; recreated when the picture size changes."""
+
+    def __init__(self, codec: str, bitrate: int) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unsupported video codec {codec!r} (supported: {', '.join(CODECS)})")
+        self.codec = codec
+        self.bitrate = bitrate
+        self._context: av.VideoCodecContext | None = None
+        self.frames = 0
+        self.keyframes = 0
+
+    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> list[av.Packet]:
+        """``frame`` at output time ``pts`` (90 kHz); a forced keyframe if asked or if the size changed."""
+        context = self._context
+        if context is None or (context.width, context.height) != (frame.width, frame.height):
+            context = self._context = self._open(frame.width, frame.height)
+            keyframe = True
+        if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
+            frame = frame.reformat(width=context.width, height=context.height, format="yuv420p")
+        frame.pts = pts
+        frame.time_base = VIDEO_CLOCK
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        packets = context.encode(frame)
+        for packet in packets:
+            packet.time_base = VIDEO_CLOCK
+            self.keyframes += packet.is_keyframe
+        self.frames += 1
+        return packets
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        # yuv420p needs even sizes; an odd-sized source is scaled by one pixel.
+        width, height = width + width % 2, height + height % 2
+        if self.codec == "h264":
+            context = av.CodecContext.create("libx264", "w")
+            context.profile = "Baseline"  # what every WebRTC peer decodes (profile-level-id 42e01f)
+            context.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31" if width * height <= 1280 * 720 else "41"}
+        else:
+            context = av.CodecContext.create("libvpx", "w")
+            context.options = {
+                "deadline": "realtime",
+                "cpu-used": "-6",
+                "lag-in-frames": "0",
+                "static-thresh": "1",
+                "undershoot-pct": "100",
+                "overshoot-pct": "15",
+            }
+        context.width, context.height = width, height
+        context.pix_fmt = "yuv420p"
+        context.bit_rate = self.bitrate
+        context.time_base = VIDEO_CLOCK
+        context.framerate = fractions.Fraction(30, 1)
+        context.gop_size = 3000  # keyframes on request; this is only the safety net (100 s)
+        context.thread_count = 1  # one thread per stream: streams, not slices, use the cores
+        log.debug("%s encoder opened at %dx%d, %d bps", self.codec, width, height, self.bitrate)
+        return context
+
+
+class AudioEncoder:
+    """Opus, once per stream; the muted variant encodes silence in the same frames."""
+
+    def __init__(self, bitrate: int = 64000) -> None:
+        self._context = av.CodecContext.create("libopus", "w")
+        self._context.bit_rate = bitrate
+        self._context.sample_rate = 48000
+        self._context.layout = "stereo"
+        self._context.format = "s16"
+        self._context.time_base = AUDIO_CLOCK
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000, frame_size=960)
+
+    def encode(self, frame: av.AudioFrame, pts: int, mute: bool) -> list[av.Packet]:
+        frame.pts = None  # the resampler keeps its own sample count; we stamp the packets
+        packets: list[av.Packet] = []
+        for chunk in self._resampler.resample(frame):
+            if mute:
+                for plane in chunk.planes:
+                    plane.update(bytes(plane.buffer_size))
+            packets.extend(self._context.encode(chunk))
+        for i, packet in enumerate(packets):
+            packet.pts = pts + i * 960
+            packet.time_base = AUDIO_CLOCK
+        return packets

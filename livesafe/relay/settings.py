@@ -1,0 +1,68 @@
+"""Settings of the relay: who may publish and watch, ICE, limits.
+
+Secrets (stream keys, viewer tokens) are held here and compared with
+:func:`hmac.compare_digest`; their ``repr`` never shows them, so a logged
+settings object leaks nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass, field
+
+from livesafe.relay.ice import IceSettings
+from livesafe.relay.stream import StreamSettings
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Compared against when a stream has no key, so a wrong guess costs the same time either way.
+_NO_SECRET = "\x00" * 32
+
+
+@dataclass(frozen=True)
+class StreamAccess:
+    key: str | None = field(default=None, repr=False)  # publisher's bearer token (stream key)
+    viewer_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    streams: dict[str, StreamAccess] = field(default_factory=dict)
+    viewer_token: str | None = field(default=None, repr=False)  # for every stream without its own
+    cors_origin: str = "*"
+    max_body_bytes: int = 64 * 1024
+    max_streams: int = 32
+    max_viewers_per_stream: int = 500
+    ended_streams_listed: int = 100
+    connect_timeout_seconds: float = 20.0  # a peer that has not connected by then is dropped
+    ice: IceSettings = field(default_factory=IceSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+
+    def __post_init__(self) -> None:
+        for name in self.streams:
+            if not STREAM_ID.match(name):
+                raise ValueError(f"stream name {name!r}: use 1-64 letters, digits, '-' or '_'")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+
+    @property
+    def dev_mode(self) -> bool:
+        """No stream key anywhere: anyone may publish any stream (for trying it out only)."""
+        return not any(access.key for access in self.streams.values())
+
+    def may_publish(self, stream_id: str, token: str | None) -> bool:
+        if self.dev_mode:
+            return True
+        access = self.streams.get(stream_id)
+        expected = access.key if access is not None and access.key else _NO_SECRET
+        ok = token is not None and hmac.compare_digest(token.encode(), expected.encode())
+        return ok and expected is not _NO_SECRET
+
+    def may_watch(self, stream_id: str, token: str | None) -> bool:
+        access = self.streams.get(stream_id)
+        expected = access.viewer_token if access is not None and access.viewer_token else self.viewer_token
+        if not expected:
+            return True
+        return token is not None and hmac.compare_digest(token.encode(), expected.encode())

@@ -1,0 +1,1 @@
+"""Pages the relay serves (plain HTML and JavaScript: no build step)."""

@@ -1,0 +1,197 @@
+"""Helpers for the relay tests: a relay on a loopback port, small test clips, and
+reading a viewer's recording back frame by frame against the source."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from aiohttp import web
+
+from livesafe.guard.matcher import LiveMatcher, Matcher
+from livesafe.guard.redact import slate_frame
+from livesafe.guard.stream_guard import GuardSettings
+from livesafe.lists import ListSpec
+from livesafe.relay.ice import IceSettings
+from livesafe.relay.server import Relay, create_app
+from livesafe.relay.settings import RelaySettings
+from livesafe.relay.stream import StreamSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_streams"
+# No STUN server, host candidates on loopback only.
+ICE = IceSettings(host_addresses=("127.0.0.1",))
+FAST_END = StreamSettings(ended_grace_seconds=1.0)
+
+
+@dataclass
+class RunningRelay:
+    relay: Relay
+    base: str
+
+    def url(self, kind: str, stream: str) -> str:
+        return f"{self.base}/{kind}/{stream}"
+
+    async def wait_for(self, condition: Callable[[Relay], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(self.relay):
+            if time.monotonic() > deadline:
+                raise TimeoutError("relay did not reach the expected state")
+            await asyncio.sleep(0.05)
+
+    def summary(self, stream: str) -> dict:
+        return next(s for s in self.relay.summaries() if s["id"] == stream)
+
+
+def sample_lists(action: str = "slate") -> Callable[[], Matcher]:
+    lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action=action)])
+    return lambda: lists.current
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    settings: RelaySettings | None = None,
+    matcher: Callable[[], Matcher] | None = None,
+    guard: GuardSettings | None = None,
+) -> AsyncIterator[RunningRelay]:
+    settings = settings or RelaySettings(ice=ICE, stream=FAST_END)
+    relay = Relay(settings, matcher or sample_lists(), guard or GuardSettings(hold_seconds=0.5))
+    runner = web.AppRunner(create_app(relay))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield RunningRelay(relay, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+def downscale_clip(source: Path, target: Path, width: int = 640, height: int = 360) -> Path:
+    """``source`` re-encoded at a smaller size (same frames, same audio), to keep tests light."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.codec_context.options = {"preset": "ultrafast", "crf": "16"}
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        aout = out.add_stream("aac", rate=48000) if ain is not None else None
+        for frame in inp.decode(*([vin] + ([ain] if ain is not None else []))):
+            if isinstance(frame, av.VideoFrame):
+                small = frame.reformat(width=width, height=height, format="yuv420p")
+                small.pts, small.time_base = frame.pts, frame.time_base
+                out.mux(vout.encode(small))
+            else:
+                frame.pts = None
+                out.mux(aout.encode(frame))
+        out.mux(vout.encode())
+        if aout is not None:
+            out.mux(aout.encode())
+    return target
+
+
+def two_size_clip(target: Path, sizes: list[tuple[int, int]], frames_each: int = 45) -> Path:
+    """An MPEG-TS whose picture size changes midway (TS files concatenate cleanly)."""
+    parts = []
+    for n, (w, h) in enumerate(sizes):
+        part = target.with_suffix(f".{n}.ts")
+        with av.open(str(part), "w", format="mpegts") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.options = {"preset": "ultrafast", "bf": "0"}
+            for i in range(frames_each):
+                index = n * frames_each + i
+                rgb = np.zeros((h, w, 3), np.uint8)
+                rgb[..., 0] = (np.arange(w) * 255 // w).astype(np.uint8)
+                rgb[..., 1] = (index * 5) % 255
+                cv2.putText(rgb, str(index), (w // 4, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = index, fractions.Fraction(1, 30)
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+        parts.append(part.read_bytes())
+    target.write_bytes(b"".join(parts))
+    return target
+
+
+@dataclass
+class Recording:
+    times_ms: list[int]
+    luma: list[np.ndarray]
+    audio: np.ndarray  # mono float samples at 48 kHz, from the recording's t=0
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+
+
+def read_recording(path: Path) -> Recording:
+    times, luma, sizes, samples = [], [], set(), []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            times.append(int(frame.pts))
+            luma.append(frame.to_ndarray(format="yuv420p")[: frame.height].copy())
+            sizes.add((frame.width, frame.height))
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            first = None
+            for frame in container.decode(audio=0):
+                data = frame.to_ndarray().astype(np.float32)
+                data = data.reshape(-1, frame.layout.nb_channels).mean(axis=1) if data.shape[0] == 1 else data.mean(axis=0)
+                start = round(float(frame.pts * frame.time_base) * 48000)
+                first = start if first is None else first
+                samples.append((start, data))
+    audio = np.zeros(max((s + len(d) for s, d in samples), default=0), np.float32)
+    for start, data in samples:
+        audio[start : start + len(data)] = data
+    return Recording(times, luma, audio, sizes)
+
+
+def source_luma(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="yuv420p")[: f.height].copy() for f in container.decode(video=0)]
+
+
+def _thumb(y: np.ndarray) -> np.ndarray:
+    return cv2.resize(y, (80, 45), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _slate_thumb(width: int, height: int) -> np.ndarray:
+    # The slate as the relay's encoder sees it (greyscale converted to video-range yuv420p).
+    return _thumb(slate_frame(width, height).reformat(format="yuv420p").to_ndarray()[:height])
+
+
+def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) -> dict[int, str]:
+    """Source frame index -> what the viewer got there: 'source', 'slate' or 'other'.
+
+    The recording starts wherever the viewer joined; its first frame that is
+    a source picture fixes the offset, and from there the recording's own
+    timestamps place every frame (a dropped frame is a gap, not a shift).
+    """
+    thumbs = [_thumb(y) for y in source]
+    offset = None
+    for t, y in zip(recording.times_ms, recording.luma):
+        diffs = [float(np.abs(_thumb(y) - s).mean()) for s in thumbs]
+        best = int(np.argmin(diffs))
+        if diffs[best] < 3.0:
+            offset = best - round(t * fps / 1000)
+            break
+    assert offset is not None, "no frame of the recording looks like the source"
+    result: dict[int, str] = {}
+    for t, y in zip(recording.times_ms, recording.luma):
+        index = offset + round(t * fps / 1000)
+        if not 0 <= index < len(source):
+            continue
+        h, w = y.shape
+        if float(np.abs(_thumb(y) - thumbs[index]).mean()) < 3.0:
+            result[index] = "source"
+        elif float(np.abs(_thumb(y) - _slate_thumb(w, h)).mean()) < 4.0:
+            result[index] = "slate"
+        else:
+            result[index] = "other"
+    return result
