@@ -166,6 +166,11 @@ def _slate_thumb(width: int, height: int) -> np.ndarray:
     return _thumb(slate_frame(width, height).reformat(format="yuv420p").to_ndarray()[:height])
 
 
+def looks_like_slate(y: np.ndarray) -> bool:
+    h, w = y.shape
+    return float(np.abs(_thumb(y) - _slate_thumb(w, h)).mean()) < 4.0
+
+
 def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) -> dict[int, str]:
     """Source frame index -> what the viewer got there: 'source', 'slate' or 'other'.
 
@@ -187,10 +192,9 @@ def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) 
         index = offset + round(t * fps / 1000)
         if not 0 <= index < len(source):
             continue
-        h, w = y.shape
         if float(np.abs(_thumb(y) - thumbs[index]).mean()) < 3.0:
             result[index] = "source"
-        elif float(np.abs(_thumb(y) - _slate_thumb(w, h)).mean()) < 4.0:
+        elif looks_like_slate(y):
             result[index] = "slate"
         else:
             result[index] = "other"

@@ -62,6 +62,7 @@ class FileSource:
         self.video = _SourceTrack("video", self)
         self.audio = _SourceTrack("audio", self) if self._has_audio else None
         self.frames_sent = 0
+        self.exhausted = False  # the file ended (rather than the connection)
         self._thread = threading.Thread(target=self._read, name=f"source-{path.name}", daemon=True)
         self._thread.start()
 
@@ -101,7 +102,7 @@ class FileSource:
             self._put("audio", None)
 
     def _put(self, kind: str, item: av.Frame | None) -> None:
-        if kind == "audio" and not self._has_audio:
+        if (kind == "audio" and not self._has_audio) or self._stop.is_set():
             return
         future = asyncio.run_coroutine_threadsafe(self._queues[kind].put(item), self._event_loop)
         while not self._stop.is_set():
@@ -144,6 +145,7 @@ class _SourceTrack(MediaStreamTrack):
         try:
             return await self._source.next(self.kind)
         except MediaStreamError:
+            self._source.exhausted = True
             self.stop()
             raise
 
@@ -256,6 +258,9 @@ async def publish(
             await asyncio.wait_for(ended, duration)
         except TimeoutError:
             pass
+        else:
+            if not source.exhausted:
+                raise ClientError("the server ended the session (another publisher took over, or it shut down)")
         return PublishResult(source.frames_sent, time.monotonic() - started)
     finally:
         await _hang_up(resource, token)

@@ -25,11 +25,14 @@ CODECS = ("vp8", "h264")  # the names aiortc negotiates (video/VP8, video/H264)
 class Timeline:
     """One monotonic output clock across publisher reconnects and stalls.
 
-    Input timestamps restart (a new publisher session starts a new RTP clock)
-    or jump; the encoders need strictly increasing pts, and viewers should see
-    time move on by the real gap.  Steps between ``0`` and ``max_step`` are
-    kept as they are (a dropped frame leaves a gap); anything else becomes one
-    nominal frame.
+    Output time is input time plus an offset, so gaps (dropped frames) stay
+    gaps and a recording lines up with its source.  The offset changes only
+    at a discontinuity -- the input clock jumping back or ahead by more than
+    ``max_step`` (a new publisher session starts a new RTP clock) -- so that
+    output continues one nominal frame after the last.  Slate frames sent
+    while the input is stuck advance the clock by wall time (:meth:`skip`);
+    frames that arrive late after such a stall are squeezed in just after the
+    slate, the ones after them land on their own time again.
     """
 
     def __init__(self, clock: fractions.Fraction, nominal_step: int, max_step: int) -> None:
@@ -37,27 +40,26 @@ class Timeline:
         self._nominal = nominal_step
         self._max = max_step
         self._last_in: int | None = None
+        self._offset = 0
         self._last_out = 0
         self._lock = threading.Lock()
 
     def next(self, pts: int | None, time_base: fractions.Fraction | None) -> int:
         with self._lock:
-            step = self._nominal
-            if pts is not None and time_base is not None:
+            if pts is None or time_base is None:
+                ticks = (self._last_in if self._last_in is not None else 0) + self._nominal
+            else:
                 ticks = int(pts * time_base / self.clock)
-                if self._last_in is not None and 0 < ticks - self._last_in <= self._max:
-                    step = ticks - self._last_in
-                self._last_in = ticks
-            elif self._last_in is not None:
-                self._last_in += step
-            self._last_out += step
+            if self._last_in is None or not 0 < ticks - self._last_in <= self._max:
+                self._offset = self._last_out + self._nominal - ticks
+            self._last_in = ticks
+            self._last_out = max(ticks + self._offset, self._last_out + max(1, self._nominal // 4))
             return self._last_out
 
     def skip(self, seconds: float) -> int:
         """Advance by wall time where no input drives the clock (the slate during a stall)."""
         with self._lock:
             self._last_out += max(1, int(seconds / self.clock))
-            self._last_in = None
             return self._last_out
 
 

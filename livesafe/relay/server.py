@@ -44,6 +44,7 @@ class Session:
     stream_id: str
     pc: RTCPeerConnection
     token: str | None = field(repr=False)
+    deadline: asyncio.Task | None = None  # closes the session if it never connects
 
 
 class Relay:
@@ -107,6 +108,8 @@ class Relay:
     async def close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        if session.deadline is not None and session.deadline is not asyncio.current_task():
+            session.deadline.cancel()
         stream = self.streams.get(session.stream_id)
         if stream is not None:
             if session.kind == "whip":
@@ -129,7 +132,7 @@ class Relay:
                 log.warning("%s session for %s never connected; closing it", session.kind.upper(), session.stream_id)
                 await self.close_session(session)
 
-        asyncio.ensure_future(_deadline())
+        session.deadline = asyncio.ensure_future(_deadline())
 
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):

@@ -132,8 +132,9 @@ class LiveStream:
         self._codecs: frozenset[str] = frozenset()  # codecs viewers are using now
         self._keyframe_wanted: set[str] = set()
         self._last_keyframe: dict[str, float] = {}
-        self._video_clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=90000)
-        self._audio_clock = Timeline(AUDIO_CLOCK, nominal_step=960, max_step=48000)
+        # A jump of up to 10 s is frames lost (e.g. dropped during a stall); beyond that, a new clock.
+        self._video_clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=900_000)
+        self._audio_clock = Timeline(AUDIO_CLOCK, nominal_step=960, max_step=480_000)
         self._audio: deque[tuple[av.AudioFrame, float]] = deque()
         self._audio_encoder: AudioEncoder | None = None
         self._slate = _Slate.OFF

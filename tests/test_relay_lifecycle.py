@@ -1,0 +1,215 @@
+"""Streams over time: publisher leaving, reconnecting, picture size changing, viewers
+leaving, the guard stalling or the worker dying (fail closed), overload (bounded), and
+nothing left behind afterwards.  Real aiortc peers over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from livesafe.relay.client import ClientError, publish, watch
+from livesafe.relay.fanout import PacketTrack
+from livesafe.relay.settings import RelaySettings, StreamAccess
+from livesafe.relay.stream import StreamSettings
+from relay_harness import (
+    ICE,
+    SAMPLES,
+    classify,
+    downscale_clip,
+    looks_like_slate,
+    read_recording,
+    running_relay,
+    sample_lists,
+    source_luma,
+    two_size_clip,
+)
+
+
+@pytest.fixture(scope="module")
+def benign_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return downscale_clip(SAMPLES / "benign_mix.mp4", tmp_path_factory.mktemp("clips") / "benign_360p.mp4")
+
+
+def _guard_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("guard-")]
+
+
+async def test_publisher_leaving_gives_viewers_the_slate_then_ends_them_and_frees_everything(tmp_path, benign_clip):
+    tasks_before = len(asyncio.all_tasks())
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=3))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        result = await watch(r.url("whep", "s"), ice=ICE, record=tmp_path / "v.mkv", duration=15)
+        await publisher
+        assert result.ended_by_server and result.seconds < 10, "viewer is ended ~1 s (grace) after the publisher"
+        await r.wait_for(lambda relay: not relay.streams and not relay.sessions)
+        assert r.summary("s")["state"] == "ended"
+        assert _guard_threads() == []
+    recording = read_recording(tmp_path / "v.mkv")
+    seen = classify(recording, source_luma(benign_clip))
+    assert max(k for k, v in seen.items() if v == "source") >= 60
+    # After the last guarded frame the viewer got the slate until it was ended.
+    assert all(looks_like_slate(y) for y in recording.luma[-3:])
+    await asyncio.sleep(0.2)
+    assert len(asyncio.all_tasks()) <= tasks_before + 1, "no tasks left running"
+
+
+async def test_publisher_reconnecting_with_its_key_replaces_the_old_session_and_viewers_stay(benign_clip):
+    settings = RelaySettings(ice=ICE, streams={"s": StreamAccess(key="k3y")}, stream=StreamSettings(ended_grace_seconds=1.0))
+    async with running_relay(settings) as r:
+        first = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), token="k3y", ice=ICE, loop=True, duration=20))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        viewer = asyncio.ensure_future(watch(r.url("whep", "s"), ice=ICE, duration=5))
+        await asyncio.sleep(1.5)
+        stream = r.relay.streams["s"]
+        old_session = stream.publisher
+        second = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), token="k3y", ice=ICE, duration=5))
+        await r.wait_for(lambda relay: relay.streams["s"].publisher is not old_session)
+        frames_at_switch = stream.counters.frames_in
+        with pytest.raises(ClientError):
+            await asyncio.wait_for(first, 15)  # the server closed the old session
+        result = await viewer
+        assert r.relay.streams["s"] is stream, "same stream object: viewers were not dropped"
+        assert stream.counters.frames_in > frames_at_switch + 30, "frames kept flowing from the new session"
+        assert not result.ended_by_server and result.frames > 100
+        await second
+
+
+async def test_a_picture_size_change_mid_stream_reaches_the_viewer(tmp_path):
+    clip = two_size_clip(tmp_path / "sizes.ts", [(640, 360), (480, 272)], frames_each=60)
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(clip, r.url("whip", "s"), ice=ICE))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        result = await watch(r.url("whep", "s"), ice=ICE, duration=10)
+        await publisher
+    assert result.sizes == [(640, 360), (480, 272)]
+    assert result.frames >= 80
+
+
+async def test_a_viewer_leaving_does_not_disturb_the_other(benign_clip):
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=5))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        stays = asyncio.ensure_future(watch(r.url("whep", "s"), ice=ICE, duration=3.5))
+        leaves = await watch(r.url("whep", "s"), ice=ICE, duration=1.0)
+        await r.wait_for(lambda relay: len(relay.streams["s"].viewers) == 1)
+        result = await stays
+        await publisher
+    assert leaves.frames > 10
+    assert result.frames >= 75 and not result.ended_by_server
+
+
+class _StallOnce:
+    """The lists, but the 12th lookup (a sample on the worker thread) hangs for ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lists = sample_lists()
+        self._seconds = seconds
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls == 12:
+            time.sleep(self._seconds)
+        return self._lists()
+
+
+async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path, benign_clip):
+    events = []
+    async with running_relay(matcher=_StallOnce(2.0)) as r:
+        r.relay._on_event = events.append
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=6))
+        await r.wait_for(lambda relay: "s" in relay.streams)
+        result = await watch(r.url("whep", "s"), ice=ICE, record=tmp_path / "v.mkv", duration=5.5)
+        stream = r.relay.streams["s"]
+        stalls, slates, dropped = stream.counters.stalls, stream.counters.slate_frames, stream.counters.frames_dropped
+        await publisher
+    assert stalls == 1 and slates >= 5, "the watchdog slated the stalled stream"
+    assert any(e.type == "guard.error" and "stalled" in e.details["error"] for e in events)
+    assert dropped > 0, "frames that arrived during the stall were dropped, not queued"
+    recording = read_recording(tmp_path / "v.mkv")
+    seen = classify(recording, source_luma(benign_clip))
+    # Guarded pictures resumed after the stall (and the viewer's decoder recovered at a keyframe).
+    assert sum(v == "source" for k, v in seen.items() if k > 120) > 30
+    assert result.frames > 60
+
+
+async def test_a_dead_worker_fails_closed_for_good(monkeypatch, benign_clip):
+    from livesafe.relay import stream as stream_module
+
+    original = stream_module.LiveStream._encode
+    calls = {"n": 0}
+
+    def failing_encode(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise RuntimeError("encoder exploded")
+        return original(self, *args)
+
+    monkeypatch.setattr(stream_module.LiveStream, "_encode", failing_encode)
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=4))
+        await r.wait_for(lambda relay: "s" in relay.streams)
+        viewer = asyncio.ensure_future(watch(r.url("whep", "s"), ice=ICE, duration=3.5))
+        await r.wait_for(lambda relay: relay.streams["s"].counters.slate_frames >= 3, timeout=10)
+        assert r.summary("s")["state"] == "redacted"
+        slates = r.relay.streams["s"].counters.slate_frames
+        await viewer
+        assert r.relay.streams["s"].counters.slate_frames > slates, "still slating"
+        await publisher
+
+
+async def test_overload_drops_frames_instead_of_queueing_them(benign_clip):
+    """A guard slower than the frame rate: latency stays bounded, the excess is dropped."""
+
+    class Slow:
+        def __init__(self) -> None:
+            self._lists = sample_lists()
+
+        def __call__(self):
+            time.sleep(0.08)  # every sample; with sample_every=1 that is 12 fps of capacity for 30 fps
+            return self._lists()
+
+    from livesafe.guard.stream_guard import GuardSettings
+
+    guard = GuardSettings(sample_every=1, deep_every=1, delay_frames=2, hold_seconds=0.5)
+    async with running_relay(matcher=Slow(), guard=guard) as r:
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=5))
+        await r.wait_for(lambda relay: "s" in relay.streams)
+        result = await watch(r.url("whep", "s"), ice=ICE, duration=4.5)
+        stream = r.relay.streams["s"]
+        latency = sorted(stream.latency)
+        dropped = stream.counters.frames_dropped
+        await publisher
+    assert dropped > 30
+    # ingest_frames (4) + delay (2) frames at most wait, each ~0.08 s: bounded, not growing.
+    assert latency and latency[-1] < 1.5, f"worst latency {latency[-1]:.2f} s"
+    assert result.frames > 10
+
+
+def _packet(keyframe: bool) -> av.Packet:
+    packet = av.Packet(b"\x00" * 10)
+    packet.is_keyframe = keyframe
+    return packet
+
+
+async def test_a_slow_viewer_queue_resyncs_at_a_keyframe_instead_of_growing():
+    requested = []
+    track = PacketTrack("video", capacity=3, request_keyframe=lambda: requested.append(1))
+    track.offer(_packet(False))  # before any keyframe: not sent (undecodable)
+    assert track._queue.qsize() == 0
+    for keyframe in (True, False, False):
+        track.offer(_packet(keyframe))
+    track.offer(_packet(False))  # overflow
+    assert track._queue.qsize() == 0 and requested == [1] and track.packets_dropped == 5
+    track.offer(_packet(False))
+    track.offer(_packet(True))
+    assert track._queue.qsize() == 1
+    assert (await track.recv()).is_keyframe
+    track.stop()
+
