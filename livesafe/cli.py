@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
     _relay_options(demo)
-    demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_letterbox_pip.mp4"), help="video to publish")
+    demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_cut.mp4"), help="video to publish")
     demo.add_argument("--stream", default="demo", help="stream name")
     demo.set_defaults(run=_run_demo)
 
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--loop", action="store_true", help="repeat the file until interrupted")
     publish.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     publish.add_argument("--codec", choices=["vp8", "h264"], help="video codec to offer (default: both, VP8 first)")
+    publish.add_argument("--passthrough", action="store_true",
+                         help="send the file's H.264 packets without re-encoding (needs H.264 without B-frames)")
     _ice_option(publish)
     publish.set_defaults(run=_run_publish)
 
@@ -169,6 +172,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     samples = args.sample.parent / "blocklist.txt"
     default = [ListSpec(path=samples, name="samples", category="test", action=args.action or "blur")] if samples.is_file() else []
     config, lists = _relay_config(args, default)
+    if args.config is None:
+        # The embedded demo config: a 1 s hold, so each pass of the short sample shows
+        # the stream going clean -> redacted -> clean.
+        config = replace(config, guard=replace(config.guard, hold_seconds=1.0))
     asyncio.run(_serve(config, lists, demo=(args.sample, args.stream)))
     return EXIT_CLEAN
 
@@ -176,7 +183,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None) -> None:
     from aiohttp import web
 
-    from livesafe.relay.client import publish
     from livesafe.relay.server import Relay, create_app
 
     settings = config.relay
@@ -205,7 +211,7 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     if demo is not None:
         sample, stream = demo
         token = settings.streams[stream].key if stream in settings.streams else None
-        tasks.append(asyncio.ensure_future(_demo_publisher(publish, sample, f"{base}/whip/{stream}", token, settings.ice)))
+        tasks.append(asyncio.ensure_future(_demo_publisher(sample, f"{base}/whip/{stream}", token, settings.ice)))
         print(f"livesafe: publishing {sample} on a loop -- watch it at {base}/watch/{stream}", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -222,16 +228,23 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         watcher.stop()
 
 
-async def _demo_publisher(publish, sample: Path, url: str, token: str | None, ice: IceSettings) -> None:
-    """Keep the sample stream up: publish on a loop; if it drops, start again."""
-    from livesafe.relay.client import ClientError
+async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSettings) -> None:
+    """Keep the sample stream up: publish on a loop; if it drops, start again.
 
-    while True:
-        try:
-            await publish(sample, url, token=token, loop=True, ice=ice)
-        except ClientError as exc:
-            print(f"livesafe: demo publisher: {exc}; retrying", file=sys.stderr)
-        await asyncio.sleep(1)
+    The sample is re-encoded once as WebRTC-ready H.264 and its packets are
+    sent as they are, so the demo's publisher costs next to no CPU and the
+    machine's cores go to the relay.
+    """
+    from livesafe.relay.client import ClientError, publish, webrtc_h264_copy
+
+    with tempfile.TemporaryDirectory(prefix="livesafe-demo-") as tmp:
+        ready = await asyncio.to_thread(webrtc_h264_copy, sample, Path(tmp) / "sample.mp4")
+        while True:
+            try:
+                await publish(ready, url, token=token, loop=True, passthrough=True, ice=ice)
+            except ClientError as exc:
+                print(f"livesafe: demo publisher: {exc}; retrying", file=sys.stderr)
+            await asyncio.sleep(1)
 
 
 def _run_publish(args: argparse.Namespace) -> int:
@@ -242,7 +255,7 @@ def _run_publish(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
         result = asyncio.run(publish(args.file, args.url, token=token, loop=args.loop, duration=args.duration, codec=args.codec,
-                                     ice=_ice_settings(args)))
+                                     passthrough=args.passthrough, ice=_ice_settings(args)))
     except ClientError as exc:
         raise UsageError(str(exc)) from None
     print(f"livesafe: published {result.frames_sent} frames in {result.seconds:.1f} s", file=sys.stderr)

@@ -16,16 +16,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urljoin
 
 import aiohttp
 import av
+from av.bitstream import BitStreamFilterContext
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK
-from livesafe.relay.ice import IceSettings
+from livesafe.relay.ice import IceSettings, apply_ice_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,30 @@ class ClientError(Exception):
 
 
 class FileSource:
-    """Decoded frames of a file at real-time pace, as two tracks (video, and audio if any).
+    """A file's video and audio at real-time pace, as two tracks.
 
     A reader thread decodes ahead into short queues (it blocks when they are
     full); the tracks release each frame at its media time.  On ``loop`` the
     file restarts and timestamps continue from where the last pass ended.
+
+    ``passthrough``: hand the file's H.264 packets to aiortc as they are
+    instead of decoding and re-encoding them (aiortc's sender packetizes
+    ``av.Packet``s), which saves the publisher a whole encoder.  WebRTC needs
+    H.264 without B-frames for that; see :func:`webrtc_h264_copy`.
     """
 
-    def __init__(self, path: Path, *, loop: bool = False, queue_frames: int = 15) -> None:
+    def __init__(self, path: Path, *, loop: bool = False, passthrough: bool = False, queue_frames: int = 15) -> None:
         try:
             self._container = av.open(str(path))
         except (av.FFmpegError, OSError) as exc:
             raise ClientError(f"{path}: cannot open: {exc}") from None
         if not self._container.streams.video:
             raise ClientError(f"{path}: no video stream")
+        video = self._container.streams.video[0].codec_context
+        if passthrough and (video.name != "h264" or video.has_b_frames):
+            self._container.close()
+            raise ClientError(f"{path}: passthrough needs H.264 without B-frames (this is {video.name}, profile {video.profile})")
+        self._passthrough = passthrough
         self.path = path
         self._loop_file = loop
         self._has_audio = bool(self._container.streams.audio)
@@ -74,19 +85,19 @@ class FileSource:
         first_pts: int | None = None
         try:
             while not self._stop.is_set():
-                for frame in self._container.decode(*streams):
+                for item in self._items(streams):
                     if self._stop.is_set():
                         return
-                    if isinstance(frame, av.VideoFrame):
-                        if frame.pts is None:
+                    if isinstance(item, (av.VideoFrame, av.Packet)):
+                        if item.pts is None:
                             continue
-                        ticks = int(frame.pts * frame.time_base / VIDEO_CLOCK)
+                        ticks = int(item.pts * item.time_base / VIDEO_CLOCK)
                         first_pts = ticks if first_pts is None else first_pts
-                        frame.pts = last_video = video_offset + ticks - first_pts
-                        frame.time_base = VIDEO_CLOCK
-                        self._put("video", frame)
+                        item.pts = last_video = video_offset + ticks - first_pts
+                        item.time_base = VIDEO_CLOCK
+                        self._put("video", item)
                     else:
-                        for chunk in resampler.resample(frame):
+                        for chunk in resampler.resample(item):
                             chunk.pts, chunk.time_base = audio_samples, AUDIO_CLOCK
                             audio_samples += chunk.samples
                             self._put("audio", chunk)
@@ -101,7 +112,22 @@ class FileSource:
             self._put("video", None)
             self._put("audio", None)
 
-    def _put(self, kind: str, item: av.Frame | None) -> None:
+    def _items(self, streams: list[av.stream.Stream]) -> Iterator[av.VideoFrame | av.AudioFrame | av.Packet]:
+        """Decoded frames; or, passing through, Annex B video packets and decoded audio frames."""
+        if not self._passthrough:
+            yield from self._container.decode(*streams)
+            return
+        annexb = BitStreamFilterContext("h264_mp4toannexb", streams[0])
+        for packet in self._container.demux(*streams):
+            if packet.stream.type == "video":
+                time_base = packet.time_base
+                for out in annexb.filter(packet if packet.size else None):
+                    out.time_base = time_base
+                    yield out
+            elif packet.size:
+                yield from packet.decode()
+
+    def _put(self, kind: str, item: av.Frame | av.Packet | None) -> None:
         if (kind == "audio" and not self._has_audio) or self._stop.is_set():
             return
         future = asyncio.run_coroutine_threadsafe(self._queues[kind].put(item), self._event_loop)
@@ -113,7 +139,7 @@ class FileSource:
                 continue
         future.cancel()
 
-    async def next(self, kind: str) -> av.Frame:
+    async def next(self, kind: str) -> av.Frame | av.Packet:
         frame = await self._queues[kind].get()
         if frame is None:
             raise MediaStreamError
@@ -139,7 +165,7 @@ class _SourceTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
 
-    async def recv(self) -> av.Frame:
+    async def recv(self) -> av.Frame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         try:
@@ -150,7 +176,38 @@ class _SourceTrack(MediaStreamTrack):
             raise
 
 
+def webrtc_h264_copy(source: Path, target: Path) -> Path:
+    """``source`` re-encoded once as WebRTC-ready H.264 (Constrained Baseline, no B-frames,
+    a keyframe every second), audio copied: a file ``FileSource(passthrough=True)`` can send."""
+    try:
+        with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+            vin = inp.streams.video[0]
+            vout = out.add_stream("libx264", rate=vin.average_rate or 30)
+            vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+            vout.codec_context.options = {"profile": "baseline", "preset": "veryfast", "tune": "zerolatency", "g": "30", "crf": "20"}
+            ain = inp.streams.audio[0] if inp.streams.audio else None
+            aout = out.add_stream_from_template(ain) if ain is not None else None
+            for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
+                if packet.stream is vin:
+                    for frame in packet.decode():
+                        frame.pict_type = av.video.frame.PictureType.NONE
+                        out.mux(vout.encode(frame))
+                elif packet.size and packet.dts is not None:
+                    packet.stream = aout
+                    out.mux(packet)
+            out.mux(vout.encode())
+    except av.FFmpegError as exc:
+        raise ClientError(f"{source}: cannot prepare for passthrough: {exc}") from None
+    return target
+
+
 # ----------------------------------------------------------------- signalling
+
+
+def _peer_connection(ice: IceSettings | None) -> RTCPeerConnection:
+    ice = ice or IceSettings()
+    apply_ice_settings(ice)  # host addresses and ports are process-wide in aioice
+    return RTCPeerConnection(ice.rtc_configuration())
 
 
 async def _negotiate(pc: RTCPeerConnection, url: str, token: str | None) -> str:
@@ -231,19 +288,23 @@ async def publish(
     loop: bool = False,
     duration: float | None = None,
     codec: str | None = None,
+    passthrough: bool = False,
     ice: IceSettings | None = None,
     connect_timeout: float = 15.0,
 ) -> PublishResult:
-    """Publish ``path`` over WHIP until it ends (or ``duration`` seconds), then hang up."""
-    source = FileSource(path, loop=loop)
-    pc = RTCPeerConnection((ice or IceSettings()).rtc_configuration())
+    """Publish ``path`` over WHIP until it ends (or ``duration`` seconds), then hang up.
+
+    ``passthrough``: send the file's own H.264 packets (see :class:`FileSource`).
+    """
+    source = FileSource(path, loop=loop, passthrough=passthrough)
+    pc = _peer_connection(ice)
     resource = None
     started = time.monotonic()
     try:
         pc.addTransceiver(source.video, direction="sendonly")
         if source.audio is not None:
             pc.addTransceiver(source.audio, direction="sendonly")
-        _prefer_codec(pc, codec)
+        _prefer_codec(pc, "h264" if passthrough else codec)
         resource = await _negotiate(pc, url, token)
         await _connected(pc, connect_timeout)
         ended = asyncio.get_running_loop().create_future()
@@ -349,7 +410,7 @@ async def watch(
     on_frame: Callable[[av.VideoFrame, float], None] | None = None,
 ) -> WatchResult:
     """Watch over WHEP until the stream ends (or ``duration`` seconds); optionally record it."""
-    pc = RTCPeerConnection((ice or IceSettings()).rtc_configuration())
+    pc = _peer_connection(ice)
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     result = WatchResult()

@@ -1,0 +1,44 @@
+"""The player page (/watch/{stream}) in a real headless Chromium: it watches a guarded
+stream over WHEP through the relay's own CORS and HTTP, frames arrive, the page shows the
+stream's state, and leaving the page hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from browser import chromium
+from livesafe.relay.client import publish
+from relay_harness import ICE, SAMPLES, running_relay
+
+
+def _wait(driver, script: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for: {script} (page error: {driver.execute_script('return window.livesafe && window.livesafe.error')})")
+
+
+async def test_the_player_page_plays_a_guarded_stream_and_hangs_up_on_leaving():
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", "s"), ice=ICE, duration=12))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        driver = await asyncio.to_thread(chromium)
+        try:
+            await asyncio.to_thread(driver.get, f"{r.base}/watch/s")
+            frames = await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 30 && window.livesafe.frames")
+            assert len(r.relay.streams["s"].viewers) == 1
+            size = driver.execute_script("const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight]")
+            assert size == [1280, 720]
+            # The sample's blocked segment starts at 2.5 s: the page reports the redaction.
+            await asyncio.to_thread(_wait, driver, "return document.getElementById('state').textContent === 'redacted'")
+            assert frames > 30
+            await asyncio.to_thread(driver.get, "about:blank")  # pagehide -> DELETE of the session
+            await r.wait_for(lambda relay: not relay.streams["s"].viewers, timeout=10)
+        finally:
+            await asyncio.to_thread(driver.quit)
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
