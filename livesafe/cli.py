@@ -212,7 +212,8 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         sample, stream = demo
         token = settings.streams[stream].key if stream in settings.streams else None
         tasks.append(asyncio.ensure_future(_demo_publisher(sample, f"{base}/whip/{stream}", token, settings.ice)))
-        print(f"livesafe: publishing {sample} on a loop -- watch it at {base}/watch/{stream}", file=sys.stderr)
+        print(f"livesafe: preparing {sample} to publish on a loop...", file=sys.stderr)
+        tasks.append(asyncio.ensure_future(_announce_when_live(relay, stream, f"{base}/watch/{stream}")))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,6 +227,12 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         watcher.stop()
+
+
+async def _announce_when_live(relay, stream: str, url: str) -> None:
+    while stream not in relay.streams or relay.streams[stream].counters.frames_in == 0:
+        await asyncio.sleep(0.1)
+    print(f"livesafe: stream {stream!r} is live -- watch it at {url}", file=sys.stderr)
 
 
 async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSettings) -> None:

@@ -1,0 +1,130 @@
+"""The relay's command line as a user runs it: ``livesafe serve`` / ``demo`` / ``publish`` /
+``watch`` as separate processes talking over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from relay_harness import ROOT, SAMPLES
+
+LIVESAFE = [sys.executable, "-m", "livesafe.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*LIVESAFE, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(seen)}")
+
+
+def _stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> int:
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*LIVESAFE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_checks_stream_keys_and_shuts_down_cleanly():
+    port = _free_port()
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"),
+                    "--ice-host", "127.0.0.1", "--stream-key", "studio=s3cret-key")  # fmt: skip
+    try:
+        banner = _wait_for_line(server, "relay on")
+        assert f"http://127.0.0.1:{port}" in banner
+        url = f"http://127.0.0.1:{port}/whip/studio"
+        clip = str(SAMPLES / "benign_mix.mp4")
+        refused = _run("publish", clip, url, "--token", "wrong", "--ice-host", "127.0.0.1", "--duration", "1")
+        assert refused.returncode == 2 and "403" in refused.stderr, refused.stderr
+        ok = _run("publish", clip, url, "--token", "s3cret-key", "--ice-host", "127.0.0.1", "--duration", "2")
+        assert ok.returncode == 0, ok.stderr
+        assert "published" in ok.stderr
+    finally:
+        code = _stop(server, signal.SIGTERM)
+    rest = server.stderr.read()
+    assert code == 0
+    assert "DEV MODE" not in banner + rest
+    assert "s3cret-key" not in banner + rest, "the stream key must never be printed"
+
+
+def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port():
+    port = _free_port()
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"))
+    try:
+        assert "DEV MODE" in _wait_for_line(server, "DEV MODE")
+        busy = _run("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"))
+        assert busy.returncode == 2 and "cannot listen" in busy.stderr
+    finally:
+        assert _stop(server) == 0
+
+
+def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[server.ice]\nudp_ports = [80]\n')
+    result = _run("serve", "--config", str(config), "--blocklist", str(SAMPLES / "blocklist.txt"))
+    assert result.returncode == 2
+    assert "server.ice.udp_ports" in result.stderr and "Traceback" not in result.stderr
+    missing = _run("serve")
+    assert missing.returncode == 2 and "no blocklist" in missing.stderr
+
+
+def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path):
+    """README's main command: the relay with the embedded config, a sample published on a loop."""
+    port = _free_port()
+    demo = _start("demo", "--port", str(port))
+    try:
+        printed = _wait_for_line(demo, "watch it at", timeout=60)
+        assert f"http://127.0.0.1:{port}/watch/demo" in printed
+        out = tmp_path / "demo.mkv"
+        watched = _run("watch", f"http://127.0.0.1:{port}/whep/demo", "--duration", "8", "--record", str(out))
+        assert watched.returncode == 0, watched.stderr
+        with av.open(str(out)) as recording:
+            frames = sum(1 for _ in recording.decode(video=0))
+        assert frames > 60
+    finally:
+        assert _stop(demo) == 0
+    assert "match.started" in demo.stderr.read(), "the sample's blocked segment was caught"
+
+
+@pytest.mark.skipif(os.environ.get("LIVESAFE_TEST_NETNS") == "0", reason="needs the private network namespace")
+def test_watch_reports_an_unknown_stream_clearly():
+    port = _free_port()
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--ice-host", "127.0.0.1")
+    try:
+        _wait_for_line(server, "relay on")
+        result = _run("watch", f"http://127.0.0.1:{port}/whep/nobody", "--duration", "1")
+        assert result.returncode == 2 and "404" in result.stderr and "nobody" in result.stderr
+    finally:
+        _stop(server)
