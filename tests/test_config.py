@@ -15,9 +15,13 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert block, "README has a TOML example"
     config_path = tmp_path / "livesafe.toml"
     config_path.write_text(block.group(1))
-    config = load_config(config_path)
+    config = load_config(config_path, env={"STUDIO_KEY": "from-the-environment"})
     assert config.guard.sample_every == 5 and config.guard.deep_every == 2 and config.guard.delay_frames == 10
     assert config.guard.regions.windows == ("left", "right") and config.guard.regions.rectify
     (spec,) = config.lists
     assert (spec.name, spec.category, spec.action, spec.threshold_for("pdq")) == ("samples", "test", "slate", 31)
     assert spec.path == tmp_path / "sample_streams" / "blocklist.txt"  # relative to the config file
+    relay = config.relay
+    assert (relay.host, relay.port, relay.ice.servers, relay.ice.host_addresses) == ("127.0.0.1", 8080, (), ())
+    assert relay.stream.stall_seconds == 0.5 and relay.stream.ingest_frames == 4
+    assert relay.streams["studio"].key == "from-the-environment" and not relay.dev_mode
