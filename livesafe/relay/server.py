@@ -220,14 +220,17 @@ async def _read_offer(request: web.Request) -> str:
         body = await request.text()
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="SDP offer is not UTF-8 text\n") from None
-    problem = _offer_problem(body)
+    problem = _offer_problem(body, sends=request.path.startswith("/whip/"))
     if problem:
         raise web.HTTPBadRequest(text=f"malformed SDP offer: {problem}\n")
     return body
 
 
-def _offer_problem(sdp: str) -> str | None:
-    """Why aiortc would choke on this offer (or None): checked before any peer connection exists."""
+def _offer_problem(sdp: str, *, sends: bool) -> str | None:
+    """What is wrong with this offer (or None), checked before any peer connection exists.
+
+    ``sends``: a WHIP offer must send video; a WHEP offer must receive it.
+    """
     if not sdp.startswith("v=0"):
         return "must start with v=0"
     try:
@@ -242,6 +245,9 @@ def _offer_problem(sdp: str) -> str | None:
             return f"{m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)"
         if not m.dtls or not m.dtls.fingerprints:
             return f"{m.kind} section has no DTLS fingerprint (a=fingerprint)"
+    wanted = ("sendonly", "sendrecv") if sends else ("recvonly", "sendrecv")
+    if not any(m.kind == "video" and (m.direction or "sendrecv") in wanted for m in media):
+        return "no video section that sends (WHIP publishes video)" if sends else "no video section that receives (WHEP plays video)"
     return None
 
 
@@ -286,8 +292,6 @@ async def whip_post(request: web.Request) -> web.Response:
                 video, receiver = track, transceiver.receiver
             elif transceiver.kind == "audio" and audio is None:
                 audio = track
-        if video is None:
-            raise web.HTTPBadRequest(text="a WHIP offer must send video\n")
         stream = relay.stream_for_publisher(stream_id)
     except web.HTTPException:
         relay.sessions.pop(session.id, None)
