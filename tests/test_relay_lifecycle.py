@@ -213,3 +213,21 @@ async def test_a_slow_viewer_queue_resyncs_at_a_keyframe_instead_of_growing():
     assert (await track.recv()).is_keyframe
     track.stop()
 
+
+
+async def test_viewer_churn_leaves_nothing_behind(benign_clip):
+    """Three rounds of four viewers joining and leaving: sessions, tracks and tasks all go."""
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, loop=True, duration=30))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        await asyncio.sleep(0.5)
+        baseline_tasks = len(asyncio.all_tasks())
+        for _ in range(3):
+            results = await asyncio.gather(*(watch(r.url("whep", "s"), ice=ICE, duration=1.0) for _ in range(4)))
+            assert all(result.frames > 5 for result in results)
+        await r.wait_for(lambda relay: not relay.streams["s"].viewers and len(relay.sessions) == 1)
+        await asyncio.sleep(0.5)
+        assert len(asyncio.all_tasks()) <= baseline_tasks + 2
+        assert r.relay.streams["s"]._encoders == {} or r.relay.streams["s"]._codecs == frozenset()
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
