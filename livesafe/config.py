@@ -44,6 +44,7 @@ running with a misread list or setting would be running unguarded.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -135,6 +136,11 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
         access = StreamAccess(key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env))
         _only(entry, set(), where)
         streams[name] = access
+    # Tables of their own ([streams.NAME], [server.ice], ...), never plain keys of [server]:
+    # a stream key misplaced under [server] would otherwise vanish and leave the relay in dev mode.
+    misplaced = {"streams", "ice", "stream"} & set(server)
+    if misplaced:
+        raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
     settings = _build(RelaySettings, server, "server")
     try:
         return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream)
@@ -159,7 +165,10 @@ def _secret(entry: dict[str, Any], key: str, where: str, env: dict[str, str]) ->
 def _ice(data: dict[str, Any]) -> IceSettings:
     _only(data, {"servers", "host_addresses", "announce", "udp_ports"}, "server.ice")
     servers = []
-    for i, entry in enumerate(data.get("servers", [])):
+    listed = data.get("servers", [])
+    if not isinstance(listed, list):
+        raise ConfigError(f"server.ice.servers: expected a list of URLs or tables, got {listed!r}")
+    for i, entry in enumerate(listed):
         where = f"server.ice.servers[{i}]"
         if isinstance(entry, str):
             entry = {"urls": [entry]}
@@ -180,10 +189,22 @@ def _ice(data: dict[str, Any]) -> IceSettings:
         raise ConfigError(f"server.ice.announce: expected a table of local = public addresses, got {announce!r}")
     if ports is not None and not (isinstance(ports, list) and len(ports) == 2 and all(isinstance(p, int) for p in ports)):
         raise ConfigError(f"server.ice.udp_ports: expected [low, high], got {ports!r}")
+    for key, addresses in (("host_addresses", hosts), ("announce", [*announce, *announce.values()])):
+        bad = [a for a in addresses if not _is_ip(a)]
+        if bad:
+            raise ConfigError(f"server.ice.{key}: {bad[0]!r} is not an IP address")
     try:
         return IceSettings(tuple(servers), tuple(hosts), dict(announce), tuple(ports) if ports else None)
     except ValueError as exc:
         raise ConfigError(f"server.ice: {exc}") from None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:

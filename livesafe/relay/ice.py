@@ -34,12 +34,13 @@ _aioice_host_addresses = aioice.ice.get_host_addresses
 class IceServer:
     urls: tuple[str, ...]
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for url in self.urls:
-            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
-                raise ValueError(f"ICE server URL {url!r} must start with stun:, stuns:, turn: or turns:")
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                # aiortc has no stuns: (STUN over TLS); it would be ignored without a word.
+                raise ValueError(f"ICE server URL {url!r} must start with stun:, turn: or turns:")
             if url.startswith("turn") and (self.username is None or self.credential is None):
                 raise ValueError(f"TURN server {url!r} needs a username and a credential")
 
@@ -57,6 +58,10 @@ class IceSettings:
                 ipaddress.ip_address(address)
             except ValueError:
                 raise ValueError(f"{address!r} is not an IP address") from None
+        for scheme in ("stun", "turn"):
+            if sum(any(u.startswith(scheme) for u in server.urls) for server in self.servers) > 1:
+                # aiortc (aioice) takes the first of each and would drop the rest silently.
+                raise ValueError(f"at most one {scheme.upper()} server: aiortc uses only the first")
         if self.udp_ports is not None:
             low, high = self.udp_ports
             if not (1024 <= low <= high <= 65535):

@@ -217,7 +217,7 @@ async def _read_offer(request: web.Request) -> str:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     try:
-        body = await request.text()
+        body = (await request.read()).decode("utf-8")  # SDP is UTF-8 (RFC 8866), whatever charset= says
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="SDP offer is not UTF-8 text\n") from None
     problem = _offer_problem(body, sends=request.path.startswith("/whip/"))
@@ -402,15 +402,13 @@ async def session_options(request: web.Request) -> web.Response:
 
 
 def _preflight(request: web.Request, methods: str) -> dict[str, str]:
-    relay: Relay = request.app[RELAY]
+    # No ICE server Links here: they may carry TURN credentials, which only an
+    # authorized POST gets (RFC 9725 section 4.6 allows either).
     headers = {
         "Access-Control-Allow-Methods": methods,
         "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
         "Access-Control-Max-Age": "600",
     }
-    links = relay.settings.ice.link_headers()
-    if links:
-        headers["Link"] = ", ".join(links)
     return headers
 
 
