@@ -256,6 +256,19 @@ def test_content_arriving_on_an_unsampled_cut_is_redacted_when_a_later_cut_match
     assert not leaked, f"blocked frames passed: {leaked}"
 
 
+def test_release_checks_the_newest_frame_before_letting_the_buffer_go() -> None:
+    """A live source that stops: frames still in the delay buffer leave, checked, not held forever."""
+    names = ["astronaut"] * 31 + ["chelsea"]  # chelsea cuts in at 31, one frame after the sample at 30
+    lists = sample_matcher()
+    guard = StreamGuard(lambda: lists.current)
+    out = [item for i, n in enumerate(names) for item in guard.push(frame_of(n, i))]
+    assert guard.buffered == 10 and not any(item.sampled for item in out if item.index == 31)
+    released = guard.release()
+    assert [item.index for item in out + released] == list(range(32)) and guard.buffered == 0
+    assert redacted(out + released) == [31], "the unsampled newest frame was checked, and only it matched"
+    assert guard.release() == []
+
+
 # --- 3. hold, release and events -------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import av
 import pytest
 
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
 from livesafe.relay.client import ClientError, publish, watch
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -202,17 +204,35 @@ async def test_a_slow_viewer_queue_resyncs_at_a_keyframe_instead_of_growing():
     requested = []
     track = PacketTrack("video", capacity=3, request_keyframe=lambda: requested.append(1))
     track.offer(_packet(False))  # before any keyframe: not sent (undecodable)
-    assert track._queue.qsize() == 0
+    assert len(track._queue) == 0
     for keyframe in (True, False, False):
         track.offer(_packet(keyframe))
     track.offer(_packet(False))  # overflow
-    assert track._queue.qsize() == 0 and requested == [1] and track.packets_dropped == 5
+    assert len(track._queue) == 0 and requested == [1] and track.packets_dropped == 5
     track.offer(_packet(False))
     track.offer(_packet(True))
-    assert track._queue.qsize() == 1
+    assert len(track._queue) == 1
     assert (await track.recv()).is_keyframe
+    # A keyframe arriving at a full queue starts the resync itself.
+    for keyframe in (True, False, False, True):
+        track.offer(_packet(keyframe))
+    assert [p.is_keyframe for p, _ in track._queue] == [True]
     track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
 
+
+async def test_a_viewer_queue_never_holds_packets_older_than_its_limit():
+    requested = []
+    track = PacketTrack("video", capacity=100, request_keyframe=lambda: requested.append(1), max_age=0.05)
+    track.offer(_packet(True))
+    track.offer(_packet(False))
+    await asyncio.sleep(0.1)  # nobody reads: the viewer's connection is stuck
+    track.offer(_packet(False))
+    assert len(track._queue) == 0 and requested == [1], "stale packets dropped, keyframe asked for"
+    track.offer(_packet(True))
+    assert len(track._queue) == 1
+    track.stop()
 
 
 async def test_viewer_churn_leaves_nothing_behind(benign_clip):
@@ -231,3 +251,40 @@ async def test_viewer_churn_leaves_nothing_behind(benign_clip):
         assert r.relay.streams["s"]._encoders == {} or r.relay.streams["s"]._codecs == frozenset()
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
+
+
+class _FramesThenSilence(MediaStreamTrack):
+    """A live source that sends ``frames`` and then nothing, without hanging up."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[av.VideoFrame]) -> None:
+        super().__init__()
+        self._frames = frames
+
+    async def recv(self) -> av.VideoFrame:
+        if not self._frames:
+            await asyncio.Event().wait()  # connected, silent
+        await asyncio.sleep(1 / 30)
+        return self._frames.pop(0)
+
+
+async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benign_clip):
+    from livesafe.guard.stream_guard import GuardSettings, StreamGuard
+    from livesafe.relay.stream import LiveStream, Viewer
+
+    with av.open(str(benign_clip)) as container:
+        frames = [frame for _, frame in zip(range(20), container.decode(video=0))]
+    guard = StreamGuard(sample_lists(), GuardSettings())
+    stream = LiveStream("s", guard, StreamSettings(max_delay_seconds=0.4), on_event=lambda e: None, on_ended=lambda s: None)
+    track = PacketTrack("video", capacity=100, max_age=10)
+
+    async def close() -> None:
+        pass
+
+    stream.add_viewer(Viewer("v", "vp8", track, None, close))
+    stream.attach_publisher(object(), _FramesThenSilence(frames), None, None)
+    await asyncio.sleep(20 / 30 + 1.0)
+    assert guard.stats.frames_out == 20, "all 20 frames left the 10-frame buffer although no 21st came"
+    assert len(track._queue) == 20 and track._queue[0][0].is_keyframe
+    await stream.end()

@@ -161,6 +161,37 @@ class StreamGuard:
         self.stats.guard_seconds += time.perf_counter() - started
         return out
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def release(self) -> list[GuardedFrame]:
+        """Check the newest buffered frame deeply (unless it was), then release every buffered frame.
+
+        For a live source whose frames stop or thin out: the delay buffer is
+        counted in frames, so without this, frames would wait for later ones
+        that may not come.  A deep check of the newest frame covers the frames
+        before it just as the next deep sample would have.
+        """
+        if not self._buffer:
+            return []
+        started = time.perf_counter()
+        item = self._buffer[-1]
+        if not item.deep:
+            item.sampled = item.deep = True
+            self._last_sample = item.index
+            self.stats.samples += 1
+            try:
+                y, scale = luma_view(item.frame)
+                self._observe(item, self._check(y, scale, True), True)
+            except Exception as exc:  # noqa: BLE001 - fail closed, as in push()
+                self._fail_closed(item, exc)
+            item.action = max(item.action, self.action)
+        out = self._drain(0)
+        self._cuts.clear()
+        self.stats.guard_seconds += time.perf_counter() - started
+        return out
+
     def flush(self) -> list[GuardedFrame]:
         """End of stream: release everything still buffered (with its decided action)."""
         out = self._drain(0)

@@ -321,9 +321,10 @@ async def whep_post(request: web.Request) -> web.Response:
         raise web.HTTPServiceUnavailable(text="this stream has as many viewers as it may have\n")
     offer = await _read_offer(request)
     session = relay.new_session("whep", stream_id, token)
-    capacity = relay.settings.stream.viewer_queue_packets
-    video = PacketTrack("video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"))
-    audio = PacketTrack("audio", capacity)
+    limits = relay.settings.stream
+    capacity, max_age = limits.viewer_queue_packets, limits.viewer_queue_seconds
+    video = PacketTrack("video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"), max_age=max_age)
+    audio = PacketTrack("audio", capacity, max_age=max_age)
     codec: str | None = None
     try:
         await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))

@@ -47,8 +47,12 @@ class StreamSettings:
     audio_bitrate: int = 64_000
     ingest_frames: int = 4  # decoded frames waiting for the guard; beyond this the oldest is dropped
     decoder_backlog_frames: int = 15  # encoded frames waiting in aiortc's decoder before we shed them
-    viewer_queue_packets: int = 90  # per viewer and track; overflow resyncs that viewer at a keyframe
+    viewer_queue_packets: int = 30  # per viewer and track; overflow resyncs that viewer at a keyframe
+    viewer_queue_seconds: float = 0.3  # a viewer's oldest packet older than this: resync it too
     stall_seconds: float = 0.5  # one frame in the guard/encoder longer than this -> slate (fail closed)
+    # The delay buffer is counted in frames; when they thin out or stop, a frame waiting longer than
+    # this triggers a deep check of the newest one and the buffer is released (StreamGuard.release).
+    max_delay_seconds: float = 0.6
     ended_grace_seconds: float = 5.0  # slate after the publisher leaves, in case it comes back
     keyframe_interval: float = 0.5  # at most one forced keyframe per codec this often (PLI storms)
     slate_fps: float = 5.0
@@ -57,7 +61,7 @@ class StreamSettings:
         for name in ("video_bitrate", "audio_bitrate", "ingest_frames", "decoder_backlog_frames", "viewer_queue_packets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("stall_seconds", "keyframe_interval", "slate_fps"):
+        for name in ("stall_seconds", "keyframe_interval", "slate_fps", "viewer_queue_seconds", "max_delay_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.ended_grace_seconds < 0:
@@ -229,10 +233,17 @@ class LiveStream:
 
     async def _pump_video(self, session: Any, track: MediaStreamTrack, receiver: Any) -> None:
         try:
+            awaiting_keyframe = False
             while session is self.publisher:
                 frame = await track.recv()
                 self.counters.frames_in += 1
-                self._shed_decoder_backlog(receiver)
+                if self._shed_decoder_backlog(receiver):
+                    awaiting_keyframe = True
+                if awaiting_keyframe and not frame.key_frame:
+                    # Decoded without its references: a broken picture, not worth showing.
+                    self.counters.frames_dropped += 1
+                    continue
+                awaiting_keyframe = False
                 self._submit(frame)
         except MediaStreamError:
             pass
@@ -263,11 +274,14 @@ class LiveStream:
             self._pending.append(item if item is _FLUSH else (item, time.monotonic()))
             self._cond.notify()
 
-    def _shed_decoder_backlog(self, receiver: Any) -> None:
-        """aiortc decodes from an unbounded queue; under overload discard it and ask for a keyframe."""
+    def _shed_decoder_backlog(self, receiver: Any) -> bool:
+        """aiortc decodes from an unbounded queue; under overload discard it and ask for a keyframe.
+
+        Returns whether it shed anything (frames decoded next lack their references).
+        """
         backlog = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
         if backlog is None or backlog.qsize() <= self.settings.decoder_backlog_frames:
-            return
+            return False
         shed = 0
         try:
             while True:
@@ -282,6 +296,7 @@ class LiveStream:
         log.warning("stream %s: decoder %d frames behind; shed them and requested a keyframe", self.id, shed)
         for source in receiver.getSynchronizationSources():
             self._spawn(receiver._send_rtcp_pli(source.source))
+        return True
 
     # --------------------------------------------------------------- viewers
 
@@ -314,22 +329,27 @@ class LiveStream:
     # ---------------------------------------------------------------- worker
 
     def _work(self) -> None:
+        limit = self.settings.max_delay_seconds
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
+                while not self._pending and not self._stopping and not self._overdue(limit):
+                    self._cond.wait(timeout=limit / 4)
                 if self._stopping:
                     return
-                item = self._pending.popleft()
+                item = self._pending.popleft() if self._pending else None
                 self._busy_since = time.monotonic()
             try:
                 if item is _FLUSH:
                     guarded = self.guard.flush()
+                elif item is None:  # no frame for a while: check and release what waits
+                    guarded = self.guard.release()
                 else:
                     frame, arrived = item
                     self._arrivals.append(arrived)
                     self.size = (frame.width, frame.height)
                     guarded = self.guard.push(frame)
+                    if self._overdue(limit):  # frames arrive too slowly to push the buffer on
+                        guarded += self.guard.release()
                 out = [self._encode(g.frame, g.action, self._arrivals.popleft()) for g in guarded]
             except Exception as exc:  # noqa: BLE001 - anything here means frames are not being guarded
                 log.exception("stream %s: worker failed; viewers get the slate until the stream ends", self.id)
@@ -339,6 +359,10 @@ class LiveStream:
                 self._busy_since = None
             if out or item is _FLUSH:
                 self._loop.call_soon_threadsafe(self._deliver, out, item is _FLUSH)
+
+    def _overdue(self, limit: float) -> bool:
+        """Has the oldest frame in the guard's delay buffer waited longer than ``limit``?"""
+        return bool(self._arrivals) and time.monotonic() - self._arrivals[0] > limit
 
     def _encode(self, frame: av.VideoFrame, action: Action, arrived: float) -> tuple[float, Action, dict[str, list[av.Packet]]]:
         pts = self._video_clock.next(frame.pts, frame.time_base)
