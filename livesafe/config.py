@@ -55,6 +55,7 @@ from livesafe.guard.regions import RegionSettings, window_names
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
 from livesafe.relay.ice import IceServer, IceSettings
+from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from livesafe.relay.stream import StreamSettings
 
@@ -124,8 +125,9 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
     server = dict(_table(data, "server", ""))
     ice = _ice(_table(server, "ice", "server"))
     stream = _build(StreamSettings, _table(server, "stream", "server"), "server.stream")
-    server.pop("ice", None)
-    server.pop("stream", None)
+    overload = _build(OverloadSettings, _table(server, "overload", "server"), "server.overload")
+    for table in ("ice", "stream", "overload"):
+        server.pop(table, None)
     viewer_token = _secret(server, "viewer_token", "server", env)
     streams = {}
     for name, entry in _table(data, "streams", "").items():
@@ -143,7 +145,7 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
         raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
     settings = _build(RelaySettings, server, "server")
     try:
-        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream)
+        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream, overload=overload)
     except ValueError as exc:
         raise ConfigError(f"streams: {exc}") from None
 

@@ -13,6 +13,8 @@ from typing import Any, Callable
 MATCH_STARTED = "match.started"
 MATCH_CLEARED = "match.cleared"
 GUARD_ERROR = "guard.error"
+# The relay ended a stream to shed load (details.reason says why).
+STREAM_CUT = "stream.cut"
 
 
 @dataclass(frozen=True, slots=True)

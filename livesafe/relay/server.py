@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,11 +24,12 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from livesafe.guard.events import GuardEvent
+from livesafe.guard.events import STREAM_CUT, GuardEvent
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.ice import apply_ice_settings
+from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import STREAM_ID, RelaySettings
 from livesafe.relay.stream import LiveStream, Viewer
 
@@ -64,6 +66,7 @@ class Relay:
         self.streams: dict[str, LiveStream] = {}
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.sessions: dict[str, Session] = {}
+        self.shedder = LoadShedder(settings.overload)
         apply_ice_settings(settings.ice)
 
     # ------------------------------------------------------------- streams
@@ -134,6 +137,16 @@ class Relay:
 
         session.deadline = asyncio.ensure_future(_deadline())
 
+    async def cut(self, stream: LiveStream, reason: str) -> None:
+        """End ``stream``'s publisher session (viewers get the slate, then are hung up)."""
+        self._on_event(
+            GuardEvent(type=STREAM_CUT, stream_id=stream.id, frame_index=stream.guard.stats.frames_in, pts=None,
+                       media_time=0.0, action="slate", details={"reason": reason})
+        )  # fmt: skip
+        publisher = stream.publisher
+        if publisher is not None:
+            await self.close_session(publisher)
+
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):
             await self.close_session(session)
@@ -170,10 +183,14 @@ def create_app(relay: Relay) -> web.Application:
     app.router.add_get("/watch/{stream}", player_page)
     app.router.add_get("/", index_page)
 
-    async def _cleanup(app: web.Application) -> None:
+    async def _shed_load(app: web.Application):
+        task = asyncio.ensure_future(relay.shedder.run(lambda: relay.streams.values(), relay.cut))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await relay.shutdown()
 
-    app.on_cleanup.append(_cleanup)
+    app.cleanup_ctx.append(_shed_load)
     return app
 
 
@@ -282,6 +299,11 @@ async def whip_post(request: web.Request) -> web.Response:
         if not relay.settings.may_publish(stream_id, token):
             raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
     offer = await _read_offer(request)
+    live = relay.streams.get(stream_id)
+    if live is None or live.publisher is None:  # a new stream (a reconnect replaces itself)
+        running = sum(s.publisher is not None for s in relay.streams.values())
+        if not relay.shedder.admit(time.monotonic(), running):
+            raise web.HTTPServiceUnavailable(text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"})
     session = relay.new_session("whip", stream_id, token)
     try:
         answer = await _answer(session, offer)

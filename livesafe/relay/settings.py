@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from livesafe.relay.ice import IceSettings
+from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.stream import StreamSettings
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -39,6 +40,7 @@ class RelaySettings:
     connect_timeout_seconds: float = 20.0  # a peer that has not connected by then is dropped
     ice: IceSettings = field(default_factory=IceSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
 
     def __post_init__(self) -> None:
         for name in self.streams:

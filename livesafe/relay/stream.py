@@ -148,7 +148,11 @@ class LiveStream:
         self._last_slate = 0.0
         self._pumps: set[asyncio.Task] = set()
         self._end_timer: asyncio.TimerHandle | None = None
-        self.latency = deque(maxlen=512)  # seconds from arrival to fan-out, recent frames
+        self.latency: deque[float] = deque(maxlen=512)  # seconds from arrival to fan-out, recent frames
+        # How far behind real time frames reach us: transit (arrival - media time) above the
+        # fastest seen.  Grows when backlogs build in front of us (kernel buffers, decoder).
+        self.lateness = 0.0
+        self._transit_floor: float | None = None
         self._worker = threading.Thread(target=self._work, name=f"guard-{stream_id}", daemon=True)
         self._worker.start()
         self._watchdog = asyncio.create_task(self._watch())
@@ -176,6 +180,7 @@ class LiveStream:
             "frames_slated_by_failsafe": self.counters.slate_frames,
             "guard_errors": stats.errors,
             "stalls": self.counters.stalls,
+            "lateness_seconds": round(self.lateness, 3),
             "width": self.size[0] if self.size else None,
             "height": self.size[1] if self.size else None,
             "started_at": self.started,
@@ -234,9 +239,11 @@ class LiveStream:
     async def _pump_video(self, session: Any, track: MediaStreamTrack, receiver: Any) -> None:
         try:
             awaiting_keyframe = False
+            self._transit_floor = None  # a new publisher: a new media clock
             while session is self.publisher:
                 frame = await track.recv()
                 self.counters.frames_in += 1
+                self._measure_lateness(frame)
                 if self._shed_decoder_backlog(receiver):
                     awaiting_keyframe = True
                 if awaiting_keyframe and not frame.key_frame:
@@ -273,6 +280,15 @@ class LiveStream:
                         break
             self._pending.append(item if item is _FLUSH else (item, time.monotonic()))
             self._cond.notify()
+
+    def _measure_lateness(self, frame: av.VideoFrame) -> None:
+        if frame.pts is None or frame.time_base is None:
+            return
+        transit = time.monotonic() - float(frame.pts * frame.time_base)
+        floor = self._transit_floor
+        if floor is None or transit < floor or transit - floor > 10.0:  # > 10 s: the clock jumped
+            self._transit_floor = floor = transit
+        self.lateness = transit - floor
 
     def _shed_decoder_backlog(self, receiver: Any) -> bool:
         """aiortc decodes from an unbounded queue; under overload discard it and ask for a keyframe.
