@@ -299,11 +299,6 @@ async def whip_post(request: web.Request) -> web.Response:
         if not relay.settings.may_publish(stream_id, token):
             raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
     offer = await _read_offer(request)
-    live = relay.streams.get(stream_id)
-    if live is None or live.publisher is None:  # a new stream (a reconnect replaces itself)
-        running = sum(s.publisher is not None for s in relay.streams.values())
-        if not relay.shedder.admit(time.monotonic(), running):
-            raise web.HTTPServiceUnavailable(text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"})
     session = relay.new_session("whip", stream_id, token)
     try:
         answer = await _answer(session, offer)
@@ -314,6 +309,7 @@ async def whip_post(request: web.Request) -> web.Response:
                 video, receiver = track, transceiver.receiver
             elif transceiver.kind == "audio" and audio is None:
                 audio = track
+        _admit(relay, stream_id)  # only offers that negotiated count against capacity
         stream = relay.stream_for_publisher(stream_id)
     except web.HTTPException:
         relay.sessions.pop(session.id, None)
@@ -326,6 +322,15 @@ async def whip_post(request: web.Request) -> web.Response:
     relay.watch_connection(session)
     log.info("stream %s: publisher session started", stream_id)
     return _created(request, session, answer)
+
+
+def _admit(relay: Relay, stream_id: str) -> None:
+    live = relay.streams.get(stream_id)
+    if live is not None and live.publisher is not None:
+        return  # a reconnect replaces its own stream: no new load
+    running = sum(s.publisher is not None for s in relay.streams.values())
+    if not relay.shedder.admit(time.monotonic(), running):
+        raise web.HTTPServiceUnavailable(text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"})
 
 
 async def whep_post(request: web.Request) -> web.Response:
