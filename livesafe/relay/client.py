@@ -26,6 +26,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK
+from livesafe.relay.dtls import accept_rsa_peers
 from livesafe.relay.ice import IceSettings, apply_ice_settings
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def webrtc_h264_copy(source: Path, target: Path) -> Path:
 def _peer_connection(ice: IceSettings | None) -> RTCPeerConnection:
     ice = ice or IceSettings()
     apply_ice_settings(ice)  # host addresses and ports are process-wide in aioice
+    accept_rsa_peers()
     return RTCPeerConnection(ice.rtc_configuration())
 
 

@@ -27,6 +27,7 @@ from aiortc.sdp import SessionDescription
 from livesafe.guard.events import STREAM_CUT, GuardEvent
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
+from livesafe.relay.dtls import accept_rsa_peers
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
@@ -68,6 +69,7 @@ class Relay:
         self.sessions: dict[str, Session] = {}
         self.shedder = LoadShedder(settings.overload)
         apply_ice_settings(settings.ice)
+        accept_rsa_peers()
 
     # ------------------------------------------------------------- streams
 
@@ -180,7 +182,8 @@ def create_app(relay: Relay) -> web.Application:
         app.router.add_route("OPTIONS", f"/{kind}/{{stream}}/{{session}}", session_options)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/streams", api_streams)
-    app.router.add_get("/watch/{stream}", player_page)
+    app.router.add_get("/watch/{stream}", _page("player.html"))
+    app.router.add_get("/publish/{stream}", _page("publish.html"))
     app.router.add_get("/", index_page)
 
     async def _shed_load(app: web.Application):
@@ -449,10 +452,15 @@ async def api_streams(request: web.Request) -> web.Response:
     return web.json_response(request.app[RELAY].summaries())
 
 
-async def player_page(request: web.Request) -> web.Response:
-    _stream_id(request)
-    html = resources.files("livesafe.web").joinpath("player.html").read_text(encoding="utf-8")
-    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+def _page(name: str) -> Any:
+    """A page of ``livesafe/web`` for one stream (the page reads the stream from its URL)."""
+    html = resources.files("livesafe.web").joinpath(name).read_text(encoding="utf-8")
+
+    async def handler(request: web.Request) -> web.Response:
+        _stream_id(request)
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    return handler
 
 
 async def index_page(request: web.Request) -> web.Response:
