@@ -19,12 +19,15 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from aiohttp import web
 
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ListWatcher, LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
+from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.relay.ice import IceSettings
+from livesafe.relay.server import Relay, create_app
 from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, open_video, progress_stream, scan_file
 from livesafe.signals import SIGNALS, SignalType, signal_named
@@ -181,10 +184,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None) -> None:
-    from aiohttp import web
-
-    from livesafe.relay.server import Relay, create_app
-
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
     watcher = ListWatcher(lists, config.reload_seconds).start()
@@ -207,14 +206,14 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             "any stream. Configure [streams.NAME] key_env in --config or --stream-key to turn this off.",
             file=sys.stderr,
         )
+    stop = asyncio.Event()
     tasks = []
     if demo is not None:
         sample, stream = demo
         token = settings.streams[stream].key if stream in settings.streams else None
-        tasks.append(asyncio.ensure_future(_demo_publisher(sample, f"{base}/whip/{stream}", token, settings.ice)))
+        tasks.append(asyncio.ensure_future(_demo_publisher(sample, f"{base}/whip/{stream}", token, settings.ice, stop)))
         print(f"livesafe: preparing {sample} to publish on a loop...", file=sys.stderr)
         tasks.append(asyncio.ensure_future(_announce_when_live(relay, stream, f"{base}/watch/{stream}")))
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -229,23 +228,26 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         watcher.stop()
 
 
-async def _announce_when_live(relay, stream: str, url: str) -> None:
+async def _announce_when_live(relay: Relay, stream: str, url: str) -> None:
     while stream not in relay.streams or relay.streams[stream].counters.frames_in == 0:
         await asyncio.sleep(0.1)
     print(f"livesafe: stream {stream!r} is live -- watch it at {url}", file=sys.stderr)
 
 
-async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSettings) -> None:
+async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSettings, stop: asyncio.Event) -> None:
     """Keep the sample stream up: publish on a loop; if it drops, start again.
 
     The sample is re-encoded once as WebRTC-ready H.264 and its packets are
     sent as they are, so the demo's publisher costs next to no CPU and the
-    machine's cores go to the relay.
+    machine's cores go to the relay.  A sample that cannot be read stops the demo.
     """
-    from livesafe.relay.client import ClientError, publish, webrtc_h264_copy
-
     with tempfile.TemporaryDirectory(prefix="livesafe-demo-") as tmp:
-        ready = await asyncio.to_thread(webrtc_h264_copy, sample, Path(tmp) / "sample.mp4")
+        try:
+            ready = await asyncio.to_thread(webrtc_h264_copy, sample, Path(tmp) / "sample.mp4")
+        except ClientError as exc:
+            print(f"livesafe: error: {exc}", file=sys.stderr)
+            stop.set()
+            return
         while True:
             try:
                 await publish(ready, url, token=token, loop=True, passthrough=True, ice=ice)
@@ -255,8 +257,6 @@ async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSet
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from livesafe.relay.client import ClientError, publish
-
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
@@ -270,8 +270,6 @@ def _run_publish(args: argparse.Namespace) -> int:
 
 
 def _run_watch(args: argparse.Namespace) -> int:
-    from livesafe.relay.client import ClientError, watch
-
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
         result = asyncio.run(watch(args.url, token=token, record=args.record, duration=args.duration, ice=_ice_settings(args)))
@@ -298,9 +296,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.input}: no such file")
     skip = args.skip_bad_lines or config.skip_bad_lines
     lists = LiveMatcher(config.lists, skip_bad_lines=skip)
-    for bl in lists.current.blocklists:
-        if bl.skipped:
-            print(f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}", file=sys.stderr)
+    _warn_skipped(lists)
     events_out = None
     if args.events is not None:
         events_out = sys.stdout if str(args.events) == "-" else _open_for_write(args.events)
