@@ -182,6 +182,8 @@ def webrtc_h264_copy(source: Path, target: Path) -> Path:
     a keyframe every second), audio copied: a file ``FileSource(passthrough=True)`` can send."""
     try:
         with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+            if not inp.streams.video:
+                raise ClientError(f"{source}: no video stream")
             vin = inp.streams.video[0]
             vout = out.add_stream("libx264", rate=vin.average_rate or 30)
             vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
@@ -197,7 +199,7 @@ def webrtc_h264_copy(source: Path, target: Path) -> Path:
                     packet.stream = aout
                     out.mux(packet)
             out.mux(vout.encode())
-    except av.FFmpegError as exc:
+    except (av.FFmpegError, OSError) as exc:
         raise ClientError(f"{source}: cannot prepare for passthrough: {exc}") from None
     return target
 
