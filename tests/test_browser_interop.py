@@ -100,13 +100,14 @@ async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_th
                 notices.add(await asyncio.to_thread(publisher.execute_script, "return !document.getElementById('notice').hidden"))
                 await asyncio.sleep(0.15)
             decoded = await asyncio.to_thread(viewer.execute_async_script, INBOUND_FRAMES)
+            painted = await asyncio.to_thread(viewer.execute_script, "return window.livesafe.frames")  # requestVideoFrameCallback
             summary = r.summary("studio")
         finally:
             for driver in (publisher, viewer):
                 if driver is not None:
                     await asyncio.to_thread(driver.quit)
     assert summary["frames_in"] > 200 and summary["frames_redacted"] > 30, summary
-    assert decoded > 150, f"the browser viewer decoded {decoded} frames"
+    assert decoded > 150 and painted > 150, f"the browser viewer decoded {decoded} frames, painted {painted}"
     assert {"live", "redacted"} <= states, "the looping camera file went clean -> blocked -> clean"
     assert True in notices, "the broadcaster's page said the stream was interrupted"
     seen_benign = [s for s in snapshots if max(_similarity(s, b) for b in benign) > 0.9]
