@@ -653,8 +653,10 @@ async def test_player_page(http):
     async with running_relay() as r:
         page = await request(http, "GET", f"{r.base}/watch/studio")
         assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
-        assert "<html" in page.text.lower() and "fetch(`/whep/" in page.text and "application/sdp" in page.text
+        assert "<html" in page.text.lower() and "postOffer(pc, `/whep/" in page.text and '<script src="/web/whip.js">' in page.text
         assert page.headers.get("Cache-Control") == "no-store"
+        script = await request(http, "GET", f"{r.base}/web/whip.js")
+        assert script.status == 200 and "application/sdp" in script.text and "function postOffer" in script.text
 
 
 # ---------------------------------------------------------------- secrets

@@ -184,6 +184,7 @@ def create_app(relay: Relay) -> web.Application:
     app.router.add_get("/api/streams", api_streams)
     app.router.add_get("/watch/{stream}", _page("player.html"))
     app.router.add_get("/publish/{stream}", _page("publish.html"))
+    app.router.add_get("/web/whip.js", _asset("whip.js", "text/javascript"))
     app.router.add_get("/", index_page)
 
     async def _shed_load(app: web.Application):
@@ -450,6 +451,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def api_streams(request: web.Request) -> web.Response:
     return web.json_response(request.app[RELAY].summaries())
+
+
+def _asset(name: str, content_type: str) -> Any:
+    text = resources.files("livesafe.web").joinpath(name).read_text(encoding="utf-8")
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+    return handler
 
 
 def _page(name: str) -> Any:
