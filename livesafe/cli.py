@@ -131,12 +131,26 @@ def _ice_settings(args: argparse.Namespace, base: IceSettings | None = None) -> 
     return replace(base, host_addresses=tuple(args.ice_host)) if args.ice_host else base
 
 
-def _relay_config(args: argparse.Namespace, default_lists: list[ListSpec] = ()) -> tuple[Config, LiveMatcher]:
+def _config_with_lists(args: argparse.Namespace, default_lists: Sequence[ListSpec] = ()) -> Config:
+    """--config plus --blocklist lists (``default_lists`` if there are neither); at least one list."""
     config = load_config(args.config)
     extra = [ListSpec(path=p, category=args.category, action=args.action or "blur") for p in args.blocklist]
     config = config.with_lists(extra or ([] if config.lists else list(default_lists)))
     if not config.lists:
         raise UsageError("no blocklist given (use --blocklist FILE or lists in --config)")
+    return config
+
+
+def _load_lists(args: argparse.Namespace, config: Config) -> LiveMatcher:
+    lists = LiveMatcher(config.lists, skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines)
+    for bl in lists.current.blocklists:
+        if bl.skipped:
+            print(f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}", file=sys.stderr)
+    return lists
+
+
+def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = ()) -> tuple[Config, LiveMatcher]:
+    config = _config_with_lists(args, default_lists)
     relay = config.relay
     keys = dict(relay.streams)
     for item in getattr(args, "stream_key", []):
@@ -152,15 +166,7 @@ def _relay_config(args: argparse.Namespace, default_lists: list[ListSpec] = ()) 
         ice=_ice_settings(args, relay.ice),
     )
     config = replace(config, relay=relay)
-    lists = LiveMatcher(config.lists, skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines)
-    _warn_skipped(lists)
-    return config, lists
-
-
-def _warn_skipped(lists: LiveMatcher) -> None:
-    for bl in lists.current.blocklists:
-        if bl.skipped:
-            print(f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}", file=sys.stderr)
+    return config, _load_lists(args, config)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -287,16 +293,10 @@ def _run_watch(args: argparse.Namespace) -> int:
 
 
 def _run_scan(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    extra = [ListSpec(path=p, category=args.category, action=args.action or "blur") for p in args.blocklist]
-    config = config.with_lists(extra)
-    if not config.lists:
-        raise UsageError("no blocklist given (use --blocklist FILE or lists in --config)")
+    config = _config_with_lists(args)
     if not args.input.is_file():
         raise UsageError(f"{args.input}: no such file")
-    skip = args.skip_bad_lines or config.skip_bad_lines
-    lists = LiveMatcher(config.lists, skip_bad_lines=skip)
-    _warn_skipped(lists)
+    lists = _load_lists(args, config)
     events_out = None
     if args.events is not None:
         events_out = sys.stdout if str(args.events) == "-" else _open_for_write(args.events)
