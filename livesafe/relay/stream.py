@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -306,7 +307,7 @@ class LiveStream:
                     backlog.put(None)
                     break
                 shed += 1
-        except Exception:  # noqa: BLE001 - queue.Empty
+        except queue.Empty:
             pass
         self.counters.frames_dropped += shed
         log.warning("stream %s: decoder %d frames behind; shed them and requested a keyframe", self.id, shed)
