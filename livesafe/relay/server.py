@@ -110,6 +110,11 @@ class Relay:
         self.sessions[session.id] = session
         return session
 
+    async def discard(self, session: Session) -> None:
+        """Drop a session whose negotiation failed (nothing attached to a stream yet)."""
+        self.sessions.pop(session.id, None)
+        await session.pc.close()
+
     async def close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
@@ -272,9 +277,12 @@ def _offer_problem(sdp: str, *, sends: bool) -> str | None:
     return None
 
 
-async def _answer(session: Session, offer: str) -> str:
+async def _answer(session: Session, offer: str, add_tracks: Callable[[], None] | None = None) -> str:
+    """Negotiate ``offer``; ``add_tracks`` runs between the offer and the answer (our sending tracks)."""
     try:
         await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        if add_tracks is not None:
+            add_tracks()
         await session.pc.setLocalDescription(await session.pc.createAnswer())
     except Exception as exc:  # noqa: BLE001 - e.g. no codec in common: the client's problem, say so
         raise web.HTTPBadRequest(text=f"cannot negotiate this offer: {exc}\n") from None
@@ -316,8 +324,7 @@ async def whip_post(request: web.Request) -> web.Response:
         _admit(relay, stream_id)  # only offers that negotiated count against capacity
         stream = relay.stream_for_publisher(stream_id)
     except web.HTTPException:
-        relay.sessions.pop(session.id, None)
-        await session.pc.close()
+        await relay.discard(session)
         raise
     previous = stream.attach_publisher(session, video, audio, receiver)
     if previous is not None:
@@ -357,28 +364,26 @@ async def whep_post(request: web.Request) -> web.Response:
     video = PacketTrack("video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"), max_age=max_age)
     audio = PacketTrack("audio", capacity, max_age=max_age)
     codec: str | None = None
+    kinds: set[str] = set()
+
+    def add_tracks() -> None:
+        kinds.update(t.kind for t in session.pc.getTransceivers())
+        for kind, track in (("video", video), ("audio", audio)):
+            if kind in kinds:
+                session.pc.addTrack(track)
+
     try:
-        await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        kinds = {t.kind for t in session.pc.getTransceivers()}
-        video_sender = session.pc.addTrack(video) if "video" in kinds else None
-        if "audio" in kinds:
-            session.pc.addTrack(audio)
-        await session.pc.setLocalDescription(await session.pc.createAnswer())
-        answer = session.pc.localDescription.sdp
+        answer = await _answer(session, offer, add_tracks)
         codec = _video_codec(answer)
         if codec is None:
             raise web.HTTPBadRequest(text="no video codec in common (this relay sends VP8 or H264)\n")
     except web.HTTPException:
-        relay.sessions.pop(session.id, None)
-        await session.pc.close()
+        await relay.discard(session)
         raise
-    except Exception as exc:  # noqa: BLE001
-        relay.sessions.pop(session.id, None)
-        await session.pc.close()
-        raise web.HTTPBadRequest(text=f"cannot negotiate this offer: {exc}\n") from None
+    video_sender = next(t.sender for t in session.pc.getTransceivers() if t.sender.track is video)
     # aiortc forwards packets as they are, ignoring keyframe requests (PLI/FIR);
     # route them to the stream's one encoder instead.
-    video_sender._send_keyframe = lambda: stream.request_keyframe(codec)  # type: ignore[union-attr]
+    video_sender._send_keyframe = lambda: stream.request_keyframe(codec)  # type: ignore[method-assign]
     stream.add_viewer(
         Viewer(
             id=session.id,
