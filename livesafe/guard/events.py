@@ -13,7 +13,12 @@ from typing import Any, Callable
 MATCH_STARTED = "match.started"
 MATCH_CLEARED = "match.cleared"
 GUARD_ERROR = "guard.error"
-# The relay ended a stream to shed load (details.reason says why).
+# A moderator (or the report policy) redacted the stream: an episode with no match,
+# held until a moderator resumes it.
+REDACTION_IMPOSED = "redaction.imposed"
+# The relay's stream lifecycle: a stream came up, ended, or was cut (details.reason says why).
+STREAM_STARTED = "stream.started"
+STREAM_ENDED = "stream.ended"
 STREAM_CUT = "stream.cut"
 
 

@@ -29,12 +29,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import av
 import numpy as np
 
-from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, EventSink, GuardEvent
+from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, REDACTION_IMPOSED, EventSink, GuardEvent
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.redact import Action, redact
@@ -106,9 +106,22 @@ class StreamGuard:
         *,
         stream_id: str = "stream",
         on_event: EventSink | None = None,
+        floor: Action = Action.PASS,
+        allow: Callable[[Match], bool] | None = None,
     ) -> None:
-        """``matcher`` returns the current lists (read per sample, so reloads apply at once)."""
+        """``matcher`` returns the current lists (read per sample, so reloads apply at once).
+
+        ``floor``: every match redacts at least this hard (a policy profile's
+        "cut instead of blur").  ``allow``: matches it returns True for are
+        ignored (hashes moderators marked as false positives).
+        """
         self._matcher = matcher
+        self._floor = floor
+        self._allow = allow
+        # Moderator commands, queued from any thread and applied on the guard's own
+        # thread before its next frame (deque append/popleft are thread-safe).
+        self._commands: deque[tuple[str, Any]] = deque()
+        self._kept = False  # a moderator holds the redaction until they resume
         self.settings = settings or GuardSettings()
         self.stream_id = stream_id
         self._on_event = on_event
@@ -132,9 +145,54 @@ class StreamGuard:
     def redacting(self) -> bool:
         return self.action is not Action.PASS
 
+    @property
+    def kept(self) -> bool:
+        return self._kept
+
+    # ------------------------------------------------------ moderator commands
+
+    def resume(self, by: str) -> None:
+        """Lift the redaction now (and any hold); a match on a later sample redacts again."""
+        self._commands.append(("resume", by))
+
+    def keep(self) -> None:
+        """Hold the current redaction until :meth:`resume`, however clean later samples are."""
+        self._commands.append(("keep", None))
+
+    def impose(self, action: Action, reason: str) -> None:
+        """Redact from the oldest buffered frame on, held until :meth:`resume`."""
+        self._commands.append(("impose", (action, reason)))
+
+    def _apply_commands(self) -> None:
+        while self._commands:
+            kind, arg = self._commands.popleft()
+            if kind == "resume":
+                self._kept = False
+                if self.redacting:
+                    self._clear(self._last_time, self._index - 1, ended=False, resumed_by=arg)
+            elif kind == "keep":
+                self._kept = self.redacting
+            elif kind == "impose":
+                action, reason = arg
+                self._kept = True
+                if not self.redacting:
+                    self._episode_start = self._buffer[0] if self._buffer else None
+                    self._episode_lists = set()
+                elif action <= self.action:
+                    continue
+                self.action = max(self.action, action)
+                self._redact_episode(self.action)
+                self._send(
+                    GuardEvent(type=REDACTION_IMPOSED, stream_id=self.stream_id, frame_index=self._index, pts=None,
+                               media_time=round(self._last_time, 6), action=self.action.label, details={"reason": reason})
+                )  # fmt: skip
+
+    # ------------------------------------------------------------------ frames
+
     def push(self, frame: av.VideoFrame) -> list[GuardedFrame]:
         """Take the next decoded frame; return frames now leaving the delay buffer."""
         started = time.perf_counter()
+        self._apply_commands()
         item = GuardedFrame(frame, self._index, self._media_time(frame))
         self._index += 1
         self.stats.frames_in += 1
@@ -173,6 +231,7 @@ class StreamGuard:
         that may not come.  A deep check of the newest frame covers the frames
         before it just as the next deep sample would have.
         """
+        self._apply_commands()
         if not self._buffer:
             return []
         started = time.perf_counter()
@@ -221,11 +280,14 @@ class StreamGuard:
             last_thumb, last_matcher, last_matches = self._checked
             if last_matcher is matcher and _change(last_thumb, thumb) <= self.settings.unchanged_threshold:
                 self.stats.samples_reused += 1
-                return last_matches
+                return self._not_allowed(last_matches)
         matches = self._match(matcher, y, scale, deep)
         if thumb is not None and deep:
             self._checked = (thumb, matcher, matches)
-        return matches
+        return self._not_allowed(matches)
+
+    def _not_allowed(self, matches: list[Match]) -> list[Match]:
+        return matches if self._allow is None else [m for m in matches if not self._allow(m)]
 
     def _match(self, matcher: Matcher, y: np.ndarray, scale: float, deep: bool) -> list[Match]:
         if not matcher.signals:
@@ -243,7 +305,7 @@ class StreamGuard:
         if matches:
             self.stats.matches += 1
             self._last_match_time = item.media_time
-            action = max(Action.named(m.action) for m in matches)
+            action = max(max(Action.named(m.action) for m in matches), self._floor)
             if not self.redacting:
                 self._start(item, matches[0], action)
             elif action > self.action:
@@ -252,7 +314,8 @@ class StreamGuard:
             self._episode_lists.update(m.list_name for m in matches)
         elif deep:  # a light sample may have missed a window: it neither bounds nor releases
             self._last_clean_sample = item.index
-            if self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
+            held = self._kept or item.media_time - self._last_match_time < self.settings.hold_seconds
+            if self.redacting and not held:
                 self._clear(item.media_time, item.index, ended=False)
 
     def _episode_first_frame(self) -> int:
@@ -283,7 +346,7 @@ class StreamGuard:
             if buffered.index >= first:
                 buffered.action = max(buffered.action, action)
 
-    def _clear(self, media_time: float, index: int, *, ended: bool) -> None:
+    def _clear(self, media_time: float, index: int, *, ended: bool, resumed_by: str | None = None) -> None:
         started_at = self._episode_start.media_time if self._episode_start else media_time
         event = GuardEvent(
             type=MATCH_CLEARED,
@@ -296,9 +359,11 @@ class StreamGuard:
                 "duration": round(media_time - started_at, 6),
                 "lists": sorted(self._episode_lists),
                 "stream_ended": ended,
+                "resumed_by": resumed_by,
             },
         )
         self.action = Action.PASS
+        self._kept = False
         self._episode_start = None
         self._send(event)
 
