@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 from dataclasses import replace
@@ -27,7 +28,10 @@ from livesafe.guard.matcher import ListWatcher, LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.relay.ice import IceSettings
-from livesafe.relay.server import Relay, create_app
+from livesafe.moderation.api import open_access
+from livesafe.moderation.settings import WebhookEndpoint
+from livesafe.proxy import build_proxy
+from livesafe.relay.server import Relay
 from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, open_video, progress_stream, scan_file
 from livesafe.signals import SIGNALS, SignalType, signal_named
@@ -118,6 +122,10 @@ def _relay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action", choices=["blur", "slate"], help="action for --blocklist lists (default blur)")
     parser.add_argument("--category", default="test", help="category for --blocklist lists")
     parser.add_argument("--skip-bad-lines", action="store_true", help="load lists without their bad lines (counted)")
+    parser.add_argument("--db", type=Path, metavar="FILE", help="event store (SQLite; default livesafe.db)")
+    parser.add_argument("--webhook-url", metavar="URL", help="send signed events here (Standard Webhooks)")
+    parser.add_argument("--webhook-secret", metavar="SECRET",
+                        help="its signing secret (or set LIVESAFE_WEBHOOK_SECRET, which keeps it out of the process list)")
     _ice_option(parser)
 
 
@@ -165,7 +173,15 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
         streams=keys,
         ice=_ice_settings(args, relay.ice),
     )
-    config = replace(config, relay=relay)
+    moderation = config.moderation
+    if args.db is not None:
+        moderation = replace(moderation, database=str(args.db))
+    if args.webhook_url:
+        secret = args.webhook_secret or os.environ.get("LIVESAFE_WEBHOOK_SECRET")
+        if not secret:
+            raise UsageError("--webhook-url needs --webhook-secret SECRET (or LIVESAFE_WEBHOOK_SECRET)")
+        moderation = replace(moderation, webhooks=moderation.webhooks + (WebhookEndpoint(args.webhook_url, secret),))
+    config = replace(config, relay=relay, moderation=moderation)
     return config, _load_lists(args, config)
 
 
@@ -192,9 +208,13 @@ def _run_demo(args: argparse.Namespace) -> int:
 async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None) -> None:
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
+    try:
+        proxy = build_proxy(settings, lambda: lists.current, config.guard, config.moderation)
+    except sqlite3.Error as exc:
+        raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     watcher = ListWatcher(lists, config.reload_seconds).start()
-    relay = Relay(settings, lambda: lists.current, config.guard)
-    runner = web.AppRunner(create_app(relay), access_log=None)
+    relay = proxy.relay
+    runner = web.AppRunner(proxy.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -212,6 +232,14 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             "any stream. Configure [streams.NAME] key_env in --config or --stream-key to turn this off.",
             file=sys.stderr,
         )
+    if open_access(relay, proxy.moderation):
+        print(f"livesafe: WARNING: DEV MODE -- the moderation API and {base}/dashboard are open to anyone too.", file=sys.stderr)
+    elif not config.moderation.tokens:
+        print("livesafe: warning: no moderator tokens configured ([moderation.tokens.NAME]); the moderation API refuses everyone",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"livesafe: dashboard at {base}/dashboard", file=sys.stderr)
+    print(f"livesafe: events stored in {config.moderation.database}", file=sys.stderr)
     stop = asyncio.Event()
     tasks = []
     if demo is not None:

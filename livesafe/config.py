@@ -37,6 +37,23 @@ Example::
     [streams.studio]
     key_env = "STUDIO_KEY"  # the stream key, from the environment (or key = "...")
     viewer_token = "..."    # optional: viewers must present it
+    profile = "child"       # policy profile (default: "default")
+
+    [profiles.child]        # override a built-in profile's fields, or define a new one
+    reports_to_redact = 1
+
+    [moderation]
+    database = "livesafe.db"  # SQLite (WAL), relative to this file
+    retention_days = 30
+
+    [moderation.tokens.alice]
+    token_env = "ALICE_TOKEN"
+    role = "moderator"      # or "observer" (read only)
+
+    [[webhooks]]
+    url = "https://hooks.example.com/livesafe"
+    secret_env = "HOOK_SECRET"   # Standard Webhooks secret (whsec_... or any string)
+    categories = ["csam"]        # optional filters: categories, types, min_severity
 
 A mistake in the file is reported as ``FILE: key: reason`` and stops start-up:
 running with a misread list or setting would be running unguarded.
@@ -54,6 +71,8 @@ from typing import Any
 from livesafe.guard.regions import RegionSettings, window_names
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
+from livesafe.moderation.policy import BUILTIN_PROFILES, PolicyProfile
+from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.ice import IceServer, IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -71,6 +90,7 @@ class Config:
     skip_bad_lines: bool = False
     reload_seconds: float = 2.0
     relay: RelaySettings = field(default_factory=RelaySettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
     def with_lists(self, extra: list[ListSpec]) -> "Config":
         return replace(self, lists=self.lists + tuple(extra))
@@ -93,7 +113,7 @@ def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
 
 
 def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
-    _only(data, {"guard", "lists", "server", "streams"}, "")
+    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks"}, "")
     guard_data = dict(_table(data, "guard", ""))
     region_data = _table(guard_data, "regions", "guard")
     guard_data.pop("regions", None)
@@ -118,7 +138,75 @@ def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
     if len(set(names)) != len(names):
         raise ConfigError("lists.file: list names must be unique")
     relay = _relay(data, env)
-    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds), relay=relay)
+    moderation = _moderation(data, base, env)
+    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds), relay=relay,
+                  moderation=moderation)  # fmt: skip
+
+
+def _moderation(data: dict[str, Any], base: Path, env: dict[str, str]) -> ModerationSettings:
+    section = dict(_table(data, "moderation", ""))
+    tokens = []
+    for name, entry in _table(section, "tokens", "moderation").items():
+        where = f"moderation.tokens.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table with token/token_env and role")
+        entry = dict(entry)
+        token = _secret(entry, "token", where, env)
+        role = entry.pop("role", None)
+        _only(entry, set(), where)
+        if token is None or role is None:
+            raise ConfigError(f"{where}: token (or token_env) and role are required")
+        try:
+            tokens.append(Principal(name, role, token))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    section.pop("tokens", None)
+    hooks = data.get("webhooks", [])
+    if not isinstance(hooks, list):
+        raise ConfigError("webhooks: expected an array of tables ([[webhooks]])")
+    webhooks = [_webhook(entry, f"webhooks[{i}]", env) for i, entry in enumerate(hooks)]
+    # Tokens are [moderation.tokens.NAME] tables and webhooks a top-level [[webhooks]] array, never plain keys.
+    _only(section, {f.name for f in fields(ModerationSettings)} - {"tokens", "webhooks"}, "moderation")
+    settings = _build(ModerationSettings, section, "moderation")
+    database = settings.database if settings.database == ":memory:" else str(base / settings.database)
+    try:
+        return replace(settings, database=database, tokens=tuple(tokens), webhooks=tuple(webhooks))
+    except ValueError as exc:
+        raise ConfigError(f"moderation: {exc}") from None
+
+
+def _webhook(entry: Any, where: str, env: dict[str, str]) -> WebhookEndpoint:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table with url and secret/secret_env")
+    entry = dict(entry)
+    secret = _secret(entry, "secret", where, env)
+    _only(entry, {"url", "name", "categories", "types", "min_severity"}, where)
+    for key in ("categories", "types"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
+        entry[key] = tuple(value)
+    if not isinstance(entry.get("url"), str) or secret is None:
+        raise ConfigError(f"{where}: url and secret (or secret_env) are required")
+    try:
+        return WebhookEndpoint(secret=secret, **entry)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _profiles(data: dict[str, Any]) -> dict[str, PolicyProfile]:
+    """Built-in profiles, with any [profiles.NAME] fields laid over them (new names start from default)."""
+    profiles = dict(BUILTIN_PROFILES)
+    for name, entry in _table(data, "profiles", "").items():
+        where = f"profiles.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table of profile settings")
+        if "name" in entry:
+            raise ConfigError(f"{where}: the table's name is the profile's name (no name key)")
+        built = _build(PolicyProfile, entry, where)
+        base = profiles.get(name, BUILTIN_PROFILES["default"])
+        profiles[name] = replace(base, name=name, **{k: getattr(built, k) for k in entry})
+    return profiles
 
 
 def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
@@ -136,6 +224,10 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
             raise ConfigError(f"{where}: expected a table with key/key_env and viewer_token/viewer_token_env")
         entry = dict(entry)
         access = StreamAccess(key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env))
+        profile = entry.pop("profile", "default")
+        if not isinstance(profile, str):
+            raise ConfigError(f"{where}.profile: expected a profile name, got {profile!r}")
+        access = replace(access, profile=profile)
         _only(entry, set(), where)
         streams[name] = access
     # Tables of their own ([streams.NAME], [server.ice], ...), never plain keys of [server]:
@@ -145,7 +237,8 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
         raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
     settings = _build(RelaySettings, server, "server")
     try:
-        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream, overload=overload)
+        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream, overload=overload,
+                       profiles=_profiles(data))  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"streams: {exc}") from None
 

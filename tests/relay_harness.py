@@ -21,7 +21,10 @@ from livesafe.guard.redact import slate_frame
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
 from livesafe.relay.ice import IceSettings
-from livesafe.relay.server import Relay, create_app
+from livesafe.moderation.service import Moderation
+from livesafe.moderation.settings import ModerationSettings
+from livesafe.proxy import build_proxy
+from livesafe.relay.server import Relay
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import StreamSettings
 
@@ -36,6 +39,7 @@ FAST_END = StreamSettings(ended_grace_seconds=1.0)
 class RunningRelay:
     relay: Relay
     base: str
+    moderation: Moderation
 
     def url(self, kind: str, stream: str) -> str:
         return f"{self.base}/{kind}/{stream}"
@@ -61,16 +65,21 @@ async def running_relay(
     settings: RelaySettings | None = None,
     matcher: Callable[[], Matcher] | None = None,
     guard: GuardSettings | None = None,
+    moderation: ModerationSettings | None = None,
+    port: int = 0,
 ) -> AsyncIterator[RunningRelay]:
+    """The whole proxy (relay + moderation; an in-memory event store unless ``moderation`` names a file)."""
     settings = settings or RelaySettings(ice=ICE, stream=FAST_END)
-    relay = Relay(settings, matcher or sample_lists(), guard or GuardSettings(hold_seconds=0.5))
-    runner = web.AppRunner(create_app(relay))
+    proxy = build_proxy(
+        settings, matcher or sample_lists(), guard or GuardSettings(hold_seconds=0.5), moderation or ModerationSettings(database=":memory:")
+    )
+    runner = web.AppRunner(proxy.app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        yield RunningRelay(relay, f"http://127.0.0.1:{port}")
+        yield RunningRelay(proxy.relay, f"http://127.0.0.1:{port}", proxy.moderation)
     finally:
         await runner.cleanup()
 

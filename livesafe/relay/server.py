@@ -11,6 +11,7 @@ client sends can affect another session.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -24,8 +25,10 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from livesafe.guard.events import STREAM_CUT, GuardEvent
-from livesafe.guard.matcher import Matcher
+from livesafe.guard.events import STREAM_CUT, STREAM_ENDED, STREAM_STARTED, GuardEvent
+from livesafe.guard.matcher import Match, Matcher
+from livesafe.guard.redact import Action
+from livesafe.moderation.policy import PolicyProfile
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.relay.dtls import accept_rsa_peers
 from livesafe.relay.fanout import PacketTrack
@@ -50,8 +53,17 @@ class Session:
     deadline: asyncio.Task | None = None  # closes the session if it never connects
 
 
+def key_fingerprint(token: str | None) -> str:
+    """What is stored of a revoked stream key: its SHA-256, never the key ("" for dev mode's no key)."""
+    return hashlib.sha256((token or "").encode()).hexdigest()
+
+
 class Relay:
-    """Streams, sessions and the peer connections behind them (one per process)."""
+    """Streams, sessions and the peer connections behind them (one per process).
+
+    Also the moderation service's ``StreamControl``: resume/keep/impose reach a
+    stream's guard, terminate hangs up its publisher and revokes the key.
+    """
 
     def __init__(
         self,
@@ -59,11 +71,16 @@ class Relay:
         matcher: Callable[[], Matcher],
         guard_settings: GuardSettings,
         on_event: Callable[[GuardEvent], None] | None = None,
+        allow: Callable[[str, Match], bool] | None = None,
+        revoked_keys: set[tuple[str, str]] | None = None,
     ) -> None:
+        """``allow(stream, match)``: ignore that match (false positives); ``revoked_keys``: (stream, key SHA-256) refused."""
         self.settings = settings
         self._matcher = matcher
         self._guard_settings = guard_settings
-        self._on_event = on_event or _log_event
+        self._sink = on_event
+        self._allow = allow
+        self.revoked_keys = set(revoked_keys or ())
         self.streams: dict[str, LiveStream] = {}
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.sessions: dict[str, Session] = {}
@@ -79,24 +96,35 @@ class Relay:
             if len(self.streams) >= self.settings.max_streams:
                 raise web.HTTPServiceUnavailable(text=f"at most {self.settings.max_streams} streams at once\n")
             loop = asyncio.get_running_loop()
+            allow = self._allow
             guard = StreamGuard(
                 self._matcher,
                 self._guard_settings,
                 stream_id=stream_id,
                 # The guard runs on the stream's worker thread; events go back to the loop.
                 on_event=lambda event: loop.call_soon_threadsafe(self._on_event, event),
+                floor=self.profile(stream_id).floor,
+                allow=(lambda match: allow(stream_id, match)) if allow is not None else None,
             )
             stream = LiveStream(stream_id, guard, self.settings.stream, on_event=self._on_event, on_ended=self._stream_ended)
             self.streams[stream_id] = stream
             self.ended.pop(stream_id, None)
+            self._lifecycle(STREAM_STARTED, stream, {"profile": self.profile(stream_id).name})
         return stream
 
     def _stream_ended(self, stream: LiveStream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
-            self.ended[stream.id] = stream.summary()
+            summary = self.ended[stream.id] = stream.summary()
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)
+            self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
+
+    def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any]) -> None:
+        self._on_event(
+            GuardEvent(type=kind, stream_id=stream.id, frame_index=stream.guard.stats.frames_in, pts=None, media_time=0.0,
+                       action=stream.guard.action.label, details=details)
+        )  # fmt: skip
 
     def summaries(self) -> list[dict[str, Any]]:
         live = [s.summary() for s in self.streams.values()]
@@ -153,6 +181,42 @@ class Relay:
         publisher = stream.publisher
         if publisher is not None:
             await self.close_session(publisher)
+
+    def _on_event(self, event: GuardEvent) -> None:
+        _log_event(event)
+        if self._sink is not None:
+            self._sink(event)
+
+    # ---------------------------------------------- StreamControl (moderation)
+
+    def profile(self, stream_id: str) -> PolicyProfile:
+        return self.settings.profile_for(stream_id)
+
+    def is_live(self, stream_id: str) -> bool:
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.publisher is not None
+
+    def is_redacting(self, stream_id: str) -> bool:
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.guard.redacting
+
+    def resume(self, stream_id: str, by: str) -> None:
+        self.streams[stream_id].guard.resume(by)
+
+    def keep(self, stream_id: str) -> None:
+        self.streams[stream_id].guard.keep()
+
+    def impose(self, stream_id: str, action: Action, reason: str) -> None:
+        self.streams[stream_id].guard.impose(max(action, self.profile(stream_id).floor), reason)
+
+    async def terminate(self, stream_id: str, reason: str) -> str:
+        """Hang up the publisher and refuse its stream key from now on."""
+        stream = self.streams[stream_id]
+        publisher = stream.publisher
+        fingerprint = key_fingerprint(publisher.token if publisher is not None else None)
+        self.revoked_keys.add((stream_id, fingerprint))
+        await self.cut(stream, reason)
+        return fingerprint
 
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):
@@ -310,6 +374,8 @@ async def whip_post(request: web.Request) -> web.Response:
             raise _unauthorized("publishing needs Authorization: Bearer <stream key>")
         if not relay.settings.may_publish(stream_id, token):
             raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
+    if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
+        raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
     offer = await _read_offer(request)
     session = relay.new_session("whip", stream_id, token)
     try:
@@ -352,6 +418,9 @@ async def whep_post(request: web.Request) -> web.Response:
         if token is None:
             raise _unauthorized("watching this stream needs Authorization: Bearer <viewer token>")
         raise web.HTTPForbidden(text="this viewer token may not watch this stream\n")
+    profile = relay.profile(stream_id)
+    if profile.refuse_recording and profile.is_recorder(request.headers.get("User-Agent", "")):
+        raise web.HTTPForbidden(text=f"recording clients may not watch this stream (profile {profile.name!r})\n")
     stream = relay.streams.get(stream_id)
     if stream is None or stream.publisher is None:
         raise web.HTTPNotFound(text=f"no live stream named {stream_id!r}\n")
@@ -467,12 +536,13 @@ def _asset(name: str, content_type: str) -> Any:
     return handler
 
 
-def _page(name: str) -> Any:
-    """A page of ``livesafe/web`` for one stream (the page reads the stream from its URL)."""
+def _page(name: str, per_stream: bool = True) -> Any:
+    """A page of ``livesafe/web`` (``per_stream``: for one stream, which the page reads from its URL)."""
     html = resources.files("livesafe.web").joinpath(name).read_text(encoding="utf-8")
 
     async def handler(request: web.Request) -> web.Response:
-        _stream_id(request)
+        if per_stream:
+            _stream_id(request)
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     return handler

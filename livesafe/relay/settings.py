@@ -11,6 +11,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
+from livesafe.moderation.policy import BUILTIN_PROFILES, PolicyProfile
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.stream import StreamSettings
@@ -24,6 +25,7 @@ _NO_SECRET = "\x00" * 32
 class StreamAccess:
     key: str | None = field(default=None, repr=False)  # publisher's bearer token (stream key)
     viewer_token: str | None = field(default=None, repr=False)
+    profile: str = "default"  # policy profile (RelaySettings.profiles), fixed by config, not by the publisher
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,16 @@ class RelaySettings:
     ice: IceSettings = field(default_factory=IceSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
+    profiles: dict[str, PolicyProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
 
     def __post_init__(self) -> None:
-        for name in self.streams:
+        if "default" not in self.profiles:
+            raise ValueError("profiles: a 'default' profile is required (streams without one use it)")
+        for name, access in self.streams.items():
             if not STREAM_ID.match(name):
                 raise ValueError(f"stream name {name!r}: use 1-64 letters, digits, '-' or '_'")
+            if access.profile not in self.profiles:
+                raise ValueError(f"stream {name!r}: unknown profile {access.profile!r} (known: {', '.join(sorted(self.profiles))})")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 
@@ -61,6 +68,10 @@ class RelaySettings:
         expected = access.key if access is not None and access.key else _NO_SECRET
         ok = token is not None and hmac.compare_digest(token.encode(), expected.encode())
         return ok and expected is not _NO_SECRET
+
+    def profile_for(self, stream_id: str) -> PolicyProfile:
+        access = self.streams.get(stream_id)
+        return self.profiles[access.profile if access is not None else "default"]
 
     def may_watch(self, stream_id: str, token: str | None) -> bool:
         access = self.streams.get(stream_id)

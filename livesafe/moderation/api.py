@@ -1,0 +1,310 @@
+"""The moderation HTTP API: events (history and live feed), actions, audit log, reports, webhooks.
+
+Reading needs an ``observer`` or ``moderator`` token, acting a ``moderator``
+one (``Authorization: Bearer``).  With no token configured *and* the relay in
+dev mode (no stream keys), the API is open, as publishing is -- for trying it
+out only; a relay with stream keys but no moderator tokens refuses everyone.
+
+Every error is a status with a one-line (or ``;``-separated) reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from livesafe.moderation.actions import ActionError, ActionRequest
+from livesafe.moderation.events import Event
+from livesafe.moderation.reports import RateLimited, ReportDesk
+from livesafe.moderation.service import Moderation
+from livesafe.moderation.settings import Principal
+from livesafe.relay.server import RELAY, Relay, _bearer, _page, _stream_id, _unauthorized
+
+log = logging.getLogger(__name__)
+
+MODERATION: web.AppKey[Moderation] = web.AppKey("moderation")
+_FEEDS: web.AppKey[set[asyncio.Task]] = web.AppKey("feeds")
+DEV_PRINCIPAL = Principal("anonymous (dev mode)", "moderator", token="-" * 16)
+MAX_FEEDS = 64
+MAX_PAGE = 1000
+FEED_BATCH = 200
+HEARTBEAT_SECONDS = 15.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_moderation(app: web.Application, moderation: Moderation) -> None:
+    """Mount the moderation API and dashboard on the relay's app; run delivery with it."""
+    app[MODERATION] = moderation
+    app[_FEEDS] = set()
+    moderation.attach(app[RELAY])
+    app.router.add_get("/api/events", api_events)
+    app.router.add_get("/api/events/stream", api_feed)
+    app.router.add_get("/api/audit", api_audit)
+    app.router.add_get("/api/webhooks", api_webhooks)
+    app.router.add_get("/api/whoami", api_whoami)
+    app.router.add_post("/api/streams/{stream}/actions", api_action)
+    app.router.add_post("/api/streams/{stream}/reports", api_report)
+    app.router.add_get("/dashboard", _page("dashboard.html", per_stream=False))
+
+    async def _run(app: web.Application):
+        task = asyncio.ensure_future(moderation.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _close_feeds(app: web.Application) -> None:
+        for feed in list(app[_FEEDS]):
+            feed.cancel()
+
+    async def _close_store(app: web.Application) -> None:
+        moderation.close()  # on_cleanup runs after every cleanup_ctx, so after the relay's last events
+
+    app.cleanup_ctx.append(_run)
+    app.on_shutdown.append(_close_feeds)
+    app.on_cleanup.append(_close_store)
+
+
+def open_access(relay: Relay, moderation: Moderation) -> bool:
+    return not moderation.settings.tokens and relay.settings.dev_mode
+
+
+def _principal(request: web.Request, *, act: bool = False) -> Principal:
+    moderation = request.app[MODERATION]
+    if open_access(request.app[RELAY], moderation):
+        return DEV_PRINCIPAL
+    token = _bearer(request)
+    if token is None:
+        raise _unauthorized("the moderation API needs Authorization: Bearer <token>")
+    principal = moderation.settings.principal(token)
+    if principal is None:
+        raise _unauthorized("unknown token")
+    if act and not principal.may_act:
+        raise web.HTTPForbidden(text=f"role {principal.role!r} may not act (moderator only)\n")
+    return principal
+
+
+async def api_whoami(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    moderation = request.app[MODERATION]
+    return web.json_response({"name": principal.name, "role": principal.role, "preview": moderation.settings.preview})
+
+
+# ------------------------------------------------------------------ history
+
+
+async def api_events(request: web.Request) -> web.Response:
+    """``?stream=&type=&since=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601)."""
+    _principal(request)
+    store = request.app[MODERATION].store
+    query = request.query
+    limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    types = [t for value in query.getall("type", []) for t in value.split(",") if t]
+    stream = query.get("stream") or None
+    after, since_time = 0, None
+    if "since" in query:
+        after, since_time = _since(request, query["since"])
+    if "last" in query:
+        last = _int(query["last"], "last", 1, MAX_PAGE)
+        newest = store.events_before(store.last_seq() + 1, stream_id=stream, types=types, since_time=since_time, limit=last)
+        events = [e for e in newest if e.seq > after]
+    else:
+        events = store.events(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
+    return web.json_response({"events": [e.to_dict() for e in events], "last_id": events[-1].id if events else None})
+
+
+def _since(request: web.Request, value: str) -> tuple[int, float | None]:
+    """(seq to read after, earliest time) for ``since``: an event id, unix seconds or an ISO 8601 time."""
+    try:
+        return 0, float(value)
+    except ValueError:
+        pass
+    try:
+        return 0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    return _seq_of(request, value), None
+
+
+def _seq_of(request: web.Request, event_id: str) -> int:
+    if not event_id.isalnum() or len(event_id) > 64:
+        raise web.HTTPBadRequest(text="since: expected an event id, unix seconds or an ISO 8601 time\n")
+    seq = request.app[MODERATION].store.seq_of(event_id)
+    if seq is None:
+        raise web.HTTPGone(text=f"event {event_id!r} is unknown (never issued, or past retention): catch up with ?since=<time>\n")
+    return seq
+
+
+def _int(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}: expected a whole number\n") from None
+    if not low <= number <= high:
+        raise web.HTTPBadRequest(text=f"{name}: expected {low}..{high}\n")
+    return number
+
+
+async def api_audit(request: web.Request) -> web.Response:
+    """``?stream=&after=&limit=``: the audit log, oldest first (``after``: an entry's seq)."""
+    _principal(request)
+    after = _int(request.query.get("after", "0"), "after", 0, 2**62)
+    limit = _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    entries = request.app[MODERATION].store.audit_log(after, stream_id=request.query.get("stream") or None, limit=limit)
+    return web.json_response({"entries": [e.to_dict() for e in entries]})
+
+
+async def api_webhooks(request: web.Request) -> web.Response:
+    _principal(request)
+    moderation = request.app[MODERATION]
+    return web.json_response({"endpoints": moderation.webhooks.status(), "pending": moderation.store.pending()})
+
+
+# --------------------------------------------------------------------- feed
+
+
+async def api_feed(request: web.Request) -> web.StreamResponse:
+    """Live events, as Server-Sent Events or (with an Upgrade) a WebSocket.
+
+    Resumes after ``Last-Event-ID`` (what browsers send on reconnect) or
+    ``?since=<event id>``; without either it starts with the next event.
+    Events are read from the store, never queued per client: a slow client
+    costs a cursor, not memory, and misses nothing.
+    """
+    _principal(request)
+    moderation = request.app[MODERATION]
+    resume = request.headers.get("Last-Event-ID") or request.query.get("since")
+    after = _seq_of(request, resume) if resume else moderation.store.last_seq()
+    feeds = request.app[_FEEDS]
+    if len(feeds) >= MAX_FEEDS:
+        raise web.HTTPServiceUnavailable(text=f"at most {MAX_FEEDS} live feeds at once\n", headers={"Retry-After": "5"})
+    task = asyncio.current_task()
+    feeds.add(task)
+    try:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await _websocket_feed(request, moderation, after)
+        return await _sse_feed(request, moderation, after)
+    finally:
+        feeds.discard(task)
+
+
+async def _events_after(moderation: Moderation, after: int) -> list[Event]:
+    await moderation.wait_for_events(after, HEARTBEAT_SECONDS)
+    return moderation.store.events(after, limit=FEED_BATCH)
+
+
+async def _sse_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    await response.prepare(request)
+    await response.write(b": livesafe events\n\n")
+    try:
+        while True:
+            events = await _events_after(moderation, after)
+            if not events:
+                await response.write(b": keepalive\n\n")
+                continue
+            chunk = "".join(f"id: {e.id}\nevent: {e.type}\ndata: {json.dumps(e.to_dict(), separators=(',', ':'))}\n\n" for e in events)
+            await response.write(chunk.encode())
+            after = events[-1].seq
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def _websocket_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+    await ws.prepare(request)
+
+    async def drain_incoming() -> None:
+        async for message in ws:  # nothing is expected from the client; this notices it leaving
+            if message.type == WSMsgType.ERROR:
+                break
+
+    reader = asyncio.ensure_future(drain_incoming())
+    try:
+        while not ws.closed and not reader.done():
+            for event in await _events_after(moderation, after):
+                await ws.send_str(json.dumps(event.to_dict(), separators=(",", ":")))
+                after = event.seq
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        reader.cancel()
+        await ws.close()
+    return ws
+
+
+# ------------------------------------------------------------------ actions
+
+
+async def api_action(request: web.Request) -> web.Response:
+    """``{"action", "reason", "event_id"?, "scope"?}`` -> the audit entry and the ``action.taken`` event."""
+    principal = _principal(request, act=True)
+    stream_id = _stream_id(request)
+    body = await _json(request)
+    try:
+        action = ActionRequest.parse(body)
+        entry, event = await request.app[MODERATION].act(principal, stream_id, action)
+    except ActionError as exc:
+        raise _error(exc) from None
+    return web.json_response({"audit": entry.to_dict(), "event": event.to_dict()})
+
+
+async def api_report(request: web.Request) -> web.Response:
+    """A viewer's report ``{"reason", "category"?, "session"?}``; anyone who may watch the stream may send one."""
+    relay: Relay = request.app[RELAY]
+    stream_id = _stream_id(request)
+    if not relay.settings.may_watch(stream_id, _bearer(request)):
+        raise _unauthorized("reporting this stream needs the viewer token")
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='expected a JSON object like {"reason": "..."}\n')
+    problems = []
+    unknown = set(body) - {"reason", "category", "session"}
+    if unknown:
+        problems.append(f"unknown field(s) {sorted(unknown)}")
+    reason, category, session_id = body.get("reason"), body.get("category"), body.get("session")
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason: required, a non-empty string")
+    if category is not None and (not isinstance(category, str) or not 0 < len(category) <= 64):
+        problems.append("category: expected a short string")
+    if session_id is not None and not isinstance(session_id, str):
+        problems.append("session: expected the viewer's WHEP session id")
+    if problems:
+        raise web.HTTPBadRequest(text="; ".join(problems) + "\n")
+    session = relay.sessions.get(session_id) if session_id else None
+    if session_id and (session is None or session.kind != "whep" or session.stream_id != stream_id):
+        session_id = None  # not a viewer of this stream: counted by address instead
+    client = ReportDesk.client_key(session_id, request.remote)
+    try:
+        event = request.app[MODERATION].report(stream_id, client, reason.strip(), category)
+    except RateLimited as exc:
+        raise web.HTTPTooManyRequests(text=f"{exc}\n", headers={"Retry-After": str(int(exc.retry_after) + 1)}) from None
+    except ActionError as exc:
+        raise _error(exc) from None
+    return web.json_response({"id": event.id, "received": True}, status=202)
+
+
+async def _json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json\n")
+    try:
+        return json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"body is not JSON: {exc}\n") from None
+
+
+def _error(exc: ActionError) -> web.HTTPException:
+    statuses: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+        503: web.HTTPServiceUnavailable,
+    }  # fmt: skip
+    return statuses.get(exc.status, web.HTTPBadRequest)(text=f"{exc}\n")
+
+

@@ -1,0 +1,278 @@
+"""The moderation service: turns what the relay and the guard report into stored,
+delivered events, and carries out what moderators decide.
+
+Everything runs on the event loop.  The relay hands every ``GuardEvent`` to
+:meth:`Moderation.on_guard_event`; each becomes an :class:`Event` with a
+severity from the stream's policy profile, is stored with its outbox rows,
+wakes the live feed and the webhook dispatcher.  The relay is reached only
+through :class:`StreamControl`, so the actions work the same against a
+relay in another process once there is a bus (DESIGN: growing past one machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, REDACTION_IMPOSED, STREAM_CUT, STREAM_ENDED, GuardEvent
+from livesafe.guard.matcher import Match
+from livesafe.guard.redact import Action
+from livesafe.moderation.actions import ActionError, ActionRequest
+from livesafe.moderation.events import ACTION_TAKEN, REPORT_RECEIVED, WEBHOOK_FAILED, Event
+from livesafe.moderation.policy import DEFAULT, PolicyProfile
+from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
+from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
+from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+from livesafe.moderation.webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+# The events that open a redaction a moderator can confirm or mark (a failed check is neither).
+_EPISODE_TYPES = (MATCH_STARTED, REDACTION_IMPOSED)
+# What "viewed content" looks back over when an action has no episode to anchor it.
+_VIEW_LOOKBACK = 3600.0
+
+
+class StreamControl(Protocol):
+    """What moderation needs of the relay that carries a stream."""
+
+    def profile(self, stream_id: str) -> PolicyProfile: ...
+    def is_live(self, stream_id: str) -> bool: ...
+    def is_redacting(self, stream_id: str) -> bool: ...
+    def resume(self, stream_id: str, by: str) -> None: ...
+    def keep(self, stream_id: str) -> None: ...
+    def impose(self, stream_id: str, action: Action, reason: str) -> None: ...
+    async def terminate(self, stream_id: str, reason: str) -> str:
+        """Disconnect the publisher; returns the SHA-256 of the stream key it used (to revoke)."""
+        ...
+
+
+class AllowList:
+    """Hashes moderators marked as false positives; read by every stream's guard (any thread)."""
+
+    def __init__(self, items: list[Allowed]) -> None:
+        self._items = frozenset((a.signal, a.hash.lower(), a.stream_id) for a in items)
+
+    def add(self, item: Allowed) -> None:
+        self._items = self._items | {(item.signal, item.hash.lower(), item.stream_id)}  # one reference swap
+
+    def allows(self, stream_id: str, match: Match) -> bool:
+        items, key = self._items, (match.signal, match.matched_hash.lower())
+        return (*key, None) in items or (*key, stream_id) in items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Moderation:
+    def __init__(self, settings: ModerationSettings, store: EventStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.allowlist = AllowList(store.allowlist())
+        self.control: StreamControl | None = None
+        self.webhooks = WebhookDispatcher(settings, store, self._webhook_failed)
+        self.reports = ReportDesk(settings.reports_per_client, settings.report_client_window_seconds)
+        self.counts: Counter[str] = Counter()  # events recorded, by type (for /metrics)
+        self.matches: Counter[tuple[str, str]] = Counter()  # match.started by (list, category)
+        self.lost = 0  # events the store failed to take
+        self._episodes: dict[str, Event] = {}  # stream -> the event that opened its current/last redaction
+        self._new_event = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        """Close the store (after the relay has shut down and told us its last events)."""
+        self.closed = True
+        self.store.close()
+
+    def attach(self, control: StreamControl) -> None:
+        self.control = control
+
+    # ------------------------------------------------------------- recording
+
+    def record(self, event: Event, *, skip_endpoint: str | None = None) -> Event:
+        """Store ``event``, queue it for every webhook that wants it, wake the feed."""
+        if self.closed:
+            log.debug("store closed; event %s (%s) not stored", event.id, event.type)
+            return event
+        endpoints = [w.name for w in self.settings.webhooks if w.name != skip_endpoint and w.accepts(event)]
+        try:
+            stored = self.store.append(event, endpoints)
+        except Exception:  # noqa: BLE001 - the relay must keep guarding even if the disk fails
+            self.lost += 1
+            log.exception("could not store event %s (%s)", event.id, event.type)
+            return event
+        self.counts[event.type] += 1
+        if endpoints:
+            self.webhooks.wake()
+        self._new_event.set()
+        self._new_event = asyncio.Event()
+        return stored
+
+    def on_guard_event(self, event: GuardEvent) -> None:
+        """The relay's event sink (on the loop): guard and stream lifecycle events."""
+        profile = self._profile(event.stream_id)
+        extra: dict[str, Any] = {"profile": profile.name}
+        if event.type in (MATCH_STARTED, REDACTION_IMPOSED):
+            severity = profile.match_severity
+        elif event.type in (GUARD_ERROR, STREAM_CUT):
+            severity = "warning"
+        else:
+            severity = "info"
+        episode = self._episodes.get(event.stream_id)
+        if event.type == MATCH_CLEARED and episode is not None:
+            # So a receiver filtering on a category hears the end of what it heard start.
+            extra |= {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
+        stored = self.record(Event.from_guard(event, severity, **extra))
+        if event.type in _EPISODE_TYPES:
+            self._episodes[event.stream_id] = stored
+        if event.type == MATCH_STARTED:
+            self.matches[(event.list_name or "", event.category or "")] += 1
+        if event.type == STREAM_ENDED:
+            self.reports.forget(event.stream_id)
+            self._episodes.pop(event.stream_id, None)  # the store still has it for later verdicts
+
+    def _profile(self, stream_id: str | None) -> PolicyProfile:
+        if self.control is None or stream_id is None:
+            return DEFAULT
+        return self.control.profile(stream_id)
+
+    def _webhook_failed(self, endpoint: WebhookEndpoint, error: str, gave_up_on: Event | None) -> None:
+        data = {"endpoint": endpoint.name, "url": endpoint.display_url, "error": error, "gave_up": gave_up_on is not None}
+        if gave_up_on is not None:
+            data |= {"event_id": gave_up_on.id, "event_type": gave_up_on.type}
+        stream = gave_up_on.stream_id if gave_up_on is not None else None
+        # Not queued for the endpoint that failed: that would feed its own backlog.
+        self.record(Event(WEBHOOK_FAILED, stream, "warning", data), skip_endpoint=endpoint.name)
+
+    async def wait_for_events(self, after: int, timeout: float) -> None:
+        """Return when an event after ``seq`` ``after`` exists, or after ``timeout``."""
+        signal = self._new_event
+        if self.store.last_seq() > after:
+            return
+        try:
+            await asyncio.wait_for(signal.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # --------------------------------------------------------------- actions
+
+    async def act(self, principal: Principal, stream_id: str, request: ActionRequest) -> tuple[AuditEntry, Event]:
+        """Carry out ``request`` on ``stream_id``; audit it and tell everyone (``action.taken``)."""
+        if not principal.may_act:
+            raise ActionError(f"role {principal.role!r} may not act (moderator only)", 403)
+        control = self._control()
+        episode = self._episode(stream_id, request)
+        details: dict[str, Any] = {}
+        live = control.is_live(stream_id)
+        if request.action in ("resume", "keep", "terminate") and not live:
+            raise ActionError(f"stream {stream_id!r} is not live", 404)
+        if request.action in ("resume", "keep") and not control.is_redacting(stream_id):
+            raise ActionError(f"stream {stream_id!r} is not redacted now", 409)
+        if request.action in ("confirm", "false_positive") and episode is None:
+            raise ActionError(f"stream {stream_id!r} has no match to {request.action.replace('_', ' ')}", 409)
+        if request.action == "resume":
+            control.resume(stream_id, principal.name)
+        elif request.action == "keep":
+            control.keep(stream_id)
+        elif request.action == "false_positive":
+            details = self._mark_false_positive(principal, stream_id, request, episode)
+            if live and control.is_redacting(stream_id):
+                control.resume(stream_id, principal.name)
+        elif request.action == "terminate":
+            key_sha256 = await control.terminate(stream_id, f"terminated by {principal.name}")
+            self.store.revoke(stream_id, key_sha256, principal.name)
+            details = {"stream_key_revoked": True}
+        since = episode.at if episode is not None else time.time() - _VIEW_LOOKBACK
+        entry = self.store.audit(
+            AuditEntry(
+                actor=principal.name,
+                role=principal.role,
+                action=request.action,
+                stream_id=stream_id,
+                reason=request.reason,
+                viewed_content=self.store.viewed_since(principal.name, stream_id, since),
+                event_id=episode.id if episode is not None else None,
+                details=details,
+            )
+        )
+        data = {"action": request.action, "actor": principal.name, "reason": request.reason, "audit_id": entry.id,
+                "viewed_content": entry.viewed_content, **details}  # fmt: skip
+        if episode is not None:
+            data |= {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
+        event = self.record(Event(ACTION_TAKEN, stream_id, "info", data))
+        log.info("stream %s: %s by %s", stream_id, request.action, principal.name)
+        return entry, event
+
+    def _control(self) -> StreamControl:
+        if self.control is None:
+            raise ActionError("no relay attached", 503)
+        return self.control
+
+    def _episode(self, stream_id: str, request: ActionRequest) -> Event | None:
+        if request.event_id is not None:
+            event = self.store.event(request.event_id)
+            if event is None or event.stream_id != stream_id:
+                raise ActionError(f"no event {request.event_id!r} on stream {stream_id!r}", 404)
+            return event
+        remembered = self._episodes.get(stream_id)
+        if remembered is not None:
+            return remembered
+        return self.store.latest(stream_id, _EPISODE_TYPES)
+
+    def _mark_false_positive(self, principal: Principal, stream_id: str, request: ActionRequest, episode: Event) -> dict[str, Any]:
+        signal, matched = episode.data.get("signal"), episode.data.get("matched_hash")
+        if episode.type != MATCH_STARTED or not signal or not matched:
+            raise ActionError("false_positive needs a match event (this redaction was not a hash match)", 409)
+        item = Allowed(signal, matched, stream_id if request.scope == "stream" else None)
+        self.store.allow(item, principal.name, request.reason)
+        self.allowlist.add(item)
+        return {"allowed_hash": matched, "signal": signal, "scope": request.scope}
+
+    def note_preview(self, principal: Principal, stream_id: str) -> AuditEntry:
+        """Audit a moderator viewing a stream's (blurred, greyscale) preview."""
+        return self.store.audit(
+            AuditEntry(principal.name, principal.role, "preview", stream_id, "viewed the blurred preview", viewed_content=True)
+        )
+
+    # --------------------------------------------------------------- reports
+
+    def report(self, stream_id: str, client: str, reason: str, category: str | None) -> Event:
+        """A viewer's report: stored, delivered, and maybe (per the stream's profile) a redaction."""
+        control = self._control()
+        if not control.is_live(stream_id):
+            raise ActionError(f"no live stream named {stream_id!r}", 404)
+        if len(reason) > MAX_REASON:
+            raise ActionError(f"reason: at most {MAX_REASON} characters")
+        now = time.time()
+        self.reports.admit(stream_id, client, now)  # raises RateLimited
+        profile = control.profile(stream_id)
+        verdict = self.reports.weigh(stream_id, client, now, profile)
+        data = {"reason": reason, "category": category, "client": client, "reporters_in_window": verdict.reporters,
+                "profile": profile.name, "redacts": verdict.redact}  # fmt: skip
+        event = self.record(Event(REPORT_RECEIVED, stream_id, profile.report_severity, data))
+        if verdict.redact:
+            control.impose(stream_id, Action[profile.report_action.upper()],
+                           f"{verdict.reporters} viewer reports within {profile.report_window_seconds:g} s")  # fmt: skip
+        return event
+
+    # ------------------------------------------------------------ background
+
+    async def run(self) -> None:
+        """Webhook delivery and retention pruning, until cancelled."""
+        await asyncio.gather(self.webhooks.run(), self._prune_forever())
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                removed = self.store.prune(time.time(), self.settings.retention_days, self.settings.audit_retention_days)
+                if removed:
+                    log.info("retention: removed %d old events", removed)
+            except Exception:  # noqa: BLE001 - pruning failing must not stop delivery
+                log.exception("retention pruning failed")
+            await asyncio.sleep(3600)
+
+
+__all__ = ["AllowList", "Moderation", "RateLimited", "StreamControl"]

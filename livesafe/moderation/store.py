@@ -1,0 +1,366 @@
+"""The embedded event store: SQLite in WAL mode, one file, nothing to run beside the proxy.
+
+Tables: ``events`` (everything moderators are told, in order), ``outbox``
+(one row per event and webhook endpoint, written in the same transaction as
+the event, so a delivery cannot be lost between "stored" and "queued"),
+``audit`` (what moderators did), ``allowlist`` (hashes moderators marked as
+false positives) and ``revoked_keys`` (stream keys of terminated streams).
+
+The store is used from the event loop only.  Each write is one short
+transaction; with WAL and ``synchronous=NORMAL`` a commit does not wait for
+the disk (a power cut may lose the last commits, a crashed process does not).
+
+DESIGN's growth path keeps this behind one class: a Redis Streams store with
+the same methods replaces it when several proxies share an event log.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from livesafe.moderation.events import Event
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    stream_id TEXT,
+    at REAL NOT NULL,
+    severity TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON events(stream_id, seq);
+CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(at);
+CREATE TABLE IF NOT EXISTS outbox (
+    endpoint TEXT NOT NULL,
+    event_seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    finished_at REAL,
+    PRIMARY KEY (endpoint, event_seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    stream_id TEXT,
+    reason TEXT NOT NULL,
+    viewed_content INTEGER NOT NULL,
+    event_id TEXT,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_stream ON audit(stream_id, seq);
+CREATE TABLE IF NOT EXISTS allowlist (
+    signal TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    stream_id TEXT NOT NULL,  -- '' for every stream
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (signal, hash, stream_id)
+);
+CREATE TABLE IF NOT EXISTS revoked_keys (
+    stream_id TEXT NOT NULL,
+    key_sha256 TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY (stream_id, key_sha256)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor: str
+    role: str
+    action: str
+    stream_id: str | None
+    reason: str
+    viewed_content: bool
+    event_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    at: float = field(default_factory=time.time)
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "id": self.id, "at": self.at, "actor": self.actor, "role": self.role, "action": self.action,
+            "stream_id": self.stream_id, "reason": self.reason, "viewed_content": self.viewed_content,
+            "event_id": self.event_id, "details": self.details,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    event: Event
+    endpoint: str
+    attempts: int  # attempts made before this one
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    signal: str
+    hash: str
+    stream_id: str | None  # None: every stream
+
+
+class EventStore:
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; transactions explicit
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- events
+
+    def append(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event:
+        """Store ``event`` and queue it for ``endpoints`` in one transaction; returns it with its ``seq``."""
+        body = json.dumps(event.data, separators=(",", ":"), sort_keys=True)
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.id, event.type, event.stream_id, event.at, event.severity, body),
+            )
+            seq = cursor.lastrowid
+            due = time.time() if now is None else now
+            self._db.executemany(
+                "INSERT INTO outbox (endpoint, event_seq, next_attempt) VALUES (?, ?, ?)",
+                [(name, seq, due) for name in endpoints],
+            )
+        return _with_seq(event, seq)
+
+    def seq_of(self, event_id: str) -> int | None:
+        row = self._db.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def event(self, event_id: str) -> Event | None:
+        rows = self._select_events("WHERE id = ?", (event_id,), 1)
+        return rows[0] if rows else None
+
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return row[0] or 0
+
+    def events(
+        self,
+        after: int = 0,
+        *,
+        stream_id: str | None = None,
+        types: Sequence[str] = (),
+        since_time: float | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events after ``seq`` ``after`` in order, optionally of one stream, some types, from a time."""
+        where, args = self._filters(stream_id, types, since_time)
+        return self._select_events("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
+
+    @staticmethod
+    def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple]:
+        where, args = [], []
+        if stream_id is not None:
+            where.append("stream_id = ?")
+            args.append(stream_id)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        if since_time is not None:
+            where.append("at >= ?")
+            args.append(since_time)
+        return "".join(f" AND {w}" for w in where), tuple(args)
+
+    def events_before(
+        self, before: int, *, stream_id: str | None = None, types: Sequence[str] = (), since_time: float | None = None, limit: int = 100
+    ) -> list[Event]:
+        """The ``limit`` newest events before ``seq`` ``before`` (oldest first), filtered as :meth:`events`."""
+        where, args = self._filters(stream_id, types, since_time)
+        newest = self._select_events("WHERE seq < ? " + where + " ORDER BY seq DESC", (before, *args), limit)
+        return newest[::-1]
+
+    def latest(self, stream_id: str, types: Sequence[str]) -> Event | None:
+        """The stream's most recent event of one of ``types``."""
+        rows = self._select_events(
+            f"WHERE stream_id = ? AND type IN ({','.join('?' * len(types))}) ORDER BY seq DESC", (stream_id, *types), 1
+        )
+        return rows[0] if rows else None
+
+    def _select_events(self, clause: str, args: tuple, limit: int) -> list[Event]:
+        rows = self._db.execute(
+            f"SELECT seq, id, type, stream_id, at, severity, body FROM events {clause} LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [_event(row) for row in rows]
+
+    # ---------------------------------------------------------------- outbox
+
+    def due(self, now: float, endpoints: Sequence[str], limit: int = 100) -> list[Delivery]:
+        """Pending deliveries whose time has come, oldest first, for the configured ``endpoints``."""
+        if not endpoints:
+            return []
+        rows = self._db.execute(
+            f"""SELECT o.endpoint, o.attempts, e.seq, e.id, e.type, e.stream_id, e.at, e.severity, e.body
+                FROM outbox o JOIN events e ON e.seq = o.event_seq
+                WHERE o.state = 'pending' AND o.next_attempt <= ? AND o.endpoint IN ({','.join('?' * len(endpoints))})
+                ORDER BY o.next_attempt, o.event_seq LIMIT ?""",
+            (now, *endpoints, limit),
+        ).fetchall()
+        return [Delivery(_event(row[2:]), row[0], row[1]) for row in rows]
+
+    def next_due(self, endpoints: Sequence[str]) -> float | None:
+        if not endpoints:
+            return None
+        row = self._db.execute(
+            f"SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending' AND endpoint IN ({','.join('?' * len(endpoints))})",
+            tuple(endpoints),
+        ).fetchone()
+        return row[0]
+
+    def delivered(self, delivery: Delivery, now: float) -> None:
+        self._finish(delivery, "delivered", None, now)
+
+    def failed(self, delivery: Delivery, error: str, now: float) -> None:
+        """Give up on ``delivery`` (it stays listed as failed until retention removes it)."""
+        self._finish(delivery, "failed", error, now)
+
+    def retry(self, delivery: Delivery, error: str, at: float) -> None:
+        self._db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE endpoint = ? AND event_seq = ?",
+            (at, error, delivery.endpoint, delivery.event.seq),
+        )
+
+    def _finish(self, delivery: Delivery, state: str, error: str | None, now: float) -> None:
+        self._db.execute(
+            """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error), finished_at = ?
+               WHERE endpoint = ? AND event_seq = ?""",
+            (state, error, now, delivery.endpoint, delivery.event.seq),
+        )
+
+    def outbox_counts(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint: deliveries pending/delivered/failed, the last error and when it was."""
+        out: dict[str, dict[str, Any]] = {}
+        for endpoint, state, count in self._db.execute("SELECT endpoint, state, COUNT(*) FROM outbox GROUP BY endpoint, state"):
+            out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})[state] = count
+        for endpoint, error in self._db.execute(
+            """SELECT endpoint, last_error FROM outbox o WHERE last_error IS NOT NULL AND event_seq =
+               (SELECT MAX(event_seq) FROM outbox i WHERE i.endpoint = o.endpoint AND i.last_error IS NOT NULL)"""
+        ):
+            out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})["last_error"] = error
+        return out
+
+    def pending(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+    # ----------------------------------------------------------------- audit
+
+    def audit(self, entry: AuditEntry) -> AuditEntry:
+        cursor = self._db.execute(
+            """INSERT INTO audit (id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (entry.id, entry.at, entry.actor, entry.role, entry.action, entry.stream_id, entry.reason,
+             int(entry.viewed_content), entry.event_id, json.dumps(entry.details, sort_keys=True)),
+        )  # fmt: skip
+        return AuditEntry(**{**_fields(entry), "seq": cursor.lastrowid})
+
+    def audit_log(self, after: int = 0, *, stream_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        clause, args = ("AND stream_id = ?", (stream_id,)) if stream_id is not None else ("", ())
+        rows = self._db.execute(
+            f"""SELECT seq, id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details
+                FROM audit WHERE seq > ? {clause} ORDER BY seq LIMIT ?""",
+            (after, *args, limit),
+        ).fetchall()
+        return [
+            AuditEntry(seq=r[0], id=r[1], at=r[2], actor=r[3], role=r[4], action=r[5], stream_id=r[6], reason=r[7],
+                       viewed_content=bool(r[8]), event_id=r[9], details=json.loads(r[10]))
+            for r in rows
+        ]  # fmt: skip
+
+    def viewed_since(self, actor: str, stream_id: str, since: float) -> bool:
+        """Did ``actor`` view content of ``stream_id`` (an audited preview) since ``since``?"""
+        row = self._db.execute(
+            "SELECT 1 FROM audit WHERE actor = ? AND stream_id = ? AND action = 'preview' AND at >= ? LIMIT 1",
+            (actor, stream_id, since),
+        ).fetchone()
+        return row is not None
+
+    # ------------------------------------------------- allow list, revocations
+
+    def allow(self, item: Allowed, actor: str, reason: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO allowlist (signal, hash, stream_id, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            (item.signal, item.hash, item.stream_id or "", time.time(), actor, reason),
+        )
+
+    def allowlist(self) -> list[Allowed]:
+        rows = self._db.execute("SELECT signal, hash, stream_id FROM allowlist").fetchall()
+        return [Allowed(signal, hash_, stream_id or None) for signal, hash_, stream_id in rows]
+
+    def revoke(self, stream_id: str, key_sha256: str, actor: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO revoked_keys (stream_id, key_sha256, at, actor) VALUES (?, ?, ?, ?)",
+            (stream_id, key_sha256, time.time(), actor),
+        )
+
+    def revoked_keys(self) -> set[tuple[str, str]]:
+        return set(self._db.execute("SELECT stream_id, key_sha256 FROM revoked_keys").fetchall())
+
+    # ------------------------------------------------------------- retention
+
+    def prune(self, now: float, retention_days: float, audit_retention_days: float) -> int:
+        """Drop events past retention (unless a delivery of theirs is still pending); returns how many."""
+        cutoff = now - retention_days * 86400
+        with self._transaction():
+            deleted = self._db.execute(
+                """DELETE FROM events WHERE at < ? AND NOT EXISTS
+                   (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending')""",
+                (cutoff,),
+            ).rowcount
+            self._db.execute("DELETE FROM audit WHERE at < ?", (now - audit_retention_days * 86400,))
+        return deleted
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _event(row: Sequence[Any]) -> Event:
+    seq, id_, type_, stream_id, at, severity, body = row
+    return Event(type=type_, stream_id=stream_id, severity=severity, data=json.loads(body), id=id_, at=at, seq=seq)
+
+
+def _with_seq(event: Event, seq: int | None) -> Event:
+    return Event(event.type, event.stream_id, event.severity, event.data, event.id, event.at, seq)
+
+
+def _fields(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in AuditEntry.__slots__}
