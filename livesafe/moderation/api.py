@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.events import Event
+from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
@@ -50,6 +51,7 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
     app.router.add_get("/api/whoami", api_whoami)
     app.router.add_post("/api/streams/{stream}/actions", api_action)
     app.router.add_post("/api/streams/{stream}/reports", api_report)
+    app.router.add_post("/api/streams/{stream}/preview", api_preview)
     app.router.add_get("/dashboard", _page("dashboard.html", per_stream=False))
 
     async def _run(app: web.Application):
@@ -254,6 +256,17 @@ async def api_action(request: web.Request) -> web.Response:
     except ActionError as exc:
         raise _error(exc) from None
     return web.json_response({"audit": entry.to_dict(), "event": event.to_dict()})
+
+
+async def api_preview(request: web.Request) -> web.Response:
+    """The blurred greyscale preview (PNG), if enabled; a moderator's explicit, audited request (hence POST)."""
+    principal = _principal(request, act=True)
+    try:
+        frame = request.app[MODERATION].preview_frame(principal, _stream_id(request))
+    except ActionError as exc:
+        raise _error(exc) from None
+    png = await asyncio.to_thread(blurred_thumbnail, frame)
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 async def api_report(request: web.Request) -> web.Response:

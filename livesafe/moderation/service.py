@@ -17,6 +17,8 @@ import time
 from collections import Counter
 from typing import Any, Protocol
 
+import av
+
 from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, REDACTION_IMPOSED, STREAM_CUT, STREAM_ENDED, GuardEvent
 from livesafe.guard.matcher import Match
 from livesafe.guard.redact import Action
@@ -40,6 +42,7 @@ class StreamControl(Protocol):
     """What moderation needs of the relay that carries a stream."""
 
     def profile(self, stream_id: str) -> PolicyProfile: ...
+    def latest_frame(self, stream_id: str) -> av.VideoFrame | None: ...
     def is_live(self, stream_id: str) -> bool: ...
     def is_redacting(self, stream_id: str) -> bool: ...
     def resume(self, stream_id: str, by: str) -> None: ...
@@ -231,11 +234,17 @@ class Moderation:
         self.allowlist.add(item)
         return {"allowed_hash": matched, "signal": signal, "scope": request.scope}
 
-    def note_preview(self, principal: Principal, stream_id: str) -> AuditEntry:
-        """Audit a moderator viewing a stream's (blurred, greyscale) preview."""
-        return self.store.audit(
+    def preview_frame(self, principal: Principal, stream_id: str) -> av.VideoFrame:
+        """The frame to make a preview of (see ``preview.blurred_thumbnail``); the view is audited first."""
+        if not self.settings.preview:
+            raise ActionError("previews are off ([moderation] preview = true turns them on)", 404)
+        frame = self._control().latest_frame(stream_id)
+        if frame is None:
+            raise ActionError(f"no live picture on stream {stream_id!r}", 404)
+        self.store.audit(
             AuditEntry(principal.name, principal.role, "preview", stream_id, "viewed the blurred preview", viewed_content=True)
         )
+        return frame
 
     # --------------------------------------------------------------- reports
 

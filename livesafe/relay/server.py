@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable
 
+import av
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
@@ -115,7 +116,7 @@ class Relay:
     def _stream_ended(self, stream: LiveStream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
-            summary = self.ended[stream.id] = stream.summary()
+            summary = self.ended[stream.id] = stream.summary() | {"profile": self.profile(stream.id).name}
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)
             self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
@@ -127,7 +128,7 @@ class Relay:
         )  # fmt: skip
 
     def summaries(self) -> list[dict[str, Any]]:
-        live = [s.summary() for s in self.streams.values()]
+        live = [s.summary() | {"profile": self.profile(s.id).name} for s in self.streams.values()]
         return live + [s for k, s in self.ended.items() if k not in self.streams]
 
     # ------------------------------------------------------------ sessions
@@ -192,6 +193,10 @@ class Relay:
     def profile(self, stream_id: str) -> PolicyProfile:
         return self.settings.profile_for(stream_id)
 
+    def latest_frame(self, stream_id: str) -> av.VideoFrame | None:
+        stream = self.streams.get(stream_id)
+        return stream.latest_frame if stream is not None and stream.publisher is not None else None
+
     def is_live(self, stream_id: str) -> bool:
         stream = self.streams.get(stream_id)
         return stream is not None and stream.publisher is not None
@@ -254,6 +259,8 @@ def create_app(relay: Relay) -> web.Application:
     app.router.add_get("/watch/{stream}", _page("player.html"))
     app.router.add_get("/publish/{stream}", _page("publish.html"))
     app.router.add_get("/web/whip.js", _asset("whip.js", "text/javascript"))
+    app.router.add_get("/web/dashboard.js", _asset("dashboard.js", "text/javascript"))
+    app.router.add_get("/web/dashboard.css", _asset("dashboard.css", "text/css"))
     app.router.add_get("/", index_page)
 
     async def _shed_load(app: web.Application):

@@ -125,6 +125,7 @@ class LiveStream:
         self.ended_at: float | None = None
         self.publisher: Any = None  # the current publisher session (relay.sessions)
         self.size: tuple[int, int] | None = None
+        self.latest_frame: av.VideoFrame | None = None  # newest frame in, for the moderators' blurred preview only
         self._on_event = on_event
         self._on_ended = on_ended
         self._loop = asyncio.get_running_loop()
@@ -182,6 +183,7 @@ class LiveStream:
             "guard_errors": stats.errors,
             "stalls": self.counters.stalls,
             "lateness_seconds": round(self.lateness, 3),
+            "redaction_kept": self.guard.kept,
             "width": self.size[0] if self.size else None,
             "height": self.size[1] if self.size else None,
             "started_at": self.started,
@@ -364,6 +366,7 @@ class LiveStream:
                     frame, arrived = item
                     self._arrivals.append(arrived)
                     self.size = (frame.width, frame.height)
+                    self.latest_frame = frame
                     guarded = self.guard.push(frame)
                     if self._overdue(limit):  # frames arrive too slowly to push the buffer on
                         guarded += self.guard.release()
