@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from browser import chromium
+from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish
 from relay_harness import ICE, SAMPLES, running_relay
 
@@ -40,5 +41,30 @@ async def test_the_player_page_plays_a_guarded_stream_and_hangs_up_on_leaving():
             await r.wait_for(lambda relay: not relay.streams["s"].viewers, timeout=10)
         finally:
             await asyncio.to_thread(driver.quit)
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+
+
+async def test_a_viewer_reports_the_stream_from_the_player_page_as_its_own_session():
+    async with running_relay() as r:
+        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", "s"), ice=ICE, duration=12))
+        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        driver = await asyncio.to_thread(chromium)
+        try:
+            await asyncio.to_thread(driver.get, f"{r.base}/watch/s")
+            await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 5")
+            session_id = driver.execute_script("return window.livesafe.resource.split('/').pop()")
+            driver.execute_script("document.getElementById('report-send').click()")  # empty: refused in the page
+            assert "say briefly" in driver.execute_script("return document.getElementById('status').textContent")
+            field = driver.find_element("id", "report-reason")
+            await asyncio.to_thread(field.send_keys, "someone is filming a screen")
+            driver.execute_script("document.getElementById('report-send').click()")
+            assert await asyncio.to_thread(_wait, driver, "return window.livesafe.lastReport") == 202
+        finally:
+            await asyncio.to_thread(driver.quit)
+        (report,) = r.moderation.store.events(types=["report.received"])
+        assert report.data["reason"] == "someone is filming a screen"
+        # Counted as this viewer's session (a pseudonym of it), not as the page's address.
+        assert report.data["client"] == ReportDesk.client_key(session_id, None)
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)

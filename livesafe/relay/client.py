@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import importlib.metadata
 import logging
 import threading
 import time
@@ -214,10 +215,21 @@ def _peer_connection(ice: IceSettings | None) -> RTCPeerConnection:
     return RTCPeerConnection(ice.rtc_configuration())
 
 
-async def _negotiate(pc: RTCPeerConnection, url: str, token: str | None) -> str:
+try:
+    CLIENT_VERSION = importlib.metadata.version("livesafe")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    CLIENT_VERSION = "dev"
+
+
+def user_agent(recording: bool = False) -> str:
+    """Who we are to the relay; a recording viewer says so (policy profiles may refuse recorders)."""
+    return f"livesafe-watch/{CLIENT_VERSION} (recording)" if recording else f"livesafe/{CLIENT_VERSION}"
+
+
+async def _negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: str = user_agent()) -> str:
     """POST our offer (every candidate in it), apply the answer; returns the session URL."""
     await pc.setLocalDescription(await pc.createOffer())
-    headers = {"Content-Type": "application/sdp"}
+    headers = {"Content-Type": "application/sdp", "User-Agent": agent}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
@@ -459,7 +471,7 @@ async def watch(
             recorder.audio(frame, round((t - first[0] + first[1]) * 1000))
 
     try:
-        resource = await _negotiate(pc, url, token)
+        resource = await _negotiate(pc, url, token, user_agent(recording=recorder is not None))
         await _connected(pc, connect_timeout)
         consumers = [
             asyncio.ensure_future(consume_video(t) if t.kind == "video" else consume_audio(t)) for t in tracks
