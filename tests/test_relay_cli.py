@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 
 import av
 import pytest
@@ -56,9 +59,9 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*LIVESAFE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_serve_checks_stream_keys_and_shuts_down_cleanly():
+def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
     port = _free_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"),
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"),
                     "--ice-host", "127.0.0.1", "--stream-key", "studio=s3cret-key")  # fmt: skip
     try:
         banner = _wait_for_line(server, "relay on")
@@ -76,14 +79,16 @@ def test_serve_checks_stream_keys_and_shuts_down_cleanly():
     assert code == 0
     assert "DEV MODE" not in banner + rest
     assert "s3cret-key" not in banner + rest, "the stream key must never be printed"
+    assert "no moderator tokens configured" in banner + rest  # keys but no tokens: the moderation API is closed
 
 
-def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port():
+def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port(tmp_path):
     port = _free_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"))
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"))
     try:
         assert "DEV MODE" in _wait_for_line(server, "DEV MODE")
-        busy = _run("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"))
+        assert "/dashboard are open to anyone" in _wait_for_line(server, "moderation API")
+        busy = _run("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "b.db"))
         assert busy.returncode == 2 and "cannot listen" in busy.stderr
     finally:
         assert _stop(server) == 0
@@ -102,7 +107,8 @@ def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
 def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path):
     """README's main command: the relay with the embedded config, a sample published on a loop."""
     port = _free_port()
-    demo = _start("demo", "--port", str(port))
+    database = tmp_path / "demo.db"  # README's demo writes livesafe.db where it runs; the test keeps the repo clean
+    demo = _start("demo", "--port", str(port), "--db", str(database))
     try:
         printed = _wait_for_line(demo, "watch it at", timeout=60)
         assert f"http://127.0.0.1:{port}/watch/demo" in printed
@@ -112,15 +118,23 @@ def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path)
         with av.open(str(out)) as recording:
             frames = sum(1 for _ in recording.decode(video=0))
         assert frames > 60
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/events?type=match.started") as response:
+            matches = json.load(response)["events"]
+        assert matches and matches[0]["list_name"] == "samples" and matches[0]["stream_id"] == "demo"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard") as response:
+            assert response.status == 200 and b"dashboard" in response.read().lower()
     finally:
         assert _stop(demo) == 0
     assert "match.started" in demo.stderr.read(), "the sample's blocked segment was caught"
+    with sqlite3.connect(database) as db:  # the interruption outlives the process
+        assert db.execute("SELECT COUNT(*) FROM events WHERE type = 'match.started'").fetchone()[0] >= 1
 
 
 @pytest.mark.skipif(os.environ.get("LIVESAFE_TEST_NETNS") == "0", reason="needs the private network namespace")
-def test_watch_reports_an_unknown_stream_clearly():
+def test_watch_reports_an_unknown_stream_clearly(tmp_path):
     port = _free_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--ice-host", "127.0.0.1")
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--ice-host", "127.0.0.1",
+                    "--db", str(tmp_path / "ev.db"))  # fmt: skip
     try:
         _wait_for_line(server, "relay on")
         result = _run("watch", f"http://127.0.0.1:{port}/whep/nobody", "--duration", "1")
