@@ -324,6 +324,24 @@ class _ExplodingMatcher(Matcher):
         raise RuntimeError("index corrupted")
 
 
+def test_a_check_that_keeps_failing_slates_every_frame_but_says_so_once() -> None:
+    """One guard.error per run of failures: each pages moderators, so one per frame would be a flood."""
+    lists = sample_matcher()
+    broken = _ExplodingMatcher(lists.current.blocklists)
+    state = {"index": -1}
+    events: list[GuardEvent] = []
+    guard = StreamGuard(lambda: broken if 10 <= state["index"] < 70 else lists.current, GuardSettings(hold_seconds=0.5),
+                        on_event=events.append)  # fmt: skip
+    out: list[GuardedFrame] = []
+    for i in range(110):
+        state["index"] = i
+        out += guard.push(frame_of("astronaut", i))
+    out += guard.flush()
+    assert guard.stats.errors > 10  # every failing sample counted...
+    assert [e.type for e in events] == [GUARD_ERROR, MATCH_CLEARED]  # ...one event for the run
+    assert all(out[i].action is Action.SLATE for i in range(10, 70))
+
+
 @pytest.mark.parametrize("how", ["provider raises", "match raises"])
 def test_a_failing_check_slates_and_the_guard_recovers(how: str) -> None:
     lists = sample_matcher()

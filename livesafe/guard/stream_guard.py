@@ -140,6 +140,7 @@ class StreamGuard:
         self._last_match_time = 0.0
         self._last_time = 0.0
         self.last_error: str | None = None
+        self._failing = False  # the last check failed (cleared by the next one that works)
 
     @property
     def redacting(self) -> bool:
@@ -302,6 +303,7 @@ class StreamGuard:
         return matcher.match(hashed)
 
     def _observe(self, item: GuardedFrame, matches: list[Match], deep: bool) -> None:
+        self._failing = False
         if matches:
             self.stats.matches += 1
             self._last_match_time = item.media_time
@@ -380,7 +382,9 @@ class StreamGuard:
             self._episode_lists = set()
         self.action = Action.SLATE
         self._redact_episode(Action.SLATE)
-        self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": self.last_error})
+        if not self._failing:  # one event per run of failures, not one per frame: moderators are paged by it
+            self._failing = True
+            self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": self.last_error})
 
     def _emit(self, kind: str, item: GuardedFrame, action: Action, match: Match | None, details: dict) -> None:
         fields: dict = {}
