@@ -5,12 +5,15 @@ stream's state, and leaving the page hangs up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from browser import chromium
 from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish
-from relay_harness import ICE, SAMPLES, running_relay
+from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
 
 
 def _wait(driver, script: str, timeout: float = 20.0):
@@ -23,48 +26,46 @@ def _wait(driver, script: str, timeout: float = 20.0):
     raise AssertionError(f"timed out waiting for: {script} (page error: {driver.execute_script('return window.livesafe && window.livesafe.error')})")
 
 
-async def test_the_player_page_plays_a_guarded_stream_and_hangs_up_on_leaving():
+@contextlib.asynccontextmanager
+async def player_watching_sample(stream: str = "s") -> AsyncIterator[tuple[RunningRelay, Any]]:
+    """A relay with the sample published as ``stream``, and Chromium on its player page."""
     async with running_relay() as r:
-        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", "s"), ice=ICE, duration=12))
-        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
+        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", stream), ice=ICE, duration=12))
+        await r.wait_for(lambda relay: stream in relay.streams and relay.streams[stream].counters.frames_in > 0)
         driver = await asyncio.to_thread(chromium)
         try:
-            await asyncio.to_thread(driver.get, f"{r.base}/watch/s")
-            frames = await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 30 && window.livesafe.frames")
-            assert len(r.relay.streams["s"].viewers) == 1
-            size = driver.execute_script("const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight]")
-            assert size == [1280, 720]
-            # The sample's blocked segment starts at 2.5 s: the page reports the redaction.
-            await asyncio.to_thread(_wait, driver, "return document.getElementById('state').textContent === 'redacted'")
-            assert frames > 30
-            await asyncio.to_thread(driver.get, "about:blank")  # pagehide -> DELETE of the session
-            await r.wait_for(lambda relay: not relay.streams["s"].viewers, timeout=10)
+            await asyncio.to_thread(driver.get, f"{r.base}/watch/{stream}")
+            yield r, driver
         finally:
             await asyncio.to_thread(driver.quit)
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+
+
+async def test_the_player_page_plays_a_guarded_stream_and_hangs_up_on_leaving():
+    async with player_watching_sample() as (r, driver):
+        frames = await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 30 && window.livesafe.frames")
+        assert len(r.relay.streams["s"].viewers) == 1
+        size = driver.execute_script("const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight]")
+        assert size == [1280, 720]
+        # The sample's blocked segment starts at 2.5 s: the page reports the redaction.
+        await asyncio.to_thread(_wait, driver, "return document.getElementById('state').textContent === 'redacted'")
+        assert frames > 30
+        await asyncio.to_thread(driver.get, "about:blank")  # pagehide -> DELETE of the session
+        await r.wait_for(lambda relay: not relay.streams["s"].viewers, timeout=10)
 
 
 async def test_a_viewer_reports_the_stream_from_the_player_page_as_its_own_session():
-    async with running_relay() as r:
-        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", "s"), ice=ICE, duration=12))
-        await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
-        driver = await asyncio.to_thread(chromium)
-        try:
-            await asyncio.to_thread(driver.get, f"{r.base}/watch/s")
-            await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 5")
-            session_id = driver.execute_script("return window.livesafe.resource.split('/').pop()")
-            driver.execute_script("document.getElementById('report-send').click()")  # empty: refused in the page
-            assert "say briefly" in driver.execute_script("return document.getElementById('status').textContent")
-            field = driver.find_element("id", "report-reason")
-            await asyncio.to_thread(field.send_keys, "someone is filming a screen")
-            driver.execute_script("document.getElementById('report-send').click()")
-            assert await asyncio.to_thread(_wait, driver, "return window.livesafe.lastReport") == 202
-        finally:
-            await asyncio.to_thread(driver.quit)
+    async with player_watching_sample() as (r, driver):
+        await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 5")
+        session_id = driver.execute_script("return window.livesafe.resource.split('/').pop()")
+        driver.execute_script("document.getElementById('report-send').click()")  # empty: refused in the page
+        assert "say briefly" in driver.execute_script("return document.getElementById('status').textContent")
+        field = driver.find_element("id", "report-reason")
+        await asyncio.to_thread(field.send_keys, "someone is filming a screen")
+        driver.execute_script("document.getElementById('report-send').click()")
+        assert await asyncio.to_thread(_wait, driver, "return window.livesafe.lastReport") == 202
         (report,) = r.moderation.store.events(types=["report.received"])
-        assert report.data["reason"] == "someone is filming a screen"
-        # Counted as this viewer's session (a pseudonym of it), not as the page's address.
-        assert report.data["client"] == ReportDesk.client_key(session_id, None)
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+    assert report.data["reason"] == "someone is filming a screen"
+    # Counted as this viewer's session (a pseudonym of it), not as the page's address.
+    assert report.data["client"] == ReportDesk.client_key(session_id, None)
