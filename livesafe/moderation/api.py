@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -21,7 +22,7 @@ from aiohttp import WSMsgType, web
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.events import Event
 from livesafe.moderation.preview import blurred_thumbnail
-from livesafe.moderation.reports import RateLimited, ReportDesk
+from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
 from livesafe.relay.server import RELAY, Relay, _bearer, _page, _stream_id, _unauthorized
@@ -35,6 +36,7 @@ MAX_FEEDS = 64
 MAX_PAGE = 1000
 FEED_BATCH = 200
 HEARTBEAT_SECONDS = 15.0
+CLIENT_CHECK_SECONDS = 0.5  # how soon a quiet feed notices its client left
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,13 +125,19 @@ async def api_events(request: web.Request) -> web.Response:
 def _since(request: web.Request, value: str) -> tuple[int, float | None]:
     """(seq to read after, earliest time) for ``since``: an event id, unix seconds or an ISO 8601 time."""
     try:
-        return 0, float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):
+            raise web.HTTPBadRequest(text="since: expected a finite time\n")
+        return 0, number
     try:
-        return 0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         pass
+    else:
+        return 0, (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()  # no offset: UTC
     return _seq_of(request, value), None
 
 
@@ -195,9 +203,24 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
         feeds.discard(task)
 
 
-async def _events_after(moderation: Moderation, after: int) -> list[Event]:
-    await moderation.wait_for_events(after, HEARTBEAT_SECONDS)
-    return moderation.store.events(after, limit=FEED_BATCH)
+async def _events_after(moderation: Moderation, after: int, gone: Callable[[], bool]) -> list[Event]:
+    """The next events after ``after``; [] after HEARTBEAT_SECONDS without any, or soon after the client left.
+
+    aiohttp does not cancel a handler whose client hung up, so a quiet feed looks
+    for itself: otherwise a closed dashboard would hold one of MAX_FEEDS until the keepalive.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HEARTBEAT_SECONDS
+    while not gone() and (left := deadline - loop.time()) > 0:
+        await moderation.wait_for_events(after, min(left, CLIENT_CHECK_SECONDS))
+        events = moderation.store.events(after, limit=FEED_BATCH)
+        if events:
+            return events
+    return []
+
+
+def _client_gone(request: web.Request) -> Callable[[], bool]:
+    return lambda: request.transport is None or request.transport.is_closing()
 
 
 async def _sse_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
@@ -207,7 +230,7 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
     await response.write(b": livesafe events\n\n")
     try:
         while True:
-            events = await _events_after(moderation, after)
+            events = await _events_after(moderation, after, _client_gone(request))
             if not events:
                 await response.write(b": keepalive\n\n")
                 continue
@@ -220,7 +243,7 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
 
 
 async def _websocket_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, timeout=2.0)  # a client not reading must not hold up shutdown
     await ws.prepare(request)
 
     async def drain_incoming() -> None:
@@ -231,7 +254,7 @@ async def _websocket_feed(request: web.Request, moderation: Moderation, after: i
     reader = asyncio.ensure_future(drain_incoming())
     try:
         while not ws.closed and not reader.done():
-            for event in await _events_after(moderation, after):
+            for event in await _events_after(moderation, after, lambda: ws.closed or reader.done()):
                 await ws.send_str(json.dumps(event.to_dict(), separators=(",", ":")))
                 after = event.seq
     except (ConnectionResetError, asyncio.CancelledError):
@@ -285,6 +308,8 @@ async def api_report(request: web.Request) -> web.Response:
     reason, category, session_id = body.get("reason"), body.get("category"), body.get("session")
     if not isinstance(reason, str) or not reason.strip():
         problems.append("reason: required, a non-empty string")
+    elif len(reason.strip()) > MAX_REASON:
+        problems.append(f"reason: at most {MAX_REASON} characters")
     if category is not None and (not isinstance(category, str) or not 0 < len(category) <= 64):
         problems.append("category: expected a short string")
     if session_id is not None and not isinstance(session_id, str):

@@ -62,7 +62,7 @@ class WebhookEndpoint:
             raise ValueError(f"webhook {self.url!r}: a secret is required (receivers must be able to verify)")
         _ = self.signing_key  # raises on a malformed whsec_ secret
         if not self.name:
-            object.__setattr__(self, "name", f"{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}")
+            object.__setattr__(self, "name", self.display_url.split("://", 1)[1])
 
     @property
     def signing_key(self) -> bytes:
@@ -78,7 +78,7 @@ class WebhookEndpoint:
     def display_url(self) -> str:
         """The URL without credentials or query string (those may hold secrets)."""
         parts = urlsplit(self.url)
-        host = parts.hostname or ""
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
         return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
     def accepts(self, event: Event) -> bool:
@@ -108,6 +108,11 @@ class ModerationSettings:
         names = [p.name for p in self.tokens]
         if len(set(names)) != len(names):
             raise ValueError("token names must be unique")
+        tokens = [p.token for p in self.tokens]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("two token holders share a token: give each their own (the audit log names the holder)")
+        if not self.database.strip():
+            raise ValueError("database: expected a file name (or ':memory:')")
         hooks = [w.name for w in self.webhooks]
         if len(set(hooks)) != len(hooks):
             raise ValueError("webhook names must be unique")

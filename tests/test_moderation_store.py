@@ -1,0 +1,199 @@
+"""The event store on a real SQLite file: what the feed, the history API, the webhook
+dispatcher and the audit log rely on -- order, filters, the outbox written with its
+event, delivery bookkeeping, retention, and that everything survives a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from livesafe.moderation.events import Event
+from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+
+DAY = 86400.0
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = EventStore(tmp_path / "events.db")
+    yield store
+    store.close()
+
+
+def event(type_: str = "match.started", stream: str | None = "s1", at: float = NOW, **data) -> Event:
+    return Event(type_, stream, "warning" if type_ == "match.started" else "info", data, at=at)
+
+
+def test_file_is_in_wal_mode_so_readers_never_block_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "events.db"  # a missing directory is created
+    store = EventStore(path)
+    store.append(event())
+    other = sqlite3.connect(path)  # WAL is a property of the file, seen by every connection
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1  # committed, visible to others
+    finally:
+        other.close()
+        store.close()
+
+
+def test_events_round_trip_in_seq_order(store: EventStore) -> None:
+    sent = [event("stream.started"), event(distance=3, region={"x": 1}), event("stream.ended", stream=None)]
+    stored = [store.append(e) for e in sent]
+    assert [e.seq for e in stored] == [1, 2, 3] and store.last_seq() == 3
+    back = store.events()
+    assert [e.to_dict() for e in back] == [e.to_dict() for e in stored]
+    assert back[1].data == {"distance": 3, "region": {"x": 1}} and back[2].stream_id is None
+    assert store.event(sent[1].id) == stored[1] and store.seq_of(sent[2].id) == 3
+    assert store.event("0" * 32) is None and store.seq_of("0" * 32) is None
+
+
+def test_events_after_a_seq_with_limit(store: EventStore) -> None:
+    ids = [store.append(event(n=i)).id for i in range(10)]
+    assert [e.id for e in store.events(after=4, limit=3)] == ids[4:7]
+    assert store.events(after=10) == []
+
+
+def test_events_filter_by_stream_type_and_time(store: EventStore) -> None:
+    a1 = store.append(event("match.started", "a", at=NOW))
+    b1 = store.append(event("match.started", "b", at=NOW + 1))
+    a2 = store.append(event("match.cleared", "a", at=NOW + 2))
+    a3 = store.append(event("stream.ended", "a", at=NOW + 3))
+    assert store.events(stream_id="a") == [a1, a2, a3]
+    assert store.events(types=["match.started"]) == [a1, b1]
+    assert store.events(types=["match.cleared", "stream.ended"]) == [a2, a3]
+    assert store.events(since_time=NOW + 1) == [b1, a2, a3]  # from that time, inclusive
+    assert store.events(stream_id="a", types=["match.started", "stream.ended"], since_time=NOW + 0.5) == [a3]
+    assert store.events(after=a1.seq, stream_id="a") == [a2, a3]
+    assert store.events(stream_id="nobody") == []
+
+
+def test_events_before_gives_the_newest_oldest_first(store: EventStore) -> None:
+    stored = [store.append(event("match.started" if i % 2 else "stream.started", at=NOW + i)) for i in range(8)]
+    assert store.events_before(store.last_seq() + 1, limit=3) == stored[5:]
+    assert store.events_before(stored[5].seq, limit=2) == stored[3:5]
+    assert store.events_before(stored[6].seq, types=["match.started"], limit=2) == [stored[3], stored[5]]
+    assert store.events_before(99, since_time=NOW + 6, limit=10) == stored[6:]
+    assert store.events_before(1) == []
+
+
+def test_outbox_rows_are_written_with_the_event(store: EventStore) -> None:
+    stored = store.append(event(), ["hook-a", "hook-b"], now=NOW)
+    due = store.due(NOW, ["hook-a", "hook-b"])
+    assert sorted(d.endpoint for d in due) == ["hook-a", "hook-b"]
+    assert all(d.event == stored and d.attempts == 0 for d in due)
+    assert store.due(NOW - 1, ["hook-a", "hook-b"]) == []  # not due before its time
+    assert [d.endpoint for d in store.due(NOW, ["hook-a"])] == ["hook-a"]  # only configured endpoints
+    assert store.due(NOW, []) == [] and store.next_due(["hook-a"]) == NOW and store.pending() == 2
+
+
+def test_event_and_outbox_commit_or_fail_together(store: EventStore) -> None:
+    """A failing outbox insert (a duplicate endpoint) must not leave the event stored without it."""
+    with pytest.raises(sqlite3.IntegrityError):
+        store.append(event(), ["hook", "hook"], now=NOW)
+    assert store.events() == [] and store.pending() == 0
+    first = store.append(event(), ["hook"], now=NOW)
+    with pytest.raises(sqlite3.IntegrityError):  # the same event id again
+        store.append(first, ["other"], now=NOW)
+    assert store.events() == [first] and store.outbox_counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}
+
+
+def test_delivery_transitions_and_counts(store: EventStore) -> None:
+    e1 = store.append(event(), ["a", "b"], now=NOW)
+    e2 = store.append(event(), ["a"], now=NOW)
+    by_key = {(d.endpoint, d.event.seq): d for d in store.due(NOW, ["a", "b"])}
+    store.delivered(by_key[("a", e1.seq)], NOW + 1)
+    store.retry(by_key[("b", e1.seq)], "HTTP 500", at=NOW + 60)
+    store.failed(by_key[("a", e2.seq)], "gave up: timeout", NOW + 2)
+    assert store.due(NOW + 59, ["a", "b"]) == []  # delivered and failed are done; the retry waits
+    (retry,) = store.due(NOW + 60, ["a", "b"])
+    assert (retry.endpoint, retry.event.seq, retry.attempts) == ("b", e1.seq, 1)
+    assert store.next_due(["a", "b"]) == NOW + 60 and store.next_due(["a"]) is None and store.pending() == 1
+    assert store.outbox_counts() == {
+        "a": {"pending": 0, "delivered": 1, "failed": 1, "last_error": "gave up: timeout"},
+        "b": {"pending": 1, "delivered": 0, "failed": 0, "last_error": "HTTP 500"},
+    }
+    store.delivered(retry, NOW + 61)
+    assert store.outbox_counts()["b"] == {"pending": 0, "delivered": 1, "failed": 0, "last_error": "HTTP 500"}
+
+
+def test_prune_keeps_pending_deliveries_and_recent_events(store: EventStore) -> None:
+    old = NOW - 31 * DAY
+    gone = store.append(event(at=old))
+    delivered = store.append(event(at=old), ["hook"], now=old)
+    store.delivered(store.due(old, ["hook"])[0], old)
+    waiting = store.append(event(at=old - 1), ["hook"], now=NOW)  # its delivery is still pending
+    recent = store.append(event(at=NOW - 29 * DAY))
+    assert store.prune(NOW, retention_days=30, audit_retention_days=365) == 2
+    assert store.events() == [waiting, recent]
+    assert store.event(gone.id) is None and store.event(delivered.id) is None
+    assert store.outbox_counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}  # its row went with it
+    assert store.due(NOW, ["hook"])[0].event == waiting
+
+
+def test_prune_drops_audit_entries_by_their_own_retention(store: EventStore) -> None:
+    kept = store.audit(AuditEntry("mo", "moderator", "keep", "s1", "still within a year", False, at=NOW - 364 * DAY))
+    store.audit(AuditEntry("mo", "moderator", "resume", "s1", "too old", False, at=NOW - 366 * DAY))
+    store.append(event(at=NOW - 100 * DAY))
+    assert store.prune(NOW, retention_days=30, audit_retention_days=365) == 1
+    assert [e.id for e in store.audit_log()] == [kept.id]
+
+
+def test_audit_log_round_trip_and_filters(store: EventStore) -> None:
+    first = store.audit(AuditEntry("mo", "moderator", "confirm", "s1", "clearly it", True, "e1", {"n": [1, 2]}))
+    second = store.audit(AuditEntry("ann", "moderator", "preview", "s2", "looked", True))
+    assert (first.seq, second.seq) == (1, 2)
+    assert store.audit_log() == [first, second]
+    assert store.audit_log(stream_id="s2") == [second] and store.audit_log(after=1) == [second]
+    assert store.audit_log()[0].details == {"n": [1, 2]} and store.audit_log()[0].viewed_content is True
+    assert store.viewed_since("ann", "s2", second.at - 1) and not store.viewed_since("ann", "s2", second.at + 1)
+    assert not store.viewed_since("mo", "s1", 0)  # a confirm is not a preview
+
+
+def test_allowlist_and_revoked_keys_round_trip(store: EventStore) -> None:
+    store.allow(Allowed("pdq", "ab" * 32, "s1"), "mo", "a poster on the wall")
+    store.allow(Allowed("pdq", "cd" * 32, None), "mo", "everywhere")
+    store.allow(Allowed("pdq", "cd" * 32, None), "ann", "again")  # the same item once
+    assert sorted(store.allowlist(), key=lambda a: a.hash) == [Allowed("pdq", "ab" * 32, "s1"), Allowed("pdq", "cd" * 32, None)]
+    store.revoke("s1", "f" * 64, "mo")
+    store.revoke("s1", "f" * 64, "ann")
+    store.revoke("s2", "e" * 64, "mo")
+    assert store.revoked_keys() == {("s1", "f" * 64), ("s2", "e" * 64)}
+
+
+def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    stored = [store.append(event(n=i), ["hook"], now=NOW) for i in range(3)]
+    entry = store.audit(AuditEntry("mo", "moderator", "terminate", "s1", "done", False, details={"stream_key_revoked": True}))
+    store.allow(Allowed("pdq", "ab" * 32, None), "mo", "fp")
+    store.revoke("s1", "f" * 64, "mo")
+    store.close()
+
+    reopened = EventStore(path)
+    try:
+        assert reopened.events() == stored and reopened.pending() == 3
+        assert reopened.audit_log() == [entry]
+        assert reopened.allowlist() == [Allowed("pdq", "ab" * 32, None)]
+        assert reopened.revoked_keys() == {("s1", "f" * 64)}
+        assert reopened.append(event()).seq == 4
+    finally:
+        reopened.close()
+
+
+def test_seq_is_never_reused_after_the_newest_events_are_pruned(tmp_path: Path) -> None:
+    """A feed reading "after seq N" must not skip an event that reuses a pruned number."""
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store.append(event(at=NOW - 40 * DAY))
+    store.append(event(at=NOW - 40 * DAY))
+    assert store.prune(NOW, 30, 365) == 2 and store.last_seq() == 0
+    store.close()
+    store = EventStore(path)
+    try:
+        assert store.append(event()).seq == 3
+    finally:
+        store.close()
