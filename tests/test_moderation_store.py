@@ -197,3 +197,11 @@ def test_seq_is_never_reused_after_the_newest_events_are_pruned(tmp_path: Path) 
         assert store.append(event()).seq == 3
     finally:
         store.close()
+
+
+def test_the_audit_log_reads_its_newest_entries_oldest_first(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "audit.db")
+    for n in range(5):
+        store.audit(AuditEntry("mo", "moderator", "confirm", "s1", f"reason {n}", viewed_content=False))
+    assert [e.reason for e in store.audit_log(limit=2, newest=True)] == ["reason 3", "reason 4"]
+    assert [e.reason for e in store.audit_log(limit=2)] == ["reason 0", "reason 1"]

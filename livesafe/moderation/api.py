@@ -161,11 +161,13 @@ def _int(value: str, name: str, low: int, high: int) -> int:
 
 
 async def api_audit(request: web.Request) -> web.Response:
-    """``?stream=&after=&limit=``: the audit log, oldest first (``after``: an entry's seq)."""
+    """``?stream=&after=&limit=&last=``: the audit log, oldest first (``after``: an entry's seq; ``last=N``: the newest N)."""
     _principal(request)
     after = _int(request.query.get("after", "0"), "after", 0, 2**62)
-    limit = _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
-    entries = request.app[MODERATION].store.audit_log(after, stream_id=request.query.get("stream") or None, limit=limit)
+    newest = "last" in request.query
+    limit = _int(request.query["last"], "last", 1, MAX_PAGE) if newest else _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    stream = request.query.get("stream") or None
+    entries = request.app[MODERATION].store.audit_log(after, stream_id=stream, limit=limit, newest=newest)
     return web.json_response({"entries": [e.to_dict() for e in entries]})
 
 

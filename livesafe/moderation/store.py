@@ -282,13 +282,16 @@ class EventStore:
         )  # fmt: skip
         return AuditEntry(**{**_fields(entry), "seq": cursor.lastrowid})
 
-    def audit_log(self, after: int = 0, *, stream_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    def audit_log(self, after: int = 0, *, stream_id: str | None = None, limit: int = 100, newest: bool = False) -> list[AuditEntry]:
+        """Entries after ``seq`` ``after``, oldest first; ``newest``: the last ``limit`` of them instead of the first."""
         clause, args = ("AND stream_id = ?", (stream_id,)) if stream_id is not None else ("", ())
         rows = self._db.execute(
             f"""SELECT seq, id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details
-                FROM audit WHERE seq > ? {clause} ORDER BY seq LIMIT ?""",
+                FROM audit WHERE seq > ? {clause} ORDER BY seq {'DESC' if newest else ''} LIMIT ?""",
             (after, *args, limit),
         ).fetchall()
+        if newest:
+            rows.reverse()
         return [
             AuditEntry(seq=r[0], id=r[1], at=r[2], actor=r[3], role=r[4], action=r[5], stream_id=r[6], reason=r[7],
                        viewed_content=bool(r[8]), event_id=r[9], details=json.loads(r[10]))

@@ -1,0 +1,291 @@
+"""The moderators' dashboard (/dashboard) in a real headless Chromium against a real relay.
+
+It signs in with a token (says why without one, read-only for an observer), shows a
+stream, receives its interruption over the live feed without a reload, shows no picture
+until a blurred preview is asked for, sends a moderator's action with a reason that
+lands in the audit log, shows the server's reason when an action is refused, asks before
+terminating, flags a failing webhook, resumes its feed after a relay restart from the
+last event it saw -- and shows attacker-chosen text as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from browser import chromium
+from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
+from livesafe.guard.matcher import Matcher
+from livesafe.guard.stream_guard import GuardSettings
+from livesafe.moderation.events import WEBHOOK_FAILED, Event
+from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
+from livesafe.moderation.store import EventStore
+from livesafe.relay.client import publish
+from livesafe.relay.settings import RelaySettings, StreamAccess
+from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
+
+KEY = "s1-stream-key-3c9a7e"
+ALICE = Principal("alice", "moderator", "a" * 20)
+BOB = Principal("bob", "observer", "b" * 20)
+XSS = "<img src=x onerror=window.pwned=1>"
+STATE = "window.livesafeDashboard"
+ROW = '#streams tr[data-stream="s1"]'
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample at 360p (its blocked segment starts at 2.5 s), looped by the publishers."""
+    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("dashboard") / "clip.mp4")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def q(selector: str) -> str:
+    """JavaScript for the page's first element matching ``selector`` (or null)."""
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+def text(selector: str) -> str:
+    return f"{q(selector)}?.textContent"
+
+
+def shown(selector: str) -> str:
+    return f"getComputedStyle({q(selector)}).display !== 'none'"
+
+
+def _wait(driver: Any, script: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script} (dashboard: {driver.execute_script(f'return JSON.stringify({STATE})')})")
+
+
+async def wait(driver: Any, script: str, timeout: float = 20.0) -> Any:
+    """Poll ``script`` in the page until it returns something truthy (bounded); Selenium blocks, so in a thread."""
+    return await asyncio.to_thread(_wait, driver, script, timeout)
+
+
+async def js(driver: Any, script: str) -> Any:
+    return await asyncio.to_thread(driver.execute_script, script)
+
+
+def _type(driver: Any, selector: str, value: str) -> None:
+    field = driver.find_element("css selector", selector)
+    field.clear()
+    field.send_keys(value)
+
+
+async def type_into(driver: Any, selector: str, value: str) -> None:
+    await asyncio.to_thread(_type, driver, selector, value)
+
+
+def _dialog(driver: Any) -> Any:
+    from selenium.webdriver.support import expected_conditions  # selenium is optional: chromium() skips without it
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(driver, 10).until(expected_conditions.alert_is_present())
+
+
+async def use_token(driver: Any, token: str) -> None:
+    await type_into(driver, "#token", token)
+    await js(driver, f"{q('#token-save')}.click()")
+
+
+async def sign_in(driver: Any, token: str, name: str) -> None:
+    await use_token(driver, token)
+    await wait(driver, f"const w = {STATE}.whoami; return w && w.name === {json.dumps(name)} && {STATE}.feedConnected")
+
+
+async def press(driver: Any, action: str, reason: str | None) -> None:
+    """Type ``reason`` (unless None) into s1's row and press its ``action`` button."""
+    if reason is not None:
+        await type_into(driver, f"{ROW} input.reason", reason)
+    await js(driver, f"{q(f'{ROW} button.act-{action}')}.click()")
+
+
+@contextlib.asynccontextmanager
+async def browser() -> AsyncIterator[Any]:
+    driver = await asyncio.to_thread(chromium)
+    try:
+        yield driver
+    finally:
+        await asyncio.to_thread(driver.quit)
+
+
+@contextlib.asynccontextmanager
+async def dashboard(r: RunningRelay) -> AsyncIterator[Any]:
+    async with browser() as driver:
+        await asyncio.to_thread(driver.get, f"{r.base}/dashboard")
+        yield driver
+
+
+@contextlib.asynccontextmanager
+async def publishing(clip: Path, r: RunningRelay, token: str | None = None) -> AsyncIterator[asyncio.Future]:
+    task = asyncio.ensure_future(publish(clip, r.url("whip", "s1"), ice=ICE, loop=True, duration=45, token=token))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+# -------------------------------------------------------------------- tests
+
+
+async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on_the_record(clip: Path):
+    settings = RelaySettings(streams={"s1": StreamAccess(key=KEY, profile="child")}, ice=ICE, stream=FAST_END)
+    moderation = ModerationSettings(database=":memory:", tokens=(ALICE, BOB), preview=True)
+    # Held 5 s after the last match, the looped clip (a 1.5 s match every 6 s) stays redacted: keep is always valid.
+    async with running_relay(settings, guard=GuardSettings(hold_seconds=5.0), moderation=moderation) as r, dashboard(r) as driver:
+        # Stream keys are set, so the API is not open: without a token, or with a wrong one, the page says why.
+        assert "401" in await wait(driver, f"return {text('#error')}")
+        await use_token(driver, "not-a-real-token-123")
+        assert "unknown token" in await wait(driver, f"const t = {text('#error')}; return t.includes('refused') && t")
+        assert await js(driver, f"return {STATE}.whoami") is None
+
+        await sign_in(driver, BOB.token, "bob")
+        assert await js(driver, f"return {text('#who')}") == "bob · observer"
+        async with publishing(clip, r, KEY):
+            await wait(driver, f"return {q(ROW)}")
+            # An observer reads everything but cannot act.
+            assert await js(driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => b.disabled)")
+
+            await sign_in(driver, ALICE.token, "alice")
+            assert await js(driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => !b.disabled)")
+            # The token stays in this tab's sessionStorage: not in the URL, not in localStorage.
+            assert await js(driver, "return sessionStorage.getItem('livesafe.token')") == ALICE.token
+            assert await js(driver, "return localStorage.length") == 0
+            assert ALICE.token not in driver.current_url
+
+            # The match arrives over the feed (the page was open before the stream existed).
+            await wait(driver, f"return {STATE}.liveTypes['match.started'] > 0")
+            match_row = q('#feed tr[data-type="match.started"]')
+            assert await js(driver, f"return {match_row}.dataset.live") == "1"
+            # The child profile makes it high severity: a red row, an alarm, a marked page title.
+            assert await js(driver, f"return {match_row}.classList.contains('high') && {shown('#alarm')}")
+            assert "HIGH" in await js(driver, "return document.title")
+            match = r.moderation.store.events(types=["match.started"])[0]
+            feed_text = await js(driver, f"return {q('#feed')}.innerText")
+            assert match.data["list_name"] in feed_text and match.data["matched_hash"][:12] in feed_text
+            assert match.data["matched_hash"] not in feed_text  # hashes only truncated
+
+            await wait(driver, f"return {text(f'{ROW} .state')} === 'redacted'")
+            # No picture anywhere until the moderator asks for the blurred preview; then one, from a revoked object URL.
+            assert await js(driver, "return [...document.images].filter((i) => i.src).length") == 0
+            await js(driver, f"{q(f'{ROW} button.preview')}.click()")
+            await wait(driver, f"const i = {q('#preview-image')}; return i.complete && i.naturalWidth > 0")
+            assert await js(driver, f"return {shown('#preview-panel')}")
+            revoked = await js(driver, f"return fetch({q('#preview-image')}.src).then(() => 'open', () => 'revoked')")
+            assert revoked == "revoked"
+
+            await press(driver, "keep", "matches list; holding while I check the source")
+            await wait(driver, f"return {STATE}.lastAction && {STATE}.lastAction.ok")
+            await r.wait_for(lambda relay: relay.streams["s1"].guard.kept)
+            # In the page's audit log (by alice, who had viewed the preview) and in the kept column...
+            audit_row = await wait(driver, f"return {q('#audit tr[data-action=keep]')}?.innerText")
+            reason = "matches list; holding while I check the source"
+            assert audit_row.split("\t")[1:] == ["alice", "moderator", "keep", "s1", reason, "yes"]
+            await wait(driver, f"return {q(f'{ROW} td.kept')}")
+            # ... and in the server's, read with alice's token.
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{r.base}/api/audit", headers={"Authorization": f"Bearer {ALICE.token}"}) as response:
+                    entries = (await response.json())["entries"]
+    assert [(e["actor"], e["role"], e["action"], e["stream_id"], e["reason"], e["viewed_content"]) for e in entries] == [
+        ("alice", "moderator", "preview", "s1", "viewed the blurred preview", True),
+        ("alice", "moderator", "keep", "s1", "matches list; holding while I check the source", True),
+    ]
+
+
+async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_why(clip: Path):
+    never_matches = Matcher([])
+    receiver = WebhookEndpoint(url="http://127.0.0.1:9/hook", secret="not-used-nobody-listens", name="siem")
+    moderation = ModerationSettings(database=":memory:", webhooks=(receiver,))
+    async with running_relay(matcher=lambda: never_matches, moderation=moderation) as r, dashboard(r) as driver:  # dev mode
+        await wait(driver, f"return {STATE}.feedConnected")
+        assert await js(driver, f"return {text('#who')}") == "anonymous (dev mode) · moderator"
+        async with publishing(clip, r):
+            await wait(driver, f"return {text(f'{ROW} .state')} === 'live'")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{r.base}/api/streams/s1/reports", json={"reason": XSS}) as response:
+                    assert response.status == 202
+            report_details = text('#feed tr[data-type="report.received"] .details')
+            details = await wait(driver, f"return {report_details}")
+            assert XSS in details
+            assert await js(driver, "return window.pwned === undefined && document.querySelectorAll('#feed img').length === 0")
+            assert not await js(driver, f"return {shown('#alarm')} || {shown('#error')}")  # a warning is no alarm
+
+            # An empty reason is refused in the page; nothing reaches the server.
+            await press(driver, "resume", None)
+            assert "type a reason first" in await js(driver, f"return {text(f'{ROW} .row-status')}")
+            assert await js(driver, f"return {STATE}.actionsSent") == 0
+            # The server refuses to resume a stream that is not redacted, and the page shows its reason.
+            await press(driver, "resume", "looks fine")
+            status = await wait(driver, f"const a = {STATE}.lastAction; return a && !a.ok && {text(f'{ROW} .row-status')}")
+            assert "409" in status and "not redacted now" in status
+            # The receiver that refuses every delivery is flagged.
+            hook = await wait(driver, f"return {q('#webhooks tbody tr:has(.hook.failing)')}?.innerText")
+            assert hook.startswith("siem\thttp://127.0.0.1:9/hook\tfailing")
+        assert r.moderation.store.audit_log(0) == []
+        assert await js(driver, "return window.pwned") is None
+        assert await js(driver, f"return {STATE}.blockedByPolicy") == []  # nothing even tried to run
+
+
+async def test_terminate_asks_first_then_ends_the_stream_on_the_record(clip: Path):
+    async with running_relay() as r, dashboard(r) as driver, publishing(clip, r) as publisher:
+        await wait(driver, f"return {text(f'{ROW} .state')} === 'live'")
+        for accept in (False, True):
+            await type_into(driver, f"{ROW} input.reason", "broadcasting a blocked film")
+            # Clicked after the script returns, which the dialog would otherwise hold up.
+            await js(driver, f"setTimeout(() => {q(f'{ROW} button.act-terminate')}.click())")
+            dialog = await asyncio.to_thread(_dialog, driver)
+            assert "Terminate stream s1?" in dialog.text
+            await asyncio.to_thread(dialog.accept if accept else dialog.dismiss)
+            if not accept:
+                assert "cancelled" in await js(driver, f"return {text(f'{ROW} .row-status')}")
+                assert r.relay.is_live("s1") and r.moderation.store.audit_log(0) == []
+        await wait(driver, f"return {STATE}.lastAction && {STATE}.lastAction.ok")
+        await wait(driver, f"return {text(f'{ROW} .state')} === 'ended'")
+        await asyncio.wait_for(asyncio.gather(publisher, return_exceptions=True), 10)  # the publisher was hung up on
+        assert [(e.action, e.reason) for e in r.moderation.store.audit_log(0)] == [("terminate", "broadcasting a blocked film")]
+
+
+async def test_the_feed_resumes_after_a_relay_restart_from_the_last_event_it_saw(tmp_path: Path):
+    db, other_db = tmp_path / "events.db", tmp_path / "other.db"
+    async with browser() as driver:
+        async with running_relay(moderation=ModerationSettings(database=str(db))) as r:
+            port = int(r.base.rsplit(":", 1)[1])
+            await asyncio.to_thread(driver.get, f"{r.base}/dashboard")
+            await wait(driver, f"return {STATE}.feedConnected")
+            r.moderation.record(Event(WEBHOOK_FAILED, None, "warning", {"endpoint": "siem", "error": "timed out"}))
+            await wait(driver, f"return {STATE}.liveTypes['webhook.failed'] === 1")
+        # The relay is down; an event lands in its store meanwhile (as another process sharing it would add one).
+        await wait(driver, f"return !{STATE}.feedConnected && {STATE}.reconnects > 0")
+        store = EventStore(db)
+        missed = store.append(Event(STREAM_CUT, "s9", "warning", {"details": {"reason": "while the relay restarted"}}))
+        store.close()
+        async with running_relay(moderation=ModerationSettings(database=str(db)), port=port):
+            # Resumed with Last-Event-ID: the missed event arrives over the feed, the one seen before is not repeated.
+            await wait(driver, f"return {STATE}.liveTypes['stream.cut'] === 1")
+            assert await js(driver, "return document.querySelectorAll('#feed tbody tr').length") == 2
+            assert await js(driver, f"return {STATE}.eventsFromHistory") == 0
+        # A relay that never issued that id (a fresh store) answers 410: the page reloads recent history and goes on.
+        store = EventStore(other_db)
+        store.append(Event(STREAM_ENDED, "s7", "info", {}))
+        store.close()
+        async with running_relay(moderation=ModerationSettings(database=str(other_db)), port=port):
+            await wait(driver, f"return {STATE}.eventsFromHistory === 1 && {STATE}.feedConnected")
+            ended_row = q('#feed tr[data-type="stream.ended"]')
+            assert await js(driver, f"return {ended_row}.dataset.live") == "0"
+            assert await js(driver, f"return {STATE}.lastEventId") != missed.id
