@@ -222,7 +222,7 @@ class EventStore:
             f"""SELECT o.endpoint, o.attempts, e.seq, e.id, e.type, e.stream_id, e.at, e.severity, e.body
                 FROM outbox o JOIN events e ON e.seq = o.event_seq
                 WHERE o.state = 'pending' AND o.next_attempt <= ? AND o.endpoint IN ({','.join('?' * len(endpoints))})
-                ORDER BY o.next_attempt, o.event_seq LIMIT ?""",
+                ORDER BY o.event_seq LIMIT ?""",
             (now, *endpoints, limit),
         ).fetchall()
         return [Delivery(_event(row[2:]), row[0], row[1]) for row in rows]

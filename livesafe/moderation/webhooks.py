@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import aiohttp
+import yarl
 
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
@@ -50,6 +51,23 @@ def payload(event: Event) -> str:
     """The body: Standard Webhooks' ``{type, timestamp, data}`` envelope around the event."""
     stamp = datetime.fromtimestamp(event.at, timezone.utc).isoformat().replace("+00:00", "Z")
     return json.dumps({"type": event.type, "timestamp": stamp, "data": event.to_dict()}, separators=(",", ":"), sort_keys=True)
+
+
+def _describe(exc: aiohttp.ClientError, endpoint: WebhookEndpoint) -> str:
+    """The failure on one line, without the URL's credentials or query string.
+
+    aiohttp names the URL as it sent it: without user:password and with the query
+    normalised, so replacing ``endpoint.url`` alone misses it.  A response error is
+    described by its status and message only.
+    """
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"{exc.status}, {exc.message}"
+    else:
+        url = yarl.URL(endpoint.url)
+        text = str(exc)
+        for form in (endpoint.url, str(url), str(url.with_user(None))):
+            text = text.replace(form, endpoint.display_url)
+    return f"{type(exc).__name__}: {' '.join(text.split())}"
 
 
 @dataclass
@@ -139,7 +157,7 @@ class WebhookDispatcher:
         except asyncio.TimeoutError:
             error = f"no answer within {self._settings.webhook_timeout_seconds:g} s"
         except aiohttp.ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}".replace(endpoint.url, endpoint.display_url)
+            error = _describe(exc, endpoint)
         now = time.time()
         health = self.health[endpoint.name]
         if error is None:
