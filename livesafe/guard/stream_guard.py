@@ -176,16 +176,17 @@ class StreamGuard:
             elif kind == "impose":
                 action, reason = arg
                 self._kept = True
-                if not self.redacting:
+                joined = self.redacting  # already redacted (a match): now also held for review
+                if not joined:
                     self._episode_start = self._buffer[0] if self._buffer else None
                     self._episode_lists = set()
-                elif action <= self.action:
-                    continue
-                self.action = max(self.action, action)
-                self._redact_episode(self.action)
+                if action > self.action:
+                    self.action = action
+                    self._redact_episode(action)
                 self._send(
                     GuardEvent(type=REDACTION_IMPOSED, stream_id=self.stream_id, frame_index=self._index, pts=None,
-                               media_time=round(self._last_time, 6), action=self.action.label, details={"reason": reason})
+                               media_time=round(self._last_time, 6), action=self.action.label,
+                               details={"reason": reason, "joined_existing": joined})
                 )  # fmt: skip
 
     # ------------------------------------------------------------------ frames

@@ -319,8 +319,9 @@ async def api_report(request: web.Request) -> web.Response:
     if problems:
         raise web.HTTPBadRequest(text="; ".join(problems) + "\n")
     session = relay.sessions.get(session_id) if session_id else None
-    if session_id and (session is None or session.kind != "whep" or session.stream_id != stream_id):
-        session_id = None  # not a viewer of this stream: counted by address instead
+    viewer = session is not None and session.kind == "whep" and session.stream_id == stream_id
+    if session_id and not (viewer and session.pc.connectionState == "connected"):
+        session_id = None  # not a connected viewer of this stream (offers alone are cheap): counted by address
     client = ReportDesk.client_key(session_id, request.remote)
     try:
         event = request.app[MODERATION].report(stream_id, client, reason.strip(), category)

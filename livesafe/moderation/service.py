@@ -129,8 +129,8 @@ class Moderation:
             # So a receiver filtering on a category hears the end of what it heard start.
             extra |= {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
         stored = self.record(Event.from_guard(event, severity, **extra))
-        if event.type in _EPISODE_TYPES:
-            self._episodes[event.stream_id] = stored
+        if event.type in _EPISODE_TYPES and not event.details.get("joined_existing"):
+            self._episodes[event.stream_id] = stored  # a hold joining a match's redaction leaves the match the episode
         if event.type == MATCH_STARTED:
             self.matches[(event.list_name or "", event.category or "")] += 1
         if event.type == STREAM_ENDED:

@@ -221,6 +221,10 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     CLIENT_VERSION = "dev"
 
 
+# A WHIP/WHEP exchange is one request; a relay that does not answer in this time is not coming back.
+_SIGNALLING_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
 def user_agent(recording: bool = False) -> str:
     """Who we are to the relay; a recording viewer says so (policy profiles may refuse recorders)."""
     return f"livesafe-watch/{CLIENT_VERSION} (recording)" if recording else f"livesafe/{CLIENT_VERSION}"
@@ -233,7 +237,7 @@ async def _negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: 
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
             async with http.post(url, data=pc.localDescription.sdp, headers=headers) as response:
                 body = await response.text()
                 if response.status != 201:
@@ -241,6 +245,8 @@ async def _negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: 
                 location = response.headers.get("Location")
     except aiohttp.ClientError as exc:
         raise ClientError(f"{url}: {exc}") from None
+    except asyncio.TimeoutError:
+        raise ClientError(f"{url}: no answer within {_SIGNALLING_TIMEOUT.total:g} s") from None
     if not location:
         raise ClientError(f"{url}: 201 without a Location header")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
@@ -252,10 +258,10 @@ async def _hang_up(resource: str | None, token: str | None) -> None:
         return
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
             async with http.delete(resource, headers=headers) as response:
                 await response.read()
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, asyncio.TimeoutError):
         pass  # the server is gone or already closed the session: nothing left to hang up
 
 
