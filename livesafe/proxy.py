@@ -13,6 +13,7 @@ from aiohttp import web
 
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
+from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
@@ -47,4 +48,5 @@ def build_proxy(
     )
     app = create_app(relay)
     add_moderation(app, moderation)
+    add_metrics(app)
     return Proxy(app, relay, moderation)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,6 +43,11 @@ from livesafe.guard.regions import RegionSettings, propose_regions
 from livesafe.signals import RegionHashes, signal_named
 
 log = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of the per-frame guard latency histogram (``GuardStats.push_buckets``,
+# exported by /metrics): a cheap light sample is ~0.1 ms, a deep one a few ms, and a frame
+# past the relay's 0.5 s stall limit is slated, so nothing above that needs resolving.
+PUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,11 @@ class GuardStats:
     errors: int = 0
     guard_seconds: float = 0.0  # all time spent in push/flush
     redact_seconds: float = 0.0  # of which: producing blurred/slate frames
+    # Frames by time spent in push(), counted per bucket of PUSH_SECONDS_BUCKETS (last: above it).
+    # Written only by the guard's thread, one int at a time, so a reader on another thread needs no
+    # lock: it may see a frame counted in a bucket but not yet in push_seconds, never a count going down.
+    push_buckets: list[int] = field(default_factory=lambda: [0] * (len(PUSH_SECONDS_BUCKETS) + 1))
+    push_seconds: float = 0.0
 
 
 class StreamGuard:
@@ -218,7 +229,11 @@ class StreamGuard:
         out = self._drain(self.settings.delay_frames)
         while self._cuts and self._cuts[0] < item.index - self.settings.delay_frames:
             self._cuts.popleft()
-        self.stats.guard_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.guard_seconds += elapsed
+        stats.push_buckets[bisect_left(PUSH_SECONDS_BUCKETS, elapsed)] += 1
+        stats.push_seconds += elapsed
         return out
 
     @property

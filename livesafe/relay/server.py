@@ -29,8 +29,8 @@ from aiortc.sdp import SessionDescription
 from livesafe.guard.events import STREAM_CUT, STREAM_ENDED, STREAM_STARTED, GuardEvent
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.redact import Action
+from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.moderation.policy import PolicyProfile
-from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.relay.dtls import accept_rsa_peers
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.ice import apply_ice_settings
@@ -52,6 +52,33 @@ class Session:
     pc: RTCPeerConnection
     token: str | None = field(repr=False)
     deadline: asyncio.Task | None = None  # closes the session if it never connects
+
+
+@dataclass
+class EndedTotals:
+    """What the streams that have ended counted, so relay-wide totals (``/metrics``) never go down."""
+
+    streams: int = 0
+    frames_in: int = 0
+    frames_guarded: int = 0
+    frames_redacted: int = 0
+    frames_dropped: int = 0
+    guard_errors: int = 0
+    stalls: int = 0
+    push_buckets: list[int] = field(default_factory=lambda: [0] * (len(PUSH_SECONDS_BUCKETS) + 1))
+    push_seconds: float = 0.0
+
+    def add(self, stream: LiveStream) -> None:
+        stats, counters = stream.guard.stats, stream.counters
+        self.streams += 1
+        self.frames_in += counters.frames_in
+        self.frames_guarded += stats.frames_out
+        self.frames_redacted += stats.frames_redacted
+        self.frames_dropped += counters.frames_dropped
+        self.guard_errors += stats.errors
+        self.stalls += counters.stalls
+        self.push_buckets = [a + b for a, b in zip(self.push_buckets, stats.push_buckets)]
+        self.push_seconds += stats.push_seconds
 
 
 def key_fingerprint(token: str | None) -> str:
@@ -84,6 +111,7 @@ class Relay:
         self.revoked_keys = set(revoked_keys or ())
         self.streams: dict[str, LiveStream] = {}
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.ended_totals = EndedTotals()  # streams leave self.streams and their counts land here, on the loop
         self.sessions: dict[str, Session] = {}
         self.shedder = LoadShedder(settings.overload)
         apply_ice_settings(settings.ice)
@@ -116,6 +144,7 @@ class Relay:
     def _stream_ended(self, stream: LiveStream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+            self.ended_totals.add(stream)
             summary = self.ended[stream.id] = stream.summary() | {"profile": self.profile(stream.id).name}
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)

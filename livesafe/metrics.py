@@ -1,0 +1,193 @@
+"""``GET /metrics``: the proxy's counters in the Prometheus text format (version 0.0.4).
+
+Written out by hand rather than with ``prometheus-client``: a few dozen lines
+of text are not worth a runtime dependency, and every figure already lives in
+the relay, the guards and the moderation service -- a scrape only reads them.
+
+Like ``/healthz``, the endpoint needs no token, so that any scraper can reach
+it.  It tells nothing about content (no stream names, no hashes), but it does
+say how many streams are live, how often the lists match and by which list,
+and which webhook receivers are failing: **keep it on an internal network**
+(bind the proxy there, or let the reverse proxy in front refuse ``/metrics``
+from outside).
+
+Counters never go down while the process runs: a stream's frames are added to
+``Relay.ended_totals`` when it ends, and live streams are summed on top.  The
+guard latency histogram counts every frame's time in ``StreamGuard.push``
+(sampling, hashing, matching, and the redaction of frames leaving the delay
+buffer), in the buckets of ``PUSH_SECONDS_BUCKETS``.  Label values that come
+from configuration (list names, categories, webhook names) are escaped as the
+format requires; stream names are never used as labels (publishers choose
+them, so they would be unbounded).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from typing import Iterable
+
+from aiohttp import web
+
+from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
+from livesafe.moderation.api import MODERATION
+from livesafe.moderation.service import Moderation
+from livesafe.relay.server import RELAY, Relay
+from livesafe.relay.stream import StreamState
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "livesafe_"
+
+Labels = dict[str, str]
+Sample = tuple[str, Labels, float]  # (suffix after the family name, labels, value)
+
+
+def add_metrics(app: web.Application) -> None:
+    """Mount ``GET /metrics`` on the proxy's app (works without the moderation side too)."""
+    app.router.add_get("/metrics", metrics_handler)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    text = render(request.app[RELAY], request.app.get(MODERATION))
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+
+# ----------------------------------------------------------------- format
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format needs it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 2**53):
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class Exposition:
+    """Metric families in the order written; each with its HELP and TYPE lines, then its samples."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
+        full = PREFIX + name
+        self._lines.append(f"# HELP {full} {_escape_help(help_text)}")
+        self._lines.append(f"# TYPE {full} {kind}")
+        for suffix, labels, value in samples:
+            rendered = ",".join(f'{key}="{escape_label(str(val))}"' for key, val in labels.items())
+            self._lines.append(f"{full}{suffix}{{{rendered}}} {_number(value)}" if rendered else f"{full}{suffix} {_number(value)}")
+
+    def gauge(self, name: str, help_text: str, value: float, labels: Labels | None = None) -> None:
+        self.family(name, "gauge", help_text, [("", labels or {}, value)])
+
+    def counter(self, name: str, help_text: str, value: float, labels: Labels | None = None) -> None:
+        self.family(name, "counter", help_text, [("", labels or {}, value)])
+
+    def histogram(self, name: str, help_text: str, bounds: Iterable[float], counts: list[int], total: float) -> None:
+        """``counts``: per bucket (not cumulative), one more than ``bounds`` (the last is above every bound)."""
+        samples: list[Sample] = []
+        running = 0
+        for bound, count in zip([*bounds, math.inf], counts):
+            running += count
+            samples.append(("_bucket", {"le": _number(bound)}, running))
+        samples += [("_sum", {}, total), ("_count", {}, running)]
+        self.family(name, "histogram", help_text, samples)
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+# ----------------------------------------------------------------- values
+
+
+def render(relay: Relay, moderation: Moderation | None) -> str:
+    """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats)."""
+    out = Exposition()
+    _relay_metrics(out, relay)
+    if moderation is not None:
+        _moderation_metrics(out, moderation)
+    return out.text()
+
+
+def _relay_metrics(out: Exposition, relay: Relay) -> None:
+    live = list(relay.streams.values())
+    ended = relay.ended_totals
+    states = {state.value: 0 for state in StreamState}
+    for stream in live:
+        states[stream.state.value] += 1
+    out.family("streams", "gauge", "Streams the relay holds now, by state (ended: publisher gone, within the grace period).",
+               [("", {"state": state}, n) for state, n in states.items()])  # fmt: skip
+    out.counter("streams_ended_total", "Streams that have ended since the proxy started.", ended.streams)
+    out.gauge("viewers", "WHEP viewers attached to streams now.", sum(len(s.viewers) for s in live))
+    kinds = {"whip": 0, "whep": 0}
+    for session in list(relay.sessions.values()):
+        kinds[session.kind] = kinds.get(session.kind, 0) + 1
+    out.family("sessions", "gauge", "WebRTC sessions open now (whip: publishers, whep: viewers), connected or not.",
+               [("", {"kind": kind}, n) for kind, n in kinds.items()])  # fmt: skip
+
+    stats = [s.guard.stats for s in live]
+    counters = [s.counters for s in live]
+    out.counter("frames_in_total", "Video frames received from publishers.", ended.frames_in + sum(c.frames_in for c in counters))
+    out.counter("frames_guarded_total", "Frames that left a guard's delay buffer (checked, redacted if needed).",
+                ended.frames_guarded + sum(s.frames_out for s in stats))  # fmt: skip
+    out.counter("frames_redacted_total", "Guarded frames that left blurred or slated.",
+                ended.frames_redacted + sum(s.frames_redacted for s in stats))  # fmt: skip
+    out.counter("frames_dropped_total", "Frames dropped before the guard under overload (never shown to anyone).",
+                ended.frames_dropped + sum(c.frames_dropped for c in counters))  # fmt: skip
+    out.counter("guard_errors_total", "Checks that failed (the guard slates: fail closed).",
+                ended.guard_errors + sum(s.errors for s in stats))  # fmt: skip
+    out.counter("guard_stalls_total", "Times a stream's worker spent longer than stall_seconds on one frame (viewers got the slate).",
+                ended.stalls + sum(c.stalls for c in counters))  # fmt: skip
+    buckets = list(ended.push_buckets)
+    seconds = ended.push_seconds
+    for s in stats:
+        for i, count in enumerate(list(s.push_buckets)):  # a copy: the guard's thread keeps counting
+            buckets[i] += count
+        seconds += s.push_seconds
+    out.histogram("guard_frame_seconds", "Time the guard spent on each frame (StreamGuard.push).", PUSH_SECONDS_BUCKETS, buckets, seconds)
+
+
+def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
+    out.family("matches_total", "counter", "List matches that opened a redaction (match.started), by list and category.",
+               [("", {"list": name, "category": category}, n) for (name, category), n in sorted(moderation.matches.items())])  # fmt: skip
+    out.family("events_total", "counter", "Moderation events stored, by type.",
+               [("", {"type": kind}, n) for kind, n in sorted(moderation.counts.items())])  # fmt: skip
+    out.counter("events_lost_total", "Events the store failed to take (disk errors); they reached no feed or webhook.", moderation.lost)
+
+    health = moderation.webhooks.health
+    out.family("webhook_deliveries_total", "counter", "Webhook deliveries answered 2xx since the proxy started, by endpoint.",
+               [("", {"endpoint": name}, h.delivered) for name, h in health.items()])  # fmt: skip
+    out.family("webhook_failed_attempts_total", "counter", "Webhook delivery attempts that failed (error, timeout, non-2xx), by endpoint.",
+               [("", {"endpoint": name}, h.failed_attempts) for name, h in health.items()])  # fmt: skip
+    out.family("webhook_failing", "gauge", "1 while an endpoint's last attempt failed (it is being retried with backoff).",
+               [("", {"endpoint": name}, int(h.failures > 0)) for name, h in health.items()])  # fmt: skip
+
+    if moderation.closed:
+        return
+    try:
+        stored = moderation.store.outbox_counts()
+        backlog = moderation.store.pending()
+    except sqlite3.Error:  # the scrape still says what the process knows
+        log.exception("metrics: could not read the outbox")
+        return
+    rows = [("", {"endpoint": name, "state": state}, stored.get(name, {}).get(state, 0))
+            for name in sorted(set(health) | set(stored)) for state in ("pending", "delivered", "failed")]  # fmt: skip
+    out.family("webhook_outbox", "gauge", "Stored webhook deliveries by endpoint and state (until retention removes finished ones).", rows)
+    out.gauge("event_backlog", "Webhook deliveries waiting to be sent (pending outbox rows, all endpoints).", backlog)
+
+
+__all__ = ["CONTENT_TYPE", "add_metrics", "escape_label", "render"]
