@@ -205,3 +205,31 @@ def test_the_audit_log_reads_its_newest_entries_oldest_first(tmp_path: Path) -> 
         store.audit(AuditEntry("mo", "moderator", "confirm", "s1", f"reason {n}", viewed_content=False))
     assert [e.reason for e in store.audit_log(limit=2, newest=True)] == ["reason 3", "reason 4"]
     assert [e.reason for e in store.audit_log(limit=2)] == ["reason 0", "reason 1"]
+
+
+def test_outbox_counts_follow_inserts_state_changes_and_cascading_deletes(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "counts.db")
+    old = [store.append(Event("match.started", "s1", at=1000.0 + i), ["a", "b"], now=0) for i in range(3)]
+    store.append(Event("match.started", "s1"), ["a"], now=0)
+    first, second = store.due(1.0, ["a"], limit=2)
+    store.delivered(first, 2.0)
+    store.failed(second, "HTTP 500", 2.0)
+    counts = store.outbox_counts()
+    assert {k: counts["a"][k] for k in ("pending", "delivered", "failed")} == {"pending": 2, "delivered": 1, "failed": 1}
+    assert counts["a"]["last_error"] == "HTTP 500" and counts["b"]["pending"] == 3
+    for delivery in store.due(3.0, ["a", "b"], limit=100):
+        store.delivered(delivery, 3.0)
+    assert store.prune(now=1000.0 + 31 * 86400, retention_days=30, audit_retention_days=365) == len(old)
+    counts = store.outbox_counts()
+    assert (counts["a"]["delivered"], counts["a"]["failed"], counts["b"]["delivered"]) == (1, 0, 0)
+    store.close()
+    reopened = EventStore(tmp_path / "counts.db")
+    assert reopened.outbox_counts()["a"]["delivered"] == 1
+
+
+def test_deliveries_to_an_endpoint_no_longer_configured_are_abandoned(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "gone.db")
+    store.append(Event("match.started", "s1"), ["kept", "removed"], now=0)
+    assert store.abandon(["kept"], now=5.0) == 1
+    assert store.pending() == 1 and store.outbox_counts()["removed"]["failed"] == 1
+    assert store.outbox_counts()["removed"]["last_error"] == "endpoint no longer configured"

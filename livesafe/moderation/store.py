@@ -50,6 +50,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (endpoint, event_seq)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_errors ON outbox(endpoint, event_seq) WHERE last_error IS NOT NULL;
+-- Rows per endpoint and state, kept by triggers, so counting them does not scan the outbox.
+CREATE TABLE IF NOT EXISTS outbox_counts (
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, state)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS outbox_counted_insert AFTER INSERT ON outbox BEGIN
+    INSERT INTO outbox_counts VALUES (new.endpoint, new.state, 1)
+    ON CONFLICT (endpoint, state) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_counted_update AFTER UPDATE OF state ON outbox WHEN old.state != new.state BEGIN
+    UPDATE outbox_counts SET count = count - 1 WHERE endpoint = old.endpoint AND state = old.state;
+    INSERT INTO outbox_counts VALUES (new.endpoint, new.state, 1)
+    ON CONFLICT (endpoint, state) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_counted_delete AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counts SET count = count - 1 WHERE endpoint = old.endpoint AND state = old.state;
+END;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -130,6 +150,9 @@ class EventStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        if self._db.execute("SELECT 1 FROM outbox_counts LIMIT 1").fetchone() is None:
+            # A database from before the counts table (or an empty one): count once.
+            self._db.execute("INSERT INTO outbox_counts SELECT endpoint, state, COUNT(*) FROM outbox GROUP BY 1, 2")
 
     def close(self) -> None:
         self._db.close()
@@ -259,14 +282,29 @@ class EventStore:
     def outbox_counts(self) -> dict[str, dict[str, Any]]:
         """Per endpoint: deliveries pending/delivered/failed, the last error and when it was."""
         out: dict[str, dict[str, Any]] = {}
-        for endpoint, state, count in self._db.execute("SELECT endpoint, state, COUNT(*) FROM outbox GROUP BY endpoint, state"):
+        for endpoint, state, count in self._db.execute("SELECT endpoint, state, count FROM outbox_counts"):
             out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})[state] = count
-        for endpoint, error in self._db.execute(
-            """SELECT endpoint, last_error FROM outbox o WHERE last_error IS NOT NULL AND event_seq =
-               (SELECT MAX(event_seq) FROM outbox i WHERE i.endpoint = o.endpoint AND i.last_error IS NOT NULL)"""
-        ):
-            out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})["last_error"] = error
+        for endpoint in list(out):
+            row = self._db.execute(
+                "SELECT last_error FROM outbox WHERE endpoint = ? AND last_error IS NOT NULL ORDER BY event_seq DESC LIMIT 1",
+                (endpoint,),
+            ).fetchone()
+            if row is not None:
+                out[endpoint]["last_error"] = row[0]
         return out
+
+    def abandon(self, configured: Sequence[str], now: float) -> int:
+        """Mark pending deliveries to endpoints no longer configured as failed; returns how many.
+
+        Otherwise they would wait forever, keep the backlog above zero and keep
+        their events from ever being pruned.
+        """
+        marks = ",".join("?" * len(configured))
+        return self._db.execute(
+            f"""UPDATE outbox SET state = 'failed', last_error = 'endpoint no longer configured', finished_at = ?
+                WHERE state = 'pending' AND endpoint NOT IN ({marks})""",
+            (now, *configured),
+        ).rowcount
 
     def pending(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

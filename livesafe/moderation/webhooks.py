@@ -96,6 +96,9 @@ class WebhookDispatcher:
         self._give_up = settings.webhook_give_up_hours * 3600
         self._endpoints = {w.name: w for w in settings.webhooks}
         self.health = {name: EndpointHealth() for name in self._endpoints}
+        abandoned = store.abandon(list(self._endpoints), time.time())
+        if abandoned:
+            log.warning("%d pending webhook deliveries were for endpoints no longer configured: marked failed", abandoned)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
