@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -37,8 +37,6 @@ MAX_PAGE = 1000
 FEED_BATCH = 200
 HEARTBEAT_SECONDS = 15.0
 CLIENT_CHECK_SECONDS = 0.5  # how soon a quiet feed notices its client left
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_moderation(app: web.Application, moderation: Moderation) -> None:

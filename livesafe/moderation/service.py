@@ -25,7 +25,7 @@ from livesafe.guard.redact import Action
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.events import ACTION_TAKEN, REPORT_RECEIVED, WEBHOOK_FAILED, Event
 from livesafe.moderation.policy import DEFAULT, PolicyProfile
-from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
+from livesafe.moderation.reports import MAX_REASON, ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store import Allowed, AuditEntry, EventStore
 from livesafe.moderation.webhooks import WebhookDispatcher
@@ -256,7 +256,7 @@ class Moderation:
         if len(reason) > MAX_REASON:
             raise ActionError(f"reason: at most {MAX_REASON} characters")
         now = time.time()
-        self.reports.admit(stream_id, client, now)  # raises RateLimited
+        self.reports.admit(stream_id, client, now)  # raises reports.RateLimited
         profile = control.profile(stream_id)
         verdict = self.reports.weigh(stream_id, client, now, profile)
         data = {"reason": reason, "category": category, "client": client, "reporters_in_window": verdict.reporters,
@@ -282,6 +282,3 @@ class Moderation:
             except Exception:  # noqa: BLE001 - pruning failing must not stop delivery
                 log.exception("retention pruning failed")
             await asyncio.sleep(3600)
-
-
-__all__ = ["AllowList", "Moderation", "RateLimited", "StreamControl"]
