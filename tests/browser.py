@@ -9,6 +9,8 @@ behind mDNS names (aiortc could not resolve them here).
 from __future__ import annotations
 
 import shutil
+import time
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,14 @@ def chromium(extra_args: tuple[str, ...] = ()):
     ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for_script(driver: Any, script: str, timeout: float, *, context: str, interval: float = 0.2) -> Any:
+    """Poll ``script`` until it returns something truthy (returned); on timeout fail with the page's ``context`` script's value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for: {script} (page: {driver.execute_script(context)})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from browser import chromium
+from browser import chromium, wait_for_script
 from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
@@ -63,13 +62,7 @@ def shown(selector: str) -> str:
 
 
 def _wait(driver: Any, script: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script} (dashboard: {driver.execute_script(f'return JSON.stringify({STATE})')})")
+    return wait_for_script(driver, script, timeout, context=f"return JSON.stringify({STATE})", interval=0.1)
 
 
 async def wait(driver: Any, script: str, timeout: float = 20.0) -> Any:

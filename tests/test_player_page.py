@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from browser import chromium
+from browser import chromium, wait_for_script
 from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish
 from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
 
 
 def _wait(driver, script: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {script} (page error: {driver.execute_script('return window.livesafe && window.livesafe.error')})")
+    return wait_for_script(driver, script, timeout, context="return window.livesafe && window.livesafe.error")
 
 
 @contextlib.asynccontextmanager
