@@ -53,10 +53,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import ensure_private_network, print_report, proc_cpu_rss  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_streams"
 CACHE = Path(tempfile.gettempdir()) / "livesafe-bench-moderation"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PARTS = ("a", "b", "c", "d", "e")
 SECRET = "whsec_" + "YmVuY2gtbW9kZXJhdGlvbi1zZWNyZXQtMTIzNDU2"
 CLIP_SECONDS = 6.0  # blocked_cut.mp4: 180 frames at 30 fps, blocked 2.5-4.0 s
@@ -85,13 +87,6 @@ def sample_event(stream: str = "s1") -> Any:
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def free_port() -> int:
@@ -299,7 +294,7 @@ class Proxy:
 
     def cpu(self) -> float:
         assert self.proc is not None
-        return proc_cpu(self.proc.pid)
+        return proc_cpu_rss(self.proc.pid)[0]
 
     async def __aexit__(self, *exc: Any) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -617,24 +612,6 @@ async def bench_drain(args: Any, workdir: Path) -> tuple[list[str], dict]:
 # -------------------------------------------------------------------- main
 
 
-def _interfaces() -> set[str]:
-    with open("/proc/net/dev") as f:
-        return {line.split(":", 1)[0].strip() for line in f.readlines()[2:]}
-
-
-def ensure_private_network() -> None:
-    if _interfaces() == {"lo"}:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        return
-    if os.environ.get("LIVESAFE_BENCH_NETNS") != "1" and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
-        print("re-running inside a private network namespace (unshare --net, loopback only)", flush=True)
-        os.environ["LIVESAFE_BENCH_NETNS"] = "1"
-        os.execvp("unshare", ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
-                              sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])  # fmt: skip
-    sys.exit("other network interfaces are visible: run inside a private network namespace with loopback only, e.g.\n"
-             "  unshare --net sh -c 'ip link set lo up && python benchmarks/bench_moderation.py'")  # fmt: skip
-
-
 def parse_args() -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run (~1 min)")
@@ -711,15 +688,9 @@ async def amain(args: Any) -> None:
     report["seconds"] = time.monotonic() - started
     report["load_average_end"] = os.getloadavg()[0]
     sections.sort(key=lambda s: s[0])  # a, b, c, d, e
-    print()
-    print(f"# bench_moderation{' (--quick)' if args.quick else ''}: {notes}")
-    print(f"load average {load:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s")
-    for lines in sections:
-        print()
-        print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-        print(f"\nJSON: {args.json}")
+    header = [f"# bench_moderation{' (--quick)' if args.quick else ''}: {notes}",
+              f"load average {load:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s"]  # fmt: skip
+    print_report(header, sections, report, args.json)
 
 
 def main() -> None:
@@ -732,7 +703,7 @@ def main() -> None:
             _, url, clip, seconds = args.child
             asyncio.run(child_publish(url, clip, float(seconds)))
         return
-    ensure_private_network()
+    ensure_private_network(__file__)
     asyncio.run(amain(args))
 
 

@@ -58,7 +58,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,11 +69,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay_bench_support as support
+from bench_common import CLK_TCK, ensure_private_network, print_report, proc_cpu_rss
 
 SUPPORT = Path(support.__file__).resolve()
 CACHE = Path(tempfile.gettempdir()) / "livesafe-bench-relay"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 PHASES = ("latency", "capacity", "viewers", "overload")
 GRACE = 1.5  # seconds after a window for the frames published in it to arrive
 
@@ -86,18 +84,6 @@ def _delay_buffer_ms() -> float:
 
 
 # ------------------------------------------------------------- processes
-
-
-def proc_cpu_rss(pid: int) -> tuple[float, float]:
-    """(CPU seconds user+system, RSS MiB) of process ``pid`` (all its threads)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/statm") as f:
-            rss_pages = int(f.read().split()[1])
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return float("nan"), float("nan")
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK, rss_pages * PAGE / 2**20
 
 
 def udp_drops() -> int:
@@ -727,31 +713,6 @@ def run_summary(o: Outcome) -> dict:
 # -------------------------------------------------------------------- main
 
 
-def _interfaces() -> set[str]:
-    # /proc/net/dev belongs to this process's network namespace (/sys/class/net may not).
-    with open("/proc/net/dev") as f:
-        return {line.split(":", 1)[0].strip() for line in f.readlines()[2:]}
-
-
-def ensure_private_network(args: Any) -> None:
-    interfaces = _interfaces()
-    if interfaces == {"lo"}:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        return
-    if args.no_netns_check:
-        print(f"warning: network interfaces {sorted(interfaces)} are visible; ICE still uses 127.0.0.1 only")
-        return
-    if os.environ.get("LIVESAFE_BENCH_NETNS") != "1" and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
-        print("re-running inside a private network namespace (unshare --net, loopback only)", flush=True)
-        os.environ["LIVESAFE_BENCH_NETNS"] = "1"
-        os.execvp(
-            "unshare",
-            ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
-        )
-    sys.exit(f"network interfaces {sorted(interfaces)} are visible: run inside a private network namespace with loopback only, e.g.\n"
-             "  unshare --net sh -c 'ip link set lo up && python benchmarks/bench_relay.py'")  # fmt: skip
-
-
 def parse_args() -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     def ints(text: str) -> list[int]:
@@ -826,20 +787,17 @@ async def amain(args: Any) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.monotonic() - started
     report["load_average_end"] = os.getloadavg()[0]
-    print()
-    print(f"# bench_relay: guarded vs plain aiortc relay, 1280x720 30 fps H.264, loopback{' (--quick)' if args.quick else ''}")
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s; CPU figures are % of one core, relay process only.")
-    for lines in sections:
-        print()
-        print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-        print(f"\nJSON: {args.json}")
+    header = [
+        f"# bench_relay: guarded vs plain aiortc relay, 1280x720 30 fps H.264, loopback{' (--quick)' if args.quick else ''}",
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s; "
+        "CPU figures are % of one core, relay process only.",
+    ]
+    print_report(header, sections, report, args.json)
 
 
 def main() -> None:
     args = parse_args()
-    ensure_private_network(args)
+    ensure_private_network(__file__, allow_visible=args.no_netns_check)
     asyncio.run(amain(args))
 
 
