@@ -212,10 +212,8 @@ async def _events_after(moderation: Moderation, after: int, gone: Callable[[], b
     loop = asyncio.get_running_loop()
     deadline = loop.time() + HEARTBEAT_SECONDS
     while not gone() and (left := deadline - loop.time()) > 0:
-        await moderation.wait_for_events(after, min(left, CLIENT_CHECK_SECONDS))
-        events = moderation.store.events(after, limit=FEED_BATCH)
-        if events:
-            return events
+        if await moderation.wait_for_events(after, min(left, CLIENT_CHECK_SECONDS)):
+            return moderation.store.events(after, limit=FEED_BATCH)
     return []
 
 

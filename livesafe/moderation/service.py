@@ -25,7 +25,7 @@ from livesafe.guard.redact import Action
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.events import ACTION_TAKEN, REPORT_RECEIVED, WEBHOOK_FAILED, Event
 from livesafe.moderation.policy import DEFAULT, PolicyProfile
-from livesafe.moderation.reports import MAX_REASON, ReportDesk
+from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store import Allowed, AuditEntry, EventStore
 from livesafe.moderation.webhooks import WebhookDispatcher
@@ -150,15 +150,16 @@ class Moderation:
         # Not queued for the endpoint that failed: that would feed its own backlog.
         self.record(Event(WEBHOOK_FAILED, stream, "warning", data), skip_endpoint=endpoint.name)
 
-    async def wait_for_events(self, after: int, timeout: float) -> None:
-        """Return when an event after ``seq`` ``after`` exists, or after ``timeout``."""
+    async def wait_for_events(self, after: int, timeout: float) -> bool:
+        """Whether an event after ``seq`` ``after`` exists, waiting for one up to ``timeout``."""
         signal = self._new_event
         if self.store.last_seq() > after:
-            return
+            return True
         try:
             await asyncio.wait_for(signal.wait(), timeout)
         except asyncio.TimeoutError:
-            pass
+            return False
+        return True
 
     # --------------------------------------------------------------- actions
 
@@ -253,8 +254,6 @@ class Moderation:
         control = self._control()
         if not control.is_live(stream_id):
             raise ActionError(f"no live stream named {stream_id!r}", 404)
-        if len(reason) > MAX_REASON:
-            raise ActionError(f"reason: at most {MAX_REASON} characters")
         now = time.time()
         self.reports.admit(stream_id, client, now)  # raises reports.RateLimited
         profile = control.profile(stream_id)

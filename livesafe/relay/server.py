@@ -145,19 +145,23 @@ class Relay:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
             self.ended_totals.add(stream)
-            summary = self.ended[stream.id] = stream.summary() | {"profile": self.profile(stream.id).name}
+            summary = self.ended[stream.id] = self._summary(stream)
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)
             self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
 
-    def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any]) -> None:
+    def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any], action: Action | None = None) -> None:
+        """A stream event from the relay (``action``: what viewers get; default the guard's current action)."""
         self._on_event(
             GuardEvent(type=kind, stream_id=stream.id, frame_index=stream.guard.stats.frames_in, pts=None, media_time=0.0,
-                       action=stream.guard.action.label, details=details)
+                       action=(stream.guard.action if action is None else action).label, details=details)
         )  # fmt: skip
 
+    def _summary(self, stream: LiveStream) -> dict[str, Any]:
+        return stream.summary() | {"profile": self.profile(stream.id).name}
+
     def summaries(self) -> list[dict[str, Any]]:
-        live = [s.summary() | {"profile": self.profile(s.id).name} for s in self.streams.values()]
+        live = [self._summary(s) for s in self.streams.values()]
         return live + [s for k, s in self.ended.items() if k not in self.streams]
 
     # ------------------------------------------------------------ sessions
@@ -204,10 +208,7 @@ class Relay:
 
     async def cut(self, stream: LiveStream, reason: str) -> None:
         """End ``stream``'s publisher session (viewers get the slate, then are hung up)."""
-        self._on_event(
-            GuardEvent(type=STREAM_CUT, stream_id=stream.id, frame_index=stream.guard.stats.frames_in, pts=None,
-                       media_time=0.0, action="slate", details={"reason": reason})
-        )  # fmt: skip
+        self._lifecycle(STREAM_CUT, stream, {"reason": reason}, action=Action.SLATE)
         publisher = stream.publisher
         if publisher is not None:
             await self.close_session(publisher)
@@ -223,8 +224,7 @@ class Relay:
         return self.settings.profile_for(stream_id)
 
     def latest_frame(self, stream_id: str) -> av.VideoFrame | None:
-        stream = self.streams.get(stream_id)
-        return stream.latest_frame if stream is not None and stream.publisher is not None else None
+        return self.streams[stream_id].latest_frame if self.is_live(stream_id) else None
 
     def is_live(self, stream_id: str) -> bool:
         stream = self.streams.get(stream_id)
