@@ -26,11 +26,11 @@ from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ListWatcher, LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
-from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
-from livesafe.relay.ice import IceSettings
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
 from livesafe.proxy import build_proxy
+from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
+from livesafe.relay.ice import IceSettings
 from livesafe.relay.server import Relay
 from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, open_video, progress_stream, scan_file
@@ -210,7 +210,7 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     logging.getLogger("livesafe").setLevel(logging.INFO)
     try:
         proxy = build_proxy(settings, lambda: lists.current, config.guard, config.moderation)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     watcher = ListWatcher(lists, config.reload_seconds).start()
     relay = proxy.relay

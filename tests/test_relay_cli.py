@@ -104,6 +104,15 @@ def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
     assert missing.returncode == 2 and "no blocklist" in missing.stderr
 
 
+def test_serve_refuses_an_unusable_event_store_with_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "not-a-db.db").write_text("garbage")
+    for database, reason in ((tmp_path / "a-file" / "ev.db", "File exists"), (tmp_path / "not-a-db.db", "not a database")):
+        result = _run("serve", "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(database))
+        assert result.returncode == 2 and "event store" in result.stderr and reason in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path):
     """README's main command: the relay with the embedded config, a sample published on a loop."""
     port = _free_port()
