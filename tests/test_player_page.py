@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from browser import chromium, wait_for_script
+from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish
 from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
@@ -21,9 +22,14 @@ def _wait(driver, script: str, timeout: float = 20.0):
 
 @contextlib.asynccontextmanager
 async def player_watching_sample(stream: str = "s") -> AsyncIterator[tuple[RunningRelay, Any]]:
-    """A relay with the sample published as ``stream``, and Chromium on its player page."""
-    async with running_relay() as r:
-        publisher = asyncio.ensure_future(publish(SAMPLES / "blocked_cut.mp4", r.url("whip", stream), ice=ICE, duration=12))
+    """A relay with the sample published (looping) as ``stream``, and Chromium on its player page.
+
+    The guard holds a redaction for 30 s after the blocked picture has gone: the page polls the
+    stream's state every 2 s, and a loaded machine may reach the page after the sample's 1.5 s
+    blocked segment is over, so the test must not depend on catching that segment's own window."""
+    async with running_relay(guard=GuardSettings(hold_seconds=30.0)) as r:
+        clip = SAMPLES / "blocked_cut.mp4"
+        publisher = asyncio.ensure_future(publish(clip, r.url("whip", stream), ice=ICE, loop=True, duration=40))
         await r.wait_for(lambda relay: stream in relay.streams and relay.streams[stream].counters.frames_in > 0)
         driver = await asyncio.to_thread(chromium)
         try:
