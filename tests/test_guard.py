@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import time
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -564,3 +566,77 @@ def test_broken_event_sink_does_not_stop_frames() -> None:
     assert redacted(out) and min(redacted(out)) == 20 and all(out[i].action is Action.BLUR for i in range(20, 40))
     assert out[-1].action is Action.PASS  # released after the hold (media time from the fallback rate)
     assert calls == [MATCH_STARTED, MATCH_CLEARED]
+
+
+# --- 9. moderator commands: keep and resume ---------------------------------------------------
+
+
+def _guard(events: list[GuardEvent], cls: type[StreamGuard] = StreamGuard) -> tuple[StreamGuard, int]:
+    """A guard with no hold of its own, pushed 20 frames of listed picture: redacting."""
+    lists = sample_matcher()
+    guard = cls(lambda: lists.current, GuardSettings(hold_seconds=0.0), on_event=events.append)
+    for i in range(20):
+        guard.push(frame_of("chelsea", i))
+    assert guard.redacting
+    return guard, 20
+
+
+def test_keep_holds_a_redaction_until_resumed_and_says_whether_there_was_one() -> None:
+    events: list[GuardEvent] = []
+    lists = sample_matcher()
+    guard = StreamGuard(lambda: lists.current, GuardSettings(hold_seconds=0.0), on_event=events.append)
+    for i in range(10):
+        guard.push(frame_of("astronaut", i))
+    assert guard.keep() is False and not guard.kept, "nothing to keep"
+    for i in range(10, 30):
+        guard.push(frame_of("chelsea", i))
+    assert guard.keep() is True and guard.kept
+    for i in range(30, 120):  # 3 s of clean picture; without the keep the first deep sample would clear
+        guard.push(frame_of("astronaut", i))
+    assert guard.redacting and [e.type for e in events] == [MATCH_STARTED]
+    guard.resume("mod")
+    guard.push(frame_of("astronaut", 120))
+    assert not guard.redacting and not guard.kept
+    assert events[-1].type == MATCH_CLEARED and events[-1].details["resumed_by"] == "mod"
+
+
+def test_a_keep_after_a_resume_was_asked_for_wins() -> None:
+    """Two moderators: one resumes, the other keeps before the resume reached the guard's thread."""
+    events: list[GuardEvent] = []
+    guard, n = _guard(events)
+    guard.resume("ann")
+    assert guard.keep() is True
+    for i in range(n, n + 60):
+        guard.push(frame_of("astronaut", i))
+    assert guard.redacting and guard.kept and [e.type for e in events] == [MATCH_STARTED]
+    guard.resume("bob")  # a resume after the keep applies
+    guard.push(frame_of("astronaut", n + 60))
+    assert not guard.redacting and events[-1].details["resumed_by"] == "bob"
+
+
+def test_a_keep_cannot_slip_in_while_the_guard_clears() -> None:
+    """keep() runs on the event loop while the guard clears on its own thread.  A keep that
+    lands while the guard is clearing must wait and answer False, never say True and be wiped
+    by the clear (a moderator told "kept" while viewers see the stream again)."""
+    answers: list[bool] = []
+
+    class Racing(StreamGuard):
+        def _clear(self, *args, **kwargs) -> None:
+            if not answers:  # the first clear: a moderator's keep arrives right now, from another thread
+                racer = threading.Thread(target=lambda: answers.append(self.keep()))
+                racer.start()
+                racer.join(0.2)  # returns at once unless keep() waits for the clear
+            super()._clear(*args, **kwargs)
+
+    events: list[GuardEvent] = []
+    guard, n = _guard(events, Racing)
+    for i in range(n, n + 60):
+        guard.push(frame_of("astronaut", i))
+        if answers:
+            break
+    deadline = time.monotonic() + 5
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers, "the clear happened and the racing keep returned"
+    assert answers == [guard.redacting], f"keep said {answers[0]} but the guard is {'' if guard.redacting else 'not '}redacting"
+    assert answers == [False] and [e.type for e in events] == [MATCH_STARTED, MATCH_CLEARED]

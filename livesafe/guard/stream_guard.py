@@ -26,6 +26,7 @@ the guard fails closed: the frame and everything buffered is slated.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from bisect import bisect_left
 from collections import deque
@@ -133,6 +134,8 @@ class StreamGuard:
         # thread before its next frame (deque append/popleft are thread-safe).
         self._commands: deque[tuple[str, Any]] = deque()
         self._kept = False  # a moderator holds the redaction until they resume
+        self._hold_lock = threading.Lock()  # keep() against the guard's clear when a hold expires
+        self._keeps = 0  # keep() calls so far: a resume asked for before the latest keep is void
         self.settings = settings or GuardSettings()
         self.stream_id = stream_id
         self._on_event = on_event
@@ -164,12 +167,25 @@ class StreamGuard:
     # ------------------------------------------------------ moderator commands
 
     def resume(self, by: str) -> None:
-        """Lift the redaction now (and any hold); a match on a later sample redacts again."""
-        self._commands.append(("resume", by))
+        """Lift the redaction now (and any hold); a match on a later sample redacts again.
 
-    def keep(self) -> None:
-        """Hold the current redaction until :meth:`resume`, however clean later samples are."""
-        self._commands.append(("keep", None))
+        Applied before the next frame, unless :meth:`keep` is called in between (the later word wins).
+        """
+        self._commands.append(("resume", (by, self._keeps)))
+
+    def keep(self) -> bool:
+        """Hold the current redaction until :meth:`resume`, however clean later samples are.
+
+        Unlike the other commands this applies at once, from any thread: the hold must not
+        expire between a moderator's "it is redacted" and "keep it", or they would be told
+        it is kept while viewers see the stream again.  False: there was nothing to keep.
+        """
+        with self._hold_lock:
+            if not self.redacting:
+                return False
+            self._kept = True
+            self._keeps += 1
+            return True
 
     def impose(self, action: Action, reason: str) -> None:
         """Redact from the oldest buffered frame on, held until :meth:`resume`."""
@@ -179,11 +195,13 @@ class StreamGuard:
         while self._commands:
             kind, arg = self._commands.popleft()
             if kind == "resume":
-                self._kept = False
-                if self.redacting:
-                    self._clear(self._last_time, self._index - 1, ended=False, resumed_by=arg)
-            elif kind == "keep":
-                self._kept = self.redacting
+                by, keeps = arg
+                with self._hold_lock:
+                    if keeps != self._keeps:  # a keep came after this resume was asked for: the later word wins
+                        continue
+                    self._kept = False
+                    if self.redacting:
+                        self._clear(self._last_time, self._index - 1, ended=False, resumed_by=by)
             elif kind == "impose":
                 action, reason = arg
                 self._kept = True
@@ -332,9 +350,10 @@ class StreamGuard:
             self._episode_lists.update(m.list_name for m in matches)
         elif deep:  # a light sample may have missed a window: it neither bounds nor releases
             self._last_clean_sample = item.index
-            held = self._kept or item.media_time - self._last_match_time < self.settings.hold_seconds
-            if self.redacting and not held:
-                self._clear(item.media_time, item.index, ended=False)
+            if self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
+                with self._hold_lock:
+                    if not self._kept:
+                        self._clear(item.media_time, item.index, ended=False)
 
     def _episode_first_frame(self) -> int:
         """Where the matched content most likely appeared (see the module docstring)."""

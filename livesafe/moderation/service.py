@@ -46,7 +46,9 @@ class StreamControl(Protocol):
     def is_live(self, stream_id: str) -> bool: ...
     def is_redacting(self, stream_id: str) -> bool: ...
     def resume(self, stream_id: str, by: str) -> None: ...
-    def keep(self, stream_id: str) -> None: ...
+    def keep(self, stream_id: str) -> bool:
+        """Hold the redaction in force until a resume; False if there is none (at that instant)."""
+        ...
     def impose(self, stream_id: str, action: Action, reason: str) -> None: ...
     async def terminate(self, stream_id: str, reason: str) -> str:
         """Disconnect the publisher; returns the SHA-256 of the stream key it used (to revoke)."""
@@ -179,8 +181,8 @@ class Moderation:
             raise ActionError(f"stream {stream_id!r} has no match to {request.action.replace('_', ' ')}", 409)
         if request.action == "resume":
             control.resume(stream_id, principal.name)
-        elif request.action == "keep":
-            control.keep(stream_id)
+        elif request.action == "keep" and not control.keep(stream_id):  # the hold expired just now
+            raise ActionError(f"stream {stream_id!r} is not redacted now", 409)
         elif request.action == "false_positive":
             details = self._mark_false_positive(principal, stream_id, request, episode)
             if live and control.is_redacting(stream_id):

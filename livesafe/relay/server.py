@@ -237,8 +237,8 @@ class Relay:
     def resume(self, stream_id: str, by: str) -> None:
         self.streams[stream_id].guard.resume(by)
 
-    def keep(self, stream_id: str) -> None:
-        self.streams[stream_id].guard.keep()
+    def keep(self, stream_id: str) -> bool:
+        return self.streams[stream_id].guard.keep()
 
     def impose(self, stream_id: str, action: Action, reason: str) -> None:
         self.streams[stream_id].guard.impose(max(action, self.profile(stream_id).floor), reason)
