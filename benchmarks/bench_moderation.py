@@ -26,11 +26,14 @@ d. live-feed cost: the proxy of (b), its stream still running; its CPU (utime+st
    ``--rate`` per second (what a busy multi-stream proxy would feed a dashboard).
 e. scrape: ``livesafe.metrics.render`` (what ``GET /metrics`` does) against a database
    holding 0 and ``--scrape-rows`` delivered outbox rows (the store counts them per scrape).
+f. paced appends: ``EventStore.append`` (two endpoints) at a steady 5, 50, 500 and 2,000
+   events/s for ``--paced-seconds`` each: each append's time and the WAL's largest size, so
+   the checkpoint thread is measured at the rates a proxy sees, not only flat out as in (a).
 
 It must run in a private network namespace with loopback only; as root it re-runs itself
 under ``unshare --net`` (as bench_relay.py does).
 
-    python benchmarks/bench_moderation.py [--quick] [--parts a,b,c,d,e] [--json OUT]
+    python benchmarks/bench_moderation.py [--quick] [--parts a,b,c,d,e,f] [--json OUT]
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ from bench_common import ensure_private_network, print_report, proc_cpu_rss  # n
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_streams"
 CACHE = Path(tempfile.gettempdir()) / "livesafe-bench-moderation"
-PARTS = ("a", "b", "c", "d", "e")
+PARTS = ("a", "b", "c", "d", "e", "f")
+PACED_RATES = (5.0, 50.0, 500.0, 2000.0)
 SECRET = "whsec_" + "YmVuY2gtbW9kZXJhdGlvbi1zZWNyZXQtMTIzNDU2"
 CLIP_SECONDS = 6.0  # blocked_cut.mp4: 180 frames at 30 fps, blocked 2.5-4.0 s
 GUARD_TYPES = ("stream.started", "stream.ended", "match.started", "match.cleared", "guard.error")
@@ -143,6 +147,37 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
             report[f"{via}/{endpoints}"] = row
             lines.append(f"| {via} | {endpoints} | {row['events_per_s']:,.0f} | {row['p50_us']:.0f} | "
                          f"{row['p99_us']:.0f} | {row['max_us']:,.0f} | {row['db_mib']:.1f} MiB |")  # fmt: skip
+    return lines, report
+
+
+async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
+    from livesafe.moderation.store import EventStore
+
+    names = ["hook0", "hook1"]
+    lines = [f"#### f. Event store writes at a steady rate ({args.paced_seconds:g} s per rate, 2 webhook endpoints, "
+             "`match.started` events, the checkpoint thread running as in the proxy)", "",
+             "| events/s | events | p50 µs | p99 µs | max µs | largest WAL |", "|---|---|---|---|---|---|"]  # fmt: skip
+    report: dict[str, Any] = {}
+    for rate in PACED_RATES:
+        path = workdir / f"paced-{rate:g}.db"
+        store = EventStore(path)
+        n = int(rate * args.paced_seconds)
+        events = [sample_event() for _ in range(n)]
+        times, wal = np.empty(n), 0
+        start = time.perf_counter()
+        for i, event in enumerate(events):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # the loop idles, as in the proxy
+            t = time.perf_counter_ns()
+            store.append(event, names)
+            times[i] = time.perf_counter_ns() - t
+            wal = max(wal, Path(f"{path}-wal").stat().st_size)
+        store.close()
+        us = times / 1000
+        row = {"events": n, "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
+               "max_us": float(us.max()), "wal_mib": wal / 2**20}  # fmt: skip
+        report[f"{rate:g}"] = row
+        lines.append(f"| {rate:,.0f} | {n:,} | {row['p50_us']:.0f} | {row['p99_us']:.0f} | {row['max_us']:,.0f} | "
+                     f"{row['wal_mib']:.1f} MiB |")  # fmt: skip
     return lines, report
 
 
@@ -625,12 +660,13 @@ def parse_args() -> Any:
     parser.add_argument("--window", type=float, default=None, help="(d) seconds per measuring window (default 15)")
     parser.add_argument("--scrape-rows", type=int, default=None, help="(e) outbox rows in the big database (default 400000)")
     parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument("--paced-seconds", type=float, default=None, help="(f) seconds per rate (default 10)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, child logs)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     defaults = {"store_events": (2000, 5000), "episodes": (3, 10), "backlog": (1000, 5000), "rate": (50.0, 50.0),
-                "window": (6.0, 15.0), "scrape_rows": (40_000, 400_000)}  # fmt: skip
+                "window": (6.0, 15.0), "scrape_rows": (40_000, 400_000), "paced_seconds": (3.0, 10.0)}  # fmt: skip
     for name, (quick, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -682,12 +718,16 @@ async def amain(args: Any) -> None:
             print("e: scrape cost", flush=True)
             lines, report["e"] = await bench_scrape(args, workdir)
             sections.append(lines)
+        if "f" in args.parts:
+            print("f: paced store appends", flush=True)
+            lines, report["f"] = await bench_paced(args, workdir)
+            sections.append(lines)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.monotonic() - started
     report["load_average_end"] = os.getloadavg()[0]
-    sections.sort(key=lambda s: s[0])  # a, b, c, d, e
+    sections.sort(key=lambda s: s[0])  # a, b, c, d, e, f
     header = [f"# bench_moderation{' (--quick)' if args.quick else ''}: {notes}",
               f"load average {load:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s"]  # fmt: skip
     print_report(header, sections, report, args.json)

@@ -5,6 +5,7 @@ event, delivery bookkeeping, retention, and that everything survives a restart."
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,41 @@ def test_deliveries_to_an_endpoint_no_longer_configured_are_abandoned(tmp_path: 
     assert store.abandon(["kept"], now=5.0) == 1
     assert store.pending() == 1 and store.outbox_counts()["removed"]["failed"] == 1
     assert store.outbox_counts()["removed"]["last_error"] == "endpoint no longer configured"
+
+
+def _largest_wal(path: Path, *, pause: float = 0.0, **checkpoints) -> int:
+    """Append 1,000 events (two outbox rows each) in bursts of 100, ``pause`` s apart; the WAL's largest size."""
+    store = EventStore(path, **checkpoints)
+    largest = 0
+    try:
+        for _ in range(10):
+            for _ in range(100):
+                store.append(event(matched_hash="ab" * 32, distance=3), ["hook1", "hook2"])
+            time.sleep(pause)
+            largest = max(largest, Path(f"{path}-wal").stat().st_size)
+    finally:
+        store.close()
+    reopened = EventStore(path)
+    try:
+        assert len(reopened.events(limit=2000)) == 1000
+    finally:
+        reopened.close()
+    return largest
+
+
+def test_checkpoints_happen_off_the_writers_commits_and_keep_the_wal_small(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages -- on
+    the event loop.  The store turns it off and checkpoints on a thread of its own instead."""
+    unchecked = _largest_wal(tmp_path / "unchecked.db", pause=0.05, interval=3600)  # the thread never gets to run
+    checked = _largest_wal(tmp_path / "checked.db", pause=0.05, interval=0.01, quiet_seconds=0.02)
+    assert unchecked > 20 * 2**20, f"appends checkpointed by themselves: WAL only {unchecked:,} B"
+    assert checked < unchecked / 4, f"WAL {checked:,} B with the checkpointer, {unchecked:,} B without"
+
+
+def test_a_wal_written_without_a_pause_is_restarted_by_the_writer(tmp_path: Path) -> None:
+    """Commits back to back: every checkpoint ends with frames it did not copy, so the WAL never
+    starts over by itself; past the limit the writer finishes the copy and it does."""
+    grown = _largest_wal(tmp_path / "grown.db", interval=0.005, batch=1, restart_bytes=2**40)
+    bounded = _largest_wal(tmp_path / "bounded.db", interval=0.005, batch=1, restart_bytes=2**20)
+    assert grown > 20 * 2**20, f"the WAL started over without help: {grown:,} B"
+    assert bounded < 10 * 2**20, f"WAL {bounded:,} B with a 1 MiB restart limit"

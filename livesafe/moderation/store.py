@@ -9,6 +9,9 @@ false positives) and ``revoked_keys`` (stream keys of terminated streams).
 The store is used from the event loop only.  Each write is one short
 transaction; with WAL and ``synchronous=NORMAL`` a commit does not wait for
 the disk (a power cut may lose the last commits, a crashed process does not).
+Checkpoints (copying the WAL back into the database file) run on a thread of
+their own: SQLite's automatic one runs inside whichever commit crosses 1,000
+WAL pages, which put 4-6 ms stalls on the event loop every ~150 events.
 
 DESIGN's growth path keeps this behind one class: a Redis Streams store with
 the same methods replaces it when several proxies share an event log.
@@ -16,15 +19,20 @@ the same methods replaces it when several proxies share an event log.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from livesafe.moderation.events import Event
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -140,8 +148,10 @@ class Allowed:
 
 
 class EventStore:
-    def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
+    def __init__(self, path: str | Path, **checkpoints: Any) -> None:
+        """``checkpoints``: settings of the checkpoint thread (see ``_Checkpointer``), for tests."""
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; transactions explicit
@@ -149,13 +159,20 @@ class EventStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off the loop
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")  # a WAL grown by a burst shrinks back
         self._db.executescript(_SCHEMA)
         if self._db.execute("SELECT 1 FROM outbox_counts LIMIT 1").fetchone() is None:
             # A database from before the counts table (or an empty one): count once.
             self._db.execute("INSERT INTO outbox_counts SELECT endpoint, state, COUNT(*) FROM outbox GROUP BY 1, 2")
+        self._checkpointer = None if in_memory else _Checkpointer(self.path, **checkpoints)
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     def close(self) -> None:
-        self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self._db.close()  # the last connection to close checkpoints what is left
 
     # ---------------------------------------------------------------- events
 
@@ -379,19 +396,92 @@ class EventStore:
             self._db.execute("DELETE FROM audit WHERE at < ?", (now - audit_retention_days * 86400,))
         return deleted
 
-    def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.commits += 1
+            if self._checkpointer.restart:
+                self._restart_wal()
 
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+    def _restart_wal(self) -> None:
+        """Copy what the checkpointer has not (see ``_Checkpointer``), so the next commit starts the WAL over."""
+        try:
+            done = _passive_checkpoint(self._db)
+        except sqlite3.Error as exc:  # the commit stands; the next one tries again
+            log.warning("event store checkpoint failed: %s", exc)
+            return
+        if done is not None and done[0] == done[1]:
+            self._checkpointer.restart = False
+
+
+_WAL_LIMIT_BYTES = 64 * 2**20
+
+
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the database file on a connection and thread of its own.
+
+    It looks every ``interval`` seconds and checkpoints once ``batch`` commits have
+    accumulated, or when commits have paused for ``quiet_seconds``: a checkpoint after
+    every trickle of commits would make each of them slower (measured: p50 0.45 -> 0.9 ms
+    at 5 events/s), since a commit after a complete checkpoint starts the WAL over,
+    rewriting pages the checkpoint has just synced.
+
+    A PASSIVE checkpoint waits for no reader or writer, so appends on the loop go on
+    meanwhile.  The WAL starts over only at a commit that finds it all copied; when
+    commits come faster than a checkpoint takes, none does, and the WAL would grow for as
+    long as they do.  So past ``restart_bytes`` this asks for ``restart``: the writer then
+    checkpoints after its next commit itself (only the few frames this thread has not
+    copied yet, a millisecond or two) and the commit after that starts the WAL over.
+    """
+
+    def __init__(self, path: str, *, interval: float = 0.2, batch: int = 64, quiet_seconds: float = 1.0,
+                 restart_bytes: int = 16 * 2**20) -> None:  # fmt: skip
+        super().__init__(name="livesafe-checkpoint", daemon=True)
+        self._path = path
+        self._interval, self._batch, self._quiet_seconds = interval, batch, quiet_seconds
+        self._restart_bytes = restart_bytes
+        self._stopping = threading.Event()
+        self.commits = 0  # counted by the writer; only read here
+        self.restart = False  # set here, cleared by the writer once the WAL is all copied
+
+    def run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            restart_frames = self._restart_bytes // db.execute("PRAGMA page_size").fetchone()[0]
+            done = seen = self.commits
+            last_commit = time.monotonic()
+            while not self._stopping.wait(self._interval):
+                commits, now = self.commits, time.monotonic()
+                if commits != seen:
+                    seen, last_commit = commits, now
+                if commits - done < self._batch and not (commits > done and now - last_commit >= self._quiet_seconds):
+                    continue
+                done = commits
+                try:
+                    result = _passive_checkpoint(db)
+                    if result is not None and result[0] > restart_frames:
+                        self.restart = True
+                except sqlite3.Error as exc:  # e.g. the disk is full: the WAL grows meanwhile, writes go on
+                    log.warning("event store checkpoint failed: %s", exc)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
+def _passive_checkpoint(db: sqlite3.Connection) -> tuple[int, int] | None:
+    """(frames in the WAL, frames copied to the database), or None if another checkpoint was running."""
+    busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]  # all rows: a pending statement pins the WAL
+    return None if busy else (frames, copied)
 
 
 def _event(row: Sequence[Any]) -> Event:
