@@ -20,7 +20,7 @@ from typing import Any, Callable
 from aiohttp import WSMsgType, web
 
 from livesafe.moderation.actions import ActionError, ActionRequest
-from livesafe.moderation.events import Event
+from livesafe.moderation.feed import FeedItem
 from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
@@ -183,8 +183,9 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
 
     Resumes after ``Last-Event-ID`` (what browsers send on reconnect) or
     ``?since=<event id>``; without either it starts with the next event.
-    Events are read from the store, never queued per client: a slow client
-    costs a cursor, not memory, and misses nothing.
+    Events are read from the recent events every feed shares (or, further
+    back, the store), never queued per client: a slow client costs a cursor,
+    not memory, and misses nothing.
     """
     _principal(request)
     moderation = request.app[MODERATION]
@@ -203,7 +204,7 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
         feeds.discard(task)
 
 
-async def _events_after(moderation: Moderation, after: int, gone: Callable[[], bool]) -> list[Event]:
+async def _events_after(moderation: Moderation, after: int, gone: Callable[[], bool]) -> list[FeedItem]:
     """The next events after ``after``; [] after HEARTBEAT_SECONDS without any, or soon after the client left.
 
     aiohttp does not cancel a handler whose client hung up, so a quiet feed looks
@@ -213,7 +214,7 @@ async def _events_after(moderation: Moderation, after: int, gone: Callable[[], b
     deadline = loop.time() + HEARTBEAT_SECONDS
     while not gone() and (left := deadline - loop.time()) > 0:
         if await moderation.wait_for_events(after, min(left, CLIENT_CHECK_SECONDS)):
-            return moderation.store.events(after, limit=FEED_BATCH)
+            return moderation.recent.after(after, FEED_BATCH)
     return []
 
 
@@ -228,13 +229,12 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
     await response.write(b": livesafe events\n\n")
     try:
         while True:
-            events = await _events_after(moderation, after, _client_gone(request))
-            if not events:
+            items = await _events_after(moderation, after, _client_gone(request))
+            if not items:
                 await response.write(b": keepalive\n\n")
                 continue
-            chunk = "".join(f"id: {e.id}\nevent: {e.type}\ndata: {json.dumps(e.to_dict(), separators=(',', ':'))}\n\n" for e in events)
-            await response.write(chunk.encode())
-            after = events[-1].seq
+            await response.write("".join(f"id: {i.event.id}\nevent: {i.event.type}\ndata: {i.json}\n\n" for i in items).encode())
+            after = items[-1].event.seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     return response
@@ -252,9 +252,9 @@ async def _websocket_feed(request: web.Request, moderation: Moderation, after: i
     reader = asyncio.ensure_future(drain_incoming())
     try:
         while not ws.closed and not reader.done():
-            for event in await _events_after(moderation, after, lambda: ws.closed or reader.done()):
-                await ws.send_str(json.dumps(event.to_dict(), separators=(",", ":")))
-                after = event.seq
+            for item in await _events_after(moderation, after, lambda: ws.closed or reader.done()):
+                await ws.send_str(item.json)
+                after = item.event.seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -24,6 +24,7 @@ from livesafe.guard.matcher import Match
 from livesafe.guard.redact import Action
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.events import ACTION_TAKEN, REPORT_RECEIVED, WEBHOOK_FAILED, Event
+from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.policy import DEFAULT, PolicyProfile
 from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
@@ -83,6 +84,7 @@ class Moderation:
         self.counts: Counter[str] = Counter()  # events recorded, by type (for /metrics)
         self.matches: Counter[tuple[str, str]] = Counter()  # match.started by (list, category)
         self.lost = 0  # events the store failed to take
+        self.recent = RecentEvents(store)  # what live feeds read
         self._episodes: dict[str, Event] = {}  # stream -> the event that opened its current/last redaction
         self._new_event = asyncio.Event()
         self.closed = False
@@ -110,6 +112,7 @@ class Moderation:
             log.exception("could not store event %s (%s)", event.id, event.type)
             return event
         self.counts[event.type] += 1
+        self.recent.add(stored)
         if endpoints:
             self.webhooks.wake()
         self._new_event.set()
@@ -155,11 +158,12 @@ class Moderation:
     async def wait_for_events(self, after: int, timeout: float) -> bool:
         """Whether an event after ``seq`` ``after`` exists, waiting for one up to ``timeout``."""
         signal = self._new_event
-        if self.store.last_seq() > after:
+        if self.recent.last_seq > after:
             return True
         try:
-            await asyncio.wait_for(signal.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for: every feed waits here
+                await signal.wait()
+        except TimeoutError:
             return False
         return True
 
