@@ -234,6 +234,19 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
         assert await js(driver, "return window.pwned") is None
         assert await js(driver, f"return {STATE}.blockedByPolicy") == []  # nothing even tried to run
 
+        # "Retry now" on the failing endpoint asks for a reason and lands in the audit log; nobody
+        # listens there, so it is still failing afterwards.
+        retry = q('#webhooks tbody tr[data-hook="siem"] button.retry')
+        await js(driver, f"setTimeout(() => {retry}.click())")
+        dialog = await asyncio.to_thread(_dialog, driver)
+        assert "Retry webhook siem now?" in dialog.text
+        await asyncio.to_thread(dialog.send_keys, "receiver redeployed")
+        await asyncio.to_thread(dialog.accept)
+        assert "retrying now" in await wait(driver, f"return {text('#webhooks-status')}")
+        (entry,) = r.moderation.store.audit_log(0)
+        assert (entry.action, entry.reason, entry.details["endpoint"]) == ("webhook_retry", "receiver redeployed", "siem")
+        await wait(driver, f"return {q('#audit tbody')}.innerText.includes('webhook_retry')")
+
 
 async def test_terminate_asks_first_then_ends_the_stream_on_the_record(clip: Path):
     async with running_relay() as r, dashboard(r) as driver, publishing(clip, r) as publisher:

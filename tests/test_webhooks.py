@@ -478,6 +478,52 @@ async def test_a_delivery_past_give_up_hours_is_marked_failed_and_reported(http,
     assert [(endpoint, state, attempts) for endpoint, _, state, attempts in outbox(tmp_path / "ev.db")] == [("bot", "failed", 1)]
 
 
+async def post_retry(http: aiohttp.ClientSession, r: RunningRelay, name: str, body: Any, token: str | None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.post(f"{r.base}/api/webhooks/{name}/retry", json=body, headers=headers) as response:
+        return response.status, await (response.json() if response.status == 200 else response.text())
+
+
+async def test_retry_now_ends_a_long_backoff_as_soon_as_the_receiver_is_back(http, tmp_path):
+    """After a long outage the endpoint waits minutes between probes; a moderator who knows
+    the receiver is back says so and the queue moves at once, audited."""
+    observer = Principal("obs", "observer", "o" * 20)
+    async with receiver(up=False) as hook:
+        mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), tokens=(MOD, observer),
+                       webhook_backoff_seconds=600, webhook_max_backoff_seconds=600)  # fmt: skip
+        async with running_relay(moderation=mod) as r:
+            queued = [r.moderation.record(fake_report("s1", n)).id for n in range(3)]
+            await until(lambda: r.moderation.webhooks.health["bot"].failures >= 1, "the first attempt failed")
+            await hook.up()
+            await asyncio.sleep(1.0)
+            assert hook.hits == [], "a 10-minute backoff holds the queue although the receiver is up"
+
+            assert (await post_retry(http, r, "bot", {"reason": "x"}, None))[0] == 401
+            assert (await post_retry(http, r, "bot", {"reason": "x"}, observer.token))[0] == 403
+            status, text = await post_retry(http, r, "nope", {"reason": "x"}, MOD.token)
+            assert (status, text.strip()) == (404, "no webhook endpoint 'nope'")
+            status, text = await post_retry(http, r, "bot", {"why": 1}, MOD.token)
+            assert status == 400 and "unknown field(s) ['why']" in text and "reason: required" in text
+            assert hook.hits == [], "refused requests change nothing"
+
+            status, answer = await post_retry(http, r, "bot", {"reason": "receiver redeployed"}, MOD.token)
+            assert status == 200, answer
+            assert answer["audit"]["action"] == "webhook_retry" and answer["audit"]["actor"] == MOD.name
+            assert answer["audit"]["details"] == {"endpoint": "bot", "pending": 3}
+            await until(lambda: r.moderation.store.pending() == 0, "the backlog is delivered", 5)
+            (taken,) = await stored(http, r, MOD.token, type="action.taken")
+            after = (await hooks_status(http, r, MOD.token))["bot"]
+            assert (after["state"], after["delivered"], after["pending"]) == ("ok", 4, 0), "the reports and the action.taken"
+            described = (taken["action"], taken["endpoint"], taken["reason"], taken["stream_id"])
+            assert described == ("webhook_retry", "bot", "receiver redeployed", None)
+            (entry,) = (await get(http, r.base + "/api/audit", MOD.token))["entries"]
+            assert entry["reason"] == "receiver redeployed" and entry["stream_id"] is None
+
+            status, text = await post_retry(http, r, "bot", {"reason": "again"}, MOD.token)
+            assert (status, text.strip()) == (409, "webhook 'bot' is not failing")
+    assert hook.ids() == [*queued, taken["id"]], "in order, each once"
+
+
 # ------------------------------------------------------------- 6. CLI, secrets
 
 

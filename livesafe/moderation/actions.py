@@ -6,6 +6,9 @@
 - ``false_positive``: the matched hash joins an allow list, for this stream or
   every stream, so it stops firing; the redaction is lifted.
 - ``terminate``: disconnect the publisher and revoke the stream key it used.
+
+Not about a stream, but audited the same way: ``webhook_retry`` (try a failing
+webhook endpoint now rather than at the end of its backoff).
 """
 
 from __future__ import annotations
@@ -46,10 +49,7 @@ class ActionRequest:
         if action not in ACTIONS:
             problems.append(f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
         reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            problems.append("reason: required, a non-empty string (it goes in the audit log)")
-        elif len(reason) > MAX_REASON:
-            problems.append(f"reason: at most {MAX_REASON} characters")
+        problems += _reason_problems(reason)
         event_id = body.get("event_id")
         if event_id is not None and (not isinstance(event_id, str) or not event_id.isalnum() or len(event_id) > 64):
             problems.append("event_id: expected an event id from the feed")
@@ -61,3 +61,23 @@ class ActionRequest:
         if problems:
             raise ActionError("; ".join(problems))
         return cls(action=action, reason=reason.strip(), event_id=event_id, scope=scope)
+
+
+def parse_reason(body: Any) -> str:
+    """The reason of a request whose body is only ``{"reason": "..."}``."""
+    if not isinstance(body, dict):
+        raise ActionError('expected a JSON object like {"reason": "..."}')
+    unknown = set(body) - {"reason"}
+    problems = [f"unknown field(s) {sorted(unknown)}"] if unknown else []
+    problems += _reason_problems(body.get("reason"))
+    if problems:
+        raise ActionError("; ".join(problems))
+    return body["reason"].strip()
+
+
+def _reason_problems(reason: Any) -> list[str]:
+    if not isinstance(reason, str) or not reason.strip():
+        return ["reason: required, a non-empty string (it goes in the audit log)"]
+    if len(reason) > MAX_REASON:
+        return [f"reason: at most {MAX_REASON} characters"]
+    return []

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
-from livesafe.moderation.actions import ActionError, ActionRequest
+from livesafe.moderation.actions import ActionError, ActionRequest, parse_reason
 from livesafe.moderation.feed import FeedItem
 from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
@@ -48,6 +48,7 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
     app.router.add_get("/api/events/stream", api_feed)
     app.router.add_get("/api/audit", api_audit)
     app.router.add_get("/api/webhooks", api_webhooks)
+    app.router.add_post("/api/webhooks/{name}/retry", api_webhook_retry)
     app.router.add_get("/api/whoami", api_whoami)
     app.router.add_post("/api/streams/{stream}/actions", api_action)
     app.router.add_post("/api/streams/{stream}/reports", api_report)
@@ -173,6 +174,19 @@ async def api_webhooks(request: web.Request) -> web.Response:
     _principal(request)
     moderation = request.app[MODERATION]
     return web.json_response({"endpoints": moderation.webhooks.status(), "pending": moderation.store.pending()})
+
+
+async def api_webhook_retry(request: web.Request) -> web.Response:
+    """``{"reason"}`` -> try a failing endpoint now; the audit entry and the endpoint's status."""
+    principal = _principal(request, act=True)
+    moderation = request.app[MODERATION]
+    name = request.match_info["name"]
+    try:
+        entry, _ = moderation.retry_webhook(principal, name, parse_reason(await _json(request)))
+    except ActionError as exc:
+        raise _error(exc) from None
+    (status,) = [s for s in moderation.webhooks.status() if s["name"] == name]
+    return web.json_response({"audit": entry.to_dict(), "endpoint": status})
 
 
 # --------------------------------------------------------------------- feed

@@ -171,8 +171,7 @@ class Moderation:
 
     async def act(self, principal: Principal, stream_id: str, request: ActionRequest) -> tuple[AuditEntry, Event]:
         """Carry out ``request`` on ``stream_id``; audit it and tell everyone (``action.taken``)."""
-        if not principal.may_act:
-            raise ActionError(f"role {principal.role!r} may not act (moderator only)", 403)
+        _require_moderator(principal)
         control = self._control()
         episode = self._episode(stream_id, request)
         details: dict[str, Any] = {}
@@ -208,13 +207,32 @@ class Moderation:
                 details=details,
             )
         )
-        data = {"action": request.action, "actor": principal.name, "reason": request.reason, "audit_id": entry.id,
-                "viewed_content": entry.viewed_content, **details}  # fmt: skip
+        extra = {}
         if episode is not None:
-            data |= {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
-        event = self.record(Event(ACTION_TAKEN, stream_id, "info", data))
-        log.info("stream %s: %s by %s", stream_id, request.action, principal.name)
-        return entry, event
+            extra = {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
+        return entry, self._announce(entry, extra)
+
+    def retry_webhook(self, principal: Principal, name: str, reason: str) -> tuple[AuditEntry, Event]:
+        """Try a failing webhook endpoint now, not at the end of its backoff (``WebhookDispatcher.retry_now``)."""
+        _require_moderator(principal)
+        try:
+            pending = self.webhooks.retry_now(name)
+        except KeyError:
+            raise ActionError(f"no webhook endpoint {name!r}", 404) from None
+        except ValueError as exc:
+            raise ActionError(str(exc), 409) from None
+        entry = self.store.audit(
+            AuditEntry(actor=principal.name, role=principal.role, action="webhook_retry", stream_id=None, reason=reason,
+                       viewed_content=False, details={"endpoint": name, "pending": pending})
+        )  # fmt: skip
+        return entry, self._announce(entry, {})
+
+    def _announce(self, entry: AuditEntry, extra: dict[str, Any]) -> Event:
+        """The ``action.taken`` event of an audited action."""
+        data = {"action": entry.action, "actor": entry.actor, "reason": entry.reason, "audit_id": entry.id,
+                "viewed_content": entry.viewed_content, **entry.details, **extra}  # fmt: skip
+        log.info("%s: %s by %s", f"stream {entry.stream_id}" if entry.stream_id else "proxy", entry.action, entry.actor)
+        return self.record(Event(ACTION_TAKEN, entry.stream_id, "info", data))
 
     def _control(self) -> StreamControl:
         if self.control is None:
@@ -287,3 +305,8 @@ class Moderation:
             except Exception:  # noqa: BLE001 - pruning failing must not stop delivery
                 log.exception("retention pruning failed")
             await asyncio.sleep(3600)
+
+
+def _require_moderator(principal: Principal) -> None:
+    if not principal.may_act:
+        raise ActionError(f"role {principal.role!r} may not act (moderator only)", 403)

@@ -289,6 +289,12 @@ class EventStore:
             (at, error, delivery.endpoint, delivery.event.seq),
         )
 
+    def due_now(self, endpoint: str, now: float) -> None:
+        """Make every pending delivery to ``endpoint`` due at ``now`` (a failed one waits for its backoff)."""
+        self._db.execute(
+            "UPDATE outbox SET next_attempt = ? WHERE endpoint = ? AND state = 'pending' AND next_attempt > ?", (now, endpoint, now)
+        )
+
     def _finish(self, delivery: Delivery, state: str, error: str | None, now: float) -> None:
         self._db.execute(
             """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error), finished_at = ?

@@ -186,6 +186,25 @@ class WebhookDispatcher:
                 self._on_failure(endpoint, error, None)
         return False
 
+    def retry_now(self, name: str) -> int:
+        """Lift a failing endpoint's backoff and try it at once: someone says its receiver is back.
+
+        After a long outage the backoff has reached ``webhook_max_backoff_seconds`` (5
+        minutes by default), which is how long the queue would otherwise sit after the
+        receiver returns.  The count of failures stays, so if the receiver is still down the
+        next wait is as long as before.  Returns how many deliveries are pending.
+        KeyError: no such endpoint; ValueError: it is not failing.
+        """
+        health = self.health[name]
+        if not health.failures:
+            raise ValueError(f"webhook {name!r} is not failing")
+        health.blocked_until = 0.0
+        self._store.due_now(name, time.time())
+        self.wake()
+        pending = self._store.outbox_counts().get(name, {}).get("pending", 0)
+        log.info("webhook %s: retrying now (%d deliveries pending)", self._endpoints[name].display_url, pending)
+        return pending
+
     def status(self) -> list[dict]:
         """Per endpoint: where it goes, what it takes, how delivery stands (for the API and dashboard)."""
         counts = self._store.outbox_counts()

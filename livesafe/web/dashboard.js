@@ -386,6 +386,7 @@
                 ev.redacts ? "redacts the stream" : ""].filter(Boolean).join(" · ");
       case "action.taken":
         return [`${plain(ev.actor)}: ${plain(ev.action)} — ${plain(ev.reason)}`, ev.scope ? `scope ${plain(ev.scope)}` : "",
+                ev.endpoint ? `webhook ${plain(ev.endpoint)}` : "",
                 ev.viewed_content ? "had viewed content" : "", ev.stream_key_revoked ? "stream key revoked" : ""]
           .filter(Boolean).join(" · ");
       case "webhook.failed":
@@ -661,9 +662,19 @@
         stateCell.append(el("span", plain(w.state), `hook ${w.state === "failing" ? "failing" : "ok"}`));
         const lastError = [w.last_error ? plain(w.last_error) : "", w.last_error_at ? `at ${fmtTime(w.last_error_at)}` : "",
                            w.retry_at ? `next try ${fmtTime(w.retry_at)}` : ""].filter(Boolean).join(" · ");
+        const retryCell = el("td");
+        if (w.state === "failing") {
+          const retry = el("button", "Retry now", "retry");
+          retry.type = "button";
+          retry.disabled = !canAct();
+          retry.title = canAct() ? "try it now instead of at the end of its backoff" : "moderators only";
+          retry.addEventListener("click", () => retryWebhook(w.name));
+          retryCell.append(retry);
+        }
+        tr.dataset.hook = w.name;
         tr.append(cell(plain(w.name)), cell(plain(w.url), "mono"), stateCell, cell(plain(w.consecutive_failures), "num"),
                   cell(plain(w.pending), "num"), cell(plain(w.delivered), "num"), cell(plain(w.failed), "num"),
-                  cell(lastError, "wrap"), cell(fmtTime(w.last_delivered_at)));
+                  cell(lastError, "wrap"), cell(fmtTime(w.last_delivered_at)), retryCell);
         return tr;
       }));
       $("no-webhooks").hidden = endpoints.length > 0;
@@ -672,6 +683,24 @@
     } catch (e) {
       setError("webhooks", `webhooks: ${e.message || e}`);
     }
+  }
+
+  /** After a long outage an endpoint waits minutes between tries: a moderator who knows it is back says so. */
+  async function retryWebhook(name) {
+    const reason = (window.prompt(`Retry webhook ${name} now? Reason (audited):`) || "").trim();
+    const status = $("webhooks-status");
+    if (!reason) {
+      status.textContent = `${name}: not retried (a reason is required)`;
+      return;
+    }
+    try {
+      const result = await api(`/api/webhooks/${encodeURIComponent(name)}/retry`, { method: "POST", body: { reason } });
+      status.textContent = `${name}: retrying now, ${plain(result.endpoint.pending)} pending; recorded in the audit log.`;
+      refreshAudit();
+    } catch (e) {
+      status.textContent = `${name}: retry failed: ${e.message || e}`;
+    }
+    refreshWebhooks();
   }
 
   // ------------------------------------------------------------------ start
