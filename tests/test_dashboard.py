@@ -191,6 +191,19 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
             reason = "matches list; holding while I check the source"
             assert audit_row.split("\t")[1:] == ["alice", "moderator", "keep", "s1", reason, "yes"]
             await wait(driver, f"return {q(f'{ROW} td.kept')}")
+
+            # Confirm records the match as true and changes nothing; a false positive for this stream
+            # lifts the redaction, and the next passes of the clip no longer redact it.
+            await press(driver, "confirm", "the listed image, verified")
+            await wait(driver, f"return {q('#audit tr[data-action=confirm]')}")
+            assert r.relay.is_redacting("s1")
+            await press(driver, "false_positive-stream", "a lookalike; allowed on this stream")
+            await wait(driver, f"return {q('#audit tr[data-action=false_positive]')}")
+            await wait(driver, f"return {text(f'{ROW} .state')} === 'live'")
+            assert len(r.moderation.allowlist) == 1
+            passes = r.relay.streams["s1"].counters.frames_in
+            await r.wait_for(lambda relay: relay.streams["s1"].counters.frames_in > passes + 200, timeout=20)  # > one pass
+            assert not r.relay.is_redacting("s1") and len(r.moderation.store.events(types=["match.started"])) == 1
             # ... and in the server's, read with alice's token.
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{r.base}/api/audit", headers={"Authorization": f"Bearer {ALICE.token}"}) as response:
@@ -198,6 +211,8 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
     assert [(e["actor"], e["role"], e["action"], e["stream_id"], e["reason"], e["viewed_content"]) for e in entries] == [
         ("alice", "moderator", "preview", "s1", "viewed the blurred preview", True),
         ("alice", "moderator", "keep", "s1", "matches list; holding while I check the source", True),
+        ("alice", "moderator", "confirm", "s1", "the listed image, verified", True),
+        ("alice", "moderator", "false_positive", "s1", "a lookalike; allowed on this stream", True),
     ]
 
 
