@@ -29,11 +29,15 @@ e. scrape: ``livesafe.metrics.render`` (what ``GET /metrics`` does) against a da
 f. paced appends: ``EventStore.append`` (two endpoints) at a steady 5, 50, 500 and 2,000
    events/s for ``--paced-seconds`` each: each append's time and the WAL's largest size, so
    the checkpoint thread is measured at the rates a proxy sees, not only flat out as in (a).
+g. retention: ``Moderation.prune`` (what the proxy runs hourly, on the event loop) on a
+   database of ``--prune-events`` events spread over 60 days, two delivered outbox rows
+   each, with 30 days' retention (half of them go): its total time and the longest the
+   event loop waited meanwhile (a task ticking every millisecond).
 
 It must run in a private network namespace with loopback only; as root it re-runs itself
 under ``unshare --net`` (as bench_relay.py does).
 
-    python benchmarks/bench_moderation.py [--quick] [--parts a,b,c,d,e,f] [--json OUT]
+    python benchmarks/bench_moderation.py [--quick] [--parts a,b,c,d,e,f,g] [--json OUT]
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from bench_common import ensure_private_network, print_report, proc_cpu_rss  # n
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_streams"
 CACHE = Path(tempfile.gettempdir()) / "livesafe-bench-moderation"
-PARTS = ("a", "b", "c", "d", "e", "f")
+PARTS = ("a", "b", "c", "d", "e", "f", "g")
 PACED_RATES = (5.0, 50.0, 500.0, 2000.0)
 SECRET = "whsec_" + "YmVuY2gtbW9kZXJhdGlvbi1zZWNyZXQtMTIzNDU2"
 CLIP_SECONDS = 6.0  # blocked_cut.mp4: 180 frames at 30 fps, blocked 2.5-4.0 s
@@ -179,6 +183,48 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
         lines.append(f"| {rate:,.0f} | {n:,} | {row['p50_us']:.0f} | {row['p99_us']:.0f} | {row['max_us']:,.0f} | "
                      f"{row['wal_mib']:.1f} MiB |")  # fmt: skip
     return lines, report
+
+
+async def bench_prune(args: Any, workdir: Path) -> tuple[list[str], dict]:
+    from livesafe.moderation.service import PRUNE_BATCH, Moderation
+    from livesafe.moderation.settings import ModerationSettings
+    from livesafe.moderation.store import EventStore
+
+    n = args.prune_events
+    path = workdir / "prune.db"
+    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), EventStore(path))
+    db = moderation.store._db  # bulk rows for the benchmark only; the proxy never writes this way
+    body, now = json.dumps(sample_event().data), time.time()
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, 'match.started', 's1', ?, 'high', ?)",
+                   ((uuid.uuid4().hex, now - 60 * 86400 * (1 - i / n), body) for i in range(n)))  # fmt: skip
+    db.execute("INSERT INTO outbox (endpoint, event_seq, state, attempts, next_attempt, finished_at) SELECT h, seq, "
+               "'delivered', 1, at, at FROM events, (SELECT 'hook0' AS h UNION ALL SELECT 'hook1')")  # fmt: skip
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # not the bulk fill's 300 MB WAL: no proxy writes one
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            gaps.append(time.perf_counter() - last)
+            last = time.perf_counter()
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    removed = await moderation.prune(now)
+    seconds = time.perf_counter() - started
+    task.cancel()
+    moderation.close()
+    row = {"events": n, "removed": removed, "seconds": seconds, "loop_max_wait_ms": max(gaps) * 1000,
+           "loop_p99_wait_ms": pct([g * 1000 for g in gaps], 99), "batch": PRUNE_BATCH}  # fmt: skip
+    lines = [f"#### g. Retention pruning (`Moderation.prune`, {PRUNE_BATCH} events per transaction; 2 delivered outbox rows "
+             "per event; 30 of 60 days kept)", "",
+             "| events | removed | total s | event loop: longest wait ms | p99 wait ms |", "|---|---|---|---|---|",
+             f"| {n:,} | {removed:,} | {seconds:.2f} | {row['loop_max_wait_ms']:.1f} | {row['loop_p99_wait_ms']:.1f} |"]  # fmt: skip
+    return lines, row
 
 
 # ------------------------------------------------------------ (e) scrape
@@ -661,12 +707,14 @@ def parse_args() -> Any:
     parser.add_argument("--scrape-rows", type=int, default=None, help="(e) outbox rows in the big database (default 400000)")
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--paced-seconds", type=float, default=None, help="(f) seconds per rate (default 10)")
+    parser.add_argument("--prune-events", type=int, default=None, help="(g) events in the database (default 200000)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, child logs)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     defaults = {"store_events": (2000, 5000), "episodes": (3, 10), "backlog": (1000, 5000), "rate": (50.0, 50.0),
-                "window": (6.0, 15.0), "scrape_rows": (40_000, 400_000), "paced_seconds": (3.0, 10.0)}  # fmt: skip
+                "window": (6.0, 15.0), "scrape_rows": (40_000, 400_000), "paced_seconds": (3.0, 10.0),
+                "prune_events": (20_000, 200_000)}  # fmt: skip
     for name, (quick, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -722,12 +770,16 @@ async def amain(args: Any) -> None:
             print("f: paced store appends", flush=True)
             lines, report["f"] = await bench_paced(args, workdir)
             sections.append(lines)
+        if "g" in args.parts:
+            print("g: retention pruning", flush=True)
+            lines, report["g"] = await bench_prune(args, workdir)
+            sections.append(lines)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.monotonic() - started
     report["load_average_end"] = os.getloadavg()[0]
-    sections.sort(key=lambda s: s[0])  # a, b, c, d, e, f
+    sections.sort(key=lambda s: s[0])  # a, b, c, ... in order
     header = [f"# bench_moderation{' (--quick)' if args.quick else ''}: {notes}",
               f"load average {load:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s"]  # fmt: skip
     print_report(header, sections, report, args.json)

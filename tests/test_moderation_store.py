@@ -4,6 +4,7 @@ event, delivery bookkeeping, retention, and that everything survives a restart."
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_prune_keeps_pending_deliveries_and_recent_events(store: EventStore) -> 
     store.delivered(store.due(old, ["hook"])[0], old)
     waiting = store.append(event(at=old - 1), ["hook"], now=NOW)  # its delivery is still pending
     recent = store.append(event(at=NOW - 29 * DAY))
-    assert store.prune(NOW, retention_days=30, audit_retention_days=365) == 2
+    assert store.prune_events(NOW - 30 * DAY, 100) == 2
     assert store.events() == [waiting, recent]
     assert store.event(gone.id) is None and store.event(delivered.id) is None
     assert store.outbox_counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}  # its row went with it
@@ -139,8 +140,8 @@ def test_prune_drops_audit_entries_by_their_own_retention(store: EventStore) -> 
     kept = store.audit(AuditEntry("mo", "moderator", "keep", "s1", "still within a year", False, at=NOW - 364 * DAY))
     store.audit(AuditEntry("mo", "moderator", "resume", "s1", "too old", False, at=NOW - 366 * DAY))
     store.append(event(at=NOW - 100 * DAY))
-    assert store.prune(NOW, retention_days=30, audit_retention_days=365) == 1
-    assert [e.id for e in store.audit_log()] == [kept.id]
+    assert store.prune_audit(NOW - 365 * DAY) == 1
+    assert [e.id for e in store.audit_log()] == [kept.id] and len(store.events()) == 1
 
 
 def test_audit_log_round_trip_and_filters(store: EventStore) -> None:
@@ -191,7 +192,7 @@ def test_seq_is_never_reused_after_the_newest_events_are_pruned(tmp_path: Path) 
     store = EventStore(path)
     store.append(event(at=NOW - 40 * DAY))
     store.append(event(at=NOW - 40 * DAY))
-    assert store.prune(NOW, 30, 365) == 2 and store.last_seq() == 0
+    assert store.prune_events(NOW - 30 * DAY, 100) == 2 and store.last_seq() == 0
     store.close()
     store = EventStore(path)
     try:
@@ -220,7 +221,7 @@ def test_outbox_counts_follow_inserts_state_changes_and_cascading_deletes(tmp_pa
     assert counts["a"]["last_error"] == "HTTP 500" and counts["b"]["pending"] == 3
     for delivery in store.due(3.0, ["a", "b"], limit=100):
         store.delivered(delivery, 3.0)
-    assert store.prune(now=1000.0 + 31 * 86400, retention_days=30, audit_retention_days=365) == len(old)
+    assert store.prune_events(1000.0 + DAY, 100) == len(old)
     counts = store.outbox_counts()
     assert (counts["a"]["delivered"], counts["a"]["failed"], counts["b"]["delivered"]) == (1, 0, 0)
     store.close()
@@ -272,3 +273,50 @@ def test_a_wal_written_without_a_pause_is_restarted_by_the_writer(tmp_path: Path
     bounded = _largest_wal(tmp_path / "bounded.db", interval=0.005, batch=1, restart_bytes=2**20)
     assert grown > 20 * 2**20, f"the WAL started over without help: {grown:,} B"
     assert bounded < 10 * 2**20, f"WAL {bounded:,} B with a 1 MiB restart limit"
+
+
+def test_pruning_finds_an_events_outbox_rows_by_index(tmp_path: Path) -> None:
+    """Deleting an event cascades to its outbox rows and pruning skips events with a pending
+    one; without an index on the event, each deleted event scanned the whole outbox
+    (a month of a busy proxy took longer than the hour between prunes)."""
+    store = EventStore(tmp_path / "plan.db")
+    try:
+        plan = store._db.execute(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM outbox o WHERE o.event_seq = ? AND o.state = 'pending'", (1,)
+        ).fetchall()
+        assert any("outbox_by_event" in row[-1] for row in plan), plan
+    finally:
+        store.close()
+
+
+async def test_retention_deletes_in_batches_and_lets_the_loop_run_between_them(tmp_path: Path) -> None:
+    from livesafe.moderation.service import PRUNE_BATCH, Moderation
+    from livesafe.moderation.settings import ModerationSettings
+
+    path = tmp_path / "prune.db"
+    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), EventStore(path))
+    store = moderation.store
+    try:
+        n = 5 * PRUNE_BATCH + 7
+        old = [store.append(event(at=NOW - 40 * DAY + i), ["hook"], now=0) for i in range(n)]
+        for delivery in store.due(1.0, ["hook"], limit=n - 1):  # all delivered but the newest old one
+            store.delivered(delivery, 1.0)
+        recent = store.append(event(at=NOW - DAY))
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        removed = await moderation.prune(NOW)
+        task.cancel()
+        assert removed == n - 1
+        assert [e.id for e in store.events(limit=10)] == [old[-1].id, recent.id], "a pending delivery keeps its event"
+        assert ticks - before >= 5, "the loop ran between the batches"
+    finally:
+        moderation.close()

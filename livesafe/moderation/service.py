@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 _EPISODE_TYPES = (MATCH_STARTED, REDACTION_IMPOSED)
 # What "viewed content" looks back over when an action has no episode to anchor it.
 _VIEW_LOOKBACK = 3600.0
+# Retention deletes this many events per transaction, then lets frames and requests through.
+PRUNE_BATCH = 200
+PRUNE_PAUSE_SECONDS = 0.01
 
 
 class StreamControl(Protocol):
@@ -299,12 +302,21 @@ class Moderation:
     async def _prune_forever(self) -> None:
         while True:
             try:
-                removed = self.store.prune(time.time(), self.settings.retention_days, self.settings.audit_retention_days)
+                removed = await self.prune(time.time())
                 if removed:
                     log.info("retention: removed %d old events", removed)
             except Exception:  # noqa: BLE001 - pruning failing must not stop delivery
                 log.exception("retention pruning failed")
             await asyncio.sleep(3600)
+
+    async def prune(self, now: float) -> int:
+        """Drop what is past retention, in batches with the loop free between them; returns the events dropped."""
+        before, removed = now - self.settings.retention_days * 86400, 0
+        while (batch := self.store.prune_events(before, PRUNE_BATCH)) == PRUNE_BATCH:
+            removed += batch
+            await asyncio.sleep(PRUNE_PAUSE_SECONDS)
+        self.store.prune_audit(now - self.settings.audit_retention_days * 86400)
+        return removed + batch
 
 
 def _require_moderator(principal: Principal) -> None:

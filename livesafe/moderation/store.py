@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (endpoint, event_seq)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt);
+-- Deleting an event cascades to its rows, and pruning skips events with a pending row: both find
+-- them by event. Without this each deleted event scanned the whole outbox (hours, for a month's).
+CREATE INDEX IF NOT EXISTS outbox_by_event ON outbox(event_seq);
 CREATE INDEX IF NOT EXISTS outbox_errors ON outbox(endpoint, event_seq) WHERE last_error IS NOT NULL;
 -- Rows per endpoint and state, kept by triggers, so counting them does not scan the outbox.
 CREATE TABLE IF NOT EXISTS outbox_counts (
@@ -390,17 +393,24 @@ class EventStore:
 
     # ------------------------------------------------------------- retention
 
-    def prune(self, now: float, retention_days: float, audit_retention_days: float) -> int:
-        """Drop events past retention (unless a delivery of theirs is still pending); returns how many."""
-        cutoff = now - retention_days * 86400
+    def prune_events(self, before: float, limit: int) -> int:
+        """Drop up to ``limit`` of the oldest events from before ``before`` (not one with a delivery
+        still pending) and their outbox rows, in one transaction; returns how many.
+
+        A batch at a time, because the caller is the event loop: a month of events at once
+        would hold it for seconds.
+        """
         with self._transaction():
-            deleted = self._db.execute(
-                """DELETE FROM events WHERE at < ? AND NOT EXISTS
-                   (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending')""",
-                (cutoff,),
+            return self._db.execute(
+                """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
+                   (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
+                (before, limit),
             ).rowcount
-            self._db.execute("DELETE FROM audit WHERE at < ?", (now - audit_retention_days * 86400,))
-        return deleted
+
+    def prune_audit(self, before: float) -> int:
+        """Drop audit entries from before ``before``; returns how many."""
+        with self._transaction():
+            return self._db.execute("DELETE FROM audit WHERE at < ?", (before,)).rowcount
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -428,6 +438,7 @@ class EventStore:
 
 
 _WAL_LIMIT_BYTES = 64 * 2**20
+_CAUGHT_UP_FRAMES = 256  # what a checkpoint pass may leave for the writer's restart (~1 MiB)
 
 
 class _Checkpointer(threading.Thread):
@@ -471,13 +482,30 @@ class _Checkpointer(threading.Thread):
                     continue
                 done = commits
                 try:
-                    result = _passive_checkpoint(db)
-                    if result is not None and result[0] > restart_frames:
-                        self.restart = True
+                    self.restart = self._checkpoint(db, restart_frames) or self.restart
                 except sqlite3.Error as exc:  # e.g. the disk is full: the WAL grows meanwhile, writes go on
                     log.warning("event store checkpoint failed: %s", exc)
         finally:
             db.close()
+
+    @staticmethod
+    def _checkpoint(db: sqlite3.Connection, restart_frames: int) -> bool:
+        """A checkpoint; True if the writer should restart the WAL (it is past ``restart_frames``).
+
+        Before saying so, catch up: pass again while commits keep adding frames during a
+        pass, so the writer is left with little to copy (measured while pruning a month of
+        events: restarts took 40-60 ms without this, 8-11 ms with it).
+        """
+        result = _passive_checkpoint(db)
+        if result is None or result[0] <= restart_frames:
+            return False
+        frames = result[0]
+        for _ in range(8):
+            result = _passive_checkpoint(db)
+            if result is None or result[0] - frames < _CAUGHT_UP_FRAMES:
+                break
+            frames = result[0]
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
