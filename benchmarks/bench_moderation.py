@@ -56,7 +56,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -124,6 +124,11 @@ async def _append_all(store: Any, settings: Any, events: list[Any], names: list[
     return times, time.perf_counter() - started
 
 
+def _spread_us(times_ns: np.ndarray) -> dict[str, float]:
+    us = times_ns / 1000
+    return {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)), "max_us": float(us.max())}
+
+
 async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
     from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
     from livesafe.moderation.store import EventStore
@@ -145,9 +150,7 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
             times, total = await _append_all(store, settings, events, names, via)
             store.close()
             size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-            us = times / 1000
-            row = {"events_per_s": n / total, "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
-                   "max_us": float(us.max()), "db_mib": size / 2**20}  # fmt: skip
+            row = {"events_per_s": n / total, **_spread_us(times), "db_mib": size / 2**20}
             report[f"{via}/{endpoints}"] = row
             lines.append(f"| {via} | {endpoints} | {row['events_per_s']:,.0f} | {row['p50_us']:.0f} | "
                          f"{row['p99_us']:.0f} | {row['max_us']:,.0f} | {row['db_mib']:.1f} MiB |")  # fmt: skip
@@ -176,9 +179,7 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
             times[i] = time.perf_counter_ns() - t
             wal = max(wal, Path(f"{path}-wal").stat().st_size)
         store.close()
-        us = times / 1000
-        row = {"events": n, "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
-               "max_us": float(us.max()), "wal_mib": wal / 2**20}  # fmt: skip
+        row = {"events": n, **_spread_us(times), "wal_mib": wal / 2**20}
         report[f"{rate:g}"] = row
         lines.append(f"| {rate:,.0f} | {n:,} | {row['p50_us']:.0f} | {row['p99_us']:.0f} | {row['max_us']:,.0f} | "
                      f"{row['wal_mib']:.1f} MiB |")  # fmt: skip
@@ -746,11 +747,15 @@ async def amain(args: Any) -> None:
     print(f"{notes}; load average {load:.2f}; work directory {workdir}", flush=True)
     report: dict[str, Any] = {"machine": notes, "load_average_start": load, "args": {k: str(v) for k, v in vars(args).items()}}
     sections: list[list[str]] = []
-    try:
-        if "a" in args.parts:
-            print("a: store appends", flush=True)
-            lines, report["a"] = await bench_store(args, workdir)
+
+    async def single(part: str, what: str, bench: Callable[[Any, Path], Awaitable[tuple[list[str], dict]]]) -> None:
+        if part in args.parts:
+            print(f"{part}: {what}", flush=True)
+            lines, report[part] = await bench(args, workdir)
             sections.append(lines)
+
+    try:
+        await single("a", "store appends", bench_store)
         if "b" in args.parts or "d" in args.parts:
             clip = CACHE / "blocked_cut_webrtc.mp4"
             if not clip.exists():
@@ -758,22 +763,10 @@ async def amain(args: Any) -> None:
             print("b/d: live stream, feed and webhook latency, feed cost", flush=True)
             b_lines, d_lines, report["bd"] = await bench_live(args, workdir, clip, args.parts)
             sections += [s for s in (b_lines, d_lines) if s]
-        if "c" in args.parts:
-            print("c: backlog drain", flush=True)
-            lines, report["c"] = await bench_drain(args, workdir)
-            sections.append(lines)
-        if "e" in args.parts:
-            print("e: scrape cost", flush=True)
-            lines, report["e"] = await bench_scrape(args, workdir)
-            sections.append(lines)
-        if "f" in args.parts:
-            print("f: paced store appends", flush=True)
-            lines, report["f"] = await bench_paced(args, workdir)
-            sections.append(lines)
-        if "g" in args.parts:
-            print("g: retention pruning", flush=True)
-            lines, report["g"] = await bench_prune(args, workdir)
-            sections.append(lines)
+        await single("c", "backlog drain", bench_drain)
+        await single("e", "scrape cost", bench_scrape)
+        await single("f", "paced store appends", bench_paced)
+        await single("g", "retention pruning", bench_prune)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
