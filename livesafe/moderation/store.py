@@ -455,7 +455,7 @@ class _Checkpointer(threading.Thread):
     commits come faster than a checkpoint takes, none does, and the WAL would grow for as
     long as they do.  So past ``restart_bytes`` this asks for ``restart``: the writer then
     checkpoints after its next commit itself (only the few frames this thread has not
-    copied yet, a millisecond or two) and the commit after that starts the WAL over.
+    copied yet: a few milliseconds) and the commit after that starts the WAL over.
     """
 
     def __init__(self, path: str, *, interval: float = 0.2, batch: int = 64, quiet_seconds: float = 1.0,
@@ -482,7 +482,8 @@ class _Checkpointer(threading.Thread):
                     continue
                 done = commits
                 try:
-                    self.restart = self._checkpoint(db, restart_frames) or self.restart
+                    if self._checkpoint(db, restart_frames):
+                        self.restart = True
                 except sqlite3.Error as exc:  # e.g. the disk is full: the WAL grows meanwhile, writes go on
                     log.warning("event store checkpoint failed: %s", exc)
         finally:
