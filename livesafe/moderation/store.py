@@ -287,19 +287,19 @@ class EventStore:
         self._finish(delivery, "failed", error, now)
 
     def retry(self, delivery: Delivery, error: str, at: float) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE endpoint = ? AND event_seq = ?",
             (at, error, delivery.endpoint, delivery.event.seq),
         )
 
     def due_now(self, endpoint: str, now: float) -> None:
         """Make every pending delivery to ``endpoint`` due at ``now`` (a failed one waits for its backoff)."""
-        self._db.execute(
+        self._write(
             "UPDATE outbox SET next_attempt = ? WHERE endpoint = ? AND state = 'pending' AND next_attempt > ?", (now, endpoint, now)
         )
 
     def _finish(self, delivery: Delivery, state: str, error: str | None, now: float) -> None:
-        self._db.execute(
+        self._write(
             """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error), finished_at = ?
                WHERE endpoint = ? AND event_seq = ?""",
             (state, error, now, delivery.endpoint, delivery.event.seq),
@@ -326,7 +326,7 @@ class EventStore:
         their events from ever being pruned.
         """
         marks = ",".join("?" * len(configured))
-        return self._db.execute(
+        return self._write(
             f"""UPDATE outbox SET state = 'failed', last_error = 'endpoint no longer configured', finished_at = ?
                 WHERE state = 'pending' AND endpoint NOT IN ({marks})""",
             (now, *configured),
@@ -338,7 +338,7 @@ class EventStore:
     # ----------------------------------------------------------------- audit
 
     def audit(self, entry: AuditEntry) -> AuditEntry:
-        cursor = self._db.execute(
+        cursor = self._write(
             """INSERT INTO audit (id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (entry.id, entry.at, entry.actor, entry.role, entry.action, entry.stream_id, entry.reason,
@@ -373,7 +373,7 @@ class EventStore:
     # ------------------------------------------------- allow list, revocations
 
     def allow(self, item: Allowed, actor: str, reason: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO allowlist (signal, hash, stream_id, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
             (item.signal, item.hash, item.stream_id or "", time.time(), actor, reason),
         )
@@ -383,7 +383,7 @@ class EventStore:
         return [Allowed(signal, hash_, stream_id or None) for signal, hash_, stream_id in rows]
 
     def revoke(self, stream_id: str, key_sha256: str, actor: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO revoked_keys (stream_id, key_sha256, at, actor) VALUES (?, ?, ?, ?)",
             (stream_id, key_sha256, time.time(), actor),
         )
@@ -400,17 +400,20 @@ class EventStore:
         A batch at a time, because the caller is the event loop: a month of events at once
         would hold it for seconds.
         """
-        with self._transaction():
-            return self._db.execute(
-                """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
-                   (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
-                (before, limit),
-            ).rowcount
+        return self._write(
+            """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
+               (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
+            (before, limit),
+        ).rowcount
 
     def prune_audit(self, before: float) -> int:
         """Drop audit entries from before ``before``; returns how many."""
+        return self._write("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+
+    def _write(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
+        """One statement in a transaction of its own (so the checkpointer counts it, see below)."""
         with self._transaction():
-            return self._db.execute("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+            return self._db.execute(sql, args)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -421,7 +424,7 @@ class EventStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        if self._checkpointer is not None:
+        if self._checkpointer is not None:  # every write comes through here: the checkpointer counts commits
             self._checkpointer.commits += 1
             if self._checkpointer.restart:
                 self._restart_wal()
