@@ -135,7 +135,7 @@ class Moderation:
         episode = self._episodes.get(event.stream_id)
         if event.type == MATCH_CLEARED and episode is not None:
             # So a receiver filtering on a category hears the end of what it heard start.
-            extra |= {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
+            extra |= _episode_fields(episode)
         stored = self.record(Event.from_guard(event, severity, **extra))
         if event.type in _EPISODE_TYPES and not event.details.get("joined_existing"):
             self._episodes[event.stream_id] = stored  # a hold joining a match's redaction leaves the match the episode
@@ -210,10 +210,7 @@ class Moderation:
                 details=details,
             )
         )
-        extra = {}
-        if episode is not None:
-            extra = {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
-        return entry, self._announce(entry, extra)
+        return entry, self._announce(entry, _episode_fields(episode) if episode is not None else {})
 
     def retry_webhook(self, principal: Principal, name: str, reason: str) -> tuple[AuditEntry, Event]:
         """Try a failing webhook endpoint now, not at the end of its backoff (``WebhookDispatcher.retry_now``)."""
@@ -322,3 +319,9 @@ class Moderation:
 def _require_moderator(principal: Principal) -> None:
     if not principal.may_act:
         raise ActionError(f"role {principal.role!r} may not act (moderator only)", 403)
+
+
+def _episode_fields(episode: Event) -> dict[str, Any]:
+    """What an event about a redaction repeats of the event that opened it, so a receiver
+    filtering on a category hears its end and what moderators did about it."""
+    return {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
