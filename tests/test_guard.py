@@ -28,6 +28,7 @@ from livesafe.guard.redact import Action, redact
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS
+from pixel_free import assert_pixel_free
 
 pytest.importorskip("skimage.data")
 from livesafe.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402
@@ -103,22 +104,7 @@ def redacted(out: list[GuardedFrame]) -> list[int]:
 def assert_event_is_small_and_pixel_free(event: GuardEvent) -> None:
     text = event.to_json()
     assert len(text) < 1500, f"event JSON is {len(text)} bytes"
-    data = json.loads(text)
-
-    def walk(value, where: str) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{where}.{key}")
-        elif isinstance(value, list):
-            assert len(value) <= 8, f"{where}: array of {len(value)} items in an event"
-            for i, item in enumerate(value):
-                walk(item, f"{where}[{i}]")
-        elif isinstance(value, str):
-            assert len(value) <= 200, f"{where}: {len(value)}-character string in an event"
-        else:
-            assert value is None or isinstance(value, (int, float, bool)), f"{where}: {type(value)}"
-
-    walk(data, "event")
+    assert_pixel_free(json.loads(text), "event", max_string=200)
 
 
 def assert_match_fields(event: GuardEvent, *, list_name: str, category: str, width: int, height: int) -> None:

@@ -37,6 +37,7 @@ from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import ClientError, publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
+from pixel_free import assert_pixel_free
 from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks format (base64 key)
@@ -189,20 +190,6 @@ def outbox(path: Path) -> list[tuple[str, str, str, int]]:
         ).fetchall()
 
 
-def no_pixels(value: Any, where: str = "data") -> None:
-    """Nothing image-sized anywhere in an event: short strings, short lists, no bytes."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            no_pixels(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        assert len(value) <= 8, f"{where}: a list of {len(value)} items"
-        for i, item in enumerate(value):
-            no_pixels(item, f"{where}[{i}]")
-    else:
-        assert value is None or isinstance(value, (str, int, float, bool)), f"{where}: {type(value).__name__}"
-        assert not isinstance(value, str) or len(value) <= 300, f"{where}: a string of {len(value)} characters"
-
-
 @contextlib.asynccontextmanager
 async def publishing(r: RunningRelay, clip: Path, stream: str, key: str | None = None, **options: Any) -> AsyncIterator[asyncio.Task]:
     """Publish ``clip`` while the block runs (frames flowing on entry); leaving hangs up."""
@@ -246,7 +233,7 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
         assert hit.headers["webhook-signature"].startswith("v1,")
         assert abs(int(hit.headers["webhook-timestamp"]) - hit.at) < 60, "webhook-timestamp is the time of sending"
         assert hit.headers["Content-Type"].startswith("application/json")
-        no_pixels(envelope["data"])
+        assert_pixel_free(envelope["data"], "data", max_string=300)
 
     started = next(e for e in events if e["type"] == "match.started")
     assert (started["list_name"], started["category"], started["signal"]) == ("samples", "test", "pdq")
