@@ -20,19 +20,19 @@ import numpy as np
 import pdqhash
 
 from livesafe.guard.frames import luma_view
-from livesafe.guard.regions import RegionSettings, half_resolution, propose_regions
+from livesafe.guard.search import View, view_luma
+from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 from livesafe.synthetic import natural_samples
 
 PDQ = SIGNALS["pdq"]
-FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=(), rectify=False)
 
 
 def live_hash(y: np.ndarray, scale: float):
     """What the guard hashes for the whole frame (half size above 256 px)."""
-    frame = propose_regions(y, FRAME_ONLY)[0]
-    return PDQ.hash_luma(frame.luma, scale, shrink=frame.shrink)
+    luma, shrink = view_luma(Planes(y, scale), View("frame", box=(0, 0, y.shape[1], y.shape[0])))
+    return PDQ.hash_luma(luma, scale, shrink=shrink)
 
 
 def reference_bits(rgb: np.ndarray) -> tuple[int, int]:
@@ -80,8 +80,8 @@ def main() -> None:
     print("|---|---|")
     print(f"| reference pdqhash (RGB, full size) | {per_call(lambda: pdqhash.compute(rgb), 20):.2f} |")
     print(f"| ours, Y plane full size | {per_call(lambda: PDQ.hash_luma(y, scale)):.2f} |")
-    print(f"| ours, live path (half-size copy + hash) | {per_call(lambda: PDQ.hash_luma(half_resolution(y), scale, shrink=2)):.2f} |")
-    print(f"| ours, live path + 8 dihedral variants | {per_call(lambda: PDQ.hash_luma(half_resolution(y), scale, shrink=2, all_orientations=True)):.2f} |")
+    print(f"| ours, live path (half-size copy + hash) | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2)):.2f} |")
+    print(f"| ours, live path + 8 dihedral variants | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2, all_orientations=True)):.2f} |")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Example::
     delay_frames = 10       # output delay; must be >= sample_every
     hold_seconds = 3.0      # keep redacting this long after the last match
 
-    [guard.regions]
-    windows = ["left", "right"]
+    [guard.search]
+    boxes = 12              # outlined boxes (windows, panes) hashed per deep sample
 
     [lists]
     skip_bad_lines = false  # true: load a list minus its bad lines (counted, reported)
@@ -68,7 +68,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from livesafe.guard.regions import RegionSettings, window_names
+from livesafe.guard.search import SearchSettings
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
 from livesafe.moderation.policy import BUILTIN_PROFILES, PolicyProfile
@@ -115,13 +115,12 @@ def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
 def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
     _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks"}, "")
     guard_data = dict(_table(data, "guard", ""))
-    region_data = _table(guard_data, "regions", "guard")
-    guard_data.pop("regions", None)
-    regions = _build(RegionSettings, region_data, "guard.regions")
-    unknown = set(regions.windows) - set(window_names())
-    if unknown:
-        raise ConfigError(f"guard.regions.windows: unknown {sorted(unknown)} (known: {', '.join(window_names())})")
-    guard = _build(GuardSettings, {**guard_data, "regions": regions}, "guard")
+    if "regions" in guard_data:
+        raise ConfigError("guard.regions: replaced by [guard.search] (see the README's configuration)")
+    search_data = _table(guard_data, "search", "guard")
+    guard_data.pop("search", None)
+    search = _build(SearchSettings, search_data, "guard.search")
+    guard = _build(GuardSettings, {**guard_data, "search": search}, "guard")
     lists_data = dict(_table(data, "lists", ""))
     files = lists_data.pop("file", [])
     if not isinstance(files, list):

@@ -18,7 +18,7 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     env = {"STUDIO_KEY": "from-the-environment", "ALICE_TOKEN": "a" * 24, "HOOK_SECRET": "whsec_c2VjcmV0"}
     config = load_config(config_path, env=env)
     assert config.guard.sample_every == 5 and config.guard.deep_every == 2 and config.guard.delay_frames == 10
-    assert config.guard.regions.windows == ("left", "right") and config.guard.regions.rectify
+    assert config.guard.search.boxes == 12 and config.guard.search.rectify
     (spec,) = config.lists
     assert (spec.name, spec.category, spec.action, spec.threshold_for("pdq")) == ("samples", "test", "slate", 31)
     assert spec.path == tmp_path / "sample_streams" / "blocklist.txt"  # relative to the config file

@@ -1,8 +1,9 @@
-"""Geometry proposals: a tilted picture and a filmed screen turned back into crops PDQ can match.
+"""Geometry proposals: a tilted picture and a filmed screen found as quads the search can hash upright.
 
 Blocked stand-ins go through the synthetic transforms and the live path's
-planes (yuv420p Y, area-halved once and twice); the crops must hash within
-PDQ's threshold of the original.  Nothing is written to disk.
+planes (yuv420p Y, area-halved once and twice); the quads, warped upright by the
+search's own view code, must hash within PDQ's threshold of the original.
+Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pytest
 
 from livesafe import synthetic as syn
 from livesafe.guard.frames import luma_view
-from livesafe.guard.geometry import screen_quads, tilted_picture, warp_quad
-from livesafe.guard.regions import half_resolution
+from livesafe.guard.geometry import screen_picture, screen_quads, tilted_quad
+from livesafe.guard.search import SearchSettings, View, propose, view_luma
+from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 
@@ -22,25 +24,23 @@ pytest.importorskip("skimage.data")
 
 PDQ = SIGNALS["pdq"]
 SEEDS = (0, 1, 2)
-# Cases (of len(SEEDS) x 3 images) whose best crop must match.  Measured 9/9 for
-# both here, and 30/30 and 75/75 on the benchmark's and other seeds.
+# Cases (of len(SEEDS) x 3 images) whose best quad must match.  Measured 9/9 for both.
 MIN_MATCHED = 8
 
 
-def planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(half, quarter, luma scale) of an RGB frame as the guard sees it."""
+def planes(rgb: np.ndarray) -> Planes:
+    """The planes of an RGB frame as the guard sees it."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
-    y, scale = luma_view(frame)
-    half = half_resolution(y)
-    return half, half_resolution(half), scale
+    return Planes(*luma_view(frame))
 
 
-def distance(crop: np.ndarray | None, name: str, scale: float) -> int:
-    """Best PDQ distance (any orientation) of a quarter-scale crop to the original stand-in."""
-    if crop is None:
+def distance(p: Planes, quad: np.ndarray | None, name: str) -> int:
+    """Best PDQ distance (any orientation) of the picture inside a quad (frame pixel edges) to the original."""
+    if quad is None:
         return 256
     original = PDQ.hash_luma(luma_from_rgb(syn.blocked_images()[name])).variants[0]
-    hashes = PDQ.hash_luma(crop, scale, shrink=4, all_orientations=True)
+    luma, shrink = view_luma(p, View("screen", quad=tuple(map(tuple, quad))))
+    hashes = PDQ.hash_luma(luma, p.luma_scale, shrink=shrink, all_orientations=True)
     return int(np.unpackbits(hashes.variants ^ original, axis=1).sum(axis=1).min())
 
 
@@ -52,88 +52,98 @@ def transformed(transform: str) -> list[tuple[str, np.ndarray]]:
     ]
 
 
-def test_tilted_picture_undoes_small_rotations() -> None:
+def screens(p: Planes) -> list[np.ndarray]:
+    """Screen quads as the search makes them: found on the coarse plane, re-measured on the fine one."""
+    ratio = p.coarse.pixels // p.fine.pixels
+    return [
+        (screen_picture(p.fine.luma, quad * ratio + (ratio - 1) / 2) + 0.5) * p.fine.pixels
+        for quad in screen_quads(p.coarse.luma)
+    ]
+
+
+def test_tilted_picture_is_found_as_its_quad() -> None:
     distances = []
     for name, rgb in transformed("rotate_small"):
-        half, _, scale = planes(rgb)
-        distances.append(distance(tilted_picture(half), name, scale))
+        p = planes(rgb)
+        quad = tilted_quad(p.fine.luma)
+        distances.append(distance(p, None if quad is None else quad * p.fine.pixels, name))
     assert sum(d <= PDQ.default_threshold for d in distances) >= MIN_MATCHED, distances
 
 
 def test_filmed_screen_is_found_and_flattened() -> None:
     distances = []
     for name, rgb in transformed("screen_camera"):
-        half, quarter, scale = planes(rgb)
-        quads = screen_quads(quarter)
+        p = planes(rgb)
+        quads = screens(p)
         assert quads, name
-        distances.append(min(distance(warp_quad(half, quad * 2 + 0.5), name, scale) for quad in quads))
+        distances.append(min(distance(p, quad, name) for quad in quads))
     assert sum(d <= PDQ.default_threshold for d in distances) >= MIN_MATCHED, distances
 
 
 @pytest.mark.parametrize("transform", ["fullframe", "letterbox", "pillarbox", "screen_camera"])
 def test_no_tilt_found_in_upright_pictures(transform: str) -> None:
     for seed, image in enumerate(syn.benign_images().values()):
-        half, _, _ = planes(syn.TRANSFORMS[transform](image, np.random.default_rng(seed)))
-        assert tilted_picture(half) is None
+        p = planes(syn.TRANSFORMS[transform](image, np.random.default_rng(seed)))
+        assert tilted_quad(p.fine.luma) is None
 
 
 @pytest.mark.parametrize("scene", ["procedural", "black", "slate"])
 def test_plain_scenes_give_nothing(scene: str) -> None:
     source = syn.BENIGN_SCENES[scene](np.random.default_rng(7))
     for i in (0, 45, 90):
-        half, quarter, _ = planes(source(i))
-        assert tilted_picture(half) is None
-        assert screen_quads(quarter) == []
+        p = planes(source(i))
+        assert tilted_quad(p.fine.luma) is None
+        assert screen_quads(p.coarse.luma) == []
 
 
 def test_shapes_and_types() -> None:
     name, rgb = transformed("rotate_small")[0]
-    half, _, _ = planes(rgb)
-    upright = tilted_picture(half)
-    assert upright is not None and upright.dtype == np.uint8
-    assert abs(upright.shape[0] - 180) <= 2 and abs(upright.shape[1] - 320) <= 2  # the whole picture, at scale 0.5
-    full = tilted_picture(half, scale=1.0)
-    assert full is not None and abs(full.shape[1] - 2 * upright.shape[1]) <= 2
+    p = planes(rgb)
+    quad = tilted_quad(p.fine.luma)
+    assert quad is not None and quad.shape == (4, 2) and quad.dtype == np.float32
+    (tlx, tly), (trx, try_), (brx, bry), (blx, bly) = quad
+    assert tlx < trx and blx < brx and tly < bly and try_ < bry  # tl, tr, br, bl
 
     name, rgb = transformed("screen_camera")[0]
-    half, quarter, _ = planes(rgb)
-    quads = screen_quads(quarter, max_quads=3)
+    p = planes(rgb)
+    quads = screen_quads(p.coarse.luma, max_quads=3)
     assert 1 <= len(quads) <= 3
-    rows, cols = quarter.shape
+    rows, cols = p.coarse.luma.shape
     for quad in quads:
         assert quad.shape == (4, 2) and quad.dtype == np.float32
         (tlx, tly), (trx, try_), (brx, bry), (blx, bly) = quad
-        assert tlx < trx and blx < brx and tly < bly and try_ < bry  # tl, tr, br, bl
+        assert tlx < trx and blx < brx and tly < bly and try_ < bry
         assert (quad >= -2).all() and (quad[:, 0] <= cols + 2).all() and (quad[:, 1] <= rows + 2).all()
-    flat = warp_quad(half, quads[0] * 2 + 0.5)
-    assert flat is not None and flat.dtype == np.uint8 and flat.ndim == 2
-    # The screen spans 55-70 % of the frame width; its picture at quarter scale about as many quarter pixels.
-    assert 0.45 * cols <= flat.shape[1] <= 0.75 * cols
+    luma, _ = view_luma(p, View("screen", quad=tuple(map(tuple, screens(p)[0]))))
+    assert luma.dtype == np.uint8 and luma.ndim == 2
+    # The screen spans 55-70 % of the frame width; its picture at the fine plane about as many pixels.
+    assert 0.45 * p.fine.luma.shape[1] <= luma.shape[1] <= 0.75 * p.fine.luma.shape[1]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (16, 16), (17, 31), (91, 161), (181, 333), (360, 640), (30, 1000)])
 def test_degenerate_input(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
+    rows, cols = shape
     for luma in (np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)):
-        assert tilted_picture(luma) is None or tilted_picture(luma).dtype == np.uint8
+        quad = tilted_quad(luma)
+        assert quad is None or quad.shape == (4, 2)
         quads = screen_quads(luma)
         assert all(q.shape == (4, 2) for q in quads)
-        rows, cols = shape
         whole = [[0, 0], [cols - 1, 0], [cols - 1, rows - 1], [0, rows - 1]]
-        for quad in (whole, np.zeros((4, 2)), [[5, 5], [3, 9], [9, 2], [1, 1]]):  # whole frame, a point, crossed
-            out = warp_quad(luma, np.asarray(quad, np.float32))
-            assert out is None or (out.dtype == np.uint8 and out.ndim == 2)
-    assert tilted_picture(np.zeros(shape, np.uint8)) is None
+        for corners in (whole, np.zeros((4, 2)), [[5, 5], [3, 9], [9, 2], [1, 1]]):  # whole frame, a point, crossed
+            assert screen_picture(luma, np.asarray(corners, np.float32)).shape == (4, 2)
+    assert tilted_quad(np.zeros(shape, np.uint8)) is None
     assert screen_quads(np.zeros(shape, np.uint8)) == []
-    assert warp_quad(np.zeros(shape, np.uint8), np.zeros((4, 2), np.float32)) is None
 
 
-def test_portrait_and_odd_frames_do_not_crash_the_region_search() -> None:
+def test_portrait_and_odd_frames_do_not_crash_the_search() -> None:
     """Regression: screen_quads assumed landscape frames (a portrait phone stream crashed it)."""
-    from livesafe.guard.regions import RegionSettings, propose_regions
-
     rng = np.random.default_rng(3)
     for shape in ((1280, 720), (720, 720), (481, 853), (300, 200), (64, 48)):
         y = rng.integers(0, 255, shape, dtype=np.uint8)
         y[shape[0] // 4 : shape[0] // 2, shape[1] // 4 : shape[1] // 2] = 200  # a bright window
-        assert propose_regions(y, RegionSettings())[0].kind == "frame"
+        views = propose(Planes(y, 1.0), SearchSettings(), deep=True)
+        assert views[0].kind == "frame"
+        for view in views:
+            luma, _ = view_luma(Planes(y, 1.0), view)
+            assert luma.ndim == 2 and min(luma.shape) >= 1

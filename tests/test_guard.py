@@ -25,6 +25,7 @@ from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, Gua
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ORIENTATIONS, LiveMatcher, Matcher
 from livesafe.guard.redact import Action, redact
+from livesafe.guard.search import VIEW_KINDS
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS
@@ -118,7 +119,7 @@ def assert_match_fields(event: GuardEvent, *, list_name: str, category: str, wid
     x, y, w, h = event.region
     assert all(isinstance(v, int) for v in event.region)
     assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= width and y + h <= height, event.region
-    assert event.region_kind in {"frame", "trimmed", "zoomed", "rect", "window", "untilted", "screen"}
+    assert event.region_kind in VIEW_KINDS
     assert event.orientation in ORIENTATIONS
     assert event.quality >= 50
     assert_event_is_small_and_pixel_free(event)
@@ -308,7 +309,7 @@ def test_stream_ending_while_redacting_clears_with_stream_ended() -> None:
 
 
 class _ExplodingMatcher(Matcher):
-    def match(self, hashed):  # noqa: ANN001
+    def lookup(self, signal, queries, margin=0):  # noqa: ANN001
         raise RuntimeError("index corrupted")
 
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from livesafe.guard.frames import luma_view
-from livesafe.guard.regions import RegionSettings, propose_regions
+from livesafe.guard.search import View, view_luma
+from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals import pdq
 from livesafe.synthetic import natural_samples
 
 pdqhash = pytest.importorskip("pdqhash")
 PDQ = SIGNALS["pdq"]
-FRAME_ONLY = RegionSettings(trim_borders=False, detect_rects=False, windows=(), zoom_out=(), rectify=False)
 
 
 def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
@@ -46,8 +46,8 @@ def test_live_path_stays_close_to_reference():
         ref_hex, ref_quality, _ = reference(rgb)
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
         y, scale = luma_view(frame)
-        region = propose_regions(y, FRAME_ONLY)[0]
-        got = PDQ.hash_luma(region.luma, scale, shrink=region.shrink)
+        luma, shrink = view_luma(Planes(y, scale), View("frame", box=(0, 0, y.shape[1], y.shape[0])))
+        got = PDQ.hash_luma(luma, scale, shrink=shrink)
         distances.append(hamming(PDQ.format_hex(got.variants[0]), ref_hex))
         quality_gaps.append(abs(got.quality - ref_quality))
     distances = np.array(distances)

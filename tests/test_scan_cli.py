@@ -276,7 +276,8 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
         "config wrong type (str for float)": ('[guard]\nhold_seconds = "3"\n', ["guard.hold_seconds"]),
         "config wrong type (bool)": ("[lists]\n[guard]\ndelay_frames = true\n", ["guard.delay_frames"]),
         "config delay < sample_every": ("[guard]\nsample_every = 20\n", ["delay_frames", "sample_every"]),
-        "config bad window": ('[guard.regions]\nwindows = ["middle"]\n', ["middle"]),
+        "config old regions table": ('[guard.regions]\nwindows = ["left"]\n', ["guard.regions", "[guard.search]"]),
+        "config bad search setting": ("[guard.search]\nnear_margin = 99\n", ["guard.search", "near_margin"]),
         "config bad action": ('[[lists.file]]\npath = "x.txt"\naction = "hide"\n', ["lists.file[0]", "hide"]),
         "config list without path": ('[[lists.file]]\nname = "x"\n', ["lists.file[0]", "path"]),
         "config bad threshold": ('[[lists.file]]\npath = "x.txt"\nthresholds = { pdq = 300 }\n', ["threshold"]),
@@ -290,7 +291,7 @@ BAD_CASES = [
     "missing input", "empty input", "text renamed .mp4", "input is a directory", "audio only", "bad list line",
     "unknown signal", "missing list", "no blocklist", "missing config", "config unknown key", "config unknown section",
     "config wrong type (str for int)", "config wrong type (str for float)", "config wrong type (bool)",
-    "config delay < sample_every", "config bad window", "config bad action", "config list without path",
+    "config delay < sample_every", "config old regions table", "config bad search setting", "config bad action", "config list without path",
     "config bad threshold", "config not TOML",
 ]
 
@@ -395,12 +396,12 @@ def test_damaged_input_is_never_reported_silently(tmp_path: Path, capsys: pytest
 
 
 def test_scan_whose_checks_failed_is_not_reported_clean(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    import livesafe.guard.stream_guard as stream_guard
+    import livesafe.guard.search as search
 
     def broken(*args, **kwargs):
         raise RuntimeError("hash backend crashed")
 
-    monkeypatch.setattr(stream_guard, "propose_regions", broken)
+    monkeypatch.setattr(search, "propose", broken)
     code, stdout, _ = run_cli(capsys, "scan", BENIGN, "--blocklist", BLOCKLIST)
     assert "240 frames redacted (240 slated)" in stdout  # it did fail closed on the frames...
     assert code != 0  # ...but must not then call the file clean

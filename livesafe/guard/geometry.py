@@ -19,16 +19,16 @@ _MAX_TILT = math.radians(8.0)
 _MIN_RAMP = 16  # pixels: shortest picture edge we fit a line to
 
 
-def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
-    """The picture tilted by a small angle (0.7-8 degrees) inside ``half`` (a uint8 luma plane),
-    turned upright and cut to its own edges; None if there is no such tilt.
+def tilted_quad(half: np.ndarray) -> np.ndarray | None:
+    """Corners (tl, tr, br, bl; (4, 2) float32 in ``half``'s pixel-edge coordinates) of a picture
+    tilted by a small angle (0.7-8 degrees) inside ``half`` (a uint8 luma plane); None if there is no such tilt.
 
-    The result has ``scale`` pixels per pixel of ``half`` (0.5: hash it with
-    ``shrink=4``).  A picture turned by a few degrees leaves the frame's
-    corners empty, filled with one colour: long thin triangles whose long
-    sides are the picture's edges.  Their slope gives the angle, their position
-    the crop.  Frames whose corners are not one colour, or whose edges are
-    bars (all fill) or content (no fill), return after reading a few pixels.
+    A picture turned by a few degrees leaves the frame's corners empty, filled
+    with one colour: long thin triangles whose long sides are the picture's
+    edges.  Their slope gives the angle, their position the crop.  Frames whose
+    corners are not one colour, or whose edges are bars (all fill) or content
+    (no fill), return after reading a few pixels.  Where the picture runs off
+    the frame, the corners lie outside it (the warp repeats the edge pixels).
     """
     rows, cols = half.shape
     if rows < 32 or cols < 32:
@@ -88,17 +88,13 @@ def tilted_picture(half: np.ndarray, scale: float = 0.5) -> np.ndarray | None:
     bottom = upright("bottom", ((cols - 1) / 2, rows - 0.5))
     left = upright("left", (-0.5, (rows - 1) / 2))
     right = upright("right", (cols - 0.5, (rows - 1) / 2))
-    width, height = round((right - left) * scale), round((bottom - top) * scale)
-    if width < 8 or height < 8:
+    if right - left < 16 or bottom - top < 16:
         return None
-    # Output pixel u has its centre at left + (u + 0.5) / scale in de-rotated coordinates.
-    matrix *= scale
-    matrix[:, 2] -= (left * scale + 0.5, top * scale + 0.5)
-    # Where the picture ran off the frame, repeat the frame's edge pixels: far
-    # closer to the lost content (for PDQ's coarse view) than any flat colour.
-    return cv2.warpAffine(
-        half, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    # Back from de-rotated pixel centres to the frame: invert the rotation.
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[left, top], [right, top], [right, bottom], [left, bottom]], np.float64)
+    centres = corners @ inverse[:, :2].T + inverse[:, 2]
+    return (centres + 0.5).astype(np.float32)
 
 
 def _fill_depth(band: np.ndarray, fill: int, low: int, high: int) -> np.ndarray:
@@ -205,32 +201,34 @@ _MIN_SIDE_COVER = 0.5
 _MIN_COVER = 0.85
 
 
-def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
-    """Convex quadrilaterals outlined by straight lines in ``quarter`` (a uint8 luma plane): (4, 2)
-    float32 corners tl, tr, br, bl in its pixels, best supported first.
+def screen_quads(small: np.ndarray, max_quads: int = 2, lines: int = 16) -> list[np.ndarray]:
+    """Convex quadrilaterals outlined by straight lines in ``small`` (a uint8 luma plane, the
+    quarter-size one): (4, 2) float32 corners tl, tr, br, bl in its pixel centres, best supported first.
 
-    A screen filmed at an angle rarely gives a clean closed contour: its outline
-    runs into the wall, the floor line and the stand.  Its sides are still
-    long straight edges, so we find lines (Hough, within 15 degrees of
-    horizontal and vertical, on an eighth-size edge map where that is cheap),
-    take every top/bottom/left/right choice that bounds a quadrilateral of
-    5-95 % of the frame, and rank them by how much of their perimeter lies on
-    edges (85 % overall, each side at least half).  The corners are as coarse
-    as that map: ``warp_quad`` re-measures them.
+    A screen filmed at an angle, or a picture turned a few degrees over a busy
+    background, rarely gives a clean closed contour: its outline runs into the
+    wall, the floor line, the stand or the texture behind.  Its sides are still
+    long straight edges, so we find up to ``lines`` lines of each orientation
+    (Hough, within 15 degrees of horizontal and vertical), take every
+    top/bottom/left/right choice that bounds a quadrilateral of 5-95 % of the
+    frame, and rank them by how much of their perimeter lies on edges (85 %
+    overall, each side at least half).  The corners are as coarse as this
+    plane: ``screen_picture`` and the search's refinement re-measure them.
+    (An eighth-size map with 6 lines a side was cheaper but found a third of
+    the pictures turned over texture that this finds.)
     """
-    if min(quarter.shape) < 48:
+    if min(small.shape) < 48:
         return []
-    small = cv2.resize(quarter, (quarter.shape[1] // 2, quarter.shape[0] // 2), interpolation=cv2.INTER_AREA)
     rows, cols = small.shape
     # Canny from our own gradients, so each edge pixel can go to the lines it may lie on.
     dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
-    edges = cv2.Canny(dx, dy, 30, 90)
+    edges = cv2.Canny(dx, dy, 20, 60)
     h_edges = edges * (np.abs(dy) > np.abs(dx))  # edge pixels of near-horizontal edges
     v_edges = np.ascontiguousarray((edges - h_edges).T)  # the rest, transposed: vertical lines become horizontal
-    horizontal = _lines(h_edges)
+    horizontal = _lines(h_edges, lines)
     if horizontal is None:
         return []
-    vertical = _lines(v_edges)
+    vertical = _lines(v_edges, lines)
     if vertical is None:
         return []
     (a, b), h_cover = horizontal[0].T, horizontal[1]
@@ -277,8 +275,7 @@ def screen_quads(quarter: np.ndarray, max_quads: int = 2) -> list[np.ndarray]:
             kept.append(quad)
             if len(kept) >= max_quads:
                 break
-    # Eighth-size pixel centres sit at 2x + 0.5 in quarter-size pixels.
-    return [(quad * 2 + 0.5).astype(np.float32) for quad in kept]
+    return [quad.astype(np.float32) for quad in kept]
 
 
 def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
@@ -340,35 +337,17 @@ def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(position[None, :] - position[:, None] >= gap)
 
 
-def warp_quad(image: np.ndarray, quad: np.ndarray, inset: float = 0.0, scale: float = 0.5) -> np.ndarray | None:
-    """The picture inside the screen outlined by ``quad`` (convex; corners tl, tr, br, bl in
-    ``image``'s pixels, e.g. ``screen_quads(quarter)[k] * 2 + 0.5`` for the half-size plane),
-    warped flat; None if it is too small to hash.
+def screen_picture(half: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """The corners of the picture inside the screen a coarse ``quad`` outlines (both in ``half``'s
+    pixel-centre coordinates, corners tl, tr, br, bl), cut at the bezel's inner edge.
 
-    ``quad`` may be coarse: the screen's outer edge, the inner edge of its
-    bezel, or a mix.  PDQ barely tolerates a percent of cropping, so each side
-    is re-measured at this resolution (``_inner_edges``) and the picture is
-    cut at the bezel's inner edge; ``inset`` trims a further fraction of each
-    side.  The result has ``scale`` pixels per pixel of ``image`` (0.5 on the
-    half-size plane: hash it with ``shrink=4``).
+    ``quad`` may be the screen's outer edge, the inner edge of its bezel, or a
+    mix; PDQ barely tolerates a percent of cropping, so each side is re-measured
+    at this resolution (``_inner_edges``).  Where that fails, ``quad`` itself.
     """
     quad = np.asarray(quad, dtype=np.float32).reshape(4, 2)
-    inner = _inner_edges(image, quad)
-    if inner is not None:
-        quad = inner
-    tl, tr, br, bl = quad
-    width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
-    height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
-    ix, iy = width * inset, height * inset
-    out_w, out_h = round((width - 2 * ix) * scale), round((height - 2 * iy) * scale)
-    if out_w < 8 or out_h < 8:
-        return None
-    # Corners are pixel edges; output pixel centres sit half a pixel inside them.
-    target = (np.array([[-ix, -iy], [width - ix, -iy], [width - ix, height - iy], [-ix, height - iy]]) * scale - 0.5)
-    transform = cv2.getPerspectiveTransform(quad, target.astype(np.float32))
-    return cv2.warpPerspective(
-        image, transform, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    inner = _inner_edges(half, quad)
+    return quad if inner is None else inner
 
 
 _CHUNKS = 8  # per side: each yields one measurement of the edges

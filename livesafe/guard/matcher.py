@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from livesafe.guard.regions import Region
+from livesafe.guard.search import ORIENTATIONS
 from livesafe.index import HammingIndex
 from livesafe.lists import Blocklist, BlocklistError, ListSource, ListSpec
 from livesafe.signals import RegionHashes, signal_named
 
 log = logging.getLogger(__name__)
 
-ORIENTATIONS = ("original", "rotate90", "rotate180", "rotate270", "flip_x", "flip_y", "flip_plus1", "flip_minus1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +34,14 @@ class Match:
     distance: int
     matched_hash: str
     query_hash: str
-    region: Region
+    region: tuple[int, int, int, int]  # x, y, w, h of the part of the frame that matched
+    region_kind: str
     orientation: str
     quality: int
     metadata: Mapping[str, str]
+    view: Any = None  # the search's View that matched (to look for the same picture in nearby frames)
+    target: Any = None  # the matched entry's hash bytes
+    near_distance: int = 0  # nearby frames within this of ``target`` in ``view`` show the same picture
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,52 +66,65 @@ class Matcher:
     def blocklists(self) -> list[Blocklist]:
         return [c.blocklist for c in self._lists]
 
-    def match(self, hashed: Sequence[tuple[Region, str, RegionHashes]]) -> list[Match]:
-        """The best match per list among all hashed regions and orientations.
+    def lookup(self, signal: str, queries: np.ndarray, margin: int = 0) -> list[tuple[int, int, int, int]]:
+        """(query, list, row, distance) of entries within each list's threshold + ``margin`` of each query.
 
-        Regions below their signal's quality floor are not queried at all: a
-        flat or black picture says nothing and must never match.
+        Within the threshold the answer is exact (every query's nearest entry);
+        beyond it, up to ``margin`` more bits, it is the index's best effort:
+        near hits only tell the search which views to refine.
         """
-        best: dict[str, Match] = {}
-        for signal_name in self.signals:
-            signal = signal_named(signal_name)
-            owners: list[tuple[Region, int, RegionHashes]] = []
-            rows: list[np.ndarray] = []
-            for region, name, hashes in hashed:
-                if name != signal_name or hashes.quality < signal.min_quality:
-                    continue
-                for k in range(len(hashes.variants)):
-                    owners.append((region, k, hashes))
-                rows.append(hashes.variants)
-            if not rows:
+        found: list[tuple[int, int, int, int]] = []
+        if len(queries) == 0:
+            return found
+        for li, compiled in enumerate(self._lists):
+            index = compiled.indexes.get(signal)
+            if index is None:
                 continue
-            queries = np.concatenate(rows)
-            for compiled in self._lists:
-                index = compiled.indexes.get(signal_name)
-                if index is None:
-                    continue
-                found, distance = index.nearest(queries)
-                for q in np.flatnonzero(found >= 0):
-                    spec = compiled.blocklist.spec
-                    current = best.get(spec.name)
-                    if current is not None and current.distance <= distance[q]:
-                        continue
-                    region, k, hashes = owners[q]
-                    row = int(found[q])
-                    best[spec.name] = Match(
-                        list_name=spec.name,
-                        category=spec.category,
-                        action=spec.action,
-                        signal=signal_name,
-                        distance=int(distance[q]),
-                        matched_hash=signal.format_hex(compiled.blocklist.hashes[signal_name][row]),
-                        query_hash=signal.format_hex(hashes.variants[k]),
-                        region=region,
-                        orientation=ORIENTATIONS[k] if len(hashes.variants) == len(ORIENTATIONS) else "original",
-                        quality=hashes.quality,
-                        metadata=compiled.blocklist.entry_metadata(signal_name, row),
-                    )
-        return sorted(best.values(), key=lambda m: m.distance)
+            radius = compiled.blocklist.spec.threshold_for(signal) + margin
+            q, rows, dist = index.within(queries, radius, limit=2)
+            found += [(int(a), li, int(b), int(c)) for a, b, c in zip(q, rows, dist)]
+        return found
+
+    def entry_hash(self, signal: str, list_index: int, row: int) -> np.ndarray:
+        return self._lists[list_index].blocklist.hashes[signal][row]
+
+    def threshold(self, signal: str, list_index: int) -> int:
+        return self._lists[list_index].blocklist.spec.threshold_for(signal)
+
+    def make_match(
+        self,
+        signal_name: str,
+        list_index: int,
+        row: int,
+        distance: int,
+        view: Any,
+        orientation: int,
+        quality: int,
+        query: np.ndarray,
+        width: int,
+        height: int,
+        margin: int,
+    ) -> Match:
+        blocklist = self._lists[list_index].blocklist
+        signal = signal_named(signal_name)
+        target = blocklist.hashes[signal_name][row]
+        return Match(
+            list_name=blocklist.spec.name,
+            category=blocklist.spec.category,
+            action=blocklist.spec.action,
+            signal=signal_name,
+            distance=int(distance),
+            matched_hash=signal.format_hex(target),
+            query_hash=signal.format_hex(query),
+            region=view.bounds(width, height),
+            region_kind=view.kind,
+            orientation=ORIENTATIONS[orientation],
+            quality=int(quality),
+            metadata=blocklist.entry_metadata(signal_name, row),
+            view=view,
+            target=target,
+            near_distance=blocklist.spec.threshold_for(signal_name) + margin,
+        )
 
 
 class LiveMatcher:

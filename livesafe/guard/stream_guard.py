@@ -40,8 +40,8 @@ from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, RED
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.redact import Action, redact
-from livesafe.guard.regions import RegionSettings, propose_regions
-from livesafe.signals import RegionHashes, signal_named
+from livesafe.guard.search import Search, SearchSettings, View
+from livesafe.guard.views import Planes
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class GuardSettings:
     unchanged_threshold: float = 1.5
     min_sample_gap: int = 2
     deep_every: int = 2  # every 2nd periodic sample (and every cut) is deep
-    regions: RegionSettings = field(default_factory=RegionSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     fallback_fps: float = 30.0
 
     def __post_init__(self) -> None:
@@ -144,10 +144,14 @@ class StreamGuard:
         self._index = 0
         self._last_sample = -(10**9)
         self._periodic = 0  # periodic samples so far, to space the deep ones
-        self._last_clean_sample = -1
-        self._cuts: deque[int] = deque()  # indices of cuts still in the buffer
         self._thumb: np.ndarray | None = None
         self._checked: tuple[np.ndarray, Matcher, list[Match]] | None = None  # last hashed picture's verdict
+        self._search = Search(self.settings.search)
+        self._tracked: list[View] = []  # views that matched in the current episode: checked on every sample
+        # Cuts too close to the previous sample to be sampled themselves (min_sample_gap): a picture
+        # flashed for a frame or two.  Each is checked, deeply, with the next sample.
+        self._skipped_cuts: list[GuardedFrame] = []
+        self._last_released: av.VideoFrame | None = None  # the newest frame out of the buffer (as decoded)
         self.action = Action.PASS  # redaction in force now (for frames entering the buffer)
         self._episode_start: GuardedFrame | None = None
         self._episode_lists: set[str] = set()
@@ -231,22 +235,21 @@ class StreamGuard:
         try:
             y, scale = luma_view(frame)
             is_cut = self._is_cut(y)
-            if is_cut:
-                self._cuts.append(item.index)
             due = item.index - self._last_sample >= self.settings.sample_every
             if due or (is_cut and item.index - self._last_sample >= self.settings.min_sample_gap):
+                self._check_skipped_cuts()
                 item.sampled = True
                 self._last_sample = item.index
                 self.stats.samples += 1
                 self._periodic += 0 if is_cut else 1
                 deep = item.deep = is_cut or self._periodic % self.settings.deep_every == 0
                 self._observe(item, self._check(y, scale, deep), deep)
+            elif is_cut:
+                self._skipped_cuts.append(item)
         except Exception as exc:  # noqa: BLE001 - any failure of the check must fail closed
             self._fail_closed(item, exc)
         item.action = max(item.action, self.action)
         out = self._drain(self.settings.delay_frames)
-        while self._cuts and self._cuts[0] < item.index - self.settings.delay_frames:
-            self._cuts.popleft()
         elapsed = time.perf_counter() - started
         stats = self.stats
         stats.guard_seconds += elapsed
@@ -282,7 +285,6 @@ class StreamGuard:
                 self._fail_closed(item, exc)
             item.action = max(item.action, self.action)
         out = self._drain(0)
-        self._cuts.clear()
         self.stats.guard_seconds += time.perf_counter() - started
         return out
 
@@ -307,6 +309,18 @@ class StreamGuard:
         previous, self._thumb = self._thumb, thumb
         return _change(previous, thumb) > self.settings.cut_threshold
 
+    def _check_skipped_cuts(self) -> None:
+        skipped, self._skipped_cuts = self._skipped_cuts, []
+        oldest = self._buffer[0].index
+        for cut in skipped:
+            if cut.index < oldest:  # already released (a delay shorter than the sample gap)
+                continue
+            y, scale = luma_view(cut.frame)
+            cut.sampled = cut.deep = True
+            self.stats.samples += 1
+            self._observe(cut, self._not_allowed(self._match(self._matcher(), y, scale, True)), True)
+            cut.action = max(cut.action, self.action)
+
     def _check(self, y: np.ndarray, scale: float, deep: bool) -> list[Match]:
         """Matches for this picture, reusing the last deep verdict if nothing changed."""
         matcher = self._matcher()
@@ -327,14 +341,7 @@ class StreamGuard:
     def _match(self, matcher: Matcher, y: np.ndarray, scale: float, deep: bool) -> list[Match]:
         if not matcher.signals:
             return []
-        hashed: list[tuple] = []
-        for region in propose_regions(y, self.settings.regions, deep=deep):
-            for name in matcher.signals:
-                hashes: RegionHashes = signal_named(name).hash_luma(
-                    region.luma, scale, shrink=region.shrink, all_orientations=region.all_orientations
-                )
-                hashed.append((region, name, hashes))
-        return matcher.match(hashed)
+        return self._search.run(Planes(y, scale), matcher, deep=deep, extra=self._tracked)
 
     def _observe(self, item: GuardedFrame, matches: list[Match], deep: bool) -> None:
         self._failing = False
@@ -348,24 +355,35 @@ class StreamGuard:
                 self._redact_episode(action)
             self.action = max(self.action, action)
             self._episode_lists.update(m.list_name for m in matches)
-        elif deep:  # a light sample may have missed a window: it neither bounds nor releases
-            self._last_clean_sample = item.index
+            self._tracked = [m.view for m in matches if m.view is not None][:2]
+        elif deep:  # a light sample may have missed a window: it does not release
             if self.redacting and item.media_time - self._last_match_time >= self.settings.hold_seconds:
                 with self._hold_lock:
                     if not self._kept:
                         self._clear(item.media_time, item.index, ended=False)
 
-    def _episode_first_frame(self) -> int:
-        """Where the matched content most likely appeared (see the module docstring)."""
-        oldest = self._buffer[0].index
-        after_clean = [c for c in self._cuts if c > self._last_clean_sample]
-        if after_clean:
-            return after_clean[0]
-        return self._cuts[-1] if self._cuts else oldest
+    def _first_showing(self, item: GuardedFrame, match: Match) -> GuardedFrame:
+        """The oldest buffered frame that shows the matched picture (``item`` at the latest).
+
+        Samples are sparse and a sample can miss (a fade-in still too dark, a
+        window not yet found), so neither the last clean sample nor the last cut
+        says when the picture appeared: the matched view, applied to each
+        buffered frame before ``item``, does (``Search.showing_since``).  A frame
+        that cannot be checked counts as showing it: fail closed.
+        """
+        if match.view is None:
+            return item
+        frames = [b for b in self._buffer if b.index <= item.index]
+        try:
+            before = None if self._last_released is None else luma_view(self._last_released)
+            first = self._search.showing_since([luma_view(b.frame) for b in frames], match, before)
+        except Exception:  # noqa: BLE001 - cannot tell: redact the whole buffer
+            log.exception("stream %s: reach-back check failed; redacting the buffer", self.stream_id)
+            first = 0
+        return frames[first]
 
     def _start(self, item: GuardedFrame, match: Match, action: Action) -> None:
-        start = self._episode_first_frame()
-        self._episode_start = next(b for b in self._buffer if b.index >= start)
+        self._episode_start = self._first_showing(item, match)
         self._episode_lists = set()
         self._redact_episode(action)
         self._emit(
@@ -373,7 +391,10 @@ class StreamGuard:
             item,
             action,
             match,
-            details={"redacted_from_frame": start, "redacted_from_time": round(self._episode_start.media_time, 6)},
+            details={
+                "redacted_from_frame": self._episode_start.index,
+                "redacted_from_time": round(self._episode_start.media_time, 6),
+            },
         )
 
     def _redact_episode(self, action: Action) -> None:
@@ -402,6 +423,7 @@ class StreamGuard:
         self.action = Action.PASS
         self._kept = False
         self._episode_start = None
+        self._tracked = []
         self._send(event)
 
     def _fail_closed(self, item: GuardedFrame, exc: Exception) -> None:
@@ -431,8 +453,8 @@ class StreamGuard:
                 distance=match.distance,
                 matched_hash=match.matched_hash,
                 query_hash=match.query_hash,
-                region=list(match.region.box()),
-                region_kind=match.region.kind,
+                region=list(match.region),
+                region_kind=match.region_kind,
                 orientation=match.orientation,
                 quality=match.quality,
             )
@@ -461,6 +483,7 @@ class StreamGuard:
         out: list[GuardedFrame] = []
         while len(self._buffer) > keep:
             item = self._buffer.popleft()
+            self._last_released = item.frame
             if item.action is not Action.PASS:
                 started = time.perf_counter()
                 item.frame = redact(item.frame, item.action)

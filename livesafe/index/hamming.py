@@ -122,6 +122,26 @@ class HammingIndex:
             self._multi_index(q64, index, distance)
         return index, distance
 
+    def within(self, queries: np.ndarray, radius: int, limit: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TEMPORARY brute force (replaced by the C search)."""
+        q64 = np.ascontiguousarray(queries).view(np.uint64)
+        words = self._words if self._words is not None else None
+        if words is None:
+            raise NotImplementedError
+        dist = np.zeros((len(q64), self._count), dtype=np.uint16)
+        for w in range(words.shape[1]):
+            dist += np.bitwise_count(words[:, w] ^ q64[:, w, None])
+        qi, rows = np.nonzero(dist <= radius)
+        d = dist[qi, rows].astype(np.int64)
+        order = np.lexsort((rows, d, qi))
+        qi, rows, d = qi[order], rows[order], d[order]
+        keep = np.ones(len(qi), bool)
+        if len(qi):
+            first = np.r_[0, np.flatnonzero(np.diff(qi)) + 1]
+            rank = np.arange(len(qi)) - np.repeat(first, np.diff(np.r_[first, len(qi)]))
+            keep = rank < limit
+        return qi[keep].astype(np.int64), rows[keep].astype(np.int64), d[keep]
+
     # -- brute force -------------------------------------------------------
 
     def _brute_force(self, q64: np.ndarray, index: np.ndarray, distance: np.ndarray) -> None:

@@ -1,0 +1,219 @@
+"""Reading a frame's layout: where pictures, windows, panes and overlays sit.
+
+This is the evidence the hypothesis search (``search.py``) builds its views
+from.  Nothing here decides whether anything matches; it only says where a
+picture's borders could be: bars of one colour around it, long straight edges
+(a window, a pane, a caption strip), or the frame's own borders, which a
+full-height picture-in-picture or a pane touching the frame edge uses as
+sides.  It errs on the side of proposing: a wrong box costs a hash, a missing
+one costs a miss, and the search's refinement tolerates a box a few pixels off.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Our planes are small (320x180 .. 640x360): OpenCV's worker threads cost more in
+# hand-off than they save, and contend with other streams and the codecs.
+cv2.setNumThreads(1)
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the plane's pixel edges
+
+
+def content_box(
+    luma: np.ndarray, tolerance: float, *, fill: float = 0.98, drift: bool = False
+) -> tuple[int, int, int, int] | None:
+    """Bounding box inside uniform bars on each side, or None if the frame is all bar.
+
+    A bar is a run of rows (columns) from the edge whose pixels (a ``fill``
+    fraction of them) stay within ``tolerance`` of the edge's own median
+    colour -- so grey, white or brand-coloured bars trim as well as black
+    ones.  With ``drift``, each line is compared with its own median instead,
+    which may wander slowly: the gradient backdrop of a split-screen layout.
+    """
+    rows, cols = luma.shape
+    if rows < 8 or cols < 8:
+        return None
+
+    def run(lines: np.ndarray) -> int:
+        """Leading uniform lines, scanned in growing chunks: most frames have no
+        bar, and then only the first line is read."""
+        limit = (len(lines) + 1) // 2 + 1  # a bar never covers more than half the frame
+        lines = lines[:, ::2]  # every other pixel along a line is plenty to judge it
+        needed = fill * lines.shape[1]
+        middle = lines.shape[1] // 2
+        colour = np.partition(lines[0], middle)[middle].astype(np.int16)  # median, without np.median's overhead
+        done, chunk = 0, 1
+        while done < limit:
+            block = lines[done : min(limit, done + chunk)].astype(np.int16)
+            if drift:
+                medians = np.partition(block, middle, axis=1)[:, middle]
+                steps = np.abs(np.diff(np.concatenate([[colour], medians])))
+                uniform = (np.count_nonzero(np.abs(block - medians[:, None]) <= tolerance, axis=1) >= needed) & (steps <= 3)
+                colour = medians[-1]
+            else:
+                uniform = np.count_nonzero(np.abs(block - colour) <= tolerance, axis=1) >= needed
+            if not uniform.all():
+                return done + int(np.argmin(uniform))
+            done += len(block)
+            chunk = min(chunk * 4, 64)
+        return done
+
+    top = run(luma)
+    bottom = run(luma[::-1])
+    left = run(luma.T)
+    right = run(luma.T[::-1])
+    w, h = cols - left - right, rows - top - bottom
+    if w <= 4 or h <= 4:
+        return None
+    return left, top, w, h
+
+
+
+
+def oriented_edges(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canny edge pixels split into those of near-horizontal and near-vertical edges.
+
+    Low thresholds on purpose: a picture's border against a background of
+    similar brightness is faint but straight, and straightness (long runs of
+    one orientation), not strength, is what separates it from texture.
+    """
+    dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
+    thin = cv2.Canny(dx, dy, 10, 30)
+    flat = np.abs(dy) > np.abs(dx)
+    return np.where(flat, thin, 0).astype(np.uint8), np.where(flat, 0, thin).astype(np.uint8)
+
+
+class EdgeLines:
+    """Coverage of straight axis-aligned lines by edge pixels, for any span in O(1).
+
+    A line at position ``p`` is the boundary between pixel rows (or columns)
+    ``p - 1`` and ``p``; an edge pixel on either side of it counts.  Positions
+    0 and the plane's size are the frame's own borders and are always covered.
+    """
+
+    def __init__(self, small: np.ndarray) -> None:
+        self.rows, self.cols = small.shape
+        h_mask, v_mask = oriented_edges(small)
+        self._h = np.zeros((self.rows, self.cols + 1), np.int32)
+        np.cumsum(h_mask > 0, axis=1, out=self._h[:, 1:])
+        self._v = np.zeros((self.cols, self.rows + 1), np.int32)
+        np.cumsum(v_mask.T > 0, axis=1, out=self._v[:, 1:])
+
+    def positions(self, vertical: bool, span: int, limit: int, threshold: float = 0.8) -> np.ndarray:
+        """Line positions (and the frame borders) where some ``span``-long stretch is mostly edge."""
+        cum = self._v if vertical else self._h
+        size = self.cols if vertical else self.rows
+        window = (cum[:, span:] - cum[:, :-span]) / span
+        best = window.max(axis=1)
+        candidates = np.flatnonzero(best >= threshold)
+        kept: list[int] = []
+        for p in candidates[np.argsort(-best[candidates], kind="stable")].tolist():
+            if all(abs(p - k) > 2 for k in kept):
+                kept.append(p)
+                if len(kept) >= limit:
+                    break
+        found = np.asarray(kept, np.int64)
+        # The edge pixel of a boundary may sit on either side of it.
+        return np.unique(np.clip(np.concatenate([[0, size], found, found + 1]), 0, size))
+
+    def cover(self, vertical: bool, lines: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """(len(lo), len(lines)): share of each span [lo, hi) that each line covers."""
+        cum = self._v if vertical else self._h
+        size = self.cols if vertical else self.rows
+        inside = cum[np.clip(lines, 0, size - 1)]
+        before = cum[np.clip(lines - 1, 0, size - 1)]
+        hits = np.maximum(inside[:, hi] - inside[:, lo], before[:, hi] - before[:, lo]).T
+        share = hits / np.maximum(1, hi - lo)[:, None]
+        return np.where(((lines == 0) | (lines == size))[None, :], 1.0, share)
+
+
+def outlined_boxes(lines: EdgeLines, most: int, *, min_fraction: float = 0.015, limit: int = 20) -> list[tuple[Box, float]]:
+    """Upright boxes whose four sides are straight edges or frame borders, best outlined first.
+
+    Every pair of candidate rows times every pair of candidate columns is a
+    box; it is kept when each side is >= 65 % covered and at least one side is
+    a real edge (the frame itself is not a box).  The score counts covered
+    minus uncovered pixels along the real sides, so a long, clean outline beats
+    a short one and a chance box in texture (patchy sides) scores low.
+    """
+    rows, cols = lines.rows, lines.cols
+    ys = lines.positions(False, max(8, int(0.08 * cols)), limit)
+    xs = lines.positions(True, max(8, int(0.08 * rows)), limit)
+
+    def spans(ps: np.ndarray, minimum: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = np.meshgrid(ps, ps, indexing="ij")
+        ok = b - a >= minimum
+        return a[ok], b[ok]
+
+    y0, y1 = spans(ys, max(8, rows // 10))
+    x0, x1 = spans(xs, max(8, cols // 10))
+    if not len(y0) or not len(x0):
+        return []
+    v_cov = lines.cover(True, xs, y0, y1)  # (row spans, column positions)
+    h_cov = lines.cover(False, ys, x0, x1)  # (column spans, row positions)
+    sides = np.stack([
+        h_cov[:, np.searchsorted(ys, y0)].T,  # top    (row spans, column spans)
+        h_cov[:, np.searchsorted(ys, y1)].T,  # bottom
+        v_cov[:, np.searchsorted(xs, x0)],  # left
+        v_cov[:, np.searchsorted(xs, x1)],  # right
+    ])
+    shape = sides.shape[1:]
+    borders = np.stack([
+        np.broadcast_to((y0 == 0)[:, None], shape),
+        np.broadcast_to((y1 == rows)[:, None], shape),
+        np.broadcast_to((x0 == 0)[None, :], shape),
+        np.broadcast_to((x1 == cols)[None, :], shape),
+    ])
+    area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+    good = (sides.min(axis=0) >= 0.65) & (~borders).any(axis=0)
+    good &= (area >= min_fraction * rows * cols) & (area < 0.97 * rows * cols)
+    ii, jj = np.nonzero(good)
+    if not len(ii):
+        return []
+    lengths = np.stack([(x1 - x0)[jj], (x1 - x0)[jj], (y1 - y0)[ii], (y1 - y0)[ii]]).astype(np.float64)
+    real = ~borders[:, ii, jj]
+    score = np.where(real, (2 * sides[:, ii, jj] - 1) * lengths, 0.0).sum(axis=0)
+    out: list[tuple[Box, float]] = []
+    for k in np.argsort(-score)[: 20 * most].tolist():
+        box = (int(x0[jj[k]]), int(y0[ii[k]]), int(x1[jj[k]]), int(y1[ii[k]]))
+        if all(box_iou(box, other) < 0.85 for other, _ in out):
+            out.append((box, float(score[k])))
+            if len(out) >= most:
+                break
+    return out
+
+
+def edge_bands(lines: EdgeLines, box: Box, reach: float = 0.35) -> list[Box]:
+    """Strips along ``box``'s sides cut off by a straight edge spanning (nearly) its whole width or
+    height within ``reach`` of that side: a caption bar, a ticker, a chat column over a picture."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    if w < 16 or h < 16:
+        return []
+    found: list[Box] = []
+    rows = np.arange(y0 + 2, y1 - 1)
+    cover = lines.cover(False, rows, np.array([x0]), np.array([x1]))[0]
+    for lo, hi, side in ((y0 + 2, y0 + int(reach * h), "top"), (y1 - int(reach * h), y1 - 1, "bottom")):
+        pick = np.flatnonzero((rows >= lo) & (rows <= hi) & (cover >= 0.85))
+        if len(pick):
+            # The innermost such line: a bar with an outline has two.
+            line = int(rows[pick[-1]] if side == "top" else rows[pick[0]])
+            found.append((x0, y0, x1, line) if side == "top" else (x0, line, x1, y1))
+    cols = np.arange(x0 + 2, x1 - 1)
+    cover = lines.cover(True, cols, np.array([y0]), np.array([y1]))[0]
+    for lo, hi, side in ((x0 + 2, x0 + int(reach * w), "left"), (x1 - int(reach * w), x1 - 1, "right")):
+        pick = np.flatnonzero((cols >= lo) & (cols <= hi) & (cover >= 0.85))
+        if len(pick):
+            line = int(cols[pick[-1]] if side == "left" else cols[pick[0]])
+            found.append((x0, y0, line, y1) if side == "left" else (line, y0, x1, y1))
+    return found
+
+
+def box_iou(a: Box, b: Box) -> float:
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

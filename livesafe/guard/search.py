@@ -1,0 +1,489 @@
+"""The hypothesis search: every place in a frame a listed picture may be, hashed at once.
+
+PDQ matches a picture only when the hashed view frames it as the original was
+framed: a percent or two of misplacement, a degree of rotation or a few
+percent of cropping moves the hash past the threshold.  So robustness comes
+from *what* is hashed, never from loosening the distance.  A sampled frame is
+turned into many candidate views (``View``):
+
+* the frame, and the picture inside uniform bars;
+* boxes outlined by long straight edges or by the frame's own borders
+  (picture-in-picture, panes, a picture over a blurred copy of itself), and
+  the picture inside each box's own margin;
+* halves and quarters of the frame, for panes without a clean outline;
+* the picture padded back out beyond the frame's edges by repeating them, at
+  a grid of extents (a cropped or zoomed picture);
+* a tilted picture and a filmed screen, warped upright;
+* the picture with a caption strip or a chat column at one of its sides
+  filled in from the picture next to it;
+
+and all of them are hashed in one batch (``views.py``), with PDQ's 8
+rotations/flips where they are plausible, and the complement for an inverted
+picture.  The coarse views are hashed from the quarter-size plane.
+
+A view rarely lands exactly on the picture.  So the index is asked for entries
+within the list's threshold *plus a margin* (``near_margin``, 17 bits: within
+48 of a PDQ entry).  Such a near hit says "this view is close to that entry",
+and the view is then refined -- each side or corner moved in shrinking steps,
+at the half-size plane, towards that one entry's hash -- until it is within the
+list's own threshold (a match) or stops improving.  Unrelated pictures sit
+near 128 bits from any entry, so near hits are rare on benign video and the
+refinement costs nothing there.  Every match is verified at the half-size
+plane, with PDQ's quality floor (>= 50) applied to the view that matched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from livesafe.guard.geometry import screen_picture, screen_quads, tilted_quad
+from livesafe.guard.layout import EdgeLines, content_box, edge_bands, outlined_boxes
+from livesafe.guard.views import Planes, box_dcts, box_luma, warp_quads
+from livesafe.signals import pdq, signal_named
+from livesafe.signals.pdq import _DIHEDRAL_SIGNS, _DIHEDRAL_TRANSPOSED, _bits_to_bytes
+
+if TYPE_CHECKING:
+    from livesafe.guard.matcher import Match, Matcher
+
+# PDQ's 8 dihedral variants (in the reference's order), then the complement: the picture's negative.
+ORIENTATIONS = ("original", "rotate90", "rotate180", "rotate270", "flip_x", "flip_y", "flip_plus1", "flip_minus1", "inverted")
+INVERTED = 8
+# What a view can be (events name the kind of view that matched): see the module docstring.
+VIEW_KINDS = ("frame", "trimmed", "uncropped", "box", "window", "tilted", "screen", "masked")
+
+# Extents (left, top, right, bottom; fractions of the picture's size) the picture is padded out
+# to when the frame may show only part of it.  Symmetric for a zoom, one side or two adjacent
+# sides for an off-centre crop; the refinement takes it the rest of the way.
+_UNCROP_LIGHT = tuple((e, e, e, e) for e in (0.035, 0.07))
+_UNCROP = (
+    _UNCROP_LIGHT
+    + tuple((e, e, e, e) for e in (0.11, 0.16))
+    + tuple(tuple(e if k == side else 0.0 for k in range(4)) for side in range(4) for e in (0.05, 0.1, 0.16))
+    + tuple(tuple(e if k in pair else 0.0 for k in range(4)) for pair in ((0, 1), (1, 2), (2, 3), (3, 0)) for e in (0.06, 0.12))
+)
+_WINDOWS = ((0, 0, 0.5, 1), (0.5, 0, 0.5, 1), (0, 0, 1, 0.5), (0, 0.5, 1, 0.5),
+            (0, 0, 0.5, 0.5), (0.5, 0, 0.5, 0.5), (0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSettings:
+    """How widely a sampled frame is searched (``[guard.search]`` in the config)."""
+
+    boxes: int = 12  # outlined boxes per deep sample
+    uncrop: bool = True  # pad the picture beyond the frame: crops, zoom, shake
+    rectify: bool = True  # tilted pictures and filmed screens
+    bands: bool = True  # fill caption strips and chat columns at a picture's sides
+    windows: bool = True  # halves and quarters of the frame
+    near_margin: int = 17  # refine views within a list's threshold + this many bits of an entry
+    refinements: int = 4  # (view, entry) pairs refined per sample, nearest first
+
+    def __post_init__(self) -> None:
+        if self.boxes < 0:
+            raise ValueError("boxes must be >= 0")
+        if not 0 <= self.near_margin <= 64:
+            raise ValueError("near_margin must be 0..64")
+        if self.refinements < 0:
+            raise ValueError("refinements must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A hypothesis about where a picture is, in frame pixel edges (pixel k spans [k, k + 1)).
+
+    Exactly one of ``box`` (x0, y0, x1, y1; may extend beyond the frame, whose
+    edge pixels then repeat) and ``quad`` (corners tl, tr, br, bl) is set.
+    ``fill`` is a strip of the box (x0, y0, x1, y1) painted over from the
+    picture beside it before hashing.  ``dihedral``: also try the picture's 8
+    rotations/flips; ``inverted``: also its negative.
+    """
+
+    kind: str
+    box: tuple[float, float, float, float] | None = None
+    quad: tuple[tuple[float, float], ...] | None = None
+    fill: tuple[float, float, float, float] | None = None
+    dihedral: bool = False
+    inverted: bool = False
+
+    def bounds(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the part of the frame the view covers, for events."""
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+        else:
+            xs, ys = zip(*self.quad)  # type: ignore[misc]
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        x1, y1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
+        return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+    def parameters(self) -> np.ndarray:
+        return np.asarray(self.box if self.box is not None else self.quad, np.float64).reshape(-1)
+
+    def with_parameters(self, values: np.ndarray) -> "View":
+        if self.box is not None:
+            return replace(self, box=tuple(float(v) for v in values))
+        return replace(self, quad=tuple((float(x), float(y)) for x, y in values.reshape(4, 2)))
+
+    def size(self) -> tuple[float, float]:
+        p = self.parameters()
+        if self.box is not None:
+            return p[2] - p[0], p[3] - p[1]
+        q = p.reshape(4, 2)
+        return float(np.ptp(q[:, 0])), float(np.ptp(q[:, 1]))
+
+
+# --------------------------------------------------------------------------- proposing views
+
+
+def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[View]:
+    """The views worth hashing in this frame (``deep=False``: the whole picture only)."""
+    width, height = planes.width, planes.height
+    frame = View("frame", box=(0.0, 0.0, float(width), float(height)), dihedral=True, inverted=True)
+    views = [frame]
+    fine, s = planes.fine.luma, planes.fine.pixels
+    picture = frame
+    inner = content_box(fine, 6.0)
+    if inner is not None and (inner[2], inner[3]) != (fine.shape[1], fine.shape[0]) and min(inner[2:]) >= 8:
+        x, y, w, h = inner
+        picture = View("trimmed", box=(x * s, y * s, (x + w) * s, (y + h) * s), dihedral=True, inverted=True)
+        views.append(picture)
+    if settings.uncrop:
+        views += _uncropped(picture, _UNCROP if deep else _UNCROP_LIGHT)
+    if not deep:
+        return views
+    small, q = planes.coarse.luma, planes.coarse.pixels
+    lines = EdgeLines(small)
+    for rank, (box, _) in enumerate(outlined_boxes(lines, settings.boxes)):
+        x0, y0, x1, y1 = box
+        outlined = View("box", box=(x0 * q, y0 * q, x1 * q, y1 * q), dihedral=rank < 4)
+        views.append(outlined)
+        # A window's or pane's own margin (a mount, a backdrop) inside the outline.
+        fx0, fy0, fx1, fy1 = (x0 * q) // s, (y0 * q) // s, (x1 * q) // s, (y1 * q) // s
+        margin = content_box(fine[fy0:fy1, fx0:fx1], 8.0)
+        if margin is not None and margin[2] * margin[3] < 0.95 * (fx1 - fx0) * (fy1 - fy0) and min(margin[2:]) >= 8:
+            mx, my, mw, mh = margin
+            box_in = ((fx0 + mx) * s, (fy0 + my) * s, (fx0 + mx + mw) * s, (fy0 + my + mh) * s)
+            views.append(View("box", box=tuple(float(v) for v in box_in), dihedral=rank < 4))
+    if settings.windows:
+        rows, cols = fine.shape
+        for fx, fy, fw, fh in _WINDOWS:
+            x, y, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
+            # A pane's backdrop (often a gradient, with a name tag): trim lines that are mostly backdrop.
+            trimmed = content_box(fine[y : y + h, x : x + w], 6.0, fill=0.85, drift=True)
+            if trimmed is not None and min(trimmed[2:]) >= 8:
+                x, y, (w, h) = x + trimmed[0], y + trimmed[1], trimmed[2:]
+            views.append(View("window", box=(x * s, y * s, (x + w) * s, (y + h) * s)))
+    if settings.rectify:
+        views += _rectified(planes)
+    if settings.bands and picture.box is not None:
+        box = tuple(int(v) // q for v in picture.box)
+        for band in edge_bands(lines, box):  # type: ignore[arg-type]
+            views.append(View("masked", box=picture.box, fill=tuple(float(v * q) for v in band)))
+    return views
+
+
+def _uncropped(picture: View, extents: tuple[tuple[float, ...], ...]) -> list[View]:
+    x0, y0, x1, y1 = picture.box  # type: ignore[misc]
+    w, h = x1 - x0, y1 - y0
+    return [View("uncropped", box=(x0 - l * w, y0 - t * h, x1 + r * w, y1 + b * h)) for l, t, r, b in extents]
+
+
+def _rectified(planes: Planes) -> list[View]:
+    """A tilted picture and filmed screens as quads (frame pixel edges)."""
+    fine, s = planes.fine.luma, planes.fine.pixels
+    views = []
+    tilted = tilted_quad(fine)
+    if tilted is not None:
+        views.append(View("tilted", quad=_corners(tilted * s), dihedral=True))
+    coarse, q = planes.coarse.luma, planes.coarse.pixels
+    ratio = q // s
+    for quad in screen_quads(coarse, max_quads=2):
+        centres = quad * ratio + (ratio - 1) / 2  # coarse pixel centres -> fine pixel centres
+        inner = screen_picture(fine, centres)
+        views.append(View("screen", quad=_corners((inner + 0.5) * s), dihedral=True))
+    return views
+
+
+def _corners(quad: np.ndarray) -> tuple[tuple[float, float], ...]:
+    return tuple((float(x), float(y)) for x, y in np.asarray(quad, np.float64).reshape(4, 2))
+
+
+# --------------------------------------------------------------------------- hashing views
+
+
+def dcts(planes: Planes, views: list[View], *, coarse: bool) -> np.ndarray:
+    """(N, 16, 16) PDQ DCT blocks of ``views``; large plain boxes from the coarse plane if ``coarse``."""
+    out = np.empty((len(views), 16, 16), np.float32)
+    plain = [i for i, v in enumerate(views) if v.box is not None and v.fill is None]
+    for level in planes.levels():
+        chosen = [i for i in plain if planes.level_for(*views[i].size(), coarse) is level]
+        if chosen:
+            out[chosen] = box_dcts(planes, level, np.array([views[i].box for i in chosen]))
+    for i, view in enumerate(views):
+        if view.box is None or view.fill is not None:
+            luma, shrink = view_luma(planes, view, coarse=coarse)
+            out[i] = pdq.dct_of_luma(luma, shrink=shrink).coefficients
+    return out
+
+
+def view_luma(planes: Planes, view: View, *, coarse: bool = False) -> tuple[np.ndarray, int]:
+    """The view's pixels, upright (a plane crop, a warped quad, a box with its strip filled) and their shrink."""
+    if view.quad is not None:
+        return warp_quads(planes, np.array([view.quad]), coarse)[0]
+    luma, shrink = box_luma(planes, np.array(view.box))
+    if view.fill is not None:
+        luma = _filled(luma, view, shrink)
+    return luma, shrink
+
+
+def _filled(luma: np.ndarray, view: View, shrink: int) -> np.ndarray:
+    """Paint the view's strip over with the picture's pixels beside it (repeated outwards)."""
+    bx0, by0, _, _ = view.box  # type: ignore[misc]
+    fx0, fy0, fx1, fy1 = view.fill  # type: ignore[misc]
+    rows, cols = luma.shape
+    x0, x1 = int(round((fx0 - bx0) / shrink)), int(round((fx1 - bx0) / shrink))
+    y0, y1 = int(round((fy0 - by0) / shrink)), int(round((fy1 - by0) / shrink))
+    x0, x1, y0, y1 = max(0, x0), min(cols, x1), max(0, y0), min(rows, y1)
+    out = luma.copy()
+    if x1 - x0 >= cols - 1:  # a horizontal strip at the top or the bottom
+        if y0 <= 0 and y1 < rows:
+            out[:y1] = out[y1]
+        elif y1 >= rows and y0 > 0:
+            out[y0:] = out[y0 - 1]
+    elif y1 - y0 >= rows - 1:  # a vertical strip at the left or the right
+        if x0 <= 0 and x1 < cols:
+            out[:, :x1] = out[:, x1 : x1 + 1]
+        elif x1 >= cols and x0 > 0:
+            out[:, x0:] = out[:, x0 - 1 : x0]
+    return out
+
+
+def variant_hashes(blocks: np.ndarray) -> np.ndarray:
+    """(N, 9, 32) hash bytes of each block's 8 dihedral variants and its complement (inverted picture)."""
+    signed = blocks[:, None] * _DIHEDRAL_SIGNS[None]
+    signed[:, _DIHEDRAL_TRANSPOSED] = signed[:, _DIHEDRAL_TRANSPOSED].transpose(0, 1, 3, 2)
+    hashes = _bits_to_bytes(signed.reshape(-1, 256)).reshape(len(blocks), 8, 32)
+    return np.concatenate([hashes, ~hashes[:, :1]], axis=1)
+
+
+def _dct_hash(image64: np.ndarray) -> np.ndarray:
+    """The 16x16 PDQ DCT block of a 64x64 image."""
+    return pdq._DCT @ image64 @ pdq._DCT.T
+
+
+def _distances(hashes: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(hashes ^ target).sum(axis=-1, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A view's hash close to one list entry: what refinement starts from."""
+
+    view: View
+    orientation: int
+    list_index: int
+    row: int
+    distance: int
+
+
+class Search:
+    """Runs the search of one sampled frame against a ``Matcher``'s PDQ lists."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.settings = settings
+
+    def run(self, planes: Planes, matcher: "Matcher", *, deep: bool, extra: list[View] = ()) -> list["Match"]:
+        """The best match per list among all views (and ``extra`` ones, e.g. the last matched view)."""
+        views = [*extra, *propose(planes, self.settings, deep=deep)]
+        best: dict[int, "Match"] = {}
+        if "pdq" in matcher.signals:
+            best = self._pdq(planes, matcher, views)
+        for name in sorted(matcher.signals - {"pdq"}):
+            for match in self._other(planes, matcher, views, name):
+                current = best.get(match[0])
+                if current is None:
+                    best[match[0]] = match[1]
+        return sorted(best.values(), key=lambda m: m.distance)
+
+    def _other(self, planes: Planes, matcher: "Matcher", views: list[View], name: str) -> list[tuple[int, "Match"]]:
+        """Exact matches of a signal without a batched form (imagehash's): the main views only.
+
+        These hashes go through PIL per view, so only the views most likely to
+        hold a whole picture are hashed: the frame, the picture inside bars,
+        outlined boxes offered in all orientations, and rectified quads.
+        """
+        signal = signal_named(name)
+        main = [v for v in views if v.dihedral][:8]
+        hashed, owners = [], []
+        for i, view in enumerate(main):
+            luma, shrink = view_luma(planes, view)
+            hashes = signal.hash_luma(luma, planes.luma_scale, shrink=shrink, all_orientations=view.dihedral)
+            if hashes.quality < signal.min_quality:
+                continue
+            hashed.append(hashes.variants)
+            owners += [(i, k, hashes.quality) for k in range(len(hashes.variants))]
+        if not hashed:
+            return []
+        queries = np.concatenate(hashed)
+        found: dict[int, "Match"] = {}
+        for q, li, row, distance in matcher.lookup(name, queries):
+            if li in found and found[li].distance <= distance:
+                continue
+            i, k, quality = owners[q]
+            found[li] = matcher.make_match(
+                name, li, row, distance, main[i], k, quality, queries[q], planes.width, planes.height, 0
+            )
+        return list(found.items())
+
+    def _pdq(self, planes: Planes, matcher: "Matcher", views: list[View]) -> dict[int, "Match"]:
+        blocks = dcts(planes, views, coarse=True)
+        variants = variant_hashes(blocks)
+        owners, orientations = [], []
+        for i, view in enumerate(views):
+            allowed = list(range(8)) if view.dihedral else [0]
+            if view.inverted:
+                allowed.append(INVERTED)
+            owners += [i] * len(allowed)
+            orientations += allowed
+        owners_a, orientations_a = np.array(owners), np.array(orientations)
+        queries = variants[owners_a, orientations_a]
+        hits = matcher.lookup("pdq", queries, self.settings.near_margin)
+        candidates = sorted(
+            (Candidate(views[owners_a[q]], int(orientations_a[q]), li, row, d) for q, li, row, d in hits),
+            key=lambda c: c.distance,
+        )
+        best: dict[int, "Match"] = {}
+        refined = 0
+        for candidate in candidates:
+            if candidate.list_index in best and best[candidate.list_index].distance <= candidate.distance:
+                continue
+            target = matcher.entry_hash("pdq", candidate.list_index, candidate.row)
+            threshold = matcher.threshold("pdq", candidate.list_index)
+            view, distance, quality = self.verify(planes, candidate.view, candidate.orientation, target)
+            if distance > threshold and refined < self.settings.refinements:
+                refined += 1
+                view, distance, quality = self.refine(planes, view, candidate.orientation, target, distance, threshold)
+            if distance <= threshold and quality >= pdq.MIN_QUALITY:
+                match = matcher.make_match(
+                    "pdq", candidate.list_index, candidate.row, distance, view, candidate.orientation, quality,
+                    self.hash_of(planes, view, candidate.orientation), planes.width, planes.height,
+                    self.settings.near_margin,
+                )
+                current = best.get(candidate.list_index)
+                if current is None or distance < current.distance:
+                    best[candidate.list_index] = match
+        return best
+
+    def verify(self, planes: Planes, view: View, orientation: int, target: np.ndarray) -> tuple[View, int, int]:
+        """(view, distance to ``target``, PDQ quality), hashed exactly at the fine plane."""
+        luma, shrink = view_luma(planes, view)
+        dct = pdq.dct_of_luma(luma, planes.luma_scale, shrink)
+        distance = int(_distances(variant_hashes(dct.coefficients[None])[0, orientation], target))
+        return view, distance, dct.quality
+
+    def showing_since(
+        self, lumas: list[tuple[np.ndarray, float]], match: "Match", before: tuple[np.ndarray, float] | None = None
+    ) -> int:
+        """Index into ``lumas`` (consecutive frames' Y planes and scales; the last is the frame that
+        matched) of the first frame, walking back, that still shows the matched picture.
+
+        Each frame is seen through the view that matched.  It shows the picture
+        when its hash is within the list's threshold plus the search's margin of
+        the entry (a fade from black keeps PDQ's hash, which ignores contrast),
+        or when it is part of a dissolve into it: no cut since that frame, and
+        least squares explains it as at least a quarter of the matched picture
+        (a cross-fade's blend is 70 % the picture while its hash is still 60
+        bits away).  ``before`` is the frame before ``lumas`` (already shown):
+        unless it looks like the matched picture too, the fit also gets it as a
+        second component, so a picture that merely resembles the matched one
+        by chance is not taken for a blend.  The walk stops at the first frame
+        that does neither.
+        """
+        orientation = ORIENTATIONS.index(match.orientation)
+        images = [self._view_image(Planes(y, scale), match.view) for y, scale in lumas]
+        matched = images[-1].reshape(-1)
+        columns = [matched, np.ones(matched.size, np.float32)]
+        if before is not None:
+            background = self._view_image(Planes(*before), match.view).reshape(-1)
+            if abs(np.corrcoef(matched, background)[0, 1]) < 0.7:
+                columns.insert(1, background)
+        design = np.stack(columns, axis=1).astype(np.float64)
+        first = len(images) - 1
+        for j in range(len(images) - 2, -1, -1):
+            image = images[j]
+            near = int(_distances(variant_hashes(_dct_hash(image)[None])[0, orientation], match.target)) <= match.near_distance
+            if not near:
+                cut = np.abs(image - images[j + 1]).mean() > 12.0
+                share = np.linalg.lstsq(design, image.reshape(-1).astype(np.float64), rcond=None)[0][0]
+                if cut or share < 0.25:
+                    break
+            first = j
+        return first
+
+    @staticmethod
+    def _view_image(planes: Planes, view: View) -> np.ndarray:
+        """The reference's 64x64 filtered image of the view (float32)."""
+        luma, shrink = view_luma(planes, view)
+        return pdq.downsample_64(luma, shrink)
+
+    def hash_of(self, planes: Planes, view: View, orientation: int) -> np.ndarray:
+        luma, shrink = view_luma(planes, view)
+        return variant_hashes(pdq.dct_of_luma(luma, shrink=shrink).coefficients[None])[0, orientation]
+
+    def refine(
+        self, planes: Planes, view: View, orientation: int, target: np.ndarray, distance: int, threshold: int
+    ) -> tuple[View, int, int]:
+        """Move the view's sides (or corners) in shrinking steps towards ``target``'s hash.
+
+        A pattern search: each round tries every side (corner) moved out and in
+        by ``step`` (and, for boxes, the whole box shifted and scaled), keeps the
+        best if it is closer, else halves the step, down to about a pixel of the
+        fine plane.  It stops as soon as the view is within ``threshold``.
+        """
+        params = view.parameters()
+        width, height = view.size()
+        step = 0.03
+        pixel = planes.fine.pixels
+        best, best_d = params, distance
+        for _ in range(16):
+            if best_d <= threshold:
+                break
+            trials = _neighbours(best, view.box is not None, step * width, step * height)
+            trial_views = [view.with_parameters(t) for t in trials]
+            if view.box is not None and view.fill is None:
+                blocks = box_dcts(planes, planes.fine, np.array([v.box for v in trial_views]))
+            else:
+                blocks = dcts(planes, trial_views, coarse=False)
+            d = _distances(variant_hashes(blocks)[:, orientation], target)
+            k = int(d.argmin())
+            if d[k] < best_d:
+                best, best_d = trials[k], int(d[k])
+            else:
+                step /= 2
+                if step * min(width, height) < 0.75 * pixel:
+                    break
+        return self.verify(planes, view.with_parameters(best), orientation, target)
+
+
+def _neighbours(params: np.ndarray, is_box: bool, dx: float, dy: float) -> np.ndarray:
+    """Trial parameter vectors around ``params``: each coordinate moved by +-dx (x) or +-dy (y)."""
+    deltas = np.tile([dx, dy], len(params) // 2)
+    trials = []
+    for k in range(len(params)):
+        for sign in (-1.0, 1.0):
+            t = params.copy()
+            t[k] += sign * deltas[k]
+            trials.append(t)
+    if is_box:
+        centre = np.array([(params[0] + params[2]) / 2, (params[1] + params[3]) / 2] * 2)
+        for sign in (-1.0, 1.0):
+            trials.append(centre + (params - centre) * (1 + sign * 2 * dx / max(1.0, params[2] - params[0])))
+            trials.append(params + sign * np.array([dx, 0, dx, 0]))
+            trials.append(params + sign * np.array([0, dy, 0, dy]))
+    return np.array(trials)
