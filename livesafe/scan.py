@@ -136,8 +136,13 @@ def scan_file(
     return result
 
 
+# FFmpeg "decodes" text files as video: its tty demuxer renders any text as ANSI art, and
+# there are binary text-art formats too.  Scanning those would report a text file clean.
+_TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
 def open_video(path: Path) -> av.container.InputContainer:
-    """An opened container with at least one video stream, or a one-line ScanError."""
+    """An opened container with at least one (real) video stream, or a one-line ScanError."""
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
@@ -145,6 +150,10 @@ def open_video(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise ScanError(f"{path}: no video stream")
+    codec = container.streams.video[0].codec_context.name
+    if codec in _TEXT_ART_CODECS:
+        container.close()
+        raise ScanError(f"{path}: not a video (FFmpeg would read it as {codec} text art)")
     return container
 
 

@@ -249,6 +249,9 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
     if case == "text renamed .mp4":
         (tmp_path / "text.mp4").write_text("hello\n" * 50)
         return ["scan", tmp_path / "text.mp4", *good], ["text.mp4"]
+    if case == "plain text file":  # FFmpeg's tty demuxer would "decode" it as ANSI art
+        (tmp_path / "notes.txt").write_text("".join(f"line {i} of some notes\n" for i in range(40)))
+        return ["scan", tmp_path / "notes.txt", *good], ["notes.txt", "not a video"]
     if case == "input is a directory":
         return ["scan", tmp_path, *good], [str(tmp_path)]
     if case == "audio only":
@@ -288,7 +291,7 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
 
 
 BAD_CASES = [
-    "missing input", "empty input", "text renamed .mp4", "input is a directory", "audio only", "bad list line",
+    "missing input", "empty input", "text renamed .mp4", "plain text file", "input is a directory", "audio only", "bad list line",
     "unknown signal", "missing list", "no blocklist", "missing config", "config unknown key", "config unknown section",
     "config wrong type (str for int)", "config wrong type (str for float)", "config wrong type (bool)",
     "config delay < sample_every", "config old regions table", "config bad search setting", "config bad action", "config list without path",

@@ -60,8 +60,10 @@ VIEW_KINDS = ("frame", "trimmed", "uncropped", "box", "window", "tilted", "scree
 # sides for an off-centre crop; the refinement takes it the rest of the way.
 _UNCROP_LIGHT = tuple((e, e, e, e) for e in (0.035, 0.07))
 _UNCROP = (
-    _UNCROP_LIGHT
-    + tuple((e, e, e, e) for e in (0.11, 0.16))
+    # a zoom, centred or drifted by half its margin either way (camera shake, pan)
+    tuple((e + dx, e + dy, e - dx, e - dy) for e in (0.04, 0.08, 0.12) for dx in (-e / 2, 0, e / 2) for dy in (-e / 2, 0, e / 2))
+    + tuple((e, e, e, e) for e in (0.16,))
+    # an off-centre crop: one side, or two adjacent sides
     + tuple(tuple(e if k == side else 0.0 for k in range(4)) for side in range(4) for e in (0.05, 0.1, 0.16))
     + tuple(tuple(e if k in pair else 0.0 for k in range(4)) for pair in ((0, 1), (1, 2), (2, 3), (3, 0)) for e in (0.06, 0.12))
 )
@@ -158,24 +160,22 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
     lines = EdgeLines(small)
     for rank, (box, _) in enumerate(outlined_boxes(lines, settings.boxes)):
         x0, y0, x1, y1 = box
-        outlined = View("box", box=(x0 * q, y0 * q, x1 * q, y1 * q), dihedral=rank < 4)
-        views.append(outlined)
+        views.append(View("box", box=(x0 * q, y0 * q, x1 * q, y1 * q), dihedral=rank < 4))
         # A window's or pane's own margin (a mount, a backdrop) inside the outline.
-        fx0, fy0, fx1, fy1 = (x0 * q) // s, (y0 * q) // s, (x1 * q) // s, (y1 * q) // s
-        margin = content_box(fine[fy0:fy1, fx0:fx1], 8.0)
-        if margin is not None and margin[2] * margin[3] < 0.95 * (fx1 - fx0) * (fy1 - fy0) and min(margin[2:]) >= 8:
+        margin = content_box(small[y0:y1, x0:x1], 8.0)
+        if margin is not None and margin[2] * margin[3] < 0.95 * (x1 - x0) * (y1 - y0) and min(margin[2:]) >= 4:
             mx, my, mw, mh = margin
-            box_in = ((fx0 + mx) * s, (fy0 + my) * s, (fx0 + mx + mw) * s, (fy0 + my + mh) * s)
-            views.append(View("box", box=tuple(float(v) for v in box_in), dihedral=rank < 4))
+            inner = ((x0 + mx) * q, (y0 + my) * q, (x0 + mx + mw) * q, (y0 + my + mh) * q)
+            views.append(View("box", box=tuple(float(v) for v in inner), dihedral=rank < 4))
     if settings.windows:
-        rows, cols = fine.shape
+        rows, cols = small.shape
         for fx, fy, fw, fh in _WINDOWS:
             x, y, w, h = int(fx * cols), int(fy * rows), int(fw * cols), int(fh * rows)
             # A pane's backdrop (often a gradient, with a name tag): trim lines that are mostly backdrop.
-            trimmed = content_box(fine[y : y + h, x : x + w], 6.0, fill=0.85, drift=True)
-            if trimmed is not None and min(trimmed[2:]) >= 8:
+            trimmed = content_box(small[y : y + h, x : x + w], 6.0, fill=0.85, drift=True)
+            if trimmed is not None and min(trimmed[2:]) >= 4:
                 x, y, (w, h) = x + trimmed[0], y + trimmed[1], trimmed[2:]
-            views.append(View("window", box=(x * s, y * s, (x + w) * s, (y + h) * s)))
+            views.append(View("window", box=(x * q, y * q, (x + w) * q, (y + h) * q)))
     if settings.rectify:
         views += _rectified(planes)
     if settings.bands and picture.box is not None:
@@ -468,7 +468,16 @@ class Search:
                 step /= 2
                 if step * min(width, height) < 0.75 * pixel:
                     break
-        return self.verify(planes, view.with_parameters(best), orientation, target)
+        refined = view.with_parameters(best)
+        if best_d > threshold and view.box is not None and view.fill is None:
+            # Still out: the picture may be turned or keystoned a little, which a box cannot follow.
+            return self.refine(planes, _as_quad(refined), orientation, target, best_d, threshold)
+        return self.verify(planes, refined, orientation, target)
+
+
+def _as_quad(view: View) -> View:
+    x0, y0, x1, y1 = view.box  # type: ignore[misc]
+    return replace(view, box=None, quad=((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
 
 
 def _neighbours(params: np.ndarray, is_box: bool, dx: float, dy: float) -> np.ndarray:

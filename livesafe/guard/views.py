@@ -123,14 +123,18 @@ def box_dcts(planes: Planes, level: Level, boxes: np.ndarray) -> np.ndarray:
     grid[:, 3] = np.maximum(grid[:, 3], grid[:, 1] + 2)
     row_spans, row_of = np.unique(grid[:, [1, 3]], axis=0, return_inverse=True)
     col_spans, col_of = np.unique(grid[:, [0, 2]], axis=0, return_inverse=True)
-    col_ops = np.concatenate([_placed(int(a), int(b), cols, p, 0, cols) for a, b in col_spans])  # (16 C, cols)
+    col_ops = [_placed(int(a), int(b), cols, p, 0, cols) for a, b in col_spans]  # each (16, cols)
     for r, (a, b) in enumerate(row_spans):
         members = np.flatnonzero(row_of == r)
-        lo, hi = max(0, min(int(a), rows - 1)), min(rows, max(int(b), 1))
-        shared = _placed(int(a), int(b), rows, p, lo, hi) @ luma[lo:hi]  # (16, cols)
         used = np.unique(col_of[members])
-        blocks = shared @ col_ops.reshape(-1, 16, cols)[used].reshape(-1, cols).T  # (16, 16 len(used))
-        blocks = blocks.reshape(16, len(used), 16).transpose(1, 0, 2)
+        # Only the columns these boxes read (edge pixels stand in for those beyond the plane).
+        c_lo = int(max(0, min(col_spans[used, 0].min(), cols - 1)))
+        c_hi = int(min(cols, max(col_spans[used, 1].max(), c_lo + 1)))
+        lo = max(0, min(int(a), rows - 1))
+        hi = min(rows, max(int(b), lo + 1))
+        shared = _placed(int(a), int(b), rows, p, lo, hi) @ luma[lo:hi, c_lo:c_hi]  # (16, c_hi - c_lo)
+        stacked = np.concatenate([col_ops[c][:, c_lo:c_hi] for c in used])  # (16 len(used), c_hi - c_lo)
+        blocks = (shared @ stacked.T).reshape(16, len(used), 16).transpose(1, 0, 2)
         out[members] = blocks[np.searchsorted(used, col_of[members])]
     return out
 
