@@ -72,59 +72,73 @@ def content_box(
 
 
 
-def oriented_edges(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Canny edge pixels split into those of near-horizontal and near-vertical edges.
+def axis_edges(small: np.ndarray, vertical: bool) -> np.ndarray:
+    """Where a straight horizontal (``vertical=False``) or vertical boundary may pass: a bool
+    map whose pixel ``p`` along the axis marks the boundary between pixels ``p - 1`` and ``p``.
 
-    Low thresholds on purpose: a picture's border against a background of
-    similar brightness is faint but straight, and straightness (long runs of
-    one orientation), not strength, is what separates it from texture.
+    A picture's border is where the luma step *across* the line direction peaks,
+    at nearly every point along it, at the same position; texture also has steps,
+    but its peaks fall anywhere.  So each point is marked where its step (lightly
+    smoothed along the line) is the largest within two pixels either way across
+    it, and at least 3 levels: then a border covers ~95 % of its length and
+    texture ~20-40 % of any line.  (Canny's direction-based thinning scatters a
+    border over texture into short pieces; this does not.)
     """
-    dx, dy = cv2.Sobel(small, cv2.CV_16S, 1, 0), cv2.Sobel(small, cv2.CV_16S, 0, 1)
-    thin = cv2.Canny(dx, dy, 10, 30)
-    flat = np.abs(dy) > np.abs(dx)
-    return np.where(flat, thin, 0).astype(np.uint8), np.where(flat, 0, thin).astype(np.uint8)
+    luma = (small.T if vertical else small).astype(np.int16)
+    step = np.zeros_like(luma)
+    step[1:] = np.abs(luma[1:] - luma[:-1])
+    step = cv2.blur(step, (3, 1), borderType=cv2.BORDER_REPLICATE) if luma.shape[1] >= 3 else step
+    peak = cv2.dilate(step, np.ones((5, 1), np.uint8))
+    marked = (step == peak) & (step >= 3)
+    marked[0] = False
+    return marked
 
 
 class EdgeLines:
-    """Coverage of straight axis-aligned lines by edge pixels, for any span in O(1).
+    """Coverage of straight axis-aligned lines by boundary points (``axis_edges``), for any span in O(1).
 
     A line at position ``p`` is the boundary between pixel rows (or columns)
-    ``p - 1`` and ``p``; an edge pixel on either side of it counts.  Positions
-    0 and the plane's size are the frame's own borders and are always covered.
+    ``p - 1`` and ``p``; a point marked at ``p`` or at ``p + 1`` counts (a
+    border falling inside a pixel peaks on either side of it).  Positions 0 and
+    the plane's size are the frame's own borders and are always covered.
     """
 
     def __init__(self, small: np.ndarray) -> None:
         self.rows, self.cols = small.shape
-        h_mask, v_mask = oriented_edges(small)
-        self._h = np.zeros((self.rows, self.cols + 1), np.int32)
-        np.cumsum(h_mask > 0, axis=1, out=self._h[:, 1:])
-        self._v = np.zeros((self.cols, self.rows + 1), np.int32)
-        np.cumsum(v_mask.T > 0, axis=1, out=self._v[:, 1:])
+        self._h = self._cumulative(axis_edges(small, vertical=False))
+        self._v = self._cumulative(axis_edges(small, vertical=True))
+
+    @staticmethod
+    def _cumulative(marked: np.ndarray) -> np.ndarray:
+        near = marked.copy()
+        near[:-1] |= marked[1:]
+        cum = np.zeros((marked.shape[0], marked.shape[1] + 1), np.int32)
+        np.cumsum(near, axis=1, out=cum[:, 1:])
+        return cum
 
     def positions(self, vertical: bool, span: int, limit: int, threshold: float = 0.8) -> np.ndarray:
         """Line positions (and the frame borders) where some ``span``-long stretch is mostly edge."""
         cum = self._v if vertical else self._h
         size = self.cols if vertical else self.rows
+        if cum.shape[1] <= span:
+            return np.array([0, size], np.int64)
         window = (cum[:, span:] - cum[:, :-span]) / span
         best = window.max(axis=1)
         candidates = np.flatnonzero(best >= threshold)
         kept: list[int] = []
         for p in candidates[np.argsort(-best[candidates], kind="stable")].tolist():
-            if all(abs(p - k) > 2 for k in kept):
+            if all(abs(p - k) > 1 for k in kept):
                 kept.append(p)
                 if len(kept) >= limit:
                     break
-        found = np.asarray(kept, np.int64)
-        # The edge pixel of a boundary may sit on either side of it.
-        return np.unique(np.clip(np.concatenate([[0, size], found, found + 1]), 0, size))
+        return np.unique(np.concatenate([[0, size], np.asarray(kept, np.int64)]))
 
     def cover(self, vertical: bool, lines: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """(len(lo), len(lines)): share of each span [lo, hi) that each line covers."""
         cum = self._v if vertical else self._h
         size = self.cols if vertical else self.rows
-        inside = cum[np.clip(lines, 0, size - 1)]
-        before = cum[np.clip(lines - 1, 0, size - 1)]
-        hits = np.maximum(inside[:, hi] - inside[:, lo], before[:, hi] - before[:, lo]).T
+        at = cum[np.clip(lines, 0, size - 1)]
+        hits = (at[:, hi] - at[:, lo]).T
         share = hits / np.maximum(1, hi - lo)[:, None]
         return np.where(((lines == 0) | (lines == size))[None, :], 1.0, share)
 

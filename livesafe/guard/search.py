@@ -67,6 +67,7 @@ _UNCROP = (
     + tuple(tuple(e if k == side else 0.0 for k in range(4)) for side in range(4) for e in (0.05, 0.1, 0.16))
     + tuple(tuple(e if k in pair else 0.0 for k in range(4)) for pair in ((0, 1), (1, 2), (2, 3), (3, 0)) for e in (0.06, 0.12))
 )
+_MIN_LAYOUT = 32  # coarse-plane pixels: below this a frame is too small to hold windows worth finding
 _WINDOWS = ((0, 0, 0.5, 1), (0.5, 0, 0.5, 1), (0, 0, 1, 0.5), (0, 0.5, 1, 0.5),
             (0, 0, 0.5, 0.5), (0.5, 0, 0.5, 0.5), (0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5))  # fmt: skip
 
@@ -154,9 +155,9 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
         views.append(picture)
     if settings.uncrop:
         views += _uncropped(picture, _UNCROP if deep else _UNCROP_LIGHT)
-    if not deep:
-        return views
     small, q = planes.coarse.luma, planes.coarse.pixels
+    if not deep or min(small.shape) < _MIN_LAYOUT:
+        return views
     lines = EdgeLines(small)
     for rank, (box, _) in enumerate(outlined_boxes(lines, settings.boxes)):
         x0, y0, x1, y1 = box
@@ -481,7 +482,8 @@ def _as_quad(view: View) -> View:
 
 
 def _neighbours(params: np.ndarray, is_box: bool, dx: float, dy: float) -> np.ndarray:
-    """Trial parameter vectors around ``params``: each coordinate moved by +-dx (x) or +-dy (y)."""
+    """Trial parameter vectors around ``params``: each coordinate moved by +-dx (x) or +-dy (y), and
+    the whole view shifted, scaled and (quads) turned, since those move every coordinate at once."""
     deltas = np.tile([dx, dy], len(params) // 2)
     trials = []
     for k in range(len(params)):
@@ -489,10 +491,15 @@ def _neighbours(params: np.ndarray, is_box: bool, dx: float, dy: float) -> np.nd
             t = params.copy()
             t[k] += sign * deltas[k]
             trials.append(t)
-    if is_box:
-        centre = np.array([(params[0] + params[2]) / 2, (params[1] + params[3]) / 2] * 2)
-        for sign in (-1.0, 1.0):
-            trials.append(centre + (params - centre) * (1 + sign * 2 * dx / max(1.0, params[2] - params[0])))
-            trials.append(params + sign * np.array([dx, 0, dx, 0]))
-            trials.append(params + sign * np.array([0, dy, 0, dy]))
+    points = params.reshape(-1, 2)
+    centre = points.mean(axis=0)
+    extent = max(1.0, float(np.ptp(points[:, 0])))
+    for sign in (-1.0, 1.0):
+        trials.append((centre + (points - centre) * (1 + sign * 2 * dx / extent)).reshape(-1))
+        trials.append((points + sign * np.array([dx, 0.0])).reshape(-1))
+        trials.append((points + sign * np.array([0.0, dy])).reshape(-1))
+        if not is_box:
+            angle = sign * 2 * dx / extent
+            turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            trials.append(((points - centre) @ turn.T + centre).reshape(-1))
     return np.array(trials)
