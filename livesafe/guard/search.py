@@ -79,7 +79,7 @@ class SearchSettings:
     boxes: int = 12  # outlined boxes per deep sample
     uncrop: bool = True  # pad the picture beyond the frame: crops, zoom, shake
     rectify: bool = True  # tilted pictures and filmed screens
-    bands: bool = True  # fill caption strips and chat columns at a picture's sides
+    masks: bool = True  # paint over caption strips, chat columns and boxes (a face-cam) on the picture
     windows: bool = True  # halves and quarters of the frame
     near_margin: int = 17  # refine views within a list's threshold + this many bits of an entry
     refinements: int = 4  # (view, entry) pairs refined per sample, nearest first
@@ -159,7 +159,8 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
     if not deep or min(small.shape) < _MIN_LAYOUT:
         return views
     lines = EdgeLines(small)
-    for rank, (box, _) in enumerate(outlined_boxes(lines, settings.boxes)):
+    outlined = outlined_boxes(lines, settings.boxes)
+    for rank, (box, _) in enumerate(outlined):
         x0, y0, x1, y1 = box
         views.append(View("box", box=(x0 * q, y0 * q, x1 * q, y1 * q), dihedral=rank < 4))
         # A window's or pane's own margin (a mount, a backdrop) inside the outline.
@@ -179,10 +180,16 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
             views.append(View("window", box=(x * q, y * q, (x + w) * q, (y + h) * q)))
     if settings.rectify:
         views += _rectified(planes)
-    if settings.bands and picture.box is not None:
-        box = tuple(int(v) // q for v in picture.box)
-        for band in edge_bands(lines, box):  # type: ignore[arg-type]
+    if settings.masks:
+        px0, py0, px1, py1 = (int(v) // q for v in picture.box)  # type: ignore[union-attr]
+        for band in edge_bands(lines, (px0, py0, px1, py1)):
             views.append(View("masked", box=picture.box, fill=tuple(float(v * q) for v in band)))
+        # A box inside the picture covering a part of it (a face-cam, a sticker panel): painted over.
+        area = (px1 - px0) * (py1 - py0)
+        for (x0, y0, x1, y1), _ in outlined[: settings.boxes // 2]:
+            inside = x0 >= px0 and y0 >= py0 and x1 <= px1 and y1 <= py1
+            if inside and (x1 - x0) * (y1 - y0) <= 0.35 * area:
+                views.append(View("masked", box=picture.box, fill=(x0 * q, y0 * q, x1 * q, y1 * q)))
     return views
 
 
@@ -225,40 +232,56 @@ def dcts(planes: Planes, views: list[View], *, coarse: bool) -> np.ndarray:
             out[chosen] = box_dcts(planes, level, np.array([views[i].box for i in chosen]))
     for i, view in enumerate(views):
         if view.box is None or view.fill is not None:
-            luma, shrink = view_luma(planes, view, coarse=coarse)
-            out[i] = pdq.dct_of_luma(luma, shrink=shrink).coefficients
+            out[i] = _dct_hash(view_image(planes, view, coarse=coarse))
     return out
 
 
 def view_luma(planes: Planes, view: View, *, coarse: bool = False) -> tuple[np.ndarray, int]:
-    """The view's pixels, upright (a plane crop, a warped quad, a box with its strip filled) and their shrink."""
+    """The pixels of a box or quad view, upright (a plane crop or a warped quad), and their shrink."""
     if view.quad is not None:
         return warp_quads(planes, np.array([view.quad]), coarse)[0]
-    luma, shrink = box_luma(planes, np.array(view.box))
-    if view.fill is not None:
-        luma = _filled(luma, view, shrink)
-    return luma, shrink
+    return box_luma(planes, np.array(view.box))
 
 
-def _filled(luma: np.ndarray, view: View, shrink: int) -> np.ndarray:
-    """Paint the view's strip over with the picture's pixels beside it (repeated outwards)."""
-    bx0, by0, _, _ = view.box  # type: ignore[misc]
+def view_image(planes: Planes, view: View, *, coarse: bool = False) -> np.ndarray:
+    """The reference's 64x64 filtered image of a view (float32), its strip or patch filled in."""
+    luma, shrink = view_luma(planes, view, coarse=coarse)
+    image = pdq.downsample_64(luma, shrink)
+    return image if view.fill is None else _filled(image, view)
+
+
+def _filled(image: np.ndarray, view: View) -> np.ndarray:
+    """``image`` (the view's 64x64) with the view's ``fill`` rectangle painted over from around it.
+
+    A strip along a whole side (a caption bar, a chat column) repeats the
+    picture's line next to it; a patch inside (a face-cam, a sticker) is
+    inpainted from its surroundings.  At 64x64 both cost microseconds, and PDQ
+    sees nothing finer anyway.
+    """
+    bx0, by0, bx1, by1 = view.box  # type: ignore[misc]
     fx0, fy0, fx1, fy1 = view.fill  # type: ignore[misc]
-    rows, cols = luma.shape
-    x0, x1 = int(round((fx0 - bx0) / shrink)), int(round((fx1 - bx0) / shrink))
-    y0, y1 = int(round((fy0 - by0) / shrink)), int(round((fy1 - by0) / shrink))
-    x0, x1, y0, y1 = max(0, x0), min(cols, x1), max(0, y0), min(rows, y1)
-    out = luma.copy()
-    if x1 - x0 >= cols - 1:  # a horizontal strip at the top or the bottom
-        if y0 <= 0 and y1 < rows:
+    sx, sy = 64 / max(1e-6, bx1 - bx0), 64 / max(1e-6, by1 - by0)
+    x0, x1 = int(np.floor((fx0 - bx0) * sx)), int(np.ceil((fx1 - bx0) * sx))
+    y0, y1 = int(np.floor((fy0 - by0) * sy)), int(np.ceil((fy1 - by0) * sy))
+    x0, x1, y0, y1 = max(0, x0), min(64, x1), max(0, y0), min(64, y1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return image
+    out = image.copy()
+    if x1 - x0 >= 63 and (y0 == 0) != (y1 == 64):  # a strip along the top or the bottom
+        if y0 == 0:
             out[:y1] = out[y1]
-        elif y1 >= rows and y0 > 0:
+        else:
             out[y0:] = out[y0 - 1]
-    elif y1 - y0 >= rows - 1:  # a vertical strip at the left or the right
-        if x0 <= 0 and x1 < cols:
+    elif y1 - y0 >= 63 and (x0 == 0) != (x1 == 64):  # a strip along the left or the right
+        if x0 == 0:
             out[:, :x1] = out[:, x1 : x1 + 1]
-        elif x1 >= cols and x0 > 0:
+        else:
             out[:, x0:] = out[:, x0 - 1 : x0]
+    else:
+        mask = np.zeros((64, 64), np.uint8)
+        mask[y0:y1, x0:x1] = 1
+        painted = cv2.inpaint(np.clip(out, 0, 255).astype(np.uint8), mask, 3, cv2.INPAINT_TELEA)
+        out[mask > 0] = painted[mask > 0]
     return out
 
 
@@ -383,10 +406,9 @@ class Search:
 
     def verify(self, planes: Planes, view: View, orientation: int, target: np.ndarray) -> tuple[View, int, int]:
         """(view, distance to ``target``, PDQ quality), hashed exactly at the fine plane."""
-        luma, shrink = view_luma(planes, view)
-        dct = pdq.dct_of_luma(luma, planes.luma_scale, shrink)
-        distance = int(_distances(variant_hashes(dct.coefficients[None])[0, orientation], target))
-        return view, distance, dct.quality
+        image = view_image(planes, view)
+        distance = int(_distances(variant_hashes(_dct_hash(image)[None])[0, orientation], target))
+        return view, distance, pdq.quality_of_64(image * np.float32(planes.luma_scale))
 
     def showing_since(
         self, lumas: list[tuple[np.ndarray, float]], match: "Match", before: tuple[np.ndarray, float] | None = None
@@ -407,11 +429,11 @@ class Search:
         that does neither.
         """
         orientation = ORIENTATIONS.index(match.orientation)
-        images = [self._view_image(Planes(y, scale), match.view) for y, scale in lumas]
+        images = [view_image(Planes(y, scale), match.view) for y, scale in lumas]
         matched = images[-1].reshape(-1)
         columns = [matched, np.ones(matched.size, np.float32)]
         if before is not None:
-            background = self._view_image(Planes(*before), match.view).reshape(-1)
+            background = view_image(Planes(*before), match.view).reshape(-1)
             if abs(np.corrcoef(matched, background)[0, 1]) < 0.7:
                 columns.insert(1, background)
         design = np.stack(columns, axis=1).astype(np.float64)
@@ -427,15 +449,8 @@ class Search:
             first = j
         return first
 
-    @staticmethod
-    def _view_image(planes: Planes, view: View) -> np.ndarray:
-        """The reference's 64x64 filtered image of the view (float32)."""
-        luma, shrink = view_luma(planes, view)
-        return pdq.downsample_64(luma, shrink)
-
     def hash_of(self, planes: Planes, view: View, orientation: int) -> np.ndarray:
-        luma, shrink = view_luma(planes, view)
-        return variant_hashes(pdq.dct_of_luma(luma, shrink=shrink).coefficients[None])[0, orientation]
+        return variant_hashes(_dct_hash(view_image(planes, view))[None])[0, orientation]
 
     def refine(
         self, planes: Planes, view: View, orientation: int, target: np.ndarray, distance: int, threshold: int
