@@ -295,15 +295,20 @@ def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | 
     if lines is None:
         return None
     rho, theta = lines[: 16 * most, 0].T.astype(np.float64)
-    found: list[tuple[float, float]] = []
-    for a1, b1 in zip((rho / np.sin(theta)).tolist(), (-1 / np.tan(theta)).tolist()):
-        # Hough gives each edge several times (neighbouring angles and offsets): once is enough.
-        if all(abs(a1 - a2) > 2 or abs(a1 + b1 * cols - a2 - b2 * cols) > 2 for a2, b2 in found):
-            found.append((a1, b1))
-            if len(found) == most:
+    starts, slopes = rho / np.sin(theta), -1 / np.tan(theta)
+    ends = starts + slopes * cols
+    # Hough gives each edge several times (neighbouring angles and offsets): once is enough.
+    # A line repeats an earlier (stronger) one when both its ends lie within 2 pixels of it.
+    same = (np.abs(starts[:, None] - starts[None, :]) <= 2) & (np.abs(ends[:, None] - ends[None, :]) <= 2)
+    kept: list[int] = []
+    for k in range(len(starts)):
+        if not same[k, kept].any():
+            kept.append(k)
+            if len(kept) == most:
                 break
-    if len(found) < 2:
+    if len(kept) < 2:
         return None
+    found = list(zip(starts[kept].tolist(), slopes[kept].tolist()))
     # Edge pixels within a row of each position, and the sum of their rows.
     hit = (edges > 0).astype(np.float32)
     count_map = cv2.boxFilter(hit, -1, (1, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)

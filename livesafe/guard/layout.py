@@ -37,28 +37,23 @@ def content_box(
         return None
 
     def run(lines: np.ndarray) -> int:
-        """Leading uniform lines, scanned in growing chunks: most frames have no
-        bar, and then only the first line is read."""
-        limit = (len(lines) + 1) // 2 + 1  # a bar never covers more than half the frame
-        lines = lines[:, ::2]  # every other pixel along a line is plenty to judge it
+        """Leading uniform lines (at most half of them: a bar never covers more)."""
+        lines = lines[: (len(lines) + 1) // 2 + 1, ::2]  # every other pixel is plenty
         needed = fill * lines.shape[1]
         middle = lines.shape[1] // 2
-        colour = np.partition(lines[0], middle)[middle].astype(np.int16)  # median, without np.median's overhead
-        done, chunk = 0, 1
-        while done < limit:
-            block = lines[done : min(limit, done + chunk)].astype(np.int16)
-            if drift:
-                medians = np.partition(block, middle, axis=1)[:, middle]
-                steps = np.abs(np.diff(np.concatenate([[colour], medians])))
-                uniform = (np.count_nonzero(np.abs(block - medians[:, None]) <= tolerance, axis=1) >= needed) & (steps <= 3)
-                colour = medians[-1]
-            else:
-                uniform = np.count_nonzero(np.abs(block - colour) <= tolerance, axis=1) >= needed
-            if not uniform.all():
-                return done + int(np.argmin(uniform))
-            done += len(block)
-            chunk = min(chunk * 4, 64)
-        return done
+        edge = lines[0].astype(np.int16)
+        # Most frames have no bar: then the edge line alone says so.
+        if np.count_nonzero(np.abs(edge - np.partition(edge, middle)[middle]) <= tolerance) < needed:
+            return 0
+        lines = lines.astype(np.int16)
+        if drift:
+            medians = np.partition(lines, middle, axis=1)[:, middle]
+            steps = np.abs(np.diff(medians, prepend=medians[:1]))
+            uniform = (np.count_nonzero(np.abs(lines - medians[:, None]) <= tolerance, axis=1) >= needed) & (steps <= 3)
+        else:
+            colour = np.partition(lines[0], middle)[middle]  # the edge line's median colour
+            uniform = np.count_nonzero(np.abs(lines - colour) <= tolerance, axis=1) >= needed
+        return len(uniform) if uniform.all() else int(np.argmin(uniform))
 
     top = run(luma)
     bottom = run(luma[::-1])

@@ -124,9 +124,11 @@ def box_dcts(planes: Planes, level: Level, boxes: np.ndarray) -> np.ndarray:
     row_spans, row_of = np.unique(grid[:, [1, 3]], axis=0, return_inverse=True)
     col_spans, col_of = np.unique(grid[:, [0, 2]], axis=0, return_inverse=True)
     col_ops = [_placed(int(a), int(b), cols, p, 0, cols) for a, b in col_spans]  # each (16, cols)
+    order = np.argsort(row_of, kind="stable")
+    bounds = np.searchsorted(row_of[order], np.arange(len(row_spans) + 1))
     for r, (a, b) in enumerate(row_spans):
-        members = np.flatnonzero(row_of == r)
-        used = np.unique(col_of[members])
+        members = order[bounds[r] : bounds[r + 1]]
+        used = np.array(sorted(set(col_of[members].tolist())))
         # Only the columns these boxes read (edge pixels stand in for those beyond the plane).
         c_lo = int(max(0, min(col_spans[used, 0].min(), cols - 1)))
         c_hi = int(min(cols, max(col_spans[used, 1].max(), c_lo + 1)))
