@@ -194,11 +194,11 @@ def _line_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-_MAX_SKEW = math.radians(15.0)  # how far a filmed screen's sides may lean from horizontal/vertical
+_MAX_SKEW = math.radians(20.0)  # how far a screen's or tilted picture's sides may lean from horizontal/vertical
 _MIN_QUAD_FRACTION = 0.05  # of the frame area
 # Share of an outline that must lie on edges: each side, and all four on average.
-_MIN_SIDE_COVER = 0.5
-_MIN_COVER = 0.85
+_MIN_SIDE_COVER = 0.4
+_MIN_COVER = 0.7
 
 
 def screen_quads(small: np.ndarray, max_quads: int = 2, lines: int = 16) -> list[np.ndarray]:
@@ -209,7 +209,7 @@ def screen_quads(small: np.ndarray, max_quads: int = 2, lines: int = 16) -> list
     background, rarely gives a clean closed contour: its outline runs into the
     wall, the floor line, the stand or the texture behind.  Its sides are still
     long straight edges, so we find up to ``lines`` lines of each orientation
-    (Hough, within 15 degrees of horizontal and vertical), take every
+    (Hough, within 20 degrees of horizontal and vertical), take every
     top/bottom/left/right choice that bounds a quadrilateral of 5-95 % of the
     frame, and rank them by how much of their perimeter lies on edges (85 %
     overall, each side at least half).  The corners are as coarse as this
@@ -245,7 +245,11 @@ def screen_quads(small: np.ndarray, max_quads: int = 2, lines: int = 16) -> list
     x0, y0, x1, y1, x2, y2, x3, y3 = quads.T
     area = 0.5 * ((x0 * y1 - x1 * y0) + (x1 * y2 - x2 * y1) + (x2 * y3 - x3 * y2) + (x3 * y0 - x0 * y3))
     ok = (area >= _MIN_QUAD_FRACTION * rows * cols) & (area <= 0.95 * rows * cols)
-    ok &= (quads.min(axis=1) >= -1) & (quads[:, 0::2].max(axis=1) <= cols) & (quads[:, 1::2].max(axis=1) <= rows)
+    # A tilted picture may run off the frame: its corners may lie outside (by up to 15 % of the frame);
+    # only the visible part of each side is measured below.
+    slack_x, slack_y = 0.15 * cols, 0.15 * rows
+    ok &= (quads[:, 0::2].min(axis=1) >= -slack_x) & (quads[:, 0::2].max(axis=1) <= cols + slack_x)
+    ok &= (quads[:, 1::2].min(axis=1) >= -slack_y) & (quads[:, 1::2].max(axis=1) <= rows + slack_y)
     if not ok.any():
         return []
     quads, t, bm, lf, rt = quads[ok], t[ok], bm[ok], lf[ok], rt[ok]
@@ -331,7 +335,9 @@ def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | 
     fit = (n >= 8) & (det > 0)
     b = np.where(fit, (n * sxy - sx * sy) / np.where(fit, det, 1.0), b)
     a = np.where(fit, (sy - b * sx) / np.maximum(n, 1.0), a)
-    covered = along(a, b, count_map)[0] > 0
+    # Where a line leaves the frame (a tilted picture running off it) nothing can be seen: not a gap.
+    ys = np.rint(a[:, None] + b[:, None] * x)
+    covered = (along(a, b, count_map)[0] > 0) | (ys < 0) | (ys >= rows)
     cover = np.zeros((len(a), cols + 1), np.int32)
     np.cumsum(covered, axis=1, out=cover[:, 1:])
     return np.stack([a, b], axis=1), cover

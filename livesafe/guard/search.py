@@ -164,8 +164,8 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
         x0, y0, x1, y1 = box
         views.append(View("box", box=(x0 * q, y0 * q, x1 * q, y1 * q), dihedral=rank < 4))
         # A window's or pane's own margin (a mount, a backdrop) inside the outline.
-        margin = content_box(small[y0:y1, x0:x1], 8.0)
-        if margin is not None and margin[2] * margin[3] < 0.95 * (x1 - x0) * (y1 - y0) and min(margin[2:]) >= 4:
+        # The picture inside the window's or pane's own margin (a mount, a backdrop with a name tag).
+        for margin in _margins(small[y0:y1, x0:x1]) if rank < 6 else ():
             mx, my, mw, mh = margin
             inner = ((x0 + mx) * q, (y0 + my) * q, (x0 + mx + mw) * q, (y0 + my + mh) * q)
             views.append(View("box", box=tuple(float(v) for v in inner), dihedral=rank < 4))
@@ -199,20 +199,56 @@ def _uncropped(picture: View, extents: tuple[tuple[float, ...], ...]) -> list[Vi
     return [View("uncropped", box=(x0 - l * w, y0 - t * h, x1 + r * w, y1 + b * h)) for l, t, r, b in extents]
 
 
+def _margins(luma: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The picture inside a window's or pane's own margin (x, y, w, h in ``luma``'s pixels), if there is
+    one: bars of one colour (a mount, letterboxing), of mostly one colour (a backdrop carrying a name
+    tag), or a gradient backdrop; inside a thin border line or not.  Each distinct box once."""
+    rows, cols = luma.shape
+    found: list[tuple[int, int, int, int]] = []
+    for shave in (0, 2):  # a pane's border line is a pixel or two at this scale
+        inner = luma[shave : rows - shave, shave : cols - shave]
+        if min(inner.shape) < 8:
+            continue
+        for margin in (content_box(inner, 8.0), content_box(inner, 8.0, fill=0.85, drift=True)):
+            if margin is None or min(margin[2:]) < 4 or margin[2] * margin[3] >= 0.95 * rows * cols:
+                continue
+            box = (margin[0] + shave, margin[1] + shave, margin[2], margin[3])
+            if all(max(abs(a - b) for a, b in zip(box, other)) > 1 for other in found):
+                found.append(box)
+    return found
+
+
 def _rectified(planes: Planes) -> list[View]:
-    """A tilted picture and filmed screens as quads (frame pixel edges)."""
+    """A tilted picture and filmed screens as quads (frame pixel edges), and the picture inside
+    each one's own bars (a screen showing a picture letterboxed or pillarboxed)."""
     fine, s = planes.fine.luma, planes.fine.pixels
-    views = []
+    quads: list[tuple[str, np.ndarray]] = []
     tilted = tilted_quad(fine)
     if tilted is not None:
-        views.append(View("tilted", quad=_corners(tilted * s), dihedral=True))
+        quads.append(("tilted", tilted * s))
     coarse, q = planes.coarse.luma, planes.coarse.pixels
     ratio = q // s
-    for quad in screen_quads(coarse, max_quads=2):
+    for quad in screen_quads(coarse, max_quads=3):
         centres = quad * ratio + (ratio - 1) / 2  # coarse pixel centres -> fine pixel centres
-        inner = screen_picture(fine, centres)
-        views.append(View("screen", quad=_corners((inner + 0.5) * s), dihedral=True))
+        quads.append(("screen", (screen_picture(fine, centres) + 0.5) * s))
+    views = []
+    for kind, quad in quads:
+        view = View(kind, quad=_corners(quad), dihedral=True)
+        views.append(view)
+        flat, shrink = view_luma(planes, view, coarse=True)
+        for mx, my, mw, mh in _margins(flat):
+            # The inner rectangle, back through the same homography the warp used.
+            h, w = flat.shape
+            unit = np.array([[mx, my], [mx + mw, my], [mx + mw, my + mh], [mx, my + mh]], np.float64) / (w, h)
+            views.append(View(kind, quad=_corners(_bilinear(quad, unit)), dihedral=True))
     return views
+
+
+def _bilinear(quad: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Points at ``unit`` (u, v in 0..1) of the quadrilateral ``quad`` (tl, tr, br, bl), by its homography."""
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    homography = cv2.getPerspectiveTransform(square, np.asarray(quad, np.float32))
+    return cv2.perspectiveTransform(unit.astype(np.float32)[None], homography)[0]
 
 
 def _corners(quad: np.ndarray) -> tuple[tuple[float, float], ...]:
@@ -457,38 +493,44 @@ class Search:
     ) -> tuple[View, int, int]:
         """Move the view's sides (or corners) in shrinking steps towards ``target``'s hash.
 
-        A pattern search: each round tries every side (corner) moved out and in
-        by ``step`` (and, for boxes, the whole box shifted and scaled), keeps the
-        best if it is closer, else halves the step, down to about a pixel of the
-        fine plane.  It stops as soon as the view is within ``threshold``.
+        A pattern search (``_pattern``) first on the coarse plane, where a trial
+        costs a quarter, then on the fine one with small steps.  A box that gets
+        close but not close enough goes on as a quad, which can follow a small
+        tilt or keystone.  The result is verified on the fine plane.
         """
-        params = view.parameters()
+        refined, near = self._pattern(planes, view, orientation, target, threshold, coarse=True)
+        if near <= threshold + 10:  # otherwise fine steps will not bridge the gap: give up early
+            refined, near = self._pattern(planes, refined, orientation, target, threshold, coarse=False)
+        if near > threshold and view.box is not None and view.fill is None and near <= threshold + 10:
+            # Still out: the picture may be turned or keystoned a little, which a box cannot follow.
+            refined, near = self._pattern(planes, _as_quad(refined), orientation, target, threshold, coarse=False)
+        result = self.verify(planes, refined, orientation, target)
+        return result if result[1] <= distance else self.verify(planes, view, orientation, target)
+
+    def _pattern(
+        self, planes: Planes, view: View, orientation: int, target: np.ndarray, threshold: int, *, coarse: bool
+    ) -> tuple[View, int]:
+        """One pattern search: each round tries every side (corner) moved out and in by ``step``, and
+        the whole view shifted, scaled and (quads) turned; keeps the best if it is closer, else halves
+        the step, down to about a pixel of the plane used.  Stops once within ``threshold``."""
         width, height = view.size()
-        step = 0.03
-        pixel = planes.fine.pixels
-        best, best_d = params, distance
-        for _ in range(16):
-            if best_d <= threshold:
+        pixel = planes.level_for(width, height, coarse).pixels
+        step = 0.03 if coarse else 1.5 * pixel / max(1.0, min(width, height))
+        rounds = 12 if coarse else 6
+        best = view.parameters()
+        best_d = int(_distances(variant_hashes(dcts(planes, [view], coarse=coarse))[0, orientation], target))
+        for _ in range(rounds):
+            if best_d <= threshold or step * min(width, height) < 0.75 * pixel:
                 break
             trials = _neighbours(best, view.box is not None, step * width, step * height)
-            trial_views = [view.with_parameters(t) for t in trials]
-            if view.box is not None and view.fill is None:
-                blocks = box_dcts(planes, planes.fine, np.array([v.box for v in trial_views]))
-            else:
-                blocks = dcts(planes, trial_views, coarse=False)
+            blocks = dcts(planes, [view.with_parameters(t) for t in trials], coarse=coarse)
             d = _distances(variant_hashes(blocks)[:, orientation], target)
             k = int(d.argmin())
             if d[k] < best_d:
                 best, best_d = trials[k], int(d[k])
             else:
                 step /= 2
-                if step * min(width, height) < 0.75 * pixel:
-                    break
-        refined = view.with_parameters(best)
-        if best_d > threshold and view.box is not None and view.fill is None:
-            # Still out: the picture may be turned or keystoned a little, which a box cannot follow.
-            return self.refine(planes, _as_quad(refined), orientation, target, best_d, threshold)
-        return self.verify(planes, refined, orientation, target)
+        return view.with_parameters(best), best_d
 
 
 def _as_quad(view: View) -> View:
