@@ -219,3 +219,56 @@ def test_bad_queries_rejected(strategy: str, queries: object) -> None:
     index = HammingIndex(random_hashes(np.random.default_rng(9), 100, 32), 31)
     with pytest.raises(ValueError):
         index.nearest(queries)  # type: ignore[arg-type]
+
+
+def within_reference(hashes: np.ndarray, queries: np.ndarray, radius: int, limit: int) -> list[tuple[int, int, int]]:
+    """Every query's ``limit`` nearest stored hashes within ``radius`` (ties: lowest row), by brute force."""
+    dist = _POPCOUNT[hashes[None, :, :] ^ queries[:, None, :]].sum(axis=2, dtype=np.int64)
+    found = []
+    for q in range(len(queries)):
+        rows = [r for r in np.lexsort((np.arange(len(hashes)), dist[q])) if dist[q, r] <= radius]
+        found += [(q, int(r), int(dist[q, r])) for r in rows[:limit]]
+    return found
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_within_up_to_the_index_radius_is_exact(strategy: str, limit: int) -> None:
+    rng = np.random.default_rng(11)
+    hashes = random_hashes(rng, 3000, 32)
+    # Near duplicates, so queries have several neighbours in range.
+    hashes[1000:1100] = np.stack([flip_bits(hashes[i], 5, rng) for i in range(100)])
+    queries = np.concatenate([planted_queries(hashes, 31, rng)[0], hashes[:20]])
+    got = list(zip(*(a.tolist() for a in HammingIndex(hashes, 31).within(queries, 31, limit=limit))))
+    assert got == within_reference(hashes, queries, 31, limit)
+
+
+def test_within_beyond_the_index_radius_finds_only_true_neighbours(strategy: str) -> None:
+    """Beyond the radius the search is best effort: what it returns is right, and on brute force complete."""
+    rng = np.random.default_rng(12)
+    hashes = random_hashes(rng, 4000, 32)
+    rows = rng.integers(0, len(hashes), size=200)
+    queries = np.stack([flip_bits(hashes[r], int(d), rng) for r, d in zip(rows, rng.integers(32, 49, size=200))])
+    q, r, d = HammingIndex(hashes, 31).within(queries, 48, limit=1)
+    expected = {t[0]: t for t in within_reference(hashes, queries, 48, 1)}
+    assert len(set(q.tolist())) == len(q)  # at most one per query with limit=1
+    for t in zip(q.tolist(), r.tolist(), d.tolist()):
+        assert t == expected[t[0]]
+    found = len(q) / len(expected)
+    if strategy == "brute":
+        assert found == 1.0
+    else:  # 16 chunks probed at radius 1: ~95 % of hashes 40-48 bits away share a chunk within 1 bit
+        assert found > 0.8, found
+
+
+def test_within_no_queries_and_empty_index() -> None:
+    empty = HammingIndex(np.zeros((0, 32), dtype=np.uint8), 31)
+    assert all(len(a) == 0 for a in empty.within(np.zeros((3, 32), dtype=np.uint8), 40))
+    index = HammingIndex(np.zeros((5, 32), dtype=np.uint8), 31)
+    assert all(len(a) == 0 for a in index.within(np.zeros((0, 32), dtype=np.uint8), 40))
+
+
+@pytest.mark.parametrize("radius, limit", [(-1, 2), (257, 2), (True, 2), (3.5, 2), (40, 0), (40, -1), (40, 1.5)])
+def test_within_bad_arguments_rejected(radius: object, limit: object) -> None:
+    index = HammingIndex(np.zeros((5, 32), dtype=np.uint8), 31)
+    with pytest.raises(ValueError):
+        index.within(np.zeros((1, 32), dtype=np.uint8), radius, limit=limit)  # type: ignore[arg-type]

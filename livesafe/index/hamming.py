@@ -107,58 +107,81 @@ class HammingIndex:
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of the nearest stored hash within the radius (ties: lowest row) and its distance; -1 when none."""
+        q64 = self._queries(queries)
+        index = np.full(len(q64), -1, dtype=np.int64)
+        distance = np.full(len(q64), -1, dtype=np.int64)
+        hit_query, rows, dists = self._hits(q64, self._radius)
+        if len(hit_query):
+            best = np.full(len(q64), _NO_MATCH, dtype=np.int64)
+            np.minimum.at(best, hit_query, (dists << 32) | rows)
+            found = best != _NO_MATCH
+            index[found] = best[found] & 0xFFFFFFFF
+            distance[found] = best[found] >> 32
+        return index, distance
+
+    def within(self, queries: np.ndarray, radius: int, limit: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``limit`` stored hashes per query within ``radius``, nearest first (ties: lowest row).
+
+        Returns ``(query, row, distance)`` arrays, sorted by query then
+        distance.  Exact up to the index's own radius, like ``nearest``.  Beyond
+        it the search is *best effort*: it reads the same buckets, which hold
+        a hash ``d`` bits away only if some chunk differs in at most its probe
+        radius (for PDQ at 1M hashes and radius 31, ~95 % of hashes 48 bits
+        away; ``benchmarks/bench_index.py`` measures it).  Small lists, scanned
+        by brute force, are exact at any radius.  The guard uses this for
+        views that are *nearly* a listed picture, to refine them: missing a few
+        costs a refinement, never a false match.
+        """
+        q64 = self._queries(queries)
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or not 0 <= radius <= self._nbytes * 8:
+            raise ValueError(f"radius must be an integer in 0..{self._nbytes * 8}, got {radius!r}")
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        hit_query, rows, dists = self._hits(q64, int(radius))
+        if len(hit_query) == 0:
+            return hit_query, rows, dists
+        order = np.lexsort((rows, dists, hit_query))
+        hit_query, rows, dists = hit_query[order], rows[order], dists[order]
+        # Rank within each query's run; a row can appear from several chunks' probes.
+        fresh = np.r_[True, (hit_query[1:] != hit_query[:-1]) | (rows[1:] != rows[:-1])]
+        hit_query, rows, dists = hit_query[fresh], rows[fresh], dists[fresh]
+        first = np.r_[0, np.flatnonzero(np.diff(hit_query)) + 1]
+        rank = np.arange(len(hit_query)) - np.repeat(first, np.diff(np.r_[first, len(hit_query)]))
+        keep = rank < limit
+        return hit_query[keep], rows[keep], dists[keep]
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
         if not isinstance(queries, np.ndarray) or queries.dtype != np.uint8 or queries.ndim != 2:
             raise ValueError("queries must be a 2-D uint8 numpy array (Q, nbytes)")
         if queries.shape[1] != self._nbytes:
             raise ValueError(f"queries must have {self._nbytes} bytes per hash, got {queries.shape[1]}")
-        q64 = np.ascontiguousarray(queries).view(np.uint64)
-        index = np.full(len(q64), -1, dtype=np.int64)
-        distance = np.full(len(q64), -1, dtype=np.int64)
-        if len(q64) == 0 or self._count == 0:
-            return index, distance
-        if self._plan is None:
-            self._brute_force(q64, index, distance)
-        else:
-            self._multi_index(q64, index, distance)
-        return index, distance
+        return np.ascontiguousarray(queries).view(np.uint64)
 
-    def within(self, queries: np.ndarray, radius: int, limit: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """TEMPORARY brute force (replaced by the C search)."""
-        q64 = np.ascontiguousarray(queries).view(np.uint64)
-        words = self._words if self._words is not None else None
-        if words is None:
-            raise NotImplementedError
-        dist = np.zeros((len(q64), self._count), dtype=np.uint16)
-        for w in range(words.shape[1]):
-            dist += np.bitwise_count(words[:, w] ^ q64[:, w, None])
-        qi, rows = np.nonzero(dist <= radius)
-        d = dist[qi, rows].astype(np.int64)
-        order = np.lexsort((rows, d, qi))
-        qi, rows, d = qi[order], rows[order], d[order]
-        keep = np.ones(len(qi), bool)
-        if len(qi):
-            first = np.r_[0, np.flatnonzero(np.diff(qi)) + 1]
-            rank = np.arange(len(qi)) - np.repeat(first, np.diff(np.r_[first, len(qi)]))
-            keep = rank < limit
-        return qi[keep].astype(np.int64), rows[keep].astype(np.int64), d[keep]
+    def _hits(self, q64: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query, row, distance) of stored hashes found within ``radius``, unordered, maybe repeated."""
+        if len(q64) == 0 or self._count == 0:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty
+        if self._plan is None:
+            return self._brute_force(q64, radius)
+        return self._multi_index(q64, radius)
 
     # -- brute force -------------------------------------------------------
 
-    def _brute_force(self, q64: np.ndarray, index: np.ndarray, distance: np.ndarray) -> None:
+    def _brute_force(self, q64: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scan every stored hash, a block of queries at a time."""
         words = self._words
         assert words is not None
         step = max(1, _BRUTE_CELLS // self._count)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for lo in range(0, len(q64), step):
             block = q64[lo : lo + step]
             dist = np.zeros((len(block), self._count), dtype=np.uint16)
             for w in range(words.shape[1]):
                 dist += np.bitwise_count(words[:, w] ^ block[:, w, None])
-            best = dist.argmin(axis=1)  # first minimum: lowest row on ties
-            best_dist = dist[np.arange(len(block)), best]
-            found = best_dist <= self._radius
-            index[lo : lo + step][found] = best[found]
-            distance[lo : lo + step][found] = best_dist[found]
+            qi, rows = np.nonzero(dist <= radius)
+            found.append((qi + lo, rows, dist[qi, rows]))
+        return tuple(np.concatenate([f[i] for f in found]).astype(np.int64) for i in range(3))  # type: ignore[return-value]
 
     # -- multi-index hashing -----------------------------------------------
 
@@ -203,8 +226,8 @@ class HammingIndex:
         self._rows = rows
         self._offsets = offsets
 
-    def _multi_index(self, q64: np.ndarray, index: np.ndarray, distance: np.ndarray) -> None:
-        """Probe all queries' buckets at once, filter on the entries' bits, verify the rest, keep each query's best."""
+    def _multi_index(self, q64: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probe all queries' buckets at once, filter on the entries' bits, verify the rest."""
         nfilter = self._entries.shape[1]
         probes = len(self._probe_chunk)
         chunk_values = ((q64[:, self._chunk_word] >> self._chunk_shift) & self._chunk_mask).astype(np.intp)
@@ -236,27 +259,22 @@ class HammingIndex:
                 dist = bits
             else:  # (b0 + 256 b1) * 0x0101 has b0 + b1 in its high byte; no carry as each is <= 64
                 dist = (bits.view(np.uint16) * np.uint16(0x0101)) >> np.uint16(8)
-            keep = np.flatnonzero(dist <= self._radius)
+            keep = np.flatnonzero(dist <= radius)
             if len(keep):
                 hit_query.append((r0 + np.searchsorted(seg_ends, keep, side="right")) // probes)
                 hit_position.append(positions[keep])
                 hit_dist.append(dist[keep])
         if not hit_query:
-            return
-        queries = np.concatenate(hit_query)
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty
+        queries = np.concatenate(hit_query).astype(np.int64)
         rows = self._rows[np.concatenate(hit_position)].astype(np.int64)
         if self._exact_entries:
-            dists = np.concatenate(hit_dist).astype(np.int64)
-        else:
-            assert self._words is not None
-            dists = np.bitwise_count(self._words[rows] ^ q64[queries]).sum(axis=1, dtype=np.int64)
-            match = dists <= self._radius
-            queries, rows, dists = queries[match], rows[match], dists[match]
-        best = np.full(len(q64), _NO_MATCH, dtype=np.int64)
-        np.minimum.at(best, queries, (dists << 32) | rows)
-        found = best != _NO_MATCH
-        index[found] = best[found] & 0xFFFFFFFF
-        distance[found] = best[found] >> 32
+            return queries, rows, np.concatenate(hit_dist).astype(np.int64)
+        assert self._words is not None
+        dists = np.bitwise_count(self._words[rows] ^ q64[queries]).sum(axis=1, dtype=np.int64)
+        match = dists <= radius
+        return queries[match], rows[match], dists[match]
 
 
 def _choose_plan(bits: int, radius: int, n: int) -> _Plan | None:
