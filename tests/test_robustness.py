@@ -1,14 +1,18 @@
-"""Robustness suite, small and deterministic: blocked stand-ins under the synthetic
-transforms must be redacted, benign material never.
+"""The robustness benchmark in a small configuration, and its transform families.
 
-This runs ``benchmarks/bench_robustness.py`` (the full benchmark) in a small
-configuration and checks its ``--json`` results.  It runs as a subprocess on
-purpose: livesafe pins BLAS to one thread in ``livesafe/__init__.py``, which only
-works if livesafe is imported before numpy -- under pytest, conftest.py imports
-numpy first, and then every PDQ hash is ~100x slower on a small shared VM.
+``benchmarks/bench_robustness.py`` measures recall against each family's
+parameter on the *report* split (BENCHMARKS.md).  Here it runs on the tune split
+of scikit-image's photos (the pool that ships with the test extras), two
+segments per family through H.264, and we assert what must hold on every run
+rather than recall floors tuned to pass: no benign frame redacted, no frame
+redacted before the picture appeared, every segment that reference PDQ catches
+on the full frame caught by the guard too, and the guard never fails.
 
-Everything is seeded and x264 runs single-threaded, so the numbers are the same
-on every run.  No timing assertions.
+It runs as a subprocess on purpose: livesafe pins BLAS to one thread in
+``livesafe/__init__.py``, which only works if it is imported before numpy --
+under pytest, conftest.py imports numpy first, and then every PDQ hash is ~100x
+slower on a small shared VM.  Everything is seeded and x264 runs
+single-threaded, so a run is the same on every machine.  No timing assertions.
 """
 
 from __future__ import annotations
@@ -19,123 +23,107 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from livesafe import synthetic as syn
-
 pytest.importorskip("skimage.data")
+pytest.importorskip("pdqhash")
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_robustness.py"
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))
 
-# Minimum share of segments detected, per transform, in this configuration
-# (2 seeds x 3 images = 6 raw segments each).  All but ``partial`` measure 30/30
-# in the full benchmark; a floor of 0.8 tolerates one miss in six.  ``partial``
-# (split screen) measures 25/30 there, so its floor is 0.6.
-RECALL_FLOORS: dict[str, float] = {
-    "fullframe": 0.8,
-    "letterbox": 0.8,
-    "pillarbox": 0.8,
-    "mirror": 0.8,
-    "rot90": 0.8,
-    "rot180": 0.8,
-    "rot270": 0.8,
-    "brightness_contrast": 0.8,
-    "greyscale": 0.8,
-    "low_res": 0.8,
-    "rotate_small": 0.8,
-    "screen_camera": 0.8,
-    "partial": 0.6,
-}
-# Not yet robust (full benchmark recall well below 80 %), so not asserted here;
-# see BENCHMARKS.md / bench_robustness.py for the numbers:
-#   pip          -- 50 %: window outlines over busy backgrounds are found but often misplaced;
-#   overlay_text -- 13 %: captions and tickers change the hash beyond PDQ's threshold;
-#   crop_zoom    -- 3 %: an off-centre 5-10 % crop is beyond PDQ (centred zoom is padded back).
-NOT_YET_ROBUST = ("pip", "overlay_text", "crop_zoom")
+from families import FAMILIES, HEIGHT, WIDTH, Stock  # noqa: E402
 
-OVERALL_RECALL = 0.95
-SEEDS = 2
-H264_PER_TRANSFORM = 1  # one segment per asserted transform also goes through libx264
+PER_FAMILY, DECOYS_PER_FAMILY = 2, 1
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    workdir = tmp_path_factory.mktemp("robustness")
-    out = workdir / "results.json"
+    out = tmp_path_factory.mktemp("robustness") / "results.json"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [
-        sys.executable,
-        str(BENCH),
-        "--seeds", str(SEEDS),
-        "--h264", str(H264_PER_TRANSFORM),
-        "--transforms", ",".join(RECALL_FLOORS),
-        "--benign-frames", "60",
-        "--decoy-seeds", "1",
-        "--decoy-frames", "6",
+        sys.executable, str(BENCH_DIR / "bench_robustness.py"),
+        "--split", "tune", "--pool", "skimage",
+        "--per-family", str(PER_FAMILY), "--decoys-per-family", str(DECOYS_PER_FAMILY),
+        "--list-size", "5000",
         "--jobs", "2" if (os.cpu_count() or 1) > 1 else "1",
-        "--workdir", str(workdir),
         "--json", str(out),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, f"benchmark failed:\n{done.stdout}\n{done.stderr}"
-    data = json.loads(out.read_text())
-    data["table"] = done.stdout
-    return data
+    assert "livesafe caught" in done.stdout  # the markdown report was printed
+    return json.loads(out.read_text())
 
 
-def _segments(results: dict, codec: str) -> list[dict]:
-    return [s for s in results["segments"] if s["codec"] == codec]
+def test_every_family_ran(results: dict) -> None:
+    segments = results["segments"]
+    for name in FAMILIES:
+        mine = [s for s in segments if s["family"] == name]
+        assert sum(not s["decoy"] for s in mine) == PER_FAMILY, name
+        assert sum(s["decoy"] for s in mine) == DECOYS_PER_FAMILY, name
+        assert all(s["bin"] in FAMILIES[name].bins for s in mine), name
+    assert all(s["frames"] == 66 and 0 < s["blocked"] <= 36 for s in segments)
 
 
-def test_every_configured_segment_ran(results: dict) -> None:
-    raw = _segments(results, "raw")
-    assert {s["transform"] for s in raw} == set(RECALL_FLOORS)
-    assert len(raw) == len(RECALL_FLOORS) * SEEDS * len(syn.BLOCKED_NAMES)
-    assert len(_segments(results, "h264")) == len(RECALL_FLOORS) * H264_PER_TRANSFORM
+def test_no_benign_frame_redacted(results: dict) -> None:
+    decoys = [s for s in results["segments"] if s["decoy"]]
+    assert [(s["family"], s["redacted"]) for s in decoys if s["redacted"]] == []
 
 
-def test_overall_recall(results: dict) -> None:
-    raw = _segments(results, "raw")
-    detected = sum(s["detected"] for s in raw)
-    assert detected / len(raw) >= OVERALL_RECALL, f"{detected}/{len(raw)} segments detected\n{results['table']}"
+def test_nothing_redacted_before_the_picture_appeared(results: dict) -> None:
+    assert [(s["family"], s["number"], s["early"]) for s in results["segments"] if s["early"]] == []
 
 
-@pytest.mark.parametrize("transform", sorted(RECALL_FLOORS))
-def test_recall_per_transform(results: dict, transform: str) -> None:
-    group = [s for s in _segments(results, "raw") if s["transform"] == transform]
-    detected = [s for s in group if s["detected"]]
-    missed = [(s["image"], s["seed"], s["best_distance"]) for s in group if not s["detected"]]
-    assert len(detected) / len(group) >= RECALL_FLOORS[transform], (
-        f"{transform}: {len(detected)}/{len(group)} detected; missed (image, seed, best distance): {missed}"
-    )
+def test_guard_catches_whatever_reference_pdq_catches_on_the_full_frame(results: dict) -> None:
+    """The search always hashes the whole frame in all 8 orientations: it can only add to a plain relay's recall."""
+    missed = [(s["family"], s["number"], s["reference_best"]) for s in results["segments"] if s["reference_caught"] and not s["caught"]]
+    assert missed == []
 
 
-def test_no_leaks_once_detected(results: dict) -> None:
-    """Once a segment is caught, every one of its blocked frames comes out redacted."""
-    leaky = [
-        (s["codec"], s["transform"], s["image"], s["seed"], s["leaked"])
-        for s in results["segments"]
-        if s["detected"] and s["leaked"]
-    ]
-    assert not leaky, f"blocked frames passed unredacted in detected segments: {leaky}"
+def test_scores_are_consistent(results: dict) -> None:
+    for s in results["segments"]:
+        assert 0 <= s["leaked"] <= s["blocked"]
+        assert s["redacted"] >= s["early"] + s["hold"]
+        assert s["caught"] == (s["first_hit"] is not None)
+        if not s["caught"]:
+            assert s["leaked"] == 0  # leaks are counted in caught segments only; a miss is a miss
 
 
-def test_no_reach_back_past_the_cut(results: dict) -> None:
-    """Retroactive redaction stops at the cut: the benign lead-in stays untouched."""
-    early = [(s["codec"], s["transform"], s["image"], s["seed"]) for s in results["segments"] if s["lead_in_redacted"]]
-    assert not early
+# --- the families themselves -----------------------------------------------------------------
 
 
-def test_h264_round_trip_still_detected(results: dict) -> None:
-    missed = [(s["transform"], s["image"], s["seed"], s["best_distance"]) for s in _segments(results, "h264") if not s["detected"]]
-    assert not missed, f"missed after H.264: {missed}"
+def _stock() -> Stock:
+    rng = np.random.default_rng(0)
+    return Stock([rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8) for _ in range(3)])
 
 
-def test_benign_material_is_never_redacted(results: dict) -> None:
-    names = {b["name"] for b in results["benign"]}
-    # every benign scene, and every benign photo under every transform
-    assert len(names) == len(syn.BENIGN_SCENES) + len(syn.TRANSFORMS), names
-    redacted = {b["name"]: b["redacted"] for b in results["benign"] if b["redacted"]}
-    assert not redacted, f"benign frames redacted: {redacted}\n{results['table']}"
-    closest = min(b["closest"] for b in results["benign"])
-    assert closest > results["threshold"]
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_renders_full_frames_deterministically(name: str) -> None:
+    family = FAMILIES[name]
+    picture = np.random.default_rng(1).integers(0, 256, size=(360, 640, 3), dtype=np.uint8)  # 16:9: any padding share can occur
+    renders = []
+    for _ in range(2):
+        rng = np.random.default_rng([7, 3])
+        params = family.draw(rng)
+        shown = family.render(picture, params, rng, _stock())
+        renders.append((family.bin_of(params), [shown.frames(i) for i in (0, 17, 35)]))
+    (bin_a, frames_a), (bin_b, frames_b) = renders
+    assert bin_a == bin_b and bin_a in family.bins
+    for a, b in zip(frames_a, frames_b):
+        assert a.shape == (HEIGHT, WIDTH, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_draws_cover_its_bins(name: str) -> None:
+    """Over 300 draws every bin of the curve gets segments: the range asked for is the range drawn."""
+    family = FAMILIES[name]
+    picture = np.random.default_rng(1).integers(0, 256, size=(360, 640, 3), dtype=np.uint8)  # 16:9: any padding share can occur
+    seen = set()
+    for k in range(300 if name != "padding" else 120):
+        rng = np.random.default_rng([k])
+        params = family.draw(rng)
+        if name == "padding":  # its bin is known once the picture is fitted
+            family.render(picture, params, rng, _stock())
+        seen.add(family.bin_of(params))
+    assert seen == set(family.bins)
