@@ -17,7 +17,7 @@ import pytest
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.redact import Action
-from livesafe.guard.search import Search, SearchSettings, View, dcts, propose, variant_hashes, view_luma
+from livesafe.guard.search import ORIENTATIONS, Search, SearchSettings, View, dcts, oriented_hashes, propose, view_luma
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.guard.views import Planes, box_dcts
 from livesafe.lists import ListSpec
@@ -97,9 +97,13 @@ def test_variants_are_the_dihedral_hashes_and_the_complement() -> None:
     p = planes_of(fitted("rocket"))
     luma, shrink = view_luma(p, View("frame", box=(0, 0, W, H)))
     block = pdq.dct_of_luma(luma, shrink=shrink)
-    variants = variant_hashes(block.coefficients[None])[0]
-    assert (variants[:8] == block.dihedral_bytes()).all()
-    assert (variants[8] == ~variants[0]).all()
+    every = oriented_hashes(np.repeat(block.coefficients[None], len(ORIENTATIONS), axis=0), np.arange(len(ORIENTATIONS)))
+    assert (every[:8] == block.dihedral_bytes()).all()
+    assert (every[8] == ~every[0]).all()
+    # One orientation for all blocks, or one per block: each is the same variant as above.
+    mixed = np.array([3, 0, 8, 6])
+    assert (oriented_hashes(np.repeat(block.coefficients[None], 4, axis=0), mixed) == every[mixed]).all()
+    assert (oriented_hashes(block.coefficients[None], 5)[0] == every[5]).all()
 
 
 def test_an_inverted_picture_matches_through_the_complement() -> None:

@@ -321,12 +321,23 @@ def _filled(image: np.ndarray, view: View) -> np.ndarray:
     return out
 
 
-def variant_hashes(blocks: np.ndarray) -> np.ndarray:
-    """(N, 9, 32) hash bytes of each block's 8 dihedral variants and its complement (inverted picture)."""
-    signed = blocks[:, None] * _DIHEDRAL_SIGNS[None]
-    signed[:, _DIHEDRAL_TRANSPOSED] = signed[:, _DIHEDRAL_TRANSPOSED].transpose(0, 1, 3, 2)
-    hashes = _bits_to_bytes(signed.reshape(-1, 256)).reshape(len(blocks), 8, 32)
-    return np.concatenate([hashes, ~hashes[:, :1]], axis=1)
+def oriented_hashes(blocks: np.ndarray, orientations: np.ndarray | int) -> np.ndarray:
+    """(N, 32) hash bytes of each of the N blocks in its orientation (an ``ORIENTATIONS`` index, one
+    for all or one per block): a dihedral variant, or the complement for an inverted picture.
+
+    Only the variants asked for are computed: most views are tried upright only,
+    and each variant costs its own median (sign flips move it).
+    """
+    orientations = np.broadcast_to(np.asarray(orientations, np.intp), (len(blocks),))
+    dihedral = np.where(orientations == INVERTED, 0, orientations)
+    signed = blocks * _DIHEDRAL_SIGNS[dihedral]
+    turned = _DIHEDRAL_TRANSPOSED[dihedral]
+    if turned.any():
+        signed[turned] = signed[turned].transpose(0, 2, 1)
+    hashes = _bits_to_bytes(signed.reshape(-1, 256))
+    inverted = orientations == INVERTED
+    hashes[inverted] = ~hashes[inverted]
+    return hashes
 
 
 def _dct_hash(image64: np.ndarray) -> np.ndarray:
@@ -403,7 +414,6 @@ class Search:
 
     def _pdq(self, planes: Planes, matcher: "Matcher", views: list[View]) -> dict[int, "Match"]:
         blocks = dcts(planes, views, coarse=True)
-        variants = variant_hashes(blocks)
         owners, orientations = [], []
         for i, view in enumerate(views):
             allowed = list(range(8)) if view.dihedral else [0]
@@ -412,7 +422,7 @@ class Search:
             owners += [i] * len(allowed)
             orientations += allowed
         owners_a, orientations_a = np.array(owners), np.array(orientations)
-        queries = variants[owners_a, orientations_a]
+        queries = oriented_hashes(blocks[owners_a], orientations_a)
         hits = matcher.lookup("pdq", queries, self.settings.near_margin)
         candidates = sorted(
             (Candidate(views[owners_a[q]], int(orientations_a[q]), li, row, d) for q, li, row, d in hits),
@@ -443,7 +453,7 @@ class Search:
     def verify(self, planes: Planes, view: View, orientation: int, target: np.ndarray) -> tuple[View, int, int]:
         """(view, distance to ``target``, PDQ quality), hashed exactly at the fine plane."""
         image = view_image(planes, view)
-        distance = int(_distances(variant_hashes(_dct_hash(image)[None])[0, orientation], target))
+        distance = int(_distances(oriented_hashes(_dct_hash(image)[None], orientation)[0], target))
         return view, distance, pdq.quality_of_64(image * np.float32(planes.luma_scale))
 
     def showing_since(
@@ -476,7 +486,7 @@ class Search:
         first = len(images) - 1
         for j in range(len(images) - 2, -1, -1):
             image = images[j]
-            near = int(_distances(variant_hashes(_dct_hash(image)[None])[0, orientation], match.target)) <= match.near_distance
+            near = int(_distances(oriented_hashes(_dct_hash(image)[None], orientation)[0], match.target)) <= match.near_distance
             if not near:
                 cut = np.abs(image - images[j + 1]).mean() > 12.0
                 share = np.linalg.lstsq(design, image.reshape(-1).astype(np.float64), rcond=None)[0][0]
@@ -486,7 +496,7 @@ class Search:
         return first
 
     def hash_of(self, planes: Planes, view: View, orientation: int) -> np.ndarray:
-        return variant_hashes(_dct_hash(view_image(planes, view))[None])[0, orientation]
+        return oriented_hashes(_dct_hash(view_image(planes, view))[None], orientation)[0]
 
     def refine(
         self, planes: Planes, view: View, orientation: int, target: np.ndarray, distance: int, threshold: int
@@ -518,13 +528,13 @@ class Search:
         step = 0.03 if coarse else 1.5 * pixel / max(1.0, min(width, height))
         rounds = 12 if coarse else 6
         best = view.parameters()
-        best_d = int(_distances(variant_hashes(dcts(planes, [view], coarse=coarse))[0, orientation], target))
+        best_d = int(_distances(oriented_hashes(dcts(planes, [view], coarse=coarse), orientation)[0], target))
         for _ in range(rounds):
             if best_d <= threshold or step * min(width, height) < 0.75 * pixel:
                 break
             trials = _neighbours(best, view.box is not None, step * width, step * height)
             blocks = dcts(planes, [view.with_parameters(t) for t in trials], coarse=coarse)
-            d = _distances(variant_hashes(blocks)[:, orientation], target)
+            d = _distances(oriented_hashes(blocks, orientation), target)
             k = int(d.argmin())
             if d[k] < best_d:
                 best, best_d = trials[k], int(d[k])
