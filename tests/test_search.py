@@ -17,7 +17,9 @@ import pytest
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.redact import Action
-from livesafe.guard.search import ORIENTATIONS, Search, SearchSettings, View, dcts, oriented_hashes, propose, view_luma
+from livesafe.guard.search import (
+    ORIENTATIONS, Search, SearchSettings, View, _dct_hash, dcts, oriented_hashes, propose, view_image, view_luma,
+)
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.guard.views import Planes, box_dcts
 from livesafe.lists import ListSpec
@@ -104,6 +106,19 @@ def test_variants_are_the_dihedral_hashes_and_the_complement() -> None:
     mixed = np.array([3, 0, 8, 6])
     assert (oriented_hashes(np.repeat(block.coefficients[None], 4, axis=0), mixed) == every[mixed]).all()
     assert (oriented_hashes(block.coefficients[None], 5)[0] == every[5]).all()
+
+
+def test_masked_views_of_one_picture_hash_as_each_would_alone() -> None:
+    """dcts resamples a picture shared by several masked views once; each view still gets its own fill."""
+    p = planes_of(pip("coffee", (200, 100, 1000, 600)))
+    box = (200.0, 100.0, 1000.0, 600.0)
+    views = [View("masked", box=box, fill=(200.0, 520.0, 1000.0, 600.0)), View("box", box=box),
+             View("masked", box=box, fill=(850.0, 120.0, 980.0, 220.0)), View("masked", box=box, fill=(0.0, 0.0, 1.0, 1.0))]  # fmt: skip
+    blocks = dcts(p, views, coarse=True)
+    for view, block in zip(views, blocks):
+        if view.fill is not None:
+            assert (block == _dct_hash(view_image(p, view))).all(), view.fill
+    assert len({block.tobytes() for block in blocks[[0, 2, 3]]}) == 3
 
 
 def test_an_inverted_picture_matches_through_the_complement() -> None:

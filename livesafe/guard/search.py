@@ -266,9 +266,16 @@ def dcts(planes: Planes, views: list[View], *, coarse: bool) -> np.ndarray:
         chosen = [i for i in plain if planes.level_for(*views[i].size(), coarse) is level]
         if chosen:
             out[chosen] = box_dcts(planes, level, np.array([views[i].box for i in chosen]))
+    # Masked views of one picture share its box: its 64x64 image is resampled once, then each is
+    # painted over on a copy (``_filled``).
+    boxes: dict[tuple[float, ...], np.ndarray] = {}
     for i, view in enumerate(views):
-        if view.box is None or view.fill is not None:
+        if view.box is None:
             out[i] = _dct_hash(view_image(planes, view, coarse=coarse))
+        elif view.fill is not None:
+            if view.box not in boxes:
+                boxes[view.box] = pdq.downsample_64(*view_luma(planes, view))
+            out[i] = _dct_hash(_filled(boxes[view.box], view))
     return out
 
 

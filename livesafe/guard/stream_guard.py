@@ -506,6 +506,8 @@ def _change(before: np.ndarray | None, after: np.ndarray) -> float:
     rows, cols = diff.shape
     if rows < 4 or cols < 4:  # a thumbnail of a tiny frame: the whole of it is one block
         return float(diff.mean()) if diff.size else 0.0
-    blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).mean(axis=(1, 3))
-    return float(blocks.max())
+    # Integer block sums, one division: the same float as the largest block mean, at half the cost
+    # (this runs on every frame).
+    blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).sum(axis=(1, 3), dtype=np.int64)
+    return float(blocks.max() / ((rows // 4) * (cols // 4)))
 
