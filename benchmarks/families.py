@@ -140,6 +140,22 @@ def placed(picture: np.ndarray, scale: float, rng: np.random.Generator) -> tuple
     return shown, int(rng.integers(0, WIDTH - w + 1)), int(rng.integers(0, HEIGHT - h + 1))
 
 
+def framed(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The picture as families that are not about placement show it, and its box (x, y, w, h):
+    filling the frame (stretched, as a 16:9 video would) when ``p["fill"]``, else fitted at
+    ``p["scale"]`` anywhere on plain bars."""
+    if p["fill"]:
+        return resize(picture, WIDTH, HEIGHT), (0, 0, WIDTH, HEIGHT)
+    canvas = stock.plain(rng)(0)
+    shown, x, y = placed(picture, p["scale"], rng)
+    paste(canvas, shown, x, y)
+    return canvas, (x, y, shown.shape[1], shown.shape[0])
+
+
+def _framing(rng: np.random.Generator) -> dict:
+    return {"fill": bool(rng.random() < 0.5), "scale": rng.uniform(0.85, 1.0)}
+
+
 def still(canvas: np.ndarray) -> Frames:
     return lambda i: canvas
 
@@ -189,17 +205,14 @@ def _draw_crop(rng: np.random.Generator) -> dict:
     removed = rng.uniform(0, 0.30)
     u = rng.uniform(0, 1)
     fw, fh = (1 - removed) ** u, (1 - removed) ** (1 - u)
-    return {"removed": removed, "fw": fw, "fh": fh, "x": rng.uniform(0, 1 - fw), "y": rng.uniform(0, 1 - fh)}
+    return {"removed": removed, "fw": fw, "fh": fh, "x": rng.uniform(0, 1 - fw), "y": rng.uniform(0, 1 - fh), **_framing(rng)}
 
 
 def _render_crop(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
     h, w = picture.shape[:2]
     x0, y0 = round(p["x"] * w), round(p["y"] * h)
     cut = picture[y0 : y0 + max(2, round(p["fh"] * h)), x0 : x0 + max(2, round(p["fw"] * w))]
-    canvas = stock.plain(rng)(0)
-    shown = fit(cut, WIDTH, HEIGHT)
-    paste(canvas, shown, (WIDTH - shown.shape[1]) // 2, (HEIGHT - shown.shape[0]) // 2)
-    return Shown(still(canvas))
+    return Shown(still(framed(cut, p, rng, stock)[0]))
 
 
 # padding: the picture shrunk and placed anywhere on bars (solid, gradient, or its own blurred copy).
@@ -332,15 +345,12 @@ def _draw_occlusion(rng: np.random.Generator) -> dict:
         "covered": rng.uniform(0, 0.40),
         "kind": str(rng.choice(["caption", "stickers", "chat", "facecam"])),
         "translucent": bool(rng.random() < 0.35),
-        "scale": rng.uniform(0.8, 1.0),
+        **_framing(rng),
     }
 
 
 def _render_occlusion(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
-    shown, x, y = placed(picture, p["scale"], rng)
-    h, w = shown.shape[:2]
-    canvas = stock.plain(rng)(0)
-    paste(canvas, shown, x, y)
+    canvas, (x, y, w, h) = framed(picture, p, rng, stock)
     area = p["covered"] * w * h
     alpha = rng.uniform(0.55, 0.8) if p["translucent"] else 1.0
     colour = rng.integers(0, 256, size=3).astype(np.float32)
@@ -393,7 +403,7 @@ def _draw_colour(rng: np.random.Generator) -> dict:
         "invert": 1.0,
         "brightness": rng.uniform(-80, 80),
     }[kind]
-    return {"kind": kind, "amount": float(amount), "contrast": rng.uniform(0.6, 1.5), "scale": rng.uniform(0.85, 1.0)}
+    return {"kind": kind, "amount": float(amount), "contrast": rng.uniform(0.6, 1.5), **_framing(rng)}
 
 
 def _render_colour(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
@@ -414,10 +424,7 @@ def _render_colour(picture: np.ndarray, p: dict, rng: np.random.Generator, stock
         img = 255.0 - img
     else:
         img = (img - 128) * p["contrast"] + 128 + amount
-    shown, x, y = placed(np.clip(img, 0, 255).astype(np.uint8), p["scale"], rng)
-    canvas = stock.plain(rng)(0)
-    paste(canvas, shown, x, y)
-    return Shown(still(canvas))
+    return Shown(still(framed(np.clip(img, 0, 255).astype(np.uint8), p, rng, stock)[0]))
 
 
 # degradation: blur, noise, low resolution, and a low encoder bitrate (down to 200 kb/s).
@@ -432,13 +439,11 @@ def _draw_degradation(rng: np.random.Generator) -> dict:
         "low_res": rng.uniform(0.08, 0.4),  # shown at this share of its size, scaled back up
         "bitrate": rng.uniform(200, 800),  # kb/s for the whole 720p30 stream
     }[kind]
-    return {"kind": kind, "amount": float(amount), "scale": rng.uniform(0.85, 1.0)}
+    return {"kind": kind, "amount": float(amount), **_framing(rng)}
 
 
 def _render_degradation(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
-    shown, x, y = placed(picture, p["scale"], rng)
-    canvas = stock.plain(rng)(0)
-    paste(canvas, shown, x, y)
+    canvas, _ = framed(picture, p, rng, stock)
     kind, amount = p["kind"], p["amount"]
     if kind == "blur":
         canvas = cv2.GaussianBlur(canvas, (0, 0), amount)
@@ -502,14 +507,14 @@ _MOTION = ("shake", "pan", "zoom")
 def _draw_motion(rng: np.random.Generator) -> dict:
     kind = str(rng.choice(_MOTION))
     amount = {"shake": rng.uniform(4, 40), "pan": rng.uniform(0.05, 0.2), "zoom": rng.uniform(1.05, 1.3)}[kind]
-    return {"kind": kind, "amount": float(amount), "scale": rng.uniform(0.85, 1.0)}
+    return {"kind": kind, "amount": float(amount), **_framing(rng)}
 
 
 def _render_motion(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
     kind, amount = p["kind"], p["amount"]
     base = stock.plain(rng)(0)
-    if kind == "shake":
-        shown, x, y = placed(picture, p["scale"], rng)
+    if kind == "shake":  # the whole picture (filling the frame or fitted) moves; bars show at the edges
+        shown, x, y = (resize(picture, WIDTH, HEIGHT), 0, 0) if p["fill"] else placed(picture, p["scale"], rng)
         seed = int(rng.integers(1 << 31))
 
         def frame(i: int) -> np.ndarray:
@@ -534,6 +539,8 @@ def _render_motion(picture: np.ndarray, p: dict, rng: np.random.Generator, stock
         cw, ch = w * keep, h * keep
         x0, y0 = int(np.clip(cx * w - cw / 2, 0, w - cw)), int(np.clip(cy * h - ch / 2, 0, h - ch))
         window = picture[y0 : y0 + int(ch), x0 : x0 + int(cw)]
+        if p["fill"]:
+            return resize(window, WIDTH, HEIGHT)
         canvas = base.copy()
         shown = fit(window, WIDTH * p["scale"], HEIGHT * p["scale"])
         paste(canvas, shown, (WIDTH - shown.shape[1]) // 2, (HEIGHT - shown.shape[0]) // 2)

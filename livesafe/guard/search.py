@@ -485,17 +485,23 @@ class Search:
         images = [view_image(Planes(y, scale), match.view) for y, scale in lumas]
         matched = images[-1].reshape(-1)
         columns = [matched, np.ones(matched.size, np.float32)]
+        # A step between frames bigger than this is a cut, not a dissolve.  A dissolve of n
+        # frames moves each frame 1/n of the way from the background to the picture, so
+        # with the background known a step of up to a third of that distance is one of a
+        # dissolve of 3+ frames (fast ones of 4-7 frames move 15-25 levels a frame).
+        cut_step = 12.0
         if before is not None:
             background = view_image(Planes(*before), match.view).reshape(-1)
             if abs(np.corrcoef(matched, background)[0, 1]) < 0.7:
                 columns.insert(1, background)
+                cut_step = max(cut_step, float(np.abs(matched - background).mean()) / 3)
         design = np.stack(columns, axis=1).astype(np.float64)
         first = len(images) - 1
         for j in range(len(images) - 2, -1, -1):
             image = images[j]
             near = int(_distances(oriented_hashes(_dct_hash(image)[None], orientation)[0], match.target)) <= match.near_distance
             if not near:
-                cut = np.abs(image - images[j + 1]).mean() > 12.0
+                cut = np.abs(image - images[j + 1]).mean() > cut_step
                 share = np.linalg.lstsq(design, image.reshape(-1).astype(np.float64), rcond=None)[0][0]
                 if cut or share < 0.25:
                     break
