@@ -22,8 +22,10 @@ rotations/flips where they are plausible, and the complement for an inverted
 picture.  The coarse views are hashed from the quarter-size plane.
 
 A view rarely lands exactly on the picture.  So the index is asked for entries
-within the list's threshold *plus a margin* (``near_margin``, 17 bits: within
-48 of a PDQ entry).  Such a near hit says "this view is close to that entry",
+within the list's threshold *plus a margin* (``near_margin``, 23 bits: within
+54 of a PDQ entry; with 17, a tilted picture or filmed screen whose corners were
+found 10-20 px off was out of reach: tune split, rotation + perspective 15 -> 19
+of 24 segments).  Such a near hit says "this view is close to that entry",
 and the view is then refined -- each side or corner moved in shrinking steps,
 at the half-size plane, towards that one entry's hash -- until it is within the
 list's own threshold (a match) or stops improving.  Unrelated pictures sit
@@ -81,7 +83,7 @@ class SearchSettings:
     rectify: bool = True  # tilted pictures and filmed screens
     masks: bool = True  # paint over caption strips, chat columns and boxes (a face-cam) on the picture
     windows: bool = True  # halves and quarters of the frame
-    near_margin: int = 17  # refine views within a list's threshold + this many bits of an entry
+    near_margin: int = 23  # refine views within a list's threshold + this many bits of an entry
     refinements: int = 4  # (view, entry) pairs refined per sample, nearest first
 
     def __post_init__(self) -> None:
