@@ -3,9 +3,8 @@
 Two sources, both permissively licensed and benign:
 
 * **Debian wallpapers** (``/usr/share/backgrounds`` and friends, from the
-  ``gnome-backgrounds``, ``mate-backgrounds``, ``ukui-wallpapers``,
-  ``lomiri-wallpapers-*``, ``desktop-base`` packages): photos and artwork nobody
-  on the team tuned the guard against.  Split by a hash of the file name into a
+  packages in ``DEBIAN_PACKAGES``): photos and artwork nobody on the team tuned
+  the guard against.  Split by a hash of the file name into a
   *tune* half and a *report* half; BENCHMARKS.md's figures come from the report
   half only, and nothing may be tuned on it.
 * **scikit-image's sample photos**: the guard was developed looking at these
@@ -36,6 +35,10 @@ WALLPAPER_DIRS = (
     Path("/usr/share/wallpapers"),
     Path("/usr/share/desktop-base"),
 )
+DEBIAN_PACKAGES = (
+    "mate-backgrounds", "ukui-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
+    "desktop-base", "debian-edu-artwork",
+)  # fmt: skip
 SKIMAGE_NAMES = (
     "astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel",
     "hubble_deep_field", "immunohistochemistry", "retina", "rocket", "stereo_motorcycle",
@@ -129,7 +132,7 @@ def pool(split: str, kind: str = "all") -> tuple[dict[str, np.ndarray], dict[str
     if not listed or not decoys:
         raise RuntimeError(
             f"the {kind!r} pool has no {split} pictures to list or no decoys"
-            + (" (install the Debian wallpaper packages: see benchmarks/README in BENCHMARKS.md)" if kind != "skimage" else "")
+            + (f" (apt-get install {' '.join(DEBIAN_PACKAGES)})" if kind != "skimage" else "")
         )
     return listed, decoys
 
