@@ -549,7 +549,7 @@ def _render_motion(picture: np.ndarray, p: dict, rng: np.random.Generator, stock
     return Shown(frame)
 
 
-def _amount_bin(p: dict) -> str:
+def _kind_bin(p: dict) -> str:
     return p["kind"]
 
 
@@ -562,9 +562,9 @@ FAMILIES: dict[str, Family] = {
         Family("rotation", "angle", _bins(_ROT, "°"), _draw_rotation, lambda p: _bin(p["angle"], _ROT, "°"), _render_rotation),
         Family("perspective", "keystone angle", _bins(_PERS, "°"), _draw_perspective, lambda p: _bin(p["angle"], _PERS, "°"), _render_perspective),
         Family("occlusion", "picture covered %", _bins(_OCC, "%"), _draw_occlusion, lambda p: _bin(100 * p["covered"], _OCC, "%"), _render_occlusion),
-        Family("colour", "filter", _COLOURS, _draw_colour, _amount_bin, _render_colour),
-        Family("degradation", "kind", _DEGRADE, _draw_degradation, _amount_bin, _render_degradation),
+        Family("colour", "filter", _COLOURS, _draw_colour, _kind_bin, _render_colour),
+        Family("degradation", "kind", _DEGRADE, _draw_degradation, _kind_bin, _render_degradation),
         Family("panes", "panes", ("2", "3", "4"), _draw_panes, lambda p: str(p["panes"]), _render_panes),
-        Family("motion", "kind", _MOTION, _draw_motion, _amount_bin, _render_motion),
+        Family("motion", "kind", _MOTION, _draw_motion, _kind_bin, _render_motion),
     )
 }
