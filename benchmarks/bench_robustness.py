@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Robustness curves: recall of the live guard against each transform's parameter, beside reference PDQ.
 
-    python benchmarks/bench_robustness.py [--split report] [--pool all] [--per-family 40]
-        [--decoys-per-family 20] [--list-size 1000000] [--jobs 2] [--json PATH] [--quick]
+    python benchmarks/bench_robustness.py [--split report] [--pool all] [--per-family 30]
+        [--decoys-per-family 16] [--list-size 1000000] [--jobs 2] [--json PATH] [--quick]
 
 What one *segment* is: 15 frames of a benign moving scene, then a picture shown
 for 36 frames (1.2 s) under one of ``families.FAMILIES``' transforms with
@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=image_pool.SPLITS, default="report", help="report (default): figures; tune: development only")
     parser.add_argument("--pool", choices=image_pool.POOLS, default="all", help="skimage (ships with the test extras), debian (wallpaper packages) or all")
-    parser.add_argument("--per-family", type=int, default=None, help="listed-picture segments per family (default 40; --quick 4)")
-    parser.add_argument("--decoys-per-family", type=int, default=None, help="decoy segments per family (default 20; --quick 2)")
+    parser.add_argument("--per-family", type=int, default=None, help="listed-picture segments per family (default 30; --quick 4)")
+    parser.add_argument("--decoys-per-family", type=int, default=None, help="decoy segments per family (default 16; --quick 2)")
     parser.add_argument("--list-size", type=int, default=None, help="PDQ hashes in the list (default 1,000,000; --quick 10,000)")
     parser.add_argument("--families", help="comma-separated families (default all)")
     parser.add_argument("--seed", type=int, default=1)
@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the per-segment results here")
     parser.add_argument("--quick", action="store_true", help="a small run (a few minutes)")
     args = parser.parse_args(argv)
-    per_family = args.per_family if args.per_family is not None else (4 if args.quick else 40)
-    per_decoy = args.decoys_per_family if args.decoys_per_family is not None else (2 if args.quick else 20)
+    per_family = args.per_family if args.per_family is not None else (4 if args.quick else 30)
+    per_decoy = args.decoys_per_family if args.decoys_per_family is not None else (2 if args.quick else 16)
     list_size = args.list_size if args.list_size is not None else (10_000 if args.quick else 1_000_000)
     names = tuple(FAMILIES) if not args.families else tuple(n.strip() for n in args.families.split(","))
     unknown = [n for n in names if n not in FAMILIES]
