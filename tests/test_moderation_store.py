@@ -260,8 +260,10 @@ def _largest_wal(path: Path, *, pause: float = 0.0, **checkpoints) -> int:
 def test_checkpoints_happen_off_the_writers_commits_and_keep_the_wal_small(tmp_path: Path) -> None:
     """SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages -- on
     the event loop.  The store turns it off and checkpoints on a thread of its own instead."""
-    unchecked = _largest_wal(tmp_path / "unchecked.db", pause=0.05, interval=3600)  # the thread never gets to run
-    checked = _largest_wal(tmp_path / "checked.db", pause=0.05, interval=0.01, quiet_seconds=0.02)
+    # Pauses of 0.1 s between bursts: the thread (looking every 10 ms) must get to run in them
+    # even on a loaded machine (with 0.05 s a loaded 2-core VM once let three bursts pile up).
+    unchecked = _largest_wal(tmp_path / "unchecked.db", pause=0.1, interval=3600)  # the thread never gets to run
+    checked = _largest_wal(tmp_path / "checked.db", pause=0.1, interval=0.01, quiet_seconds=0.02)
     assert unchecked > 20 * 2**20, f"appends checkpointed by themselves: WAL only {unchecked:,} B"
     assert checked < unchecked / 4, f"WAL {checked:,} B with the checkpointer, {unchecked:,} B without"
 
