@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WIDTH, HEIGHT = 1280, 720
+from livesafe.synthetic import HEIGHT, WIDTH, cover, fit, project_plane, resize
+
 Frames = Callable[[int], np.ndarray]  # shown frame index -> RGB uint8 (HEIGHT, WIDTH, 3)
 
 
@@ -76,25 +77,6 @@ class Stock:
 
 
 # --- drawing helpers ---------------------------------------------------------------------
-
-
-def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    width, height = max(1, width), max(1, height)
-    shrinking = width < image.shape[1] and height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def fit(image: np.ndarray, box_w: float, box_h: float) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = min(box_w / w, box_h / h)
-    return resize(image, round(w * scale), round(h * scale))
-
-
-def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    cw, ch = min(w, round(h * width / height)), min(h, round(w * height / width))
-    x, y = (w - cw) // 2, (h - ch) // 2
-    return resize(image[y : y + ch, x : x + cw], width, height)
 
 
 def paste(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> None:
@@ -308,20 +290,10 @@ def _render_perspective(picture: np.ndarray, p: dict, rng: np.random.Generator, 
         screen = np.full((h + 2 * pad, w + 2 * pad, 3), rng.integers(5, 40), np.uint8)
         screen[pad : pad + h, pad : pad + w] = picture
     sh, sw = screen.shape[:2]
-    yaw, pitch, roll = np.radians([p["yaw"], p["pitch"], p["roll"]])
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    rotation = (
-        np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-        @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-        @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    )
     shown_w = WIDTH * p["width"]
     shown_h = min(HEIGHT * 0.9, shown_w * sh / sw)
     shown_w = shown_h * sw / sh
-    focal = 1.1 * WIDTH
-    corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float64) * [shown_w / 2, shown_h / 2, 0]
-    camera = corners @ rotation.T + [0, 0, focal]
-    projected = camera[:, :2] * focal / camera[:, 2:3]
+    projected = project_plane(shown_w, shown_h, *np.radians([p["yaw"], p["pitch"], p["roll"]]))
     centre = [WIDTH / 2 + rng.uniform(-80, 80), HEIGHT / 2 + rng.uniform(-40, 40)]
     quad = projected + centre
     background = stock.background(rng)

@@ -96,25 +96,26 @@ def natural_samples(crops_per_photo: int, seed: int = 7) -> list[np.ndarray]:
 # --- small drawing helpers -------------------------------------------------------------------
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    width, height = max(1, width), max(1, height)
     shrinking = width < image.shape[1] and height < image.shape[0]
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def _fit(image: np.ndarray, box_w: int, box_h: int) -> np.ndarray:
+def fit(image: np.ndarray, box_w: int, box_h: int) -> np.ndarray:
     """``image`` scaled to the largest size inside the box that keeps its aspect ratio."""
     h, w = image.shape[:2]
     scale = min(box_w / w, box_h / h)
-    return _resize(image, max(1, round(w * scale)), max(1, round(h * scale)))
+    return resize(image, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
-def _cover(image: np.ndarray, width: int, height: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def cover(image: np.ndarray, width: int, height: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """``image`` cropped to the target aspect ratio (at a random offset if ``rng``) and resized to it."""
     h, w = image.shape[:2]
     crop_w, crop_h = min(w, round(h * width / height)), min(h, round(w * height / width))
     x = int(rng.integers(0, w - crop_w + 1)) if rng is not None else (w - crop_w) // 2
     y = int(rng.integers(0, h - crop_h + 1)) if rng is not None else (h - crop_h) // 2
-    return _resize(image[y : y + crop_h, x : x + crop_w], width, height)
+    return resize(image[y : y + crop_h, x : x + crop_w], width, height)
 
 
 def _canvas(colour: _Colour, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
@@ -184,7 +185,7 @@ def _room(rng: np.random.Generator) -> np.ndarray:
     px = int(rng.choice([rng.integers(20, 200), rng.integers(WIDTH - 200 - pw, WIDTH - 20 - pw)]))
     py = int(rng.integers(30, 120))
     cv2.rectangle(frame, (px - 8, py - 8), (px + pw + 8, py + ph + 8), (60, 40, 25), -1)
-    _paste(frame, _cover(busy, pw, ph), px, py)
+    _paste(frame, cover(busy, pw, ph), px, py)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     lx, ly = float(rng.uniform(0, WIDTH)), float(rng.uniform(0, HEIGHT * 0.4))
     glow = 1.0 + 0.25 * np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * 300.0**2))
@@ -195,7 +196,7 @@ def _busy_background(rng: np.random.Generator) -> np.ndarray:
     """A full frame of benign texture, tinted, standing in for a game or wallpaper behind a PiP."""
     busy = _sample(_BUSY_NAMES[int(rng.integers(len(_BUSY_NAMES)))])
     tint = rng.uniform(0.7, 1.15, size=3).astype(np.float32)
-    return np.clip(_cover(busy, WIDTH, HEIGHT, rng) * tint, 0, 255).astype(np.uint8)
+    return np.clip(cover(busy, WIDTH, HEIGHT, rng) * tint, 0, 255).astype(np.uint8)
 
 
 # --- transforms: a source image placed in a 1280x720 frame -----------------------------------
@@ -203,7 +204,7 @@ def _busy_background(rng: np.random.Generator) -> np.ndarray:
 
 def fullframe(image: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
     """Stretched to fill the frame (PDQ resamples to 64x64, so aspect changes do not move the hash)."""
-    return _resize(image, WIDTH, HEIGHT)
+    return resize(image, WIDTH, HEIGHT)
 
 
 def letterbox(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -214,7 +215,7 @@ def letterbox(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """
     scale = rng.uniform(0.72, 0.9)
     frame = _canvas(_bar_colour(rng))
-    _paste_centred(frame, _fit(image, round(WIDTH * scale), round(HEIGHT * scale)))
+    _paste_centred(frame, fit(image, round(WIDTH * scale), round(HEIGHT * scale)))
     return frame
 
 
@@ -226,7 +227,7 @@ def pillarbox(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     width = min(round(HEIGHT * w / h), round(WIDTH * 0.8))
     frame = _canvas(_bar_colour(rng))
-    _paste_centred(frame, _resize(image, width, HEIGHT))
+    _paste_centred(frame, resize(image, width, HEIGHT))
     return frame
 
 
@@ -258,7 +259,7 @@ def picture_in_picture(image: np.ndarray, rng: np.random.Generator, background: 
     """
     window_w = round(WIDTH * rng.uniform(0.25, 0.45))
     border = int(rng.integers(2, 7))
-    inner = _fit(image, window_w - 2 * border, round(HEIGHT * 0.9) - 2 * border)
+    inner = fit(image, window_w - 2 * border, round(HEIGHT * 0.9) - 2 * border)
     window_h = inner.shape[0] + 2 * border
     x = int(rng.integers(16, WIDTH - window_w - 16 + 1))
     y = int(rng.integers(16, HEIGHT - window_h - 16 + 1))
@@ -284,7 +285,7 @@ def split_screen(image: np.ndarray, rng: np.random.Generator, other: np.ndarray 
         other = benign[BENIGN_NAMES[int(rng.integers(len(BENIGN_NAMES)))]]
     left_first = rng.random() < 0.5
     for pane, content in enumerate((image, other) if left_first else (other, image)):
-        shown = _fit(content, pane_w, pane_h)
+        shown = fit(content, pane_w, pane_h)
         x = gutter + pane * (pane_w + gutter) + (pane_w - shown.shape[1]) // 2
         y = gutter + (pane_h - shown.shape[0]) // 2
         _paste(frame, shown, x, y)
@@ -383,7 +384,7 @@ def low_res(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Downscaled to 160-320 px wide, JPEG-compressed hard, upscaled: a re-shared thumbnail."""
     h, w = image.shape[:2]
     small_w = int(rng.integers(160, 321))
-    small = _resize(image, small_w, max(1, round(h * small_w / w)))
+    small = resize(image, small_w, max(1, round(h * small_w / w)))
     quality = int(rng.integers(15, 46))
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -404,7 +405,7 @@ def _monitor_texture(image: np.ndarray, rng: np.random.Generator, scale: int) ->
     screen_w, screen_h = 160 * scale, 90 * scale
     bezel = max(6, screen_w // 40)
     texture = _canvas(_colour(rng, 10, 35), screen_w + 2 * bezel, screen_h + 2 * bezel)
-    screen = _resize(image, screen_w, screen_h).astype(np.float32)
+    screen = resize(image, screen_w, screen_h).astype(np.float32)
     pitch = rng.uniform(2.6, 3.4)
     yy, xx = np.mgrid[0:screen_h, 0:screen_w].astype(np.float32)
     rows = 0.5 + 0.5 * np.cos(2 * np.pi * yy / pitch)
@@ -414,11 +415,9 @@ def _monitor_texture(image: np.ndarray, rng: np.random.Generator, scale: int) ->
     return texture
 
 
-def _project_quad(width: float, height: float, rng: np.random.Generator) -> np.ndarray:
-    """Image corners of a width x height plane turned 5-10 degrees (yaw) plus a little pitch/roll."""
-    yaw = np.radians(rng.uniform(5.0, 10.0) * (1 if rng.random() < 0.5 else -1))
-    pitch = np.radians(rng.uniform(-4.0, 4.0))
-    roll = np.radians(rng.uniform(-2.0, 2.0))
+def project_plane(width: float, height: float, yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Image corners (tl, tr, br, bl; around the origin) of a width x height plane facing a
+    camera of focal length 1.1 x WIDTH, turned by ``yaw``, ``pitch`` and ``roll`` (radians)."""
     cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
     rotation = (
         np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
@@ -428,7 +427,15 @@ def _project_quad(width: float, height: float, rng: np.random.Generator) -> np.n
     focal = 1.1 * WIDTH
     corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=np.float64) * [width / 2, height / 2, 0]
     camera = corners @ rotation.T + [0, 0, focal]
-    projected = camera[:, :2] * focal / camera[:, 2:3]
+    return camera[:, :2] * focal / camera[:, 2:3]
+
+
+def _project_quad(width: float, height: float, rng: np.random.Generator) -> np.ndarray:
+    """Image corners of a width x height plane turned 5-10 degrees (yaw) plus a little pitch/roll."""
+    yaw = np.radians(rng.uniform(5.0, 10.0) * (1 if rng.random() < 0.5 else -1))
+    pitch = np.radians(rng.uniform(-4.0, 4.0))
+    roll = np.radians(rng.uniform(-2.0, 2.0))
+    projected = project_plane(width, height, yaw, pitch, roll)
     centre = [WIDTH / 2 + rng.uniform(-60, 60), HEIGHT * 0.47 + rng.uniform(-30, 30)]
     return (projected + centre).astype(np.float32)
 
@@ -515,7 +522,7 @@ def procedural_scene(rng: np.random.Generator) -> FrameSource:
 
     def frame(i: int) -> np.ndarray:
         t = (diagonal + 0.25 * np.sin(i / 40.0) + 0.25)[:, :, None]
-        out = _resize((c0 * (1 - t) + c1 * t).clip(0, 255).astype(np.uint8), WIDTH, HEIGHT)
+        out = resize((c0 * (1 - t) + c1 * t).clip(0, 255).astype(np.uint8), WIDTH, HEIGHT)
         for is_circle, size, colour, x, y, vx, vy in shapes:
             px, py = round(_bounce(x, vx, WIDTH, i)), round(_bounce(y, vy, HEIGHT, i))
             if is_circle:
@@ -564,7 +571,7 @@ def fast_cuts(rng: np.random.Generator) -> FrameSource:
 
     @lru_cache(maxsize=2)
     def shot(k: int) -> np.ndarray:
-        return _cover(_sample(names[k]), WIDTH, HEIGHT, np.random.default_rng(int(seeds[k])))
+        return cover(_sample(names[k]), WIDTH, HEIGHT, np.random.default_rng(int(seeds[k])))
 
     def frame(i: int) -> np.ndarray:
         k = int(np.searchsorted(starts, i % int(starts[-1]), side="right")) - 1
