@@ -349,6 +349,11 @@ def oriented_hashes(blocks: np.ndarray, orientations: np.ndarray | int) -> np.nd
     return hashes
 
 
+def _oriented_hash(image64: np.ndarray, orientation: int) -> np.ndarray:
+    """The 32 hash bytes of one 64x64 view image in one orientation."""
+    return oriented_hashes(_dct_hash(image64)[None], orientation)[0]
+
+
 def _dct_hash(image64: np.ndarray) -> np.ndarray:
     """The 16x16 PDQ DCT block of a 64x64 image."""
     return pdq._DCT @ image64 @ pdq._DCT.T
@@ -462,7 +467,7 @@ class Search:
     def verify(self, planes: Planes, view: View, orientation: int, target: np.ndarray) -> tuple[View, int, int]:
         """(view, distance to ``target``, PDQ quality), hashed exactly at the fine plane."""
         image = view_image(planes, view)
-        distance = int(_distances(oriented_hashes(_dct_hash(image)[None], orientation)[0], target))
+        distance = int(_distances(_oriented_hash(image, orientation), target))
         return view, distance, pdq.quality_of_64(image * np.float32(planes.luma_scale))
 
     def showing_since(
@@ -501,7 +506,7 @@ class Search:
         first = len(images) - 1
         for j in range(len(images) - 2, -1, -1):
             image = images[j]
-            near = int(_distances(oriented_hashes(_dct_hash(image)[None], orientation)[0], match.target)) <= match.near_distance
+            near = int(_distances(_oriented_hash(image, orientation), match.target)) <= match.near_distance
             if not near:
                 cut = np.abs(image - images[j + 1]).mean() > cut_step
                 share = np.linalg.lstsq(design, image.reshape(-1).astype(np.float64), rcond=None)[0][0]
@@ -511,7 +516,7 @@ class Search:
         return first
 
     def hash_of(self, planes: Planes, view: View, orientation: int) -> np.ndarray:
-        return oriented_hashes(_dct_hash(view_image(planes, view))[None], orientation)[0]
+        return _oriented_hash(view_image(planes, view), orientation)
 
     def refine(
         self, planes: Planes, view: View, orientation: int, target: np.ndarray, distance: int, threshold: int
