@@ -144,7 +144,7 @@ def outlined_boxes(lines: EdgeLines, most: int, *, min_fraction: float = 0.015, 
     Candidate sides are the ``limit`` strongest line positions per axis: over a busy
     backdrop texture supplies many short strong lines, and with 20 a small pane's or
     window's sides were often crowded out (tune split, panes and PiP: 10 -> 12 of 24
-    segments caught at 32, 13 at 40, for ~+15 % of a deep sample's time).
+    segments caught at 32, 13 at 40; more positions cost more pairs to score).
 
     Every pair of candidate rows times every pair of candidate columns is a
     box; it is kept when each side is >= 65 % covered and at least one side is
