@@ -81,8 +81,7 @@ def ice() -> Any:
 
 def sample_event(stream: str = "s1") -> Any:
     """A ``match.started`` as the guard reports it (every field filled), ~0.7 KB of JSON."""
-    from livesafe.guard.events import GuardEvent
-    from livesafe.moderation.events import Event
+    from livesafe.events import Event, GuardEvent
 
     guard = GuardEvent(
         type="match.started", stream_id=stream, frame_index=75, pts=225000, media_time=2.5, action="slate",
@@ -90,7 +89,7 @@ def sample_event(stream: str = "s1") -> Any:
         region=[0, 0, 1280, 720], region_kind="frame", orientation="original", quality=100,
         details={"redacted_from_frame": 75, "redacted_from_time": 2.5},
     )  # fmt: skip
-    return Event.from_guard(guard, "high", profile="default")
+    return Event.of(guard, "high", profile="default")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -281,7 +280,7 @@ async def child_proxy() -> None:
     from livesafe.guard.matcher import LiveMatcher
     from livesafe.guard.stream_guard import GuardSettings
     from livesafe.lists import ListSpec
-    from livesafe.moderation.events import REPORT_RECEIVED, Event
+    from livesafe.events import REPORT_RECEIVED, Event
     from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
     from livesafe.proxy import build_proxy
     from livesafe.relay.settings import RelaySettings

@@ -68,7 +68,7 @@ import image_pool  # noqa: E402
 from families import FAMILIES, HEIGHT, WIDTH, Stock  # noqa: E402
 
 from livesafe.guard.matcher import LiveMatcher, Matcher  # noqa: E402
-from livesafe.guard.redact import Action  # noqa: E402
+from livesafe.policy import Action  # noqa: E402
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard  # noqa: E402
 from livesafe.lists import ListSpec  # noqa: E402
 

@@ -71,7 +71,7 @@ from typing import Any
 from livesafe.guard.search import SearchSettings
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
-from livesafe.moderation.policy import BUILTIN_PROFILES, PolicyProfile
+from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.ice import IceServer, IceSettings
 from livesafe.relay.overload import OverloadSettings

@@ -37,12 +37,12 @@ def build_proxy(
 ) -> Proxy:
     """Open the event store (creating it if new) and build the app; the store closes with the app."""
     store = EventStore(moderation_settings.database)
-    moderation = Moderation(moderation_settings, store)
+    moderation = Moderation(moderation_settings, store, relay_settings.profile_for)
     relay = Relay(
         relay_settings,
         matcher,
         guard,
-        on_event=moderation.on_guard_event,
+        on_event=moderation.record_fact,
         allow=moderation.allowlist.allows,
         revoked_keys=store.revoked_keys(),
     )

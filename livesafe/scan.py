@@ -18,9 +18,9 @@ from typing import Callable, TextIO
 import av
 import numpy as np
 
-from livesafe.guard.events import GuardEvent
+from livesafe.events import GuardEvent
 from livesafe.guard.matcher import Matcher
-from livesafe.guard.redact import Action
+from livesafe.policy import Action
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 
 

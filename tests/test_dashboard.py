@@ -21,10 +21,9 @@ import aiohttp
 import pytest
 
 from browser import chromium, wait_for_script
-from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
+from livesafe.events import STREAM_CUT, STREAM_ENDED, WEBHOOK_FAILED, Event
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
-from livesafe.moderation.events import WEBHOOK_FAILED, Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store import EventStore
 from livesafe.relay.client import publish

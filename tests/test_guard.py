@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 import pytest
 
-from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, GuardEvent
+from livesafe.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, GuardEvent
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ORIENTATIONS, LiveMatcher, Matcher
-from livesafe.guard.redact import Action, redact
+from livesafe.guard.redact import redact
+from livesafe.policy import Action
 from livesafe.guard.search import VIEW_KINDS
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec

@@ -16,9 +16,8 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from livesafe.guard.events import MATCH_STARTED, GuardEvent
+from livesafe.events import MATCH_STARTED, REPORT_RECEIVED, WEBHOOK_FAILED, Event, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
-from livesafe.moderation.events import REPORT_RECEIVED, WEBHOOK_FAILED, Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -173,7 +172,7 @@ async def test_label_values_from_configuration_are_escaped(http):
     async with running_relay(moderation=settings) as r:
         # What the relay hands moderation when a guard matches (the relay's event sink).
         for _ in range(2):
-            r.moderation.on_guard_event(GuardEvent(type=MATCH_STARTED, stream_id="s1", frame_index=0, pts=None, media_time=0.0,
+            r.moderation.record_fact(GuardEvent(type=MATCH_STARTED, stream_id="s1", frame_index=0, pts=None, media_time=0.0,
                                                    action="slate", list_name=tricky, category='cat"x'))  # fmt: skip
         async with http.get(f"{r.base}/metrics") as response:
             text = await response.text()

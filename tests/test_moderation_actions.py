@@ -24,7 +24,7 @@ from aiortc import RTCPeerConnection
 
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
-from livesafe.moderation.policy import CHILD, DEFAULT
+from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
 from livesafe.moderation.store import Allowed
 from livesafe.relay.client import ClientError, publish, user_agent, watch

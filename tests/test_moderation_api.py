@@ -23,7 +23,7 @@ from aiohttp import web
 
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation import settings as settings_module
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings, StreamAccess

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from livesafe.config import ConfigError, load_config
-from livesafe.moderation.policy import CHILD, DEFAULT
+from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings
 
 ALICE = "alice-token-0123456789"

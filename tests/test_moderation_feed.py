@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings

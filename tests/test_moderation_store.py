@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.store import Allowed, AuditEntry, EventStore
 
 DAY = 86400.0

@@ -16,7 +16,7 @@ import pytest
 
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
-from livesafe.guard.redact import Action
+from livesafe.policy import Action
 from livesafe.guard.search import (
     ORIENTATIONS, Search, SearchSettings, View, _dct_hash, dcts, oriented_hashes, propose, view_image, view_luma,
 )

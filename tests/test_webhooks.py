@@ -33,7 +33,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from livesafe import cli
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import ClientError, publish
 from livesafe.relay.settings import RelaySettings, StreamAccess

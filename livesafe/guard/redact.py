@@ -12,32 +12,13 @@ unrelated image, and its quality falls below PDQ's floor.
 
 from __future__ import annotations
 
-import enum
 from functools import lru_cache
 
 import av
 import cv2
 import numpy as np
 
-
-class Action(enum.IntEnum):
-    """What happens to a frame; higher values win when lists disagree."""
-
-    PASS = 0
-    BLUR = 1
-    SLATE = 2
-
-    @classmethod
-    def named(cls, name: str) -> "Action":
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown action {name!r} (known: blur, slate)") from None
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
+from livesafe.policy import Action
 
 BLUR_CELL = 128  # pixels per colour cell of the blurred field
 SLATE_MESSAGE = ("Stream paused", "This content is being reviewed")

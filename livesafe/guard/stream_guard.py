@@ -36,12 +36,20 @@ from typing import Any, Callable
 import av
 import numpy as np
 
-from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, REDACTION_IMPOSED, EventSink, GuardEvent
+from livesafe.events import (
+    GUARD_ERROR,
+    MATCH_CLEARED,
+    MATCH_STARTED,
+    REDACTION_IMPOSED,
+    EventSink,
+    GuardEvent,
+)
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import Match, Matcher
-from livesafe.guard.redact import Action, redact
+from livesafe.guard.redact import redact
 from livesafe.guard.search import Search, SearchSettings, View
 from livesafe.guard.views import Planes
+from livesafe.policy import Action
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +224,8 @@ class StreamGuard:
                 if action > self.action:
                     self.action = action
                     self._redact_episode(action)
-                self._send(
-                    GuardEvent(type=REDACTION_IMPOSED, stream_id=self.stream_id, frame_index=self._index, pts=None,
-                               media_time=round(self._last_time, 6), action=self.action.label,
-                               details={"reason": reason, "joined_existing": joined})
-                )  # fmt: skip
+                self._emit(REDACTION_IMPOSED, self._index, None, self._last_time, self.action,
+                           details={"reason": reason, "joined_existing": joined})
 
     # ------------------------------------------------------------------ frames
 
@@ -388,7 +393,9 @@ class StreamGuard:
         self._redact_episode(action)
         self._emit(
             MATCH_STARTED,
-            item,
+            item.index,
+            item.frame.pts,
+            item.media_time,
             action,
             match,
             details={
@@ -406,25 +413,18 @@ class StreamGuard:
 
     def _clear(self, media_time: float, index: int, *, ended: bool, resumed_by: str | None = None) -> None:
         started_at = self._episode_start.media_time if self._episode_start else media_time
-        event = GuardEvent(
-            type=MATCH_CLEARED,
-            stream_id=self.stream_id,
-            frame_index=index,
-            pts=None,
-            media_time=round(media_time, 6),
-            action=self.action.label,
-            details={
-                "duration": round(media_time - started_at, 6),
-                "lists": sorted(self._episode_lists),
-                "stream_ended": ended,
-                "resumed_by": resumed_by,
-            },
-        )
+        action = self.action
         self.action = Action.PASS
         self._kept = False
         self._episode_start = None
         self._tracked = []
-        self._send(event)
+        details = {
+            "duration": round(media_time - started_at, 6),
+            "lists": sorted(self._episode_lists),
+            "stream_ended": ended,
+            "resumed_by": resumed_by,
+        }
+        self._emit(MATCH_CLEARED, index, None, media_time, action, details=details)
 
     def _fail_closed(self, item: GuardedFrame, exc: Exception) -> None:
         self.stats.errors += 1
@@ -441,10 +441,22 @@ class StreamGuard:
         self._redact_episode(Action.SLATE)
         if not self._failing:  # one event per run of failures, not one per frame: moderators are paged by it
             self._failing = True
-            self._emit(GUARD_ERROR, item, Action.SLATE, None, details={"error": self.last_error})
+            self._emit(GUARD_ERROR, item.index, item.frame.pts, item.media_time, Action.SLATE,
+                       details={"error": self.last_error})
 
-    def _emit(self, kind: str, item: GuardedFrame, action: Action, match: Match | None, details: dict) -> None:
-        fields: dict = {}
+    def _emit(
+        self,
+        kind: str,
+        index: int,
+        pts: int | None,
+        media_time: float,
+        action: Action,
+        match: Match | None = None,
+        *,
+        details: dict[str, Any],
+    ) -> None:
+        """Every event the guard raises is built here, at the frame it is about."""
+        fields: dict[str, Any] = {}
         if match is not None:
             fields = dict(
                 list_name=match.list_name,
@@ -458,20 +470,16 @@ class StreamGuard:
                 orientation=match.orientation,
                 quality=match.quality,
             )
-        self._send(
-            GuardEvent(
-                type=kind,
-                stream_id=self.stream_id,
-                frame_index=item.index,
-                pts=item.frame.pts,
-                media_time=round(item.media_time, 6),
-                action=action.label,
-                details=details,
-                **fields,
-            )
+        event = GuardEvent(
+            type=kind,
+            stream_id=self.stream_id,
+            frame_index=index,
+            pts=pts,
+            media_time=round(media_time, 6),
+            action=action.label,
+            details=details,
+            **fields,
         )
-
-    def _send(self, event: GuardEvent) -> None:
         if self._on_event is None:
             return
         try:

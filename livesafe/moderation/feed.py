@@ -10,22 +10,21 @@ resuming after a reconnect) is served from the store, as before.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.store import EventStore
 
 
 @dataclass(frozen=True, slots=True)
 class FeedItem:
     event: Event
-    json: str  # ``event.to_dict()``, compact
+    json: str  # ``event.to_json()``
 
     @classmethod
     def of(cls, event: Event) -> "FeedItem":
-        return cls(event, json.dumps(event.to_dict(), separators=(",", ":")))
+        return cls(event, event.to_json())
 
 
 class RecentEvents:

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from livesafe.moderation.policy import PolicyProfile
+from livesafe.policy import PolicyProfile
 
 MAX_REASON = 500
 MAX_TRACKED = 10_000  # (stream, client) windows kept; the oldest are forgotten beyond this

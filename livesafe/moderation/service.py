@@ -1,9 +1,10 @@
 """The moderation service: turns what the relay and the guard report into stored,
 delivered events, and carries out what moderators decide.
 
-Everything runs on the event loop.  The relay hands every ``GuardEvent`` to
-:meth:`Moderation.on_guard_event`; each becomes an :class:`Event` with a
-severity from the stream's policy profile, is stored with its outbox rows,
+Everything runs on the event loop.  The relay hands every fact (a ``GuardEvent``
+or a ``StreamEvent``) to :meth:`Moderation.record_fact`; each becomes an
+:class:`Event` with a severity from the stream's policy profile (a plain lookup
+given at construction, the same the relay decides with), is stored with its outbox rows,
 wakes the live feed and the webhook dispatcher.  The relay is reached only
 through :class:`StreamControl`, so the actions work the same against a
 relay in another process once there is a bus (DESIGN: growing past one machine).
@@ -15,21 +16,32 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import av
 
-from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, REDACTION_IMPOSED, STREAM_CUT, STREAM_ENDED, GuardEvent
+from livesafe.events import (
+    ACTION_TAKEN,
+    GUARD_ERROR,
+    MATCH_CLEARED,
+    MATCH_STARTED,
+    REDACTION_IMPOSED,
+    REPORT_RECEIVED,
+    STREAM_CUT,
+    STREAM_ENDED,
+    WEBHOOK_FAILED,
+    Event,
+    Fact,
+    GuardEvent,
+)
 from livesafe.guard.matcher import Match
-from livesafe.guard.redact import Action
 from livesafe.moderation.actions import ActionError, ActionRequest
-from livesafe.moderation.events import ACTION_TAKEN, REPORT_RECEIVED, WEBHOOK_FAILED, Event
 from livesafe.moderation.feed import RecentEvents
-from livesafe.moderation.policy import DEFAULT, PolicyProfile
 from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store import Allowed, AuditEntry, EventStore
 from livesafe.moderation.webhooks import WebhookDispatcher
+from livesafe.policy import DEFAULT, Action, PolicyProfile
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +57,6 @@ PRUNE_PAUSE_SECONDS = 0.01
 class StreamControl(Protocol):
     """What moderation needs of the relay that carries a stream."""
 
-    def profile(self, stream_id: str) -> PolicyProfile: ...
     def latest_frame(self, stream_id: str) -> av.VideoFrame | None: ...
     def is_live(self, stream_id: str) -> bool: ...
     def is_redacting(self, stream_id: str) -> bool: ...
@@ -77,8 +88,15 @@ class AllowList:
 
 
 class Moderation:
-    def __init__(self, settings: ModerationSettings, store: EventStore) -> None:
+    def __init__(
+        self,
+        settings: ModerationSettings,
+        store: EventStore,
+        profiles: Callable[[str], PolicyProfile] = lambda stream_id: DEFAULT,
+    ) -> None:
+        """``profiles``: each stream's policy profile, as the relay's configuration assigns it."""
         self.settings = settings
+        self.profiles = profiles
         self.store = store
         self.allowlist = AllowList(store.allowlist())
         self.control: StreamControl | None = None
@@ -122,9 +140,9 @@ class Moderation:
         self._new_event = asyncio.Event()
         return stored
 
-    def on_guard_event(self, event: GuardEvent) -> None:
-        """The relay's event sink (on the loop): guard and stream lifecycle events."""
-        profile = self._profile(event.stream_id)
+    def record_fact(self, event: Fact) -> None:
+        """The relay's event sink (on the loop): guard and stream lifecycle facts."""
+        profile = self.profiles(event.stream_id)
         extra: dict[str, Any] = {"profile": profile.name}
         if event.type in (MATCH_STARTED, REDACTION_IMPOSED):
             severity = profile.match_severity
@@ -136,19 +154,14 @@ class Moderation:
         if event.type == MATCH_CLEARED and episode is not None:
             # So a receiver filtering on a category hears the end of what it heard start.
             extra |= _episode_fields(episode)
-        stored = self.record(Event.from_guard(event, severity, **extra))
+        stored = self.record(Event.of(event, severity, **extra))
         if event.type in _EPISODE_TYPES and not event.details.get("joined_existing"):
             self._episodes[event.stream_id] = stored  # a hold joining a match's redaction leaves the match the episode
-        if event.type == MATCH_STARTED:
+        if isinstance(event, GuardEvent) and event.type == MATCH_STARTED:
             self.matches[(event.list_name or "", event.category or "")] += 1
         if event.type == STREAM_ENDED:
             self.reports.forget(event.stream_id)
             self._episodes.pop(event.stream_id, None)  # the store still has it for later verdicts
-
-    def _profile(self, stream_id: str | None) -> PolicyProfile:
-        if self.control is None or stream_id is None:
-            return DEFAULT
-        return self.control.profile(stream_id)
 
     def _webhook_failed(self, endpoint: WebhookEndpoint, error: str, gave_up_on: Event | None) -> None:
         data = {"endpoint": endpoint.name, "url": endpoint.display_url, "error": error, "gave_up": gave_up_on is not None}
@@ -280,7 +293,7 @@ class Moderation:
             raise ActionError(f"no live stream named {stream_id!r}", 404)
         now = time.time()
         self.reports.admit(stream_id, client, now)  # raises reports.RateLimited
-        profile = control.profile(stream_id)
+        profile = self.profiles(stream_id)
         verdict = self.reports.weigh(stream_id, client, now, profile)
         data = {"reason": reason, "category": category, "client": client, "reporters_in_window": verdict.reporters,
                 "profile": profile.name, "redacts": verdict.redact}  # fmt: skip

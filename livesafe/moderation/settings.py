@@ -12,7 +12,8 @@ import hmac
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from livesafe.moderation.events import SEVERITIES, Event
+from livesafe.events import Event
+from livesafe.policy import SEVERITIES
 
 ROLES = ("observer", "moderator")  # observer: read events and audit; moderator: also act
 

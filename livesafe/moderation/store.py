@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Callable
 import aiohttp
 import yarl
 
-from livesafe.moderation.events import Event
+from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
 from livesafe.moderation.store import Delivery, EventStore
 

@@ -26,11 +26,19 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from livesafe.guard.events import STREAM_CUT, STREAM_ENDED, STREAM_STARTED, GuardEvent
+from livesafe.events import (
+    MATCH_STARTED,
+    STREAM_CUT,
+    STREAM_ENDED,
+    STREAM_STARTED,
+    Fact,
+    FactSink,
+    GuardEvent,
+    StreamEvent,
+)
 from livesafe.guard.matcher import Match, Matcher
-from livesafe.guard.redact import Action
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
-from livesafe.moderation.policy import PolicyProfile
+from livesafe.policy import Action, PolicyProfile
 from livesafe.relay.dtls import accept_rsa_peers
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.ice import apply_ice_settings
@@ -98,7 +106,7 @@ class Relay:
         settings: RelaySettings,
         matcher: Callable[[], Matcher],
         guard_settings: GuardSettings,
-        on_event: Callable[[GuardEvent], None] | None = None,
+        on_event: FactSink | None = None,
         allow: Callable[[str, Match], bool] | None = None,
         revoked_keys: set[tuple[str, str]] | None = None,
     ) -> None:
@@ -152,10 +160,7 @@ class Relay:
 
     def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any], action: Action | None = None) -> None:
         """A stream event from the relay (``action``: what viewers get; default the guard's current action)."""
-        self._on_event(
-            GuardEvent(type=kind, stream_id=stream.id, frame_index=stream.guard.stats.frames_in, pts=None, media_time=0.0,
-                       action=(stream.guard.action if action is None else action).label, details=details)
-        )  # fmt: skip
+        self._on_event(StreamEvent(kind, stream.id, (stream.guard.action if action is None else action).label, details))
 
     def _summary(self, stream: LiveStream) -> dict[str, Any]:
         return stream.summary() | {"profile": self.profile(stream.id).name}
@@ -213,7 +218,7 @@ class Relay:
         if publisher is not None:
             await self.close_session(publisher)
 
-    def _on_event(self, event: GuardEvent) -> None:
+    def _on_event(self, event: Fact) -> None:
         _log_event(event)
         if self._sink is not None:
             self._sink(event)
@@ -259,8 +264,8 @@ class Relay:
             await stream.end()
 
 
-def _log_event(event: GuardEvent) -> None:
-    if event.type == "match.started":
+def _log_event(event: Fact) -> None:
+    if isinstance(event, GuardEvent) and event.type == MATCH_STARTED:
         log.warning(
             "stream %s: %s at %.2fs: list %s (%s) %s distance %s -> %s",
             event.stream_id, event.type, event.media_time, event.list_name, event.category,

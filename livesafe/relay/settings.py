@@ -11,7 +11,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
-from livesafe.moderation.policy import BUILTIN_PROFILES, PolicyProfile
+from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.stream import StreamSettings

@@ -33,8 +33,9 @@ from typing import Any, Callable
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from livesafe.guard.events import GUARD_ERROR, GuardEvent
-from livesafe.guard.redact import Action, slate_frame
+from livesafe.events import GUARD_ERROR, GuardEvent
+from livesafe.guard.redact import slate_frame
+from livesafe.policy import Action
 from livesafe.guard.stream_guard import StreamGuard
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK, AudioEncoder, Timeline, VideoEncoder
 from livesafe.relay.fanout import PacketTrack

@@ -1,4 +1,10 @@
-"""Per-stream policy profiles: how hard the proxy acts on one stream, chosen at publish time.
+"""Policy: what the proxy does about a match, and how hard it acts on one stream.
+
+Neutral ground for the three places that decide with it: the guard (``Action``:
+what a matched frame becomes), the relay (the stream's profile, chosen at
+publish time; whether a viewer may record) and moderation (severities, the
+report policy).  It depends on nothing else in livesafe, so none of them has to
+import another to decide.
 
 A profile is attached to a stream by its configuration (``[streams.NAME]
 profile = "child"``), so a broadcaster cannot pick a laxer one.  ``child``
@@ -9,11 +15,31 @@ identify as recording tools.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
-from livesafe.guard.redact import Action
-from livesafe.moderation.events import SEVERITIES
+SEVERITIES = ("info", "warning", "high")
+
+
+class Action(enum.IntEnum):
+    """What happens to a frame; higher values win when lists disagree."""
+
+    PASS = 0
+    BLUR = 1
+    SLATE = 2
+
+    @classmethod
+    def named(cls, name: str) -> "Action":
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown action {name!r} (known: blur, slate)") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
 
 # User-Agent patterns of WHEP clients that record rather than just play: our own
 # `livesafe watch --record`, FFmpeg (Lavf), GStreamer, OBS.  A browser tab can still
