@@ -347,7 +347,8 @@ def _guarded_app(ice: Any, config: dict) -> tuple[Any, Any]:
     from livesafe.guard.matcher import LiveMatcher
     from livesafe.guard.stream_guard import GuardSettings
     from livesafe.lists import ListSpec
-    from livesafe.relay.server import Relay, create_app
+    from livesafe.relay.app import create_app
+    from livesafe.relay.registry import Relay
     from livesafe.relay.settings import RelaySettings
 
     lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action="slate")])
@@ -809,7 +810,7 @@ def main() -> None:
     import aiortc  # noqa: F401
 
     if role == "relay":
-        import livesafe.relay.server  # noqa: F401
+        import livesafe.relay.app  # noqa: F401
     config = json.loads(sys.stdin.readline())
     runner = {"relay": role_relay, "publish": role_publish, "view": role_view}[role]
     asyncio.run(runner(config))

@@ -31,7 +31,7 @@ from livesafe.moderation.settings import WebhookEndpoint
 from livesafe.proxy import build_proxy
 from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.relay.ice import IceSettings
-from livesafe.relay.server import Relay
+from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, open_video, progress_stream, scan_file
 from livesafe.signals import SIGNALS, SignalType, signal_named

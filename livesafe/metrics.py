@@ -33,7 +33,7 @@ from aiohttp import web
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
 from livesafe.moderation.api import MODERATION
 from livesafe.moderation.service import Moderation
-from livesafe.relay.server import RELAY, Relay
+from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.stream import StreamState
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.moderation.store import EventStore
-from livesafe.relay.server import Relay, create_app
+from livesafe.relay.app import create_app
+from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 
 

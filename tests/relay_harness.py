@@ -24,7 +24,7 @@ from livesafe.relay.ice import IceSettings
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.proxy import build_proxy
-from livesafe.relay.server import Relay
+from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import StreamSettings
 

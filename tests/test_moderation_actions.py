@@ -29,7 +29,7 @@ from livesafe.moderation.settings import ModerationSettings, Principal
 from livesafe.moderation.store import Allowed
 from livesafe.relay.client import ClientError, publish, user_agent, watch
 from livesafe.relay.ice import apply_ice_settings
-from livesafe.relay.server import Relay
+from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay, sample_lists
 

@@ -25,7 +25,8 @@ from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
-from livesafe.relay.server import RELAY, Relay, _bearer, _page, _stream_id, _unauthorized
+from livesafe.http import bearer, page, stream_name, unauthorized
+from livesafe.relay.registry import RELAY, Relay
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
     app.router.add_post("/api/streams/{stream}/actions", api_action)
     app.router.add_post("/api/streams/{stream}/reports", api_report)
     app.router.add_post("/api/streams/{stream}/preview", api_preview)
-    app.router.add_get("/dashboard", _page("dashboard.html", per_stream=False))
+    app.router.add_get("/dashboard", page("dashboard.html", per_stream=False))
 
     async def _run(app: web.Application):
         task = asyncio.ensure_future(moderation.run())
@@ -81,12 +82,12 @@ def _principal(request: web.Request, *, act: bool = False) -> Principal:
     moderation = request.app[MODERATION]
     if open_access(request.app[RELAY], moderation):
         return DEV_PRINCIPAL
-    token = _bearer(request)
+    token = bearer(request)
     if token is None:
-        raise _unauthorized("the moderation API needs Authorization: Bearer <token>")
+        raise unauthorized("the moderation API needs Authorization: Bearer <token>")
     principal = moderation.settings.principal(token)
     if principal is None:
-        raise _unauthorized("unknown token")
+        raise unauthorized("unknown token")
     if act and not principal.may_act:
         raise web.HTTPForbidden(text=f"role {principal.role!r} may not act (moderator only)\n")
     return principal
@@ -283,7 +284,7 @@ async def _websocket_feed(request: web.Request, moderation: Moderation, after: i
 async def api_action(request: web.Request) -> web.Response:
     """``{"action", "reason", "event_id"?, "scope"?}`` -> the audit entry and the ``action.taken`` event."""
     principal = _principal(request, act=True)
-    stream_id = _stream_id(request)
+    stream_id = stream_name(request)
     body = await _json(request)
     try:
         action = ActionRequest.parse(body)
@@ -297,7 +298,7 @@ async def api_preview(request: web.Request) -> web.Response:
     """The blurred greyscale preview (PNG), if enabled; a moderator's explicit, audited request (hence POST)."""
     principal = _principal(request, act=True)
     try:
-        frame = request.app[MODERATION].preview_frame(principal, _stream_id(request))
+        frame = request.app[MODERATION].preview_frame(principal, stream_name(request))
     except ActionError as exc:
         raise _error(exc) from None
     png = await asyncio.to_thread(blurred_thumbnail, frame)
@@ -307,9 +308,9 @@ async def api_preview(request: web.Request) -> web.Response:
 async def api_report(request: web.Request) -> web.Response:
     """A viewer's report ``{"reason", "category"?, "session"?}``; anyone who may watch the stream may send one."""
     relay: Relay = request.app[RELAY]
-    stream_id = _stream_id(request)
-    if not relay.settings.may_watch(stream_id, _bearer(request)):
-        raise _unauthorized("reporting this stream needs the viewer token")
+    stream_id = stream_name(request)
+    if not relay.settings.may_watch(stream_id, bearer(request)):
+        raise unauthorized("reporting this stream needs the viewer token")
     body = await _json(request)
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text='expected a JSON object like {"reason": "..."}\n')

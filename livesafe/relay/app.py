@@ -1,0 +1,67 @@
+"""The relay's aiohttp application: routes, CORS, lifecycle, and the small read-only pages.
+
+Handlers live beside what they serve (``whip``, ``whep``, ``sessions``); this
+module only wires them, and starts and stops what runs with the app (the load
+shedder; on shutdown every session and stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from livesafe.http import asset, cors, page
+from livesafe.relay.registry import RELAY, Relay
+from livesafe.relay.sessions import endpoint_options, session_delete, session_options, session_patch
+from livesafe.relay.whep import whep_post
+from livesafe.relay.whip import whip_post
+
+
+def create_app(relay: Relay) -> web.Application:
+    app = web.Application(client_max_size=relay.settings.max_body_bytes, middlewares=[cors(relay.settings.cors_origin)])
+    app[RELAY] = relay
+    app.router.add_post("/whip/{stream}", whip_post)
+    app.router.add_post("/whep/{stream}", whep_post)
+    for kind in ("whip", "whep"):
+        app.router.add_route("OPTIONS", f"/{kind}/{{stream}}", endpoint_options)
+        app.router.add_delete(f"/{kind}/{{stream}}/{{session}}", session_delete)
+        app.router.add_patch(f"/{kind}/{{stream}}/{{session}}", session_patch)
+        app.router.add_route("OPTIONS", f"/{kind}/{{stream}}/{{session}}", session_options)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/streams", api_streams)
+    app.router.add_get("/watch/{stream}", page("player.html"))
+    app.router.add_get("/publish/{stream}", page("publish.html"))
+    app.router.add_get("/web/whip.js", asset("whip.js", "text/javascript"))
+    app.router.add_get("/web/dashboard.js", asset("dashboard.js", "text/javascript"))
+    app.router.add_get("/web/dashboard.css", asset("dashboard.css", "text/css"))
+    app.router.add_get("/", index_page)
+
+    async def _shed_load(app: web.Application):
+        task = asyncio.ensure_future(relay.shedder.run(lambda: relay.streams.values(), relay.cut))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await relay.shutdown()
+
+    app.cleanup_ctx.append(_shed_load)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    relay: Relay = request.app[RELAY]
+    return web.json_response({"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)})
+
+
+async def api_streams(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RELAY].summaries())
+
+
+async def index_page(request: web.Request) -> web.Response:
+    relay: Relay = request.app[RELAY]
+    rows = "".join(
+        f'<li><a href="/watch/{s["id"]}">{s["id"]}</a> — {s["state"]}, {s["viewers"]} viewer(s)</li>'
+        for s in relay.summaries()
+    )
+    html = f"<!doctype html><meta charset=utf-8><title>livesafe</title><h1>livesafe streams</h1><ul>{rows or '<li>none yet</li>'}</ul>"
+    return web.Response(text=html, content_type="text/html")

@@ -1,0 +1,260 @@
+"""The stream registry: the streams, sessions and peer connections of one relay process.
+
+``Relay`` is also what moderation acts through (``StreamControl``): resume,
+keep and impose reach a stream's guard, terminate hangs up its publisher and
+revokes its key.  Every fact a stream or its guard reports enters through one
+sink on the loop (``Relay._on_event``), which logs it and hands it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import av
+from aiohttp import web
+from aiortc import RTCPeerConnection
+
+from livesafe.events import MATCH_STARTED, STREAM_CUT, STREAM_ENDED, STREAM_STARTED, Fact, FactSink, GuardEvent, StreamEvent
+from livesafe.guard.matcher import Match, Matcher
+from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
+from livesafe.policy import Action, PolicyProfile
+from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.ice import apply_ice_settings
+from livesafe.relay.overload import LoadShedder
+from livesafe.relay.settings import RelaySettings
+from livesafe.relay.stream import LiveStream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    id: str
+    kind: str  # "whip" or "whep"
+    stream_id: str
+    pc: RTCPeerConnection
+    token: str | None = field(repr=False)
+    deadline: asyncio.Task | None = None  # closes the session if it never connects
+
+
+@dataclass
+class EndedTotals:
+    """What the streams that have ended counted, so relay-wide totals (``/metrics``) never go down."""
+
+    streams: int = 0
+    frames_in: int = 0
+    frames_guarded: int = 0
+    frames_redacted: int = 0
+    frames_dropped: int = 0
+    guard_errors: int = 0
+    stalls: int = 0
+    push_buckets: list[int] = field(default_factory=lambda: [0] * (len(PUSH_SECONDS_BUCKETS) + 1))
+    push_seconds: float = 0.0
+
+    def add(self, stream: LiveStream) -> None:
+        stats, counters = stream.guard.stats, stream.counters
+        self.streams += 1
+        self.frames_in += counters.frames_in
+        self.frames_guarded += stats.frames_out
+        self.frames_redacted += stats.frames_redacted
+        self.frames_dropped += counters.frames_dropped
+        self.guard_errors += stats.errors
+        self.stalls += counters.stalls
+        self.push_buckets = [a + b for a, b in zip(self.push_buckets, stats.push_buckets)]
+        self.push_seconds += stats.push_seconds
+
+
+def key_fingerprint(token: str | None) -> str:
+    """What is stored of a revoked stream key: its SHA-256, never the key ("" for dev mode's no key)."""
+    return hashlib.sha256((token or "").encode()).hexdigest()
+
+
+class Relay:
+    """Streams, sessions and the peer connections behind them (one per process).
+
+    Also the moderation service's ``StreamControl``: resume/keep/impose reach a
+    stream's guard, terminate hangs up its publisher and revokes the key.
+    """
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        matcher: Callable[[], Matcher],
+        guard_settings: GuardSettings,
+        on_event: FactSink | None = None,
+        allow: Callable[[str, Match], bool] | None = None,
+        revoked_keys: set[tuple[str, str]] | None = None,
+    ) -> None:
+        """``allow(stream, match)``: ignore that match (false positives); ``revoked_keys``: (stream, key SHA-256) refused."""
+        self.settings = settings
+        self._matcher = matcher
+        self._guard_settings = guard_settings
+        self._sink = on_event
+        self._allow = allow
+        self.revoked_keys = set(revoked_keys or ())
+        self.streams: dict[str, LiveStream] = {}
+        self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.ended_totals = EndedTotals()  # streams leave self.streams and their counts land here, on the loop
+        self.sessions: dict[str, Session] = {}
+        self.shedder = LoadShedder(settings.overload)
+        apply_ice_settings(settings.ice)
+        accept_rsa_peers()
+
+    # ------------------------------------------------------------- streams
+
+    def stream_for_publisher(self, stream_id: str) -> LiveStream:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            if len(self.streams) >= self.settings.max_streams:
+                raise web.HTTPServiceUnavailable(text=f"at most {self.settings.max_streams} streams at once\n")
+            loop = asyncio.get_running_loop()
+            allow = self._allow
+            guard = StreamGuard(
+                self._matcher,
+                self._guard_settings,
+                stream_id=stream_id,
+                # The guard runs on the stream's worker thread; events go back to the loop.
+                on_event=lambda event: loop.call_soon_threadsafe(self._on_event, event),
+                floor=self.profile(stream_id).floor,
+                allow=(lambda match: allow(stream_id, match)) if allow is not None else None,
+            )
+            stream = LiveStream(stream_id, guard, self.settings.stream, on_event=self._on_event, on_ended=self._stream_ended)
+            self.streams[stream_id] = stream
+            self.ended.pop(stream_id, None)
+            self._lifecycle(STREAM_STARTED, stream, {"profile": self.profile(stream_id).name})
+        return stream
+
+    def _stream_ended(self, stream: LiveStream) -> None:
+        if self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
+            self.ended_totals.add(stream)
+            summary = self.ended[stream.id] = self._summary(stream)
+            while len(self.ended) > self.settings.ended_streams_listed:
+                self.ended.popitem(last=False)
+            self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
+
+    def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any], action: Action | None = None) -> None:
+        """A stream event from the relay (``action``: what viewers get; default the guard's current action)."""
+        self._on_event(StreamEvent(kind, stream.id, (stream.guard.action if action is None else action).label, details))
+
+    def _summary(self, stream: LiveStream) -> dict[str, Any]:
+        return stream.summary() | {"profile": self.profile(stream.id).name}
+
+    def summaries(self) -> list[dict[str, Any]]:
+        live = [self._summary(s) for s in self.streams.values()]
+        return live + [s for k, s in self.ended.items() if k not in self.streams]
+
+    # ------------------------------------------------------------ sessions
+
+    def new_session(self, kind: str, stream_id: str, token: str | None) -> Session:
+        pc = RTCPeerConnection(self.settings.ice.rtc_configuration())
+        session = Session(secrets.token_urlsafe(18), kind, stream_id, pc, token)
+        self.sessions[session.id] = session
+        return session
+
+    async def discard(self, session: Session) -> None:
+        """Drop a session whose negotiation failed (nothing attached to a stream yet)."""
+        self.sessions.pop(session.id, None)
+        await session.pc.close()
+
+    async def close_session(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        if session.deadline is not None and session.deadline is not asyncio.current_task():
+            session.deadline.cancel()
+        stream = self.streams.get(session.stream_id)
+        if stream is not None:
+            if session.kind == "whip":
+                stream.publisher_left(session)
+            else:
+                await stream.remove_viewer(session.id)
+        await session.pc.close()
+
+    def watch_connection(self, session: Session) -> None:
+        """Drop the session when its peer connection fails, closes, or never connects."""
+
+        @session.pc.on("connectionstatechange")
+        async def _changed() -> None:
+            if session.pc.connectionState in ("failed", "closed"):
+                await self.close_session(session)
+
+        async def _deadline() -> None:
+            await asyncio.sleep(self.settings.connect_timeout_seconds)
+            if session.pc.connectionState != "connected" and session.id in self.sessions:
+                log.warning("%s session for %s never connected; closing it", session.kind.upper(), session.stream_id)
+                await self.close_session(session)
+
+        session.deadline = asyncio.ensure_future(_deadline())
+
+    async def cut(self, stream: LiveStream, reason: str) -> None:
+        """End ``stream``'s publisher session (viewers get the slate, then are hung up)."""
+        self._lifecycle(STREAM_CUT, stream, {"reason": reason}, action=Action.SLATE)
+        publisher = stream.publisher
+        if publisher is not None:
+            await self.close_session(publisher)
+
+    def _on_event(self, event: Fact) -> None:
+        _log_event(event)
+        if self._sink is not None:
+            self._sink(event)
+
+    # ---------------------------------------------- StreamControl (moderation)
+
+    def profile(self, stream_id: str) -> PolicyProfile:
+        return self.settings.profile_for(stream_id)
+
+    def latest_frame(self, stream_id: str) -> av.VideoFrame | None:
+        return self.streams[stream_id].latest_frame if self.is_live(stream_id) else None
+
+    def is_live(self, stream_id: str) -> bool:
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.publisher is not None
+
+    def is_redacting(self, stream_id: str) -> bool:
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.guard.redacting
+
+    def resume(self, stream_id: str, by: str) -> None:
+        self.streams[stream_id].guard.resume(by)
+
+    def keep(self, stream_id: str) -> bool:
+        return self.streams[stream_id].guard.keep()
+
+    def impose(self, stream_id: str, action: Action, reason: str) -> None:
+        self.streams[stream_id].guard.impose(max(action, self.profile(stream_id).floor), reason)
+
+    async def terminate(self, stream_id: str, reason: str) -> str:
+        """Hang up the publisher and refuse its stream key from now on."""
+        stream = self.streams[stream_id]
+        publisher = stream.publisher
+        fingerprint = key_fingerprint(publisher.token if publisher is not None else None)
+        self.revoked_keys.add((stream_id, fingerprint))
+        await self.cut(stream, reason)
+        return fingerprint
+
+    async def shutdown(self) -> None:
+        for session in list(self.sessions.values()):
+            await self.close_session(session)
+        for stream in list(self.streams.values()):
+            await stream.end()
+
+
+def _log_event(event: Fact) -> None:
+    if isinstance(event, GuardEvent) and event.type == MATCH_STARTED:
+        log.warning(
+            "stream %s: %s at %.2fs: list %s (%s) %s distance %s -> %s",
+            event.stream_id, event.type, event.media_time, event.list_name, event.category,
+            event.signal, event.distance, event.action,
+        )  # fmt: skip
+    else:
+        log.info("stream %s: %s %s", event.stream_id, event.type, json.dumps(event.details))
+
+
+RELAY: web.AppKey[Relay] = web.AppKey("relay")

@@ -1,0 +1,59 @@
+"""WHIP ingest (RFC 9725): a broadcaster's offer becomes the publisher of a guarded stream."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from livesafe.http import bearer, stream_name, unauthorized
+from livesafe.relay.registry import RELAY, Relay, key_fingerprint
+from livesafe.relay.sessions import created, negotiate, read_offer
+
+log = logging.getLogger(__name__)
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    relay: Relay = request.app[RELAY]
+    stream_id = stream_name(request)
+    token = bearer(request)
+    if not relay.settings.dev_mode:
+        if token is None:
+            raise unauthorized("publishing needs Authorization: Bearer <stream key>")
+        if not relay.settings.may_publish(stream_id, token):
+            raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
+    if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
+        raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
+    offer = await read_offer(request)
+    session = relay.new_session("whip", stream_id, token)
+    try:
+        answer = await negotiate(session, offer)
+        video = audio = receiver = None
+        for transceiver in session.pc.getTransceivers():
+            track = transceiver.receiver.track
+            if transceiver.kind == "video" and video is None:
+                video, receiver = track, transceiver.receiver
+            elif transceiver.kind == "audio" and audio is None:
+                audio = track
+        _admit(relay, stream_id)  # only offers that negotiated count against capacity
+        stream = relay.stream_for_publisher(stream_id)
+    except web.HTTPException:
+        await relay.discard(session)
+        raise
+    previous = stream.attach_publisher(session, video, audio, receiver)
+    if previous is not None:
+        log.warning("stream %s: publisher reconnected; the previous session is replaced", stream_id)
+        await relay.close_session(previous)
+    relay.watch_connection(session)
+    log.info("stream %s: publisher session started", stream_id)
+    return created(request, session, answer)
+
+
+def _admit(relay: Relay, stream_id: str) -> None:
+    live = relay.streams.get(stream_id)
+    if live is not None and live.publisher is not None:
+        return  # a reconnect replaces its own stream: no new load
+    running = sum(s.publisher is not None for s in relay.streams.values())
+    if not relay.shedder.admit(time.monotonic(), running):
+        raise web.HTTPServiceUnavailable(text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"})
