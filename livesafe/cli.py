@@ -24,7 +24,8 @@ from aiohttp import web
 
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
-from livesafe.guard.matcher import ListWatcher, LiveMatcher
+from livesafe.guard.matcher import LiveMatcher
+from livesafe.lists.live import ListWatcher
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
@@ -209,10 +210,10 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
     try:
-        proxy = build_proxy(settings, lambda: lists.current, config.guard, config.moderation)
+        proxy = build_proxy(settings, lambda: lists.current, config.guard, config.moderation,
+                            ListWatcher(lists, config.reload_seconds))
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
-    watcher = ListWatcher(lists, config.reload_seconds).start()
     relay = proxy.relay
     runner = web.AppRunner(proxy.app, access_log=None)
     await runner.setup()
@@ -221,7 +222,6 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        watcher.stop()
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
     base = f"http://{'[' + settings.host + ']' if ':' in settings.host else settings.host}:{settings.port}"
     hashes = sum(len(bl) for bl in lists.current.blocklists)
@@ -259,7 +259,6 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
-        watcher.stop()
 
 
 async def _announce_when_live(relay: Relay, stream: str, url: str) -> None:

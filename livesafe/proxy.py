@@ -7,12 +7,13 @@ Kept apart from the CLI so tests and embedders build exactly what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
+from livesafe.lists.live import ListWatcher
 from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
@@ -35,8 +36,12 @@ def build_proxy(
     matcher: Callable[[], Matcher],
     guard: GuardSettings,
     moderation_settings: ModerationSettings,
+    watcher: ListWatcher | None = None,
 ) -> Proxy:
-    """Open the event store (creating it if new) and build the app; the store closes with the app."""
+    """Open the event store (creating it if new) and build the app; the store closes with the app.
+
+    ``watcher`` (the lists' hot reload) runs while the app does.
+    """
     store = EventStore(moderation_settings.database)
     moderation = Moderation(moderation_settings, store, relay_settings.profile_for)
     relay = Relay(
@@ -50,4 +55,12 @@ def build_proxy(
     app = create_app(relay)
     add_moderation(app, moderation)
     add_metrics(app)
+    if watcher is not None:
+
+        async def _watch_lists(app: web.Application) -> AsyncIterator[None]:
+            watcher.start()
+            yield
+            watcher.stop()
+
+        app.cleanup_ctx.append(_watch_lists)
     return Proxy(app, relay, moderation)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from livesafe.guard.matcher import ListWatcher, LiveMatcher
+from livesafe.guard.matcher import LiveMatcher
+from livesafe.lists.live import ListWatcher
 from livesafe.lists import ListSpec
 
 HASH_A = "pdq " + "ab" * 32

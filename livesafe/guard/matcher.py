@@ -1,16 +1,12 @@
-"""Blocklists compiled for matching, and the live, hot-reloaded set of them.
+"""Blocklists compiled for matching.
 
 A ``Matcher`` is an immutable snapshot: one ``HammingIndex`` per (list,
-signal).  ``LiveMatcher`` owns the list files; when one changes it builds a
-whole new ``Matcher`` off the frame path and swaps a single reference, so a
-stream never sees a half-loaded list and never waits for a reload.  A reload
-that fails keeps the previous lists and reports why.
+signal).  Loading and hot reload belong to ``livesafe.lists.live``;
+``LiveMatcher`` is those live lists compiled into a ``Matcher`` at each change.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -18,10 +14,9 @@ import numpy as np
 
 from livesafe.guard.search import ORIENTATIONS
 from livesafe.index import HammingIndex
-from livesafe.lists import Blocklist, BlocklistError, ListSource, ListSpec
-from livesafe.signals import RegionHashes, signal_named
-
-log = logging.getLogger(__name__)
+from livesafe.lists import Blocklist, ListSpec
+from livesafe.lists.live import LiveLists
+from livesafe.signals import signal_named
 
 
 
@@ -127,71 +122,8 @@ class Matcher:
         )
 
 
-class LiveMatcher:
-    """The current ``Matcher`` for a set of list files, reloaded when they change."""
+class LiveMatcher(LiveLists[Matcher]):
+    """The live lists, compiled for matching (``current`` is a ``Matcher``)."""
 
     def __init__(self, specs: Sequence[ListSpec], *, skip_bad_lines: bool = False) -> None:
-        self._sources = [ListSource(spec) for spec in specs]
-        self._skip_bad_lines = skip_bad_lines
-        self._reload_lock = threading.Lock()
-        # Loading at start-up raises: a bad list must stop the service, not run it unguarded.
-        self._loaded = [source.load(skip_bad_lines=skip_bad_lines) for source in self._sources]
-        self.current = Matcher(self._loaded)
-
-    def reload_if_changed(self) -> list[str]:
-        """Reload changed lists; returns one message per list reloaded or refused.
-
-        Safe to call from a worker thread while streams read ``current``.
-        """
-        messages: list[str] = []
-        with self._reload_lock:
-            changed = False
-            loaded = list(self._loaded)
-            for i, source in enumerate(self._sources):
-                if not source.changed():
-                    continue
-                try:
-                    loaded[i] = source.load(skip_bad_lines=self._skip_bad_lines)
-                except (BlocklistError, OSError) as exc:
-                    messages.append(f"kept previous version of list {source.spec.name!r}: {exc}")
-                    continue
-                changed = True
-                messages.append(f"reloaded list {source.spec.name!r}: {len(loaded[i])} hashes, version {loaded[i].version}")
-            if changed:
-                matcher = Matcher(loaded)
-                self._loaded = loaded
-                self.current = matcher  # one reference assignment: atomic for readers
-        for message in messages:
-            log.info("%s", message)
-        return messages
-
-
-class ListWatcher:
-    """Polls a ``LiveMatcher``'s files every ``interval`` seconds on a daemon thread.
-
-    Reloading parses and indexes off the frame path; streams keep matching
-    against the old lists until the new ``Matcher`` is swapped in whole.
-    """
-
-    def __init__(self, lists: LiveMatcher, interval: float) -> None:
-        if interval <= 0:
-            raise ValueError("reload interval must be positive")
-        self._lists = lists
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="livesafe-list-watcher", daemon=True)
-
-    def start(self) -> "ListWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self._interval + 5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._lists.reload_if_changed()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
-                log.exception("list reload failed; keeping the current lists")
+        super().__init__(specs, Matcher, skip_bad_lines=skip_bad_lines)

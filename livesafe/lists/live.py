@@ -1,0 +1,100 @@
+"""The live set of blocklists: loaded at start, reloaded when a file changes, swapped in whole.
+
+``LiveLists`` owns the list sources and hands every successful load to a
+``compile`` function (the guard's ``Matcher``: indexes built off the frame
+path), then swaps a single reference, so a stream never sees a half-loaded
+list and never waits for a reload.  A reload that fails keeps the previous
+lists and reports why.  ``ListWatcher`` polls on a thread of its own; the app
+that enforces the lists starts and stops it with its own lifecycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Generic, Sequence, TypeVar
+
+from livesafe.lists.loader import ListSource
+from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
+
+log = logging.getLogger(__name__)
+
+Compiled = TypeVar("Compiled")
+
+
+class LiveLists(Generic[Compiled]):
+    """The current compiled form of a set of list files, reloaded when they change."""
+
+    def __init__(
+        self,
+        specs: Sequence[ListSpec],
+        compile: Callable[[list[Blocklist]], Compiled],
+        *,
+        skip_bad_lines: bool = False,
+    ) -> None:
+        self._sources = [ListSource(spec) for spec in specs]
+        self._compile = compile
+        self._skip_bad_lines = skip_bad_lines
+        self._reload_lock = threading.Lock()
+        # Loading at start-up raises: a bad list must stop the service, not run it unguarded.
+        self._loaded = [source.load(skip_bad_lines=skip_bad_lines) for source in self._sources]
+        self.current: Compiled = compile(self._loaded)
+
+    def reload_if_changed(self) -> list[str]:
+        """Reload changed lists; returns one message per list reloaded or refused.
+
+        Safe to call from a worker thread while streams read ``current``.
+        """
+        messages: list[str] = []
+        with self._reload_lock:
+            changed = False
+            loaded = list(self._loaded)
+            for i, source in enumerate(self._sources):
+                if not source.changed():
+                    continue
+                try:
+                    loaded[i] = source.load(skip_bad_lines=self._skip_bad_lines)
+                except (BlocklistError, OSError) as exc:
+                    messages.append(f"kept previous version of list {source.spec.name!r}: {exc}")
+                    continue
+                changed = True
+                messages.append(f"reloaded list {source.spec.name!r}: {len(loaded[i])} hashes, version {loaded[i].version}")
+            if changed:
+                compiled = self._compile(loaded)
+                self._loaded = loaded
+                self.current = compiled  # one reference assignment: atomic for readers
+        for message in messages:
+            log.info("%s", message)
+        return messages
+
+
+class ListWatcher:
+    """Polls a ``LiveLists``'s files every ``interval`` seconds on a daemon thread.
+
+    Reloading parses and indexes off the frame path; streams keep matching
+    against the old lists until the new ones are swapped in whole.
+    """
+
+    def __init__(self, lists: LiveLists, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("reload interval must be positive")
+        self._lists = lists
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livesafe-list-watcher", daemon=True)
+
+    def start(self) -> ListWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._lists.reload_if_changed()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
+                log.exception("list reload failed; keeping the current lists")
