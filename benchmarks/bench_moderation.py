@@ -338,7 +338,7 @@ async def child_proxy() -> None:
 
 async def child_publish(url: str, clip: str, seconds: float) -> None:
     """Role ``publish``: WHIP-publish ``clip`` (WebRTC-ready H.264, sent as packets) in a loop."""
-    from livesafe.relay.client import publish
+    from livesafe.clients import publish
 
     await publish(Path(clip), url, loop=True, duration=seconds, passthrough=True, ice=ice())
 
@@ -736,7 +736,7 @@ def machine_notes() -> str:
 
 
 async def amain(args: Any) -> None:
-    from livesafe.relay.client import webrtc_h264_copy
+    from livesafe.clients import webrtc_h264_copy
 
     started = time.monotonic()
     CACHE.mkdir(parents=True, exist_ok=True)

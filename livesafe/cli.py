@@ -30,7 +30,7 @@ from livesafe.lists import BlocklistError, ListSpec
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
 from livesafe.proxy import build_proxy
-from livesafe.relay.client import ClientError, publish, watch, webrtc_h264_copy
+from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess

@@ -18,7 +18,7 @@ import pytest
 
 from browser import chromium
 from livesafe.guard.redact import slate_frame
-from livesafe.relay.client import watch
+from livesafe.clients import watch
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 

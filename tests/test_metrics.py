@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from livesafe.events import MATCH_STARTED, REPORT_RECEIVED, WEBHOOK_FAILED, Event, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.relay.client import publish
+from livesafe.clients import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 

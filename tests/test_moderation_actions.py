@@ -27,7 +27,7 @@ from livesafe.guard.stream_guard import GuardSettings
 from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
 from livesafe.moderation.store import Allowed
-from livesafe.relay.client import ClientError, publish, user_agent, watch
+from livesafe.clients import ClientError, publish, user_agent, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings, StreamAccess

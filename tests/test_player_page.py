@@ -12,7 +12,7 @@ from typing import Any
 from browser import chromium, wait_for_script
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
-from livesafe.relay.client import publish
+from livesafe.clients import publish
 from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
 
 

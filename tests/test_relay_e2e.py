@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livesafe.relay.client import publish, watch
+from livesafe.clients import publish, watch
 from relay_harness import ICE, SAMPLES, classify, downscale_clip, read_recording, running_relay, source_luma
 
 FPS = 30

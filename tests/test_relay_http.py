@@ -18,7 +18,7 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from livesafe.relay.client import ClientError, publish, watch
+from livesafe.clients import ClientError, publish, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, running_relay

@@ -14,7 +14,7 @@ import pytest
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from livesafe.relay.client import ClientError, publish, watch
+from livesafe.clients import ClientError, publish, watch
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from livesafe.relay.stream import StreamSettings

@@ -35,7 +35,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from livesafe import cli
 from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.relay.client import ClientError, publish
+from livesafe.clients import ClientError, publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from pixel_free import assert_pixel_free
 from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay

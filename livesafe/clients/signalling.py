@@ -1,0 +1,102 @@
+"""The signalling both clients share: one WHIP/WHEP exchange, hang-up, connection wait, codec choice."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+from urllib.parse import urljoin
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.ice import IceSettings, apply_ice_settings
+
+
+class ClientError(Exception):
+    """The server refused or the media could not flow (message says which)."""
+
+
+def peer_connection(ice: IceSettings | None) -> RTCPeerConnection:
+    ice = ice or IceSettings()
+    apply_ice_settings(ice)  # host addresses and ports are process-wide in aioice
+    accept_rsa_peers()
+    return RTCPeerConnection(ice.rtc_configuration())
+
+
+try:
+    CLIENT_VERSION = importlib.metadata.version("livesafe")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    CLIENT_VERSION = "dev"
+
+
+# A WHIP/WHEP exchange is one request; a relay that does not answer in this time is not coming back.
+_SIGNALLING_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+def user_agent(recording: bool = False) -> str:
+    """Who we are to the relay; a recording viewer says so (policy profiles may refuse recorders)."""
+    return f"livesafe-watch/{CLIENT_VERSION} (recording)" if recording else f"livesafe/{CLIENT_VERSION}"
+
+
+async def negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: str = user_agent()) -> str:
+    """POST our offer (every candidate in it), apply the answer; returns the session URL."""
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp", "User-Agent": agent}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
+            async with http.post(url, data=pc.localDescription.sdp, headers=headers) as response:
+                body = await response.text()
+                if response.status != 201:
+                    raise ClientError(f"{url}: {response.status} {response.reason}: {body.strip()}")
+                location = response.headers.get("Location")
+    except aiohttp.ClientError as exc:
+        raise ClientError(f"{url}: {exc}") from None
+    except asyncio.TimeoutError:
+        raise ClientError(f"{url}: no answer within {_SIGNALLING_TIMEOUT.total:g} s") from None
+    if not location:
+        raise ClientError(f"{url}: 201 without a Location header")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+    return urljoin(url, location)
+
+
+async def hang_up(resource: str | None, token: str | None) -> None:
+    if resource is None:
+        return
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
+            async with http.delete(resource, headers=headers) as response:
+                await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        pass  # the server is gone or already closed the session: nothing left to hang up
+
+
+async def connected(pc: RTCPeerConnection, timeout: float) -> None:
+    if pc.connectionState == "connected":
+        return
+    done = asyncio.get_running_loop().create_future()
+
+    @pc.on("connectionstatechange")
+    def _changed() -> None:
+        if pc.connectionState in ("connected", "failed", "closed") and not done.done():
+            done.set_result(pc.connectionState)
+
+    try:
+        state = await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        raise ClientError(f"no WebRTC connection within {timeout:g} s (ICE could not reach the server)") from None
+    if state != "connected":
+        raise ClientError(f"WebRTC connection {state}")
+
+
+def prefer_codec(pc: RTCPeerConnection, codec: str | None) -> None:
+    if codec is None:
+        return
+    wanted = f"video/{codec.upper()}" if codec.lower() == "vp8" else "video/H264"
+    capabilities = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (wanted, "video/rtx")]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(capabilities)
