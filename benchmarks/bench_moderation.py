@@ -131,7 +131,7 @@ def _spread_us(times_ns: np.ndarray) -> dict[str, float]:
 
 async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
     from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import EventStore
 
     n = args.store_events
     hooks = tuple(WebhookEndpoint(url=f"http://127.0.0.1:9/{i}", secret=SECRET, name=f"hook{i}") for i in range(2))
@@ -158,7 +158,7 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
 
 
 async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import EventStore
 
     names = ["hook0", "hook1"]
     lines = [f"#### f. Event store writes at a steady rate ({args.paced_seconds:g} s per rate, 2 webhook endpoints, "
@@ -189,12 +189,12 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
 async def bench_prune(args: Any, workdir: Path) -> tuple[list[str], dict]:
     from livesafe.moderation.service import PRUNE_BATCH, Moderation
     from livesafe.moderation.settings import ModerationSettings
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import EventStore
 
     n = args.prune_events
     path = workdir / "prune.db"
     moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), EventStore(path))
-    db = moderation.store._db  # bulk rows for the benchmark only; the proxy never writes this way
+    db = moderation.store._db.connection  # bulk rows for the benchmark only; the proxy never writes this way
     body, now = json.dumps(sample_event().data), time.time()
     db.execute("BEGIN")
     db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, 'match.started', 's1', ?, 'high', ?)",
@@ -248,7 +248,7 @@ async def bench_scrape(args: Any, workdir: Path) -> tuple[list[str], dict]:
         async def run(path: Path = path, events: int = events) -> list[float]:
             proxy = build_proxy(RelaySettings(ice=ice()), lambda: None, GuardSettings(),  # type: ignore[arg-type,return-value]
                                 ModerationSettings(database=str(path), webhooks=hooks))  # fmt: skip
-            db = proxy.moderation.store._db  # bulk rows for the benchmark only; the proxy never writes this way
+            db = proxy.moderation.store._db.connection  # bulk rows for the benchmark only; the proxy never writes this way
             body = json.dumps(sample_event().data)
             now = time.time()
             db.execute("BEGIN")

@@ -17,7 +17,7 @@ from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import EventStore
 from livesafe.relay.server import Relay, create_app
 from livesafe.relay.settings import RelaySettings
 

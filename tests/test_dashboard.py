@@ -26,7 +26,7 @@ from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.events import WEBHOOK_FAILED, Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import EventStore
 from livesafe.relay.client import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay

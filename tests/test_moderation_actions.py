@@ -26,7 +26,7 @@ from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
-from livesafe.moderation.store import Allowed
+from livesafe.moderation.store.records import Allowed
 from livesafe.relay.client import ClientError, publish, user_agent, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.server import Relay

@@ -12,7 +12,7 @@ from livesafe.moderation.events import Event
 from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import EventStore
 
 
 def _moderation(path: Path) -> Moderation:

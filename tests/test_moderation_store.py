@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from livesafe.moderation.events import Event
-from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+from livesafe.moderation.store.records import Allowed, AuditEntry
+from livesafe.moderation.store.sqlite import EventStore
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -286,7 +287,7 @@ def test_pruning_finds_an_events_outbox_rows_by_index(tmp_path: Path) -> None:
     (a month of a busy proxy took longer than the hour between prunes)."""
     store = EventStore(tmp_path / "plan.db")
     try:
-        plan = store._db.execute(
+        plan = store._db.connection.execute(
             "EXPLAIN QUERY PLAN SELECT 1 FROM outbox o WHERE o.event_seq = ? AND o.state = 'pending'", (1,)
         ).fetchall()
         assert any("outbox_by_event" in row[-1] for row in plan), plan

@@ -15,7 +15,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from livesafe.moderation.events import Event
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import EventStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.policy import DEFAULT, PolicyProfile
 from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+from livesafe.moderation.store.records import Allowed, AuditEntry
+from livesafe.moderation.store.sqlite import EventStore
 from livesafe.moderation.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ import yarl
 
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
-from livesafe.moderation.store import Delivery, EventStore
+from livesafe.moderation.store.records import Delivery
+from livesafe.moderation.store.sqlite import EventStore
 
 log = logging.getLogger(__name__)
 

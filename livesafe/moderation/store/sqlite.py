@@ -1,0 +1,271 @@
+"""The event store on SQLite (see ``sqlite_db`` for the database: WAL, checkpoints).
+
+DESIGN's growth path keeps this behind one class: a Redis Streams store with
+the same methods replaces it when several proxies share an event log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from livesafe.moderation.events import Event
+from livesafe.moderation.store.records import Allowed, AuditEntry, Delivery
+from livesafe.moderation.store.sqlite_db import SqliteDatabase
+
+
+class EventStore:
+    def __init__(self, path: str | Path, **checkpoints: Any) -> None:
+        """``checkpoints``: settings of the checkpoint thread (see ``sqlite_db._Checkpointer``), for tests."""
+        self._db = SqliteDatabase(path, **checkpoints)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- events
+
+    def append(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event:
+        """Store ``event`` and queue it for ``endpoints`` in one transaction; returns it with its ``seq``."""
+        body = json.dumps(event.data, separators=(",", ":"), sort_keys=True)
+        with self._db.transaction():
+            cursor = self._db.connection.execute(
+                "INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.id, event.type, event.stream_id, event.at, event.severity, body),
+            )
+            seq = cursor.lastrowid
+            due = time.time() if now is None else now
+            self._db.connection.executemany(
+                "INSERT INTO outbox (endpoint, event_seq, next_attempt) VALUES (?, ?, ?)",
+                [(name, seq, due) for name in endpoints],
+            )
+        return _with_seq(event, seq)
+
+    def seq_of(self, event_id: str) -> int | None:
+        row = self._db.connection.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def event(self, event_id: str) -> Event | None:
+        rows = self._select_events("WHERE id = ?", (event_id,), 1)
+        return rows[0] if rows else None
+
+    def last_seq(self) -> int:
+        row = self._db.connection.execute("SELECT MAX(seq) FROM events").fetchone()
+        return row[0] or 0
+
+    def events(
+        self,
+        after: int = 0,
+        *,
+        stream_id: str | None = None,
+        types: Sequence[str] = (),
+        since_time: float | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events after ``seq`` ``after`` in order, optionally of one stream, some types, from a time."""
+        where, args = self._filters(stream_id, types, since_time)
+        return self._select_events("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
+
+    @staticmethod
+    def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple]:
+        where, args = [], []
+        if stream_id is not None:
+            where.append("stream_id = ?")
+            args.append(stream_id)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        if since_time is not None:
+            where.append("at >= ?")
+            args.append(since_time)
+        return "".join(f" AND {w}" for w in where), tuple(args)
+
+    def events_before(
+        self, before: int, *, stream_id: str | None = None, types: Sequence[str] = (), since_time: float | None = None, limit: int = 100
+    ) -> list[Event]:
+        """The ``limit`` newest events before ``seq`` ``before`` (oldest first), filtered as :meth:`events`."""
+        where, args = self._filters(stream_id, types, since_time)
+        newest = self._select_events("WHERE seq < ? " + where + " ORDER BY seq DESC", (before, *args), limit)
+        return newest[::-1]
+
+    def latest(self, stream_id: str, types: Sequence[str]) -> Event | None:
+        """The stream's most recent event of one of ``types``."""
+        rows = self._select_events(
+            f"WHERE stream_id = ? AND type IN ({','.join('?' * len(types))}) ORDER BY seq DESC", (stream_id, *types), 1
+        )
+        return rows[0] if rows else None
+
+    def _select_events(self, clause: str, args: tuple, limit: int) -> list[Event]:
+        rows = self._db.connection.execute(
+            f"SELECT seq, id, type, stream_id, at, severity, body FROM events {clause} LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [_event(row) for row in rows]
+
+    # ---------------------------------------------------------------- outbox
+
+    def due(self, now: float, endpoints: Sequence[str], limit: int = 100) -> list[Delivery]:
+        """Pending deliveries whose time has come, oldest first, for the configured ``endpoints``."""
+        if not endpoints:
+            return []
+        rows = self._db.connection.execute(
+            f"""SELECT o.endpoint, o.attempts, e.seq, e.id, e.type, e.stream_id, e.at, e.severity, e.body
+                FROM outbox o JOIN events e ON e.seq = o.event_seq
+                WHERE o.state = 'pending' AND o.next_attempt <= ? AND o.endpoint IN ({','.join('?' * len(endpoints))})
+                ORDER BY o.event_seq LIMIT ?""",
+            (now, *endpoints, limit),
+        ).fetchall()
+        return [Delivery(_event(row[2:]), row[0], row[1]) for row in rows]
+
+    def next_due(self, endpoints: Sequence[str]) -> float | None:
+        if not endpoints:
+            return None
+        row = self._db.connection.execute(
+            f"SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending' AND endpoint IN ({','.join('?' * len(endpoints))})",
+            tuple(endpoints),
+        ).fetchone()
+        return row[0]
+
+    def delivered(self, delivery: Delivery, now: float) -> None:
+        self._finish(delivery, "delivered", None, now)
+
+    def failed(self, delivery: Delivery, error: str, now: float) -> None:
+        """Give up on ``delivery`` (it stays listed as failed until retention removes it)."""
+        self._finish(delivery, "failed", error, now)
+
+    def retry(self, delivery: Delivery, error: str, at: float) -> None:
+        self._db.write(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE endpoint = ? AND event_seq = ?",
+            (at, error, delivery.endpoint, delivery.event.seq),
+        )
+
+    def due_now(self, endpoint: str, now: float) -> None:
+        """Make every pending delivery to ``endpoint`` due at ``now`` (a failed one waits for its backoff)."""
+        self._db.write(
+            "UPDATE outbox SET next_attempt = ? WHERE endpoint = ? AND state = 'pending' AND next_attempt > ?", (now, endpoint, now)
+        )
+
+    def _finish(self, delivery: Delivery, state: str, error: str | None, now: float) -> None:
+        self._db.write(
+            """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error), finished_at = ?
+               WHERE endpoint = ? AND event_seq = ?""",
+            (state, error, now, delivery.endpoint, delivery.event.seq),
+        )
+
+    def outbox_counts(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint: deliveries pending/delivered/failed, the last error and when it was."""
+        out: dict[str, dict[str, Any]] = {}
+        for endpoint, state, count in self._db.connection.execute("SELECT endpoint, state, count FROM outbox_counts"):
+            out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})[state] = count
+        for endpoint in list(out):
+            row = self._db.connection.execute(
+                "SELECT last_error FROM outbox WHERE endpoint = ? AND last_error IS NOT NULL ORDER BY event_seq DESC LIMIT 1",
+                (endpoint,),
+            ).fetchone()
+            if row is not None:
+                out[endpoint]["last_error"] = row[0]
+        return out
+
+    def abandon(self, configured: Sequence[str], now: float) -> int:
+        """Mark pending deliveries to endpoints no longer configured as failed; returns how many.
+
+        Otherwise they would wait forever, keep the backlog above zero and keep
+        their events from ever being pruned.
+        """
+        marks = ",".join("?" * len(configured))
+        return self._db.write(
+            f"""UPDATE outbox SET state = 'failed', last_error = 'endpoint no longer configured', finished_at = ?
+                WHERE state = 'pending' AND endpoint NOT IN ({marks})""",
+            (now, *configured),
+        ).rowcount
+
+    def pending(self) -> int:
+        return self._db.connection.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+    # ----------------------------------------------------------------- audit
+
+    def audit(self, entry: AuditEntry) -> AuditEntry:
+        cursor = self._db.write(
+            """INSERT INTO audit (id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (entry.id, entry.at, entry.actor, entry.role, entry.action, entry.stream_id, entry.reason,
+             int(entry.viewed_content), entry.event_id, json.dumps(entry.details, sort_keys=True)),
+        )  # fmt: skip
+        return AuditEntry(**{**_fields(entry), "seq": cursor.lastrowid})
+
+    def audit_log(self, after: int = 0, *, stream_id: str | None = None, limit: int = 100, newest: bool = False) -> list[AuditEntry]:
+        """Entries after ``seq`` ``after``, oldest first; ``newest``: the last ``limit`` of them instead of the first."""
+        clause, args = ("AND stream_id = ?", (stream_id,)) if stream_id is not None else ("", ())
+        rows = self._db.connection.execute(
+            f"""SELECT seq, id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details
+                FROM audit WHERE seq > ? {clause} ORDER BY seq {'DESC' if newest else ''} LIMIT ?""",
+            (after, *args, limit),
+        ).fetchall()
+        if newest:
+            rows.reverse()
+        return [
+            AuditEntry(seq=r[0], id=r[1], at=r[2], actor=r[3], role=r[4], action=r[5], stream_id=r[6], reason=r[7],
+                       viewed_content=bool(r[8]), event_id=r[9], details=json.loads(r[10]))
+            for r in rows
+        ]  # fmt: skip
+
+    def viewed_since(self, actor: str, stream_id: str, since: float) -> bool:
+        """Did ``actor`` view content of ``stream_id`` (an audited preview) since ``since``?"""
+        row = self._db.connection.execute(
+            "SELECT 1 FROM audit WHERE actor = ? AND stream_id = ? AND action = 'preview' AND at >= ? LIMIT 1",
+            (actor, stream_id, since),
+        ).fetchone()
+        return row is not None
+
+    # ------------------------------------------------- allow list, revocations
+
+    def allow(self, item: Allowed, actor: str, reason: str) -> None:
+        self._db.write(
+            "INSERT OR REPLACE INTO allowlist (signal, hash, stream_id, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            (item.signal, item.hash, item.stream_id or "", time.time(), actor, reason),
+        )
+
+    def allowlist(self) -> list[Allowed]:
+        rows = self._db.connection.execute("SELECT signal, hash, stream_id FROM allowlist").fetchall()
+        return [Allowed(signal, hash_, stream_id or None) for signal, hash_, stream_id in rows]
+
+    def revoke(self, stream_id: str, key_sha256: str, actor: str) -> None:
+        self._db.write(
+            "INSERT OR IGNORE INTO revoked_keys (stream_id, key_sha256, at, actor) VALUES (?, ?, ?, ?)",
+            (stream_id, key_sha256, time.time(), actor),
+        )
+
+    def revoked_keys(self) -> set[tuple[str, str]]:
+        return set(self._db.connection.execute("SELECT stream_id, key_sha256 FROM revoked_keys").fetchall())
+
+    # ------------------------------------------------------------- retention
+
+    def prune_events(self, before: float, limit: int) -> int:
+        """Drop up to ``limit`` of the oldest events from before ``before`` (not one with a delivery
+        still pending) and their outbox rows, in one transaction; returns how many.
+
+        A batch at a time, because the caller is the event loop: a month of events at once
+        would hold it for seconds.
+        """
+        return self._db.write(
+            """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
+               (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
+            (before, limit),
+        ).rowcount
+
+    def prune_audit(self, before: float) -> int:
+        """Drop audit entries from before ``before``; returns how many."""
+        return self._db.write("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+
+
+def _event(row: Sequence[Any]) -> Event:
+    seq, id_, type_, stream_id, at, severity, body = row
+    return Event(type=type_, stream_id=stream_id, severity=severity, data=json.loads(body), id=id_, at=at, seq=seq)
+
+
+def _with_seq(event: Event, seq: int | None) -> Event:
+    return Event(event.type, event.stream_id, event.severity, event.data, event.id, event.at, seq)
+
+
+def _fields(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in AuditEntry.__slots__}
