@@ -17,7 +17,7 @@ from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
-from livesafe.moderation.store.sqlite import EventStore
+from livesafe.moderation.store.sqlite import SqliteStore
 from livesafe.relay.server import Relay, create_app
 from livesafe.relay.settings import RelaySettings
 
@@ -36,7 +36,7 @@ def build_proxy(
     moderation_settings: ModerationSettings,
 ) -> Proxy:
     """Open the event store (creating it if new) and build the app; the store closes with the app."""
-    store = EventStore(moderation_settings.database)
+    store = SqliteStore(moderation_settings.database)
     moderation = Moderation(moderation_settings, store)
     relay = Relay(
         relay_settings,
@@ -44,7 +44,7 @@ def build_proxy(
         guard,
         on_event=moderation.on_guard_event,
         allow=moderation.allowlist.allows,
-        revoked_keys=store.revoked_keys(),
+        revoked_keys=store.access.revoked_keys(),
     )
     app = create_app(relay)
     add_moderation(app, moderation)

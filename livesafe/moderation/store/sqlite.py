@@ -1,7 +1,8 @@
-"""The event store on SQLite (see ``sqlite_db`` for the database: WAL, checkpoints).
+"""The store on one SQLite file: the parts of ``interfaces``, a class each, on one ``SqliteDatabase``.
 
-DESIGN's growth path keeps this behind one class: a Redis Streams store with
-the same methods replaces it when several proxies share an event log.
+Sharing the database is what keeps the event log and the outbox one unit: an event's
+outbox rows are inserted in the event's transaction, a delivery joins its event, and
+deleting an event cascades to its rows.
 """
 
 from __future__ import annotations
@@ -12,49 +13,61 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from livesafe.moderation.events import Event
+from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, Outbox
 from livesafe.moderation.store.records import Allowed, AuditEntry, Delivery
 from livesafe.moderation.store.sqlite_db import SqliteDatabase
 
 
-class EventStore:
+class SqliteStore:
+    """The four parts on the file at ``path`` (``:memory:``: none, for tests), as ``build_proxy`` opens it."""
+
     def __init__(self, path: str | Path, **checkpoints: Any) -> None:
         """``checkpoints``: settings of the checkpoint thread (see ``sqlite_db._Checkpointer``), for tests."""
-        self._db = SqliteDatabase(path, **checkpoints)
+        self.database = SqliteDatabase(path, **checkpoints)
+        self.events: EventLog = SqliteEventLog(self.database)
+        self.outbox: Outbox = SqliteOutbox(self.database)
+        self.audit: AuditLog = SqliteAuditLog(self.database)
+        self.access: AccessLists = SqliteAccessLists(self.database)
 
     def close(self) -> None:
-        self._db.close()
+        self.database.close()
 
-    # ---------------------------------------------------------------- events
+
+class SqliteEventLog:
+    """The event log: the ``events`` table; ``append`` and ``prune`` also write the outbox's rows."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
 
     def append(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event:
         """Store ``event`` and queue it for ``endpoints`` in one transaction; returns it with its ``seq``."""
-        body = json.dumps(event.data, separators=(",", ":"), sort_keys=True)
-        with self._db.transaction():
-            cursor = self._db.connection.execute(
+        body = _body(event)
+        with self._db.transaction() as db:
+            cursor = db.execute(
                 "INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, ?, ?, ?, ?, ?)",
                 (event.id, event.type, event.stream_id, event.at, event.severity, body),
             )
             seq = cursor.lastrowid
             due = time.time() if now is None else now
-            self._db.connection.executemany(
+            db.executemany(
                 "INSERT INTO outbox (endpoint, event_seq, next_attempt) VALUES (?, ?, ?)",
                 [(name, seq, due) for name in endpoints],
             )
         return _with_seq(event, seq)
 
+    def get(self, event_id: str) -> Event | None:
+        rows = self._select("WHERE id = ?", (event_id,), 1)
+        return rows[0] if rows else None
+
     def seq_of(self, event_id: str) -> int | None:
         row = self._db.connection.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
         return row[0] if row else None
-
-    def event(self, event_id: str) -> Event | None:
-        rows = self._select_events("WHERE id = ?", (event_id,), 1)
-        return rows[0] if rows else None
 
     def last_seq(self) -> int:
         row = self._db.connection.execute("SELECT MAX(seq) FROM events").fetchone()
         return row[0] or 0
 
-    def events(
+    def read(
         self,
         after: int = 0,
         *,
@@ -63,9 +76,34 @@ class EventStore:
         since_time: float | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        """Events after ``seq`` ``after`` in order, optionally of one stream, some types, from a time."""
         where, args = self._filters(stream_id, types, since_time)
-        return self._select_events("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
+        return self._select("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
+
+    def read_before(
+        self,
+        before: int,
+        *,
+        stream_id: str | None = None,
+        types: Sequence[str] = (),
+        since_time: float | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        where, args = self._filters(stream_id, types, since_time)
+        newest = self._select("WHERE seq < ? " + where + " ORDER BY seq DESC", (before, *args), limit)
+        return newest[::-1]
+
+    def latest(self, stream_id: str, types: Sequence[str]) -> Event | None:
+        marks = ",".join("?" * len(types))
+        rows = self._select(f"WHERE stream_id = ? AND type IN ({marks}) ORDER BY seq DESC", (stream_id, *types), 1)
+        return rows[0] if rows else None
+
+    def prune(self, before: float, limit: int) -> int:
+        """One transaction; the outbox rows go by ``ON DELETE CASCADE``."""
+        return self._db.write(
+            """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
+               (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
+            (before, limit),
+        ).rowcount
 
     @staticmethod
     def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple]:
@@ -81,37 +119,27 @@ class EventStore:
             args.append(since_time)
         return "".join(f" AND {w}" for w in where), tuple(args)
 
-    def events_before(
-        self, before: int, *, stream_id: str | None = None, types: Sequence[str] = (), since_time: float | None = None, limit: int = 100
-    ) -> list[Event]:
-        """The ``limit`` newest events before ``seq`` ``before`` (oldest first), filtered as :meth:`events`."""
-        where, args = self._filters(stream_id, types, since_time)
-        newest = self._select_events("WHERE seq < ? " + where + " ORDER BY seq DESC", (before, *args), limit)
-        return newest[::-1]
-
-    def latest(self, stream_id: str, types: Sequence[str]) -> Event | None:
-        """The stream's most recent event of one of ``types``."""
-        rows = self._select_events(
-            f"WHERE stream_id = ? AND type IN ({','.join('?' * len(types))}) ORDER BY seq DESC", (stream_id, *types), 1
-        )
-        return rows[0] if rows else None
-
-    def _select_events(self, clause: str, args: tuple, limit: int) -> list[Event]:
+    def _select(self, clause: str, args: tuple, limit: int) -> list[Event]:
         rows = self._db.connection.execute(
             f"SELECT seq, id, type, stream_id, at, severity, body FROM events {clause} LIMIT ?", (*args, limit)
         ).fetchall()
         return [_event(row) for row in rows]
 
-    # ---------------------------------------------------------------- outbox
+
+class SqliteOutbox:
+    """The outbox: the ``outbox`` table (rows inserted by ``SqliteEventLog.append``) and its ``outbox_counts``."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
 
     def due(self, now: float, endpoints: Sequence[str], limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose time has come, oldest first, for the configured ``endpoints``."""
         if not endpoints:
             return []
         rows = self._db.connection.execute(
             f"""SELECT o.endpoint, o.attempts, e.seq, e.id, e.type, e.stream_id, e.at, e.severity, e.body
                 FROM outbox o JOIN events e ON e.seq = o.event_seq
-                WHERE o.state = 'pending' AND o.next_attempt <= ? AND o.endpoint IN ({','.join('?' * len(endpoints))})
+                WHERE o.state = 'pending' AND o.next_attempt <= ?
+                AND o.endpoint IN ({','.join('?' * len(endpoints))})
                 ORDER BY o.event_seq LIMIT ?""",
             (now, *endpoints, limit),
         ).fetchall()
@@ -120,9 +148,9 @@ class EventStore:
     def next_due(self, endpoints: Sequence[str]) -> float | None:
         if not endpoints:
             return None
+        marks = ",".join("?" * len(endpoints))
         row = self._db.connection.execute(
-            f"SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending' AND endpoint IN ({','.join('?' * len(endpoints))})",
-            tuple(endpoints),
+            f"SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending' AND endpoint IN ({marks})", tuple(endpoints)
         ).fetchone()
         return row[0]
 
@@ -130,36 +158,37 @@ class EventStore:
         self._finish(delivery, "delivered", None, now)
 
     def failed(self, delivery: Delivery, error: str, now: float) -> None:
-        """Give up on ``delivery`` (it stays listed as failed until retention removes it)."""
         self._finish(delivery, "failed", error, now)
 
     def retry(self, delivery: Delivery, error: str, at: float) -> None:
         self._db.write(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE endpoint = ? AND event_seq = ?",
+            """UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+               WHERE endpoint = ? AND event_seq = ?""",
             (at, error, delivery.endpoint, delivery.event.seq),
         )
 
     def due_now(self, endpoint: str, now: float) -> None:
-        """Make every pending delivery to ``endpoint`` due at ``now`` (a failed one waits for its backoff)."""
         self._db.write(
-            "UPDATE outbox SET next_attempt = ? WHERE endpoint = ? AND state = 'pending' AND next_attempt > ?", (now, endpoint, now)
+            "UPDATE outbox SET next_attempt = ? WHERE endpoint = ? AND state = 'pending' AND next_attempt > ?",
+            (now, endpoint, now),
         )
 
     def _finish(self, delivery: Delivery, state: str, error: str | None, now: float) -> None:
         self._db.write(
-            """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error), finished_at = ?
-               WHERE endpoint = ? AND event_seq = ?""",
+            """UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error),
+               finished_at = ? WHERE endpoint = ? AND event_seq = ?""",
             (state, error, now, delivery.endpoint, delivery.event.seq),
         )
 
-    def outbox_counts(self) -> dict[str, dict[str, Any]]:
-        """Per endpoint: deliveries pending/delivered/failed, the last error and when it was."""
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """From ``outbox_counts`` (kept by triggers) and one indexed read per endpoint: no scan of the outbox."""
         out: dict[str, dict[str, Any]] = {}
         for endpoint, state, count in self._db.connection.execute("SELECT endpoint, state, count FROM outbox_counts"):
             out.setdefault(endpoint, {"pending": 0, "delivered": 0, "failed": 0})[state] = count
         for endpoint in list(out):
             row = self._db.connection.execute(
-                "SELECT last_error FROM outbox WHERE endpoint = ? AND last_error IS NOT NULL ORDER BY event_seq DESC LIMIT 1",
+                """SELECT last_error FROM outbox WHERE endpoint = ? AND last_error IS NOT NULL
+                   ORDER BY event_seq DESC LIMIT 1""",
                 (endpoint,),
             ).fetchone()
             if row is not None:
@@ -167,11 +196,6 @@ class EventStore:
         return out
 
     def abandon(self, configured: Sequence[str], now: float) -> int:
-        """Mark pending deliveries to endpoints no longer configured as failed; returns how many.
-
-        Otherwise they would wait forever, keep the backlog above zero and keep
-        their events from ever being pruned.
-        """
         marks = ",".join("?" * len(configured))
         return self._db.write(
             f"""UPDATE outbox SET state = 'failed', last_error = 'endpoint no longer configured', finished_at = ?
@@ -182,9 +206,14 @@ class EventStore:
     def pending(self) -> int:
         return self._db.connection.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
 
-    # ----------------------------------------------------------------- audit
 
-    def audit(self, entry: AuditEntry) -> AuditEntry:
+class SqliteAuditLog:
+    """The audit log: the ``audit`` table."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
         cursor = self._db.write(
             """INSERT INTO audit (id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -193,8 +222,9 @@ class EventStore:
         )  # fmt: skip
         return AuditEntry(**{**_fields(entry), "seq": cursor.lastrowid})
 
-    def audit_log(self, after: int = 0, *, stream_id: str | None = None, limit: int = 100, newest: bool = False) -> list[AuditEntry]:
-        """Entries after ``seq`` ``after``, oldest first; ``newest``: the last ``limit`` of them instead of the first."""
+    def read(
+        self, after: int = 0, *, stream_id: str | None = None, limit: int = 100, newest: bool = False
+    ) -> list[AuditEntry]:
         clause, args = ("AND stream_id = ?", (stream_id,)) if stream_id is not None else ("", ())
         rows = self._db.connection.execute(
             f"""SELECT seq, id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details
@@ -210,14 +240,21 @@ class EventStore:
         ]  # fmt: skip
 
     def viewed_since(self, actor: str, stream_id: str, since: float) -> bool:
-        """Did ``actor`` view content of ``stream_id`` (an audited preview) since ``since``?"""
         row = self._db.connection.execute(
             "SELECT 1 FROM audit WHERE actor = ? AND stream_id = ? AND action = 'preview' AND at >= ? LIMIT 1",
             (actor, stream_id, since),
         ).fetchone()
         return row is not None
 
-    # ------------------------------------------------- allow list, revocations
+    def prune(self, before: float) -> int:
+        return self._db.write("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+
+
+class SqliteAccessLists:
+    """The allow list and the revoked stream keys: the ``allowlist`` and ``revoked_keys`` tables."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
 
     def allow(self, item: Allowed, actor: str, reason: str) -> None:
         self._db.write(
@@ -238,24 +275,16 @@ class EventStore:
     def revoked_keys(self) -> set[tuple[str, str]]:
         return set(self._db.connection.execute("SELECT stream_id, key_sha256 FROM revoked_keys").fetchall())
 
-    # ------------------------------------------------------------- retention
 
-    def prune_events(self, before: float, limit: int) -> int:
-        """Drop up to ``limit`` of the oldest events from before ``before`` (not one with a delivery
-        still pending) and their outbox rows, in one transaction; returns how many.
+def _fields(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in AuditEntry.__slots__}
 
-        A batch at a time, because the caller is the event loop: a month of events at once
-        would hold it for seconds.
-        """
-        return self._db.write(
-            """DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? AND NOT EXISTS
-               (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq AND o.state = 'pending') ORDER BY at LIMIT ?)""",
-            (before, limit),
-        ).rowcount
 
-    def prune_audit(self, before: float) -> int:
-        """Drop audit entries from before ``before``; returns how many."""
-        return self._db.write("DELETE FROM audit WHERE at < ?", (before,)).rowcount
+# How an Event is kept in an ``events`` row and read back: here and nowhere else.
+
+
+def _body(event: Event) -> str:
+    return json.dumps(event.data, separators=(",", ":"), sort_keys=True)
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -265,7 +294,3 @@ def _event(row: Sequence[Any]) -> Event:
 
 def _with_seq(event: Event, seq: int | None) -> Event:
     return Event(event.type, event.stream_id, event.severity, event.data, event.id, event.at, seq)
-
-
-def _fields(entry: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in AuditEntry.__slots__}
