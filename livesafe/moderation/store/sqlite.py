@@ -19,11 +19,11 @@ from livesafe.moderation.store.sqlite_db import SqliteDatabase
 
 
 class SqliteStore:
-    """The four parts on the file at ``path`` (``:memory:``: none, for tests), as ``build_proxy`` opens it."""
+    """The four parts on the file at ``path`` (``:memory:``: in memory, for tests), as ``build_proxy`` opens it."""
 
     def __init__(self, path: str | Path, **checkpoints: Any) -> None:
         """``checkpoints``: settings of the checkpoint thread (see ``sqlite_db._Checkpointer``), for tests."""
-        self.database = SqliteDatabase(path, **checkpoints)
+        self.database = SqliteDatabase(path, **checkpoints)  # public: tests and benchmarks look at its tables
         self.events: EventLog = SqliteEventLog(self.database)
         self.outbox: Outbox = SqliteOutbox(self.database)
         self.audit: AuditLog = SqliteAuditLog(self.database)
@@ -34,7 +34,7 @@ class SqliteStore:
 
 
 class SqliteEventLog:
-    """The event log: the ``events`` table; ``append`` and ``prune`` also write the outbox's rows."""
+    """The event log: the ``events`` table; ``append`` inserts an event's outbox rows too, ``prune`` deletes them."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
