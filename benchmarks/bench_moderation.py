@@ -4,7 +4,7 @@ and what a /metrics scrape costs as the outbox grows.
 
 Parts (each bounded in count and time; everything on 127.0.0.1):
 
-a. store: ``EventStore.append`` on a file database (WAL, synchronous=NORMAL, as the proxy
+a. store: ``EventLog.append`` (SQLite) on a file database (WAL, synchronous=NORMAL, as the proxy
    opens it) of realistic ``match.started`` events, one transaction each; with no webhook
    endpoint and with two (two outbox rows per event, same transaction).  Also through
    ``Moderation.record`` (adds the endpoint filter, the feed wake-up and the counters).
@@ -26,7 +26,7 @@ d. live-feed cost: the proxy of (b), its stream still running; its CPU (utime+st
    ``--rate`` per second (what a busy multi-stream proxy would feed a dashboard).
 e. scrape: ``livesafe.metrics.render`` (what ``GET /metrics`` does) against a database
    holding 0 and ``--scrape-rows`` delivered outbox rows (the store counts them per scrape).
-f. paced appends: ``EventStore.append`` (two endpoints) at a steady 5, 50, 500 and 2,000
+f. paced appends: ``EventLog.append`` (two endpoints) at a steady 5, 50, 500 and 2,000
    events/s for ``--paced-seconds`` each: each append's time and the WAL's largest size, so
    the checkpoint thread is measured at the rates a proxy sees, not only flat out as in (a).
 g. retention: ``Moderation.prune`` (what the proxy runs hourly, on the event loop) on a
@@ -115,8 +115,8 @@ async def _append_all(store: Any, settings: Any, events: list[Any], names: list[
     started = time.perf_counter()
     for i, event in enumerate(events):
         t = time.perf_counter_ns()
-        if via == "EventStore.append":
-            store.append(event, names)
+        if via == "EventLog.append":
+            store.events.append(event, names)
         else:
             moderation.record(event)
         times[i] = time.perf_counter_ns() - t
@@ -130,7 +130,7 @@ def _spread_us(times_ns: np.ndarray) -> dict[str, float]:
 
 async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
     from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import SqliteStore
 
     n = args.store_events
     hooks = tuple(WebhookEndpoint(url=f"http://127.0.0.1:9/{i}", secret=SECRET, name=f"hook{i}") for i in range(2))
@@ -139,11 +139,11 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
              "| path | webhook endpoints (= outbox rows per event) | events/s | p50 µs | p99 µs | max µs | database after |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     report: dict[str, Any] = {}
-    for via in ("EventStore.append", "Moderation.record"):
+    for via in ("EventLog.append", "Moderation.record"):
         for endpoints in (0, 2):
             path = workdir / f"store-{via}-{endpoints}.db"
             settings = ModerationSettings(database=str(path), webhooks=hooks[:endpoints])
-            store = EventStore(path)
+            store = SqliteStore(path)
             names = [h.name for h in hooks[:endpoints]]
             events = [sample_event() for _ in range(n)]
             times, total = await _append_all(store, settings, events, names, via)
@@ -157,7 +157,7 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
 
 
 async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import SqliteStore
 
     names = ["hook0", "hook1"]
     lines = [f"#### f. Event store writes at a steady rate ({args.paced_seconds:g} s per rate, 2 webhook endpoints, "
@@ -166,7 +166,7 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
     report: dict[str, Any] = {}
     for rate in PACED_RATES:
         path = workdir / f"paced-{rate:g}.db"
-        store = EventStore(path)
+        store = SqliteStore(path)
         n = int(rate * args.paced_seconds)
         events = [sample_event() for _ in range(n)]
         times, wal = np.empty(n), 0
@@ -174,7 +174,7 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
         for i, event in enumerate(events):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # the loop idles, as in the proxy
             t = time.perf_counter_ns()
-            store.append(event, names)
+            store.events.append(event, names)
             times[i] = time.perf_counter_ns() - t
             wal = max(wal, Path(f"{path}-wal").stat().st_size)
         store.close()
@@ -188,12 +188,13 @@ async def bench_paced(args: Any, workdir: Path) -> tuple[list[str], dict]:
 async def bench_prune(args: Any, workdir: Path) -> tuple[list[str], dict]:
     from livesafe.moderation.service import PRUNE_BATCH, Moderation
     from livesafe.moderation.settings import ModerationSettings
-    from livesafe.moderation.store import EventStore
+    from livesafe.moderation.store.sqlite import SqliteStore
 
     n = args.prune_events
     path = workdir / "prune.db"
-    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), EventStore(path))
-    db = moderation.store._db  # bulk rows for the benchmark only; the proxy never writes this way
+    store = SqliteStore(path)
+    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), store)
+    db = store.database.connection  # bulk rows for the benchmark only; the proxy never writes this way
     body, now = json.dumps(sample_event().data), time.time()
     db.execute("BEGIN")
     db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, 'match.started', 's1', ?, 'high', ?)",
@@ -247,7 +248,8 @@ async def bench_scrape(args: Any, workdir: Path) -> tuple[list[str], dict]:
         async def run(path: Path = path, events: int = events) -> list[float]:
             proxy = build_proxy(RelaySettings(ice=ice()), lambda: None, GuardSettings(),  # type: ignore[arg-type,return-value]
                                 ModerationSettings(database=str(path), webhooks=hooks))  # fmt: skip
-            db = proxy.moderation.store._db  # bulk rows for the benchmark only; the proxy never writes this way
+            # Bulk rows for the benchmark only; the proxy never writes this way.
+            db = proxy.moderation.store.database.connection
             body = json.dumps(sample_event().data)
             now = time.time()
             db.execute("BEGIN")

@@ -179,8 +179,8 @@ def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
     if moderation.closed:
         return
     try:
-        stored = moderation.store.outbox_counts()
-        backlog = moderation.store.pending()
+        stored = moderation.store.outbox.counts()
+        backlog = moderation.store.outbox.pending()
     except sqlite3.Error:  # the scrape still says what the process knows
         log.exception("metrics: could not read the outbox")
         return

@@ -18,7 +18,7 @@ from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import SqliteStore
 from livesafe.relay.app import create_app
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
@@ -42,7 +42,7 @@ def build_proxy(
 
     ``watcher`` (the lists' hot reload) runs while the app does.
     """
-    store = EventStore(moderation_settings.database)
+    store = SqliteStore(moderation_settings.database)
     moderation = Moderation(moderation_settings, store, relay_settings.profile_for)
     relay = Relay(
         relay_settings,
@@ -50,7 +50,7 @@ def build_proxy(
         guard,
         on_event=moderation.record_fact,
         allow=moderation.allowlist.allows,
-        revoked_keys=store.revoked_keys(),
+        revoked_keys=store.access.revoked_keys(),
     )
     app = create_app(relay)
     add_moderation(app, moderation)

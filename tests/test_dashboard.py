@@ -25,7 +25,7 @@ from livesafe.events import STREAM_CUT, STREAM_ENDED, WEBHOOK_FAILED, Event
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.sqlite import SqliteStore
 from livesafe.clients import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
@@ -168,7 +168,7 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
             # The child profile makes it high severity: a red row, an alarm, a marked page title.
             assert await js(driver, f"return {match_row}.classList.contains('high') && {shown('#alarm')}")
             assert "HIGH" in await js(driver, "return document.title")
-            match = r.moderation.store.events(types=["match.started"])[0]
+            match = r.moderation.store.events.read(types=["match.started"])[0]
             feed_text = await js(driver, f"return {q('#feed')}.innerText")
             assert match.data["list_name"] in feed_text and match.data["matched_hash"][:12] in feed_text
             assert match.data["matched_hash"] not in feed_text  # hashes only truncated
@@ -202,7 +202,7 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
             assert len(r.moderation.allowlist) == 1
             passes = r.relay.streams["s1"].counters.frames_in
             await r.wait_for(lambda relay: relay.streams["s1"].counters.frames_in > passes + 200, timeout=20)  # > one pass
-            assert not r.relay.is_redacting("s1") and len(r.moderation.store.events(types=["match.started"])) == 1
+            assert not r.relay.is_redacting("s1") and len(r.moderation.store.events.read(types=["match.started"])) == 1
             # ... and in the server's, read with alice's token.
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{r.base}/api/audit", headers={"Authorization": f"Bearer {ALICE.token}"}) as response:
@@ -244,7 +244,7 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
             # The receiver that refuses every delivery is flagged.
             hook = await wait(driver, f"return {q('#webhooks tbody tr:has(.hook.failing)')}?.innerText")
             assert hook.startswith("siem\thttp://127.0.0.1:9/hook\tfailing")
-        assert r.moderation.store.audit_log(0) == []
+        assert r.moderation.store.audit.read(0) == []
         assert await js(driver, "return window.pwned") is None
         assert await js(driver, f"return {STATE}.blockedByPolicy") == []  # nothing even tried to run
 
@@ -257,7 +257,7 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
         await asyncio.to_thread(dialog.send_keys, "receiver redeployed")
         await asyncio.to_thread(dialog.accept)
         assert "retrying now" in await wait(driver, f"return {text('#webhooks-status')}")
-        (entry,) = r.moderation.store.audit_log(0)
+        (entry,) = r.moderation.store.audit.read(0)
         assert (entry.action, entry.reason, entry.details["endpoint"]) == ("webhook_retry", "receiver redeployed", "siem")
         await wait(driver, f"return {q('#audit tbody')}.innerText.includes('webhook_retry')")
 
@@ -274,11 +274,12 @@ async def test_terminate_asks_first_then_ends_the_stream_on_the_record(clip: Pat
             await asyncio.to_thread(dialog.accept if accept else dialog.dismiss)
             if not accept:
                 assert "cancelled" in await js(driver, f"return {text(f'{ROW} .row-status')}")
-                assert r.relay.is_live("s1") and r.moderation.store.audit_log(0) == []
+                assert r.relay.is_live("s1") and r.moderation.store.audit.read(0) == []
         await wait(driver, f"return {STATE}.lastAction && {STATE}.lastAction.ok")
         await wait(driver, f"return {text(f'{ROW} .state')} === 'ended'")
         await asyncio.wait_for(asyncio.gather(publisher, return_exceptions=True), 10)  # the publisher was hung up on
-        assert [(e.action, e.reason) for e in r.moderation.store.audit_log(0)] == [("terminate", "broadcasting a blocked film")]
+        audited = [(e.action, e.reason) for e in r.moderation.store.audit.read(0)]
+        assert audited == [("terminate", "broadcasting a blocked film")]
 
 
 async def test_the_feed_resumes_after_a_relay_restart_from_the_last_event_it_saw(tmp_path: Path):
@@ -292,8 +293,9 @@ async def test_the_feed_resumes_after_a_relay_restart_from_the_last_event_it_saw
             await wait(driver, f"return {STATE}.liveTypes['webhook.failed'] === 1")
         # The relay is down; an event lands in its store meanwhile (as another process sharing it would add one).
         await wait(driver, f"return !{STATE}.feedConnected && {STATE}.reconnects > 0")
-        store = EventStore(db)
-        missed = store.append(Event(STREAM_CUT, "s9", "warning", {"details": {"reason": "while the relay restarted"}}))
+        store = SqliteStore(db)
+        cut = Event(STREAM_CUT, "s9", "warning", {"details": {"reason": "while the relay restarted"}})
+        missed = store.events.append(cut)
         store.close()
         async with running_relay(moderation=ModerationSettings(database=str(db)), port=port):
             # Resumed with Last-Event-ID: the missed event arrives over the feed, the one seen before is not repeated.
@@ -301,8 +303,8 @@ async def test_the_feed_resumes_after_a_relay_restart_from_the_last_event_it_saw
             assert await js(driver, "return document.querySelectorAll('#feed tbody tr').length") == 2
             assert await js(driver, f"return {STATE}.eventsFromHistory") == 0
         # A relay that never issued that id (a fresh store) answers 410: the page reloads recent history and goes on.
-        store = EventStore(other_db)
-        store.append(Event(STREAM_ENDED, "s7", "info", {}))
+        store = SqliteStore(other_db)
+        store.events.append(Event(STREAM_ENDED, "s7", "info", {}))
         store.close()
         async with running_relay(moderation=ModerationSettings(database=str(other_db)), port=port):
             await wait(driver, f"return {STATE}.eventsFromHistory === 1 && {STATE}.feedConnected")

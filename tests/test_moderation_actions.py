@@ -26,7 +26,7 @@ from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
-from livesafe.moderation.store import Allowed
+from livesafe.moderation.store.records import Allowed
 from livesafe.clients import ClientError, publish, user_agent, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.registry import Relay
@@ -301,7 +301,8 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
             assert r.summary("s1")["frames_redacted"] == redacted and r.summary("s1")["state"] == "live"
             assert [e["id"] for e in await api.events("s1", "match.started")] == [first["id"]]
         signal, hash_ = first["signal"], first["matched_hash"]
-        assert set(r.moderation.store.allowlist()) == {Allowed(signal, hash_, "s1"), Allowed(signal, hash_, None)}
+        allowed = set(r.moderation.store.access.allowlist())
+        assert allowed == {Allowed(signal, hash_, "s1"), Allowed(signal, hash_, None)}
         check_audit(await api.audit("s1"), [("false_positive", "a cat, not the listed image", first["id"], False)], "s1")
         check_audit(await api.audit("s2"), [("false_positive", "same cat", other["id"], False)], "s2")
 

@@ -512,7 +512,7 @@ async def test_no_token_or_a_wrong_one_is_401_with_a_bearer_challenge(http: aioh
     assert reply.status == 401, reply
     reply = await call(http, "GET", guarded.base + "/api/events", headers={"Authorization": f"Basic {MO.token}"})
     assert reply.status == 401, reply  # only Bearer counts
-    assert guarded.moderation.store.audit_log() == []
+    assert guarded.moderation.store.audit.read() == []
 
 
 async def test_observer_reads_but_may_not_act(http: aiohttp.ClientSession, guarded: RunningRelay) -> None:
@@ -530,7 +530,7 @@ async def test_observer_reads_but_may_not_act(http: aiohttp.ClientSession, guard
         assert reply.status == 403 and "observer" in reply.text and "moderator" in reply.text, reply
     reply = await call(http, "POST", guarded.base + "/api/streams/studio/preview", token=OLGA.token)
     assert reply.status == 403, reply
-    assert guarded.moderation.store.audit_log() == []
+    assert guarded.moderation.store.audit.read() == []
 
 
 async def test_moderator_may_act_and_is_named_in_the_audit_log(http: aiohttp.ClientSession, guarded: RunningRelay) -> None:
@@ -619,7 +619,7 @@ async def test_malformed_action_bodies_are_400_with_every_reason(http: aiohttp.C
             assert reason in reply.text, (reason, reply)
         if len(reasons) > 1:
             assert reply.text.count(";") == len(reasons) - 1 and "\n" not in reply.text.strip()
-        assert r.moderation.store.audit_log() == [] and r.moderation.store.events() == []
+        assert r.moderation.store.audit.read() == [] and r.moderation.store.events.read() == []
 
 
 async def test_action_body_content_type_and_size(http: aiohttp.ClientSession) -> None:
@@ -670,7 +670,7 @@ async def test_malformed_report_bodies_are_400_with_every_reason(http: aiohttp.C
             assert reason in reply.text, (reason, reply)
         if len(reasons) > 1:
             assert reply.text.count(";") == len(reasons) - 1
-        assert r.moderation.store.events() == []
+        assert r.moderation.store.events.read() == []
 
 
 async def test_report_content_type_and_a_valid_report_on_no_stream(http: aiohttp.ClientSession) -> None:

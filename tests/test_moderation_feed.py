@@ -12,21 +12,22 @@ from livesafe.events import Event
 from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.interfaces import EventLog
+from livesafe.moderation.store.sqlite import SqliteStore
 
 
 def _moderation(path: Path) -> Moderation:
-    return Moderation(ModerationSettings(database=str(path)), EventStore(path))
+    return Moderation(ModerationSettings(database=str(path)), SqliteStore(path))
 
 
 def _record(moderation: Moderation, n: int) -> list[Event]:
     return [moderation.record(Event("report.received", f"s{i % 3}", "info", {"n": i})) for i in range(n)]
 
 
-def _check_every_cursor(recent: RecentEvents, store: EventStore, limit: int) -> None:
-    last = store.last_seq()
+def _check_every_cursor(recent: RecentEvents, events: EventLog, limit: int) -> None:
+    last = events.last_seq()
     for seq in range(last + 2):
-        expected = store.events(seq, limit=limit)
+        expected = events.read(seq, limit=limit)
         got = recent.after(seq, limit)
         assert [i.event.seq for i in got] == [e.seq for e in expected], f"after {seq}"
         assert [json.loads(i.json) for i in got] == [e.to_dict() for e in expected], f"after {seq}"
@@ -35,8 +36,8 @@ def _check_every_cursor(recent: RecentEvents, store: EventStore, limit: int) -> 
 async def test_subscribers_share_one_serialised_copy_of_each_new_event_and_query_no_store(tmp_path: Path) -> None:
     moderation = _moderation(tmp_path / "feed.db")
     queries = []
-    store_events = moderation.store.events
-    moderation.store.events = lambda *a, **k: queries.append(a) or store_events(*a, **k)  # type: ignore[method-assign]
+    read = moderation.store.events.read
+    moderation.store.events.read = lambda *a, **k: queries.append(a) or read(*a, **k)  # type: ignore[method-assign]
     try:
         first, *_ = _record(moderation, 5)
         a = moderation.recent.after(first.seq - 1, 100)
@@ -52,11 +53,11 @@ async def test_every_cursor_gets_exactly_what_the_store_holds_after_it(tmp_path:
     """A ring of 4 that has been trimmed several times: cursors inside it, before it, at its
     edges and past the end, with a limit smaller than what is waiting."""
     moderation = _moderation(tmp_path / "feed.db")
-    moderation.recent = RecentEvents(moderation.store, size=4)
+    moderation.recent = RecentEvents(moderation.store.events, size=4)
     try:
         _record(moderation, 23)
         for limit in (1, 3, 100):
-            _check_every_cursor(moderation.recent, moderation.store, limit)
+            _check_every_cursor(moderation.recent, moderation.store.events, limit)
     finally:
         moderation.close()
 
@@ -69,6 +70,6 @@ async def test_after_a_restart_older_events_come_from_the_store_and_new_ones_fol
     after = _moderation(path)
     try:
         _record(after, 5)
-        _check_every_cursor(after.recent, after.store, 100)
+        _check_every_cursor(after.recent, after.store.events, 100)
     finally:
         after.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from livesafe.events import Event
-from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+from livesafe.moderation.store.records import Allowed, AuditEntry
+from livesafe.moderation.store.sqlite import SqliteStore
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -20,7 +21,7 @@ NOW = 1_700_000_000.0
 
 @pytest.fixture
 def store(tmp_path: Path):
-    store = EventStore(tmp_path / "events.db")
+    store = SqliteStore(tmp_path / "events.db")
     yield store
     store.close()
 
@@ -31,8 +32,8 @@ def event(type_: str = "match.started", stream: str | None = "s1", at: float = N
 
 def test_file_is_in_wal_mode_so_readers_never_block_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "events.db"  # a missing directory is created
-    store = EventStore(path)
-    store.append(event())
+    store = SqliteStore(path)
+    store.events.append(event())
     other = sqlite3.connect(path)  # WAL is a property of the file, seen by every connection
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -42,146 +43,154 @@ def test_file_is_in_wal_mode_so_readers_never_block_the_writer(tmp_path: Path) -
         store.close()
 
 
-def test_events_round_trip_in_seq_order(store: EventStore) -> None:
+def test_events_round_trip_in_seq_order(store: SqliteStore) -> None:
     sent = [event("stream.started"), event(distance=3, region={"x": 1}), event("stream.ended", stream=None)]
-    stored = [store.append(e) for e in sent]
-    assert [e.seq for e in stored] == [1, 2, 3] and store.last_seq() == 3
-    back = store.events()
+    stored = [store.events.append(e) for e in sent]
+    assert [e.seq for e in stored] == [1, 2, 3] and store.events.last_seq() == 3
+    back = store.events.read()
     assert [e.to_dict() for e in back] == [e.to_dict() for e in stored]
     assert back[1].data == {"distance": 3, "region": {"x": 1}} and back[2].stream_id is None
-    assert store.event(sent[1].id) == stored[1] and store.seq_of(sent[2].id) == 3
-    assert store.event("0" * 32) is None and store.seq_of("0" * 32) is None
+    assert store.events.get(sent[1].id) == stored[1] and store.events.seq_of(sent[2].id) == 3
+    assert store.events.get("0" * 32) is None and store.events.seq_of("0" * 32) is None
 
 
-def test_events_after_a_seq_with_limit(store: EventStore) -> None:
-    ids = [store.append(event(n=i)).id for i in range(10)]
-    assert [e.id for e in store.events(after=4, limit=3)] == ids[4:7]
-    assert store.events(after=10) == []
+def test_events_after_a_seq_with_limit(store: SqliteStore) -> None:
+    ids = [store.events.append(event(n=i)).id for i in range(10)]
+    assert [e.id for e in store.events.read(after=4, limit=3)] == ids[4:7]
+    assert store.events.read(after=10) == []
 
 
-def test_events_filter_by_stream_type_and_time(store: EventStore) -> None:
-    a1 = store.append(event("match.started", "a", at=NOW))
-    b1 = store.append(event("match.started", "b", at=NOW + 1))
-    a2 = store.append(event("match.cleared", "a", at=NOW + 2))
-    a3 = store.append(event("stream.ended", "a", at=NOW + 3))
-    assert store.events(stream_id="a") == [a1, a2, a3]
-    assert store.events(types=["match.started"]) == [a1, b1]
-    assert store.events(types=["match.cleared", "stream.ended"]) == [a2, a3]
-    assert store.events(since_time=NOW + 1) == [b1, a2, a3]  # from that time, inclusive
-    assert store.events(stream_id="a", types=["match.started", "stream.ended"], since_time=NOW + 0.5) == [a3]
-    assert store.events(after=a1.seq, stream_id="a") == [a2, a3]
-    assert store.events(stream_id="nobody") == []
+def test_events_filter_by_stream_type_and_time(store: SqliteStore) -> None:
+    a1 = store.events.append(event("match.started", "a", at=NOW))
+    b1 = store.events.append(event("match.started", "b", at=NOW + 1))
+    a2 = store.events.append(event("match.cleared", "a", at=NOW + 2))
+    a3 = store.events.append(event("stream.ended", "a", at=NOW + 3))
+    assert store.events.read(stream_id="a") == [a1, a2, a3]
+    assert store.events.read(types=["match.started"]) == [a1, b1]
+    assert store.events.read(types=["match.cleared", "stream.ended"]) == [a2, a3]
+    assert store.events.read(since_time=NOW + 1) == [b1, a2, a3]  # from that time, inclusive
+    assert store.events.read(stream_id="a", types=["match.started", "stream.ended"], since_time=NOW + 0.5) == [a3]
+    assert store.events.read(after=a1.seq, stream_id="a") == [a2, a3]
+    assert store.events.read(stream_id="nobody") == []
 
 
-def test_events_before_gives_the_newest_oldest_first(store: EventStore) -> None:
-    stored = [store.append(event("match.started" if i % 2 else "stream.started", at=NOW + i)) for i in range(8)]
-    assert store.events_before(store.last_seq() + 1, limit=3) == stored[5:]
-    assert store.events_before(stored[5].seq, limit=2) == stored[3:5]
-    assert store.events_before(stored[6].seq, types=["match.started"], limit=2) == [stored[3], stored[5]]
-    assert store.events_before(99, since_time=NOW + 6, limit=10) == stored[6:]
-    assert store.events_before(1) == []
+def test_events_before_gives_the_newest_oldest_first(store: SqliteStore) -> None:
+    stored = [store.events.append(event("match.started" if i % 2 else "stream.started", at=NOW + i)) for i in range(8)]
+    assert store.events.read_before(store.events.last_seq() + 1, limit=3) == stored[5:]
+    assert store.events.read_before(stored[5].seq, limit=2) == stored[3:5]
+    assert store.events.read_before(stored[6].seq, types=["match.started"], limit=2) == [stored[3], stored[5]]
+    assert store.events.read_before(99, since_time=NOW + 6, limit=10) == stored[6:]
+    assert store.events.read_before(1) == []
 
 
-def test_outbox_rows_are_written_with_the_event(store: EventStore) -> None:
-    stored = store.append(event(), ["hook-a", "hook-b"], now=NOW)
-    due = store.due(NOW, ["hook-a", "hook-b"])
+def test_outbox_rows_are_written_with_the_event(store: SqliteStore) -> None:
+    stored = store.events.append(event(), ["hook-a", "hook-b"], now=NOW)
+    due = store.outbox.due(NOW, ["hook-a", "hook-b"])
     assert sorted(d.endpoint for d in due) == ["hook-a", "hook-b"]
     assert all(d.event == stored and d.attempts == 0 for d in due)
-    assert store.due(NOW - 1, ["hook-a", "hook-b"]) == []  # not due before its time
-    assert [d.endpoint for d in store.due(NOW, ["hook-a"])] == ["hook-a"]  # only configured endpoints
-    assert store.due(NOW, []) == [] and store.next_due(["hook-a"]) == NOW and store.pending() == 2
+    assert store.outbox.due(NOW - 1, ["hook-a", "hook-b"]) == []  # not due before its time
+    assert [d.endpoint for d in store.outbox.due(NOW, ["hook-a"])] == ["hook-a"]  # only configured endpoints
+    assert store.outbox.due(NOW, []) == [] and store.outbox.next_due(["hook-a"]) == NOW and store.outbox.pending() == 2
 
 
-def test_event_and_outbox_commit_or_fail_together(store: EventStore) -> None:
+def test_event_and_outbox_commit_or_fail_together(store: SqliteStore) -> None:
     """A failing outbox insert (a duplicate endpoint) must not leave the event stored without it."""
     with pytest.raises(sqlite3.IntegrityError):
-        store.append(event(), ["hook", "hook"], now=NOW)
-    assert store.events() == [] and store.pending() == 0
-    first = store.append(event(), ["hook"], now=NOW)
+        store.events.append(event(), ["hook", "hook"], now=NOW)
+    assert store.events.read() == [] and store.outbox.pending() == 0
+    first = store.events.append(event(), ["hook"], now=NOW)
     with pytest.raises(sqlite3.IntegrityError):  # the same event id again
-        store.append(first, ["other"], now=NOW)
-    assert store.events() == [first] and store.outbox_counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}
+        store.events.append(first, ["other"], now=NOW)
+    assert store.events.read() == [first]
+    assert store.outbox.counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}
 
 
-def test_delivery_transitions_and_counts(store: EventStore) -> None:
-    e1 = store.append(event(), ["a", "b"], now=NOW)
-    e2 = store.append(event(), ["a"], now=NOW)
-    by_key = {(d.endpoint, d.event.seq): d for d in store.due(NOW, ["a", "b"])}
-    store.delivered(by_key[("a", e1.seq)], NOW + 1)
-    store.retry(by_key[("b", e1.seq)], "HTTP 500", at=NOW + 60)
-    store.failed(by_key[("a", e2.seq)], "gave up: timeout", NOW + 2)
-    assert store.due(NOW + 59, ["a", "b"]) == []  # delivered and failed are done; the retry waits
-    (retry,) = store.due(NOW + 60, ["a", "b"])
+def test_delivery_transitions_and_counts(store: SqliteStore) -> None:
+    e1 = store.events.append(event(), ["a", "b"], now=NOW)
+    e2 = store.events.append(event(), ["a"], now=NOW)
+    by_key = {(d.endpoint, d.event.seq): d for d in store.outbox.due(NOW, ["a", "b"])}
+    store.outbox.delivered(by_key[("a", e1.seq)], NOW + 1)
+    store.outbox.retry(by_key[("b", e1.seq)], "HTTP 500", at=NOW + 60)
+    store.outbox.failed(by_key[("a", e2.seq)], "gave up: timeout", NOW + 2)
+    assert store.outbox.due(NOW + 59, ["a", "b"]) == []  # delivered and failed are done; the retry waits
+    (retry,) = store.outbox.due(NOW + 60, ["a", "b"])
     assert (retry.endpoint, retry.event.seq, retry.attempts) == ("b", e1.seq, 1)
-    assert store.next_due(["a", "b"]) == NOW + 60 and store.next_due(["a"]) is None and store.pending() == 1
-    assert store.outbox_counts() == {
+    assert store.outbox.next_due(["a", "b"]) == NOW + 60 and store.outbox.next_due(["a"]) is None
+    assert store.outbox.pending() == 1
+    assert store.outbox.counts() == {
         "a": {"pending": 0, "delivered": 1, "failed": 1, "last_error": "gave up: timeout"},
         "b": {"pending": 1, "delivered": 0, "failed": 0, "last_error": "HTTP 500"},
     }
-    store.delivered(retry, NOW + 61)
-    assert store.outbox_counts()["b"] == {"pending": 0, "delivered": 1, "failed": 0, "last_error": "HTTP 500"}
+    store.outbox.delivered(retry, NOW + 61)
+    assert store.outbox.counts()["b"] == {"pending": 0, "delivered": 1, "failed": 0, "last_error": "HTTP 500"}
 
 
-def test_prune_keeps_pending_deliveries_and_recent_events(store: EventStore) -> None:
+def test_prune_keeps_pending_deliveries_and_recent_events(store: SqliteStore) -> None:
     old = NOW - 31 * DAY
-    gone = store.append(event(at=old))
-    delivered = store.append(event(at=old), ["hook"], now=old)
-    store.delivered(store.due(old, ["hook"])[0], old)
-    waiting = store.append(event(at=old - 1), ["hook"], now=NOW)  # its delivery is still pending
-    recent = store.append(event(at=NOW - 29 * DAY))
-    assert store.prune_events(NOW - 30 * DAY, 100) == 2
-    assert store.events() == [waiting, recent]
-    assert store.event(gone.id) is None and store.event(delivered.id) is None
-    assert store.outbox_counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}  # its row went with it
-    assert store.due(NOW, ["hook"])[0].event == waiting
+    gone = store.events.append(event(at=old))
+    delivered = store.events.append(event(at=old), ["hook"], now=old)
+    store.outbox.delivered(store.outbox.due(old, ["hook"])[0], old)
+    waiting = store.events.append(event(at=old - 1), ["hook"], now=NOW)  # its delivery is still pending
+    recent = store.events.append(event(at=NOW - 29 * DAY))
+    assert store.events.prune(NOW - 30 * DAY, 100) == 2
+    assert store.events.read() == [waiting, recent]
+    assert store.events.get(gone.id) is None and store.events.get(delivered.id) is None
+    assert store.outbox.counts() == {"hook": {"pending": 1, "delivered": 0, "failed": 0}}  # its row went with it
+    assert store.outbox.due(NOW, ["hook"])[0].event == waiting
 
 
-def test_prune_drops_audit_entries_by_their_own_retention(store: EventStore) -> None:
-    kept = store.audit(AuditEntry("mo", "moderator", "keep", "s1", "still within a year", False, at=NOW - 364 * DAY))
-    store.audit(AuditEntry("mo", "moderator", "resume", "s1", "too old", False, at=NOW - 366 * DAY))
-    store.append(event(at=NOW - 100 * DAY))
-    assert store.prune_audit(NOW - 365 * DAY) == 1
-    assert [e.id for e in store.audit_log()] == [kept.id] and len(store.events()) == 1
+def test_prune_drops_audit_entries_by_their_own_retention(store: SqliteStore) -> None:
+    kept = store.audit.append(
+        AuditEntry("mo", "moderator", "keep", "s1", "still within a year", False, at=NOW - 364 * DAY)
+    )
+    store.audit.append(AuditEntry("mo", "moderator", "resume", "s1", "too old", False, at=NOW - 366 * DAY))
+    store.events.append(event(at=NOW - 100 * DAY))
+    assert store.audit.prune(NOW - 365 * DAY) == 1
+    assert [e.id for e in store.audit.read()] == [kept.id] and len(store.events.read()) == 1
 
 
-def test_audit_log_round_trip_and_filters(store: EventStore) -> None:
-    first = store.audit(AuditEntry("mo", "moderator", "confirm", "s1", "clearly it", True, "e1", {"n": [1, 2]}))
-    second = store.audit(AuditEntry("ann", "moderator", "preview", "s2", "looked", True))
+def test_audit_log_round_trip_and_filters(store: SqliteStore) -> None:
+    first = store.audit.append(AuditEntry("mo", "moderator", "confirm", "s1", "clearly it", True, "e1", {"n": [1, 2]}))
+    second = store.audit.append(AuditEntry("ann", "moderator", "preview", "s2", "looked", True))
     assert (first.seq, second.seq) == (1, 2)
-    assert store.audit_log() == [first, second]
-    assert store.audit_log(stream_id="s2") == [second] and store.audit_log(after=1) == [second]
-    assert store.audit_log()[0].details == {"n": [1, 2]} and store.audit_log()[0].viewed_content is True
-    assert store.viewed_since("ann", "s2", second.at - 1) and not store.viewed_since("ann", "s2", second.at + 1)
-    assert not store.viewed_since("mo", "s1", 0)  # a confirm is not a preview
+    assert store.audit.read() == [first, second]
+    assert store.audit.read(stream_id="s2") == [second] and store.audit.read(after=1) == [second]
+    assert store.audit.read()[0].details == {"n": [1, 2]} and store.audit.read()[0].viewed_content is True
+    assert store.audit.viewed_since("ann", "s2", second.at - 1)
+    assert not store.audit.viewed_since("ann", "s2", second.at + 1)
+    assert not store.audit.viewed_since("mo", "s1", 0)  # a confirm is not a preview
 
 
-def test_allowlist_and_revoked_keys_round_trip(store: EventStore) -> None:
-    store.allow(Allowed("pdq", "ab" * 32, "s1"), "mo", "a poster on the wall")
-    store.allow(Allowed("pdq", "cd" * 32, None), "mo", "everywhere")
-    store.allow(Allowed("pdq", "cd" * 32, None), "ann", "again")  # the same item once
-    assert sorted(store.allowlist(), key=lambda a: a.hash) == [Allowed("pdq", "ab" * 32, "s1"), Allowed("pdq", "cd" * 32, None)]
-    store.revoke("s1", "f" * 64, "mo")
-    store.revoke("s1", "f" * 64, "ann")
-    store.revoke("s2", "e" * 64, "mo")
-    assert store.revoked_keys() == {("s1", "f" * 64), ("s2", "e" * 64)}
+def test_allowlist_and_revoked_keys_round_trip(store: SqliteStore) -> None:
+    store.access.allow(Allowed("pdq", "ab" * 32, "s1"), "mo", "a poster on the wall")
+    store.access.allow(Allowed("pdq", "cd" * 32, None), "mo", "everywhere")
+    store.access.allow(Allowed("pdq", "cd" * 32, None), "ann", "again")  # the same item once
+    allowed = sorted(store.access.allowlist(), key=lambda a: a.hash)
+    assert allowed == [Allowed("pdq", "ab" * 32, "s1"), Allowed("pdq", "cd" * 32, None)]
+    store.access.revoke("s1", "f" * 64, "mo")
+    store.access.revoke("s1", "f" * 64, "ann")
+    store.access.revoke("s2", "e" * 64, "mo")
+    assert store.access.revoked_keys() == {("s1", "f" * 64), ("s2", "e" * 64)}
 
 
 def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    store = EventStore(path)
-    stored = [store.append(event(n=i), ["hook"], now=NOW) for i in range(3)]
-    entry = store.audit(AuditEntry("mo", "moderator", "terminate", "s1", "done", False, details={"stream_key_revoked": True}))
-    store.allow(Allowed("pdq", "ab" * 32, None), "mo", "fp")
-    store.revoke("s1", "f" * 64, "mo")
+    store = SqliteStore(path)
+    stored = [store.events.append(event(n=i), ["hook"], now=NOW) for i in range(3)]
+    entry = store.audit.append(
+        AuditEntry("mo", "moderator", "terminate", "s1", "done", False, details={"stream_key_revoked": True})
+    )
+    store.access.allow(Allowed("pdq", "ab" * 32, None), "mo", "fp")
+    store.access.revoke("s1", "f" * 64, "mo")
     store.close()
 
-    reopened = EventStore(path)
+    reopened = SqliteStore(path)
     try:
-        assert reopened.events() == stored and reopened.pending() == 3
-        assert reopened.audit_log() == [entry]
-        assert reopened.allowlist() == [Allowed("pdq", "ab" * 32, None)]
-        assert reopened.revoked_keys() == {("s1", "f" * 64)}
-        assert reopened.append(event()).seq == 4
+        assert reopened.events.read() == stored and reopened.outbox.pending() == 3
+        assert reopened.audit.read() == [entry]
+        assert reopened.access.allowlist() == [Allowed("pdq", "ab" * 32, None)]
+        assert reopened.access.revoked_keys() == {("s1", "f" * 64)}
+        assert reopened.events.append(event()).seq == 4
     finally:
         reopened.close()
 
@@ -189,69 +198,69 @@ def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
 def test_seq_is_never_reused_after_the_newest_events_are_pruned(tmp_path: Path) -> None:
     """A feed reading "after seq N" must not skip an event that reuses a pruned number."""
     path = tmp_path / "events.db"
-    store = EventStore(path)
-    store.append(event(at=NOW - 40 * DAY))
-    store.append(event(at=NOW - 40 * DAY))
-    assert store.prune_events(NOW - 30 * DAY, 100) == 2 and store.last_seq() == 0
+    store = SqliteStore(path)
+    store.events.append(event(at=NOW - 40 * DAY))
+    store.events.append(event(at=NOW - 40 * DAY))
+    assert store.events.prune(NOW - 30 * DAY, 100) == 2 and store.events.last_seq() == 0
     store.close()
-    store = EventStore(path)
+    store = SqliteStore(path)
     try:
-        assert store.append(event()).seq == 3
+        assert store.events.append(event()).seq == 3
     finally:
         store.close()
 
 
 def test_the_audit_log_reads_its_newest_entries_oldest_first(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "audit.db")
+    store = SqliteStore(tmp_path / "audit.db")
     for n in range(5):
-        store.audit(AuditEntry("mo", "moderator", "confirm", "s1", f"reason {n}", viewed_content=False))
-    assert [e.reason for e in store.audit_log(limit=2, newest=True)] == ["reason 3", "reason 4"]
-    assert [e.reason for e in store.audit_log(limit=2)] == ["reason 0", "reason 1"]
+        store.audit.append(AuditEntry("mo", "moderator", "confirm", "s1", f"reason {n}", viewed_content=False))
+    assert [e.reason for e in store.audit.read(limit=2, newest=True)] == ["reason 3", "reason 4"]
+    assert [e.reason for e in store.audit.read(limit=2)] == ["reason 0", "reason 1"]
 
 
 def test_outbox_counts_follow_inserts_state_changes_and_cascading_deletes(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "counts.db")
-    old = [store.append(Event("match.started", "s1", at=1000.0 + i), ["a", "b"], now=0) for i in range(3)]
-    store.append(Event("match.started", "s1"), ["a"], now=0)
-    first, second = store.due(1.0, ["a"], limit=2)
-    store.delivered(first, 2.0)
-    store.failed(second, "HTTP 500", 2.0)
-    counts = store.outbox_counts()
+    store = SqliteStore(tmp_path / "counts.db")
+    old = [store.events.append(Event("match.started", "s1", at=1000.0 + i), ["a", "b"], now=0) for i in range(3)]
+    store.events.append(Event("match.started", "s1"), ["a"], now=0)
+    first, second = store.outbox.due(1.0, ["a"], limit=2)
+    store.outbox.delivered(first, 2.0)
+    store.outbox.failed(second, "HTTP 500", 2.0)
+    counts = store.outbox.counts()
     assert {k: counts["a"][k] for k in ("pending", "delivered", "failed")} == {"pending": 2, "delivered": 1, "failed": 1}
     assert counts["a"]["last_error"] == "HTTP 500" and counts["b"]["pending"] == 3
-    for delivery in store.due(3.0, ["a", "b"], limit=100):
-        store.delivered(delivery, 3.0)
-    assert store.prune_events(1000.0 + DAY, 100) == len(old)
-    counts = store.outbox_counts()
+    for delivery in store.outbox.due(3.0, ["a", "b"], limit=100):
+        store.outbox.delivered(delivery, 3.0)
+    assert store.events.prune(1000.0 + DAY, 100) == len(old)
+    counts = store.outbox.counts()
     assert (counts["a"]["delivered"], counts["a"]["failed"], counts["b"]["delivered"]) == (1, 0, 0)
     store.close()
-    reopened = EventStore(tmp_path / "counts.db")
-    assert reopened.outbox_counts()["a"]["delivered"] == 1
+    reopened = SqliteStore(tmp_path / "counts.db")
+    assert reopened.outbox.counts()["a"]["delivered"] == 1
 
 
 def test_deliveries_to_an_endpoint_no_longer_configured_are_abandoned(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "gone.db")
-    store.append(Event("match.started", "s1"), ["kept", "removed"], now=0)
-    assert store.abandon(["kept"], now=5.0) == 1
-    assert store.pending() == 1 and store.outbox_counts()["removed"]["failed"] == 1
-    assert store.outbox_counts()["removed"]["last_error"] == "endpoint no longer configured"
+    store = SqliteStore(tmp_path / "gone.db")
+    store.events.append(Event("match.started", "s1"), ["kept", "removed"], now=0)
+    assert store.outbox.abandon(["kept"], now=5.0) == 1
+    assert store.outbox.pending() == 1 and store.outbox.counts()["removed"]["failed"] == 1
+    assert store.outbox.counts()["removed"]["last_error"] == "endpoint no longer configured"
 
 
 def _largest_wal(path: Path, *, pause: float = 0.0, **checkpoints) -> int:
     """Append 1,000 events (two outbox rows each) in bursts of 100, ``pause`` s apart; the WAL's largest size."""
-    store = EventStore(path, **checkpoints)
+    store = SqliteStore(path, **checkpoints)
     largest = 0
     try:
         for _ in range(10):
             for _ in range(100):
-                store.append(event(matched_hash="ab" * 32, distance=3), ["hook1", "hook2"])
+                store.events.append(event(matched_hash="ab" * 32, distance=3), ["hook1", "hook2"])
             time.sleep(pause)
             largest = max(largest, Path(f"{path}-wal").stat().st_size)
     finally:
         store.close()
-    reopened = EventStore(path)
+    reopened = SqliteStore(path)
     try:
-        assert len(reopened.events(limit=2000)) == 1000
+        assert len(reopened.events.read(limit=2000)) == 1000
     finally:
         reopened.close()
     return largest
@@ -284,9 +293,9 @@ def test_pruning_finds_an_events_outbox_rows_by_index(tmp_path: Path) -> None:
     """Deleting an event cascades to its outbox rows and pruning skips events with a pending
     one; without an index on the event, each deleted event scanned the whole outbox
     (a month of a busy proxy took longer than the hour between prunes)."""
-    store = EventStore(tmp_path / "plan.db")
+    store = SqliteStore(tmp_path / "plan.db")
     try:
-        plan = store._db.execute(
+        plan = store.database.connection.execute(
             "EXPLAIN QUERY PLAN SELECT 1 FROM outbox o WHERE o.event_seq = ? AND o.state = 'pending'", (1,)
         ).fetchall()
         assert any("outbox_by_event" in row[-1] for row in plan), plan
@@ -299,14 +308,14 @@ async def test_retention_deletes_in_batches_and_lets_the_loop_run_between_them(t
     from livesafe.moderation.settings import ModerationSettings
 
     path = tmp_path / "prune.db"
-    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), EventStore(path))
+    moderation = Moderation(ModerationSettings(database=str(path), retention_days=30), SqliteStore(path))
     store = moderation.store
     try:
         n = 5 * PRUNE_BATCH + 7
-        old = [store.append(event(at=NOW - 40 * DAY + i), ["hook"], now=0) for i in range(n)]
-        for delivery in store.due(1.0, ["hook"], limit=n - 1):  # all delivered but the newest old one
-            store.delivered(delivery, 1.0)
-        recent = store.append(event(at=NOW - DAY))
+        old = [store.events.append(event(at=NOW - 40 * DAY + i), ["hook"], now=0) for i in range(n)]
+        for delivery in store.outbox.due(1.0, ["hook"], limit=n - 1):  # all delivered but the newest old one
+            store.outbox.delivered(delivery, 1.0)
+        recent = store.events.append(event(at=NOW - DAY))
         ticks = 0
 
         async def ticker() -> None:
@@ -321,7 +330,8 @@ async def test_retention_deletes_in_batches_and_lets_the_loop_run_between_them(t
         removed = await moderation.prune(NOW)
         task.cancel()
         assert removed == n - 1
-        assert [e.id for e in store.events(limit=10)] == [old[-1].id, recent.id], "a pending delivery keeps its event"
+        kept = [e.id for e in store.events.read(limit=10)]
+        assert kept == [old[-1].id, recent.id], "a pending delivery keeps its event"
         assert ticks - before >= 5, "the loop ran between the batches"
     finally:
         moderation.close()
@@ -331,17 +341,17 @@ def test_delivery_bookkeeping_alone_keeps_the_checkpointer_going(tmp_path: Path)
     """A backlog draining after an outage writes only outbox updates, no new events: those
     commits count too, or the WAL would grow for the whole drain and never be copied after it."""
     path = tmp_path / "drain.db"
-    store = EventStore(path)
-    queued = [store.append(event(), ["hook1", "hook2"], now=0) for _ in range(1000)]
+    store = SqliteStore(path)
+    queued = [store.events.append(event(), ["hook1", "hook2"], now=0) for _ in range(1000)]
     store.close()  # the appends are all in the database file; no WAL
-    store = EventStore(path, interval=0.01, quiet_seconds=0.02)
+    store = SqliteStore(path, interval=0.01, quiet_seconds=0.02)
     try:
         largest = 0
-        deliveries = store.due(1.0, ["hook1", "hook2"], limit=2000)
+        deliveries = store.outbox.due(1.0, ["hook1", "hook2"], limit=2000)
         assert len(deliveries) == 2 * len(queued)
         for start in range(0, len(deliveries), 200):
             for delivery in deliveries[start : start + 200]:
-                store.delivered(delivery, 2.0)
+                store.outbox.delivered(delivery, 2.0)
             time.sleep(0.05)
             largest = max(largest, Path(f"{path}-wal").stat().st_size)
     finally:

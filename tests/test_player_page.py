@@ -64,7 +64,7 @@ async def test_a_viewer_reports_the_stream_from_the_player_page_as_its_own_sessi
         await asyncio.to_thread(field.send_keys, "someone is filming a screen")
         driver.execute_script("document.getElementById('report-send').click()")
         assert await asyncio.to_thread(_wait, driver, "return window.livesafe.lastReport") == 202
-        (report,) = r.moderation.store.events(types=["report.received"])
+        (report,) = r.moderation.store.events.read(types=["report.received"])
     assert report.data["reason"] == "someone is filming a screen"
     # Counted as this viewer's session (a pseudonym of it), not as the page's address.
     assert report.data["client"] == ReportDesk.client_key(session_id, None)

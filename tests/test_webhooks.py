@@ -217,7 +217,7 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
             async with publishing(r, clip, "s1") as publisher:  # one pass of the clip (6 s), then it hangs up
                 await asyncio.wait_for(publisher, 20)
             await until(lambda: "stream.ended" in [h.json()["type"] for h in hook.hits], "stream.ended delivered", 10)
-            await until(lambda: r.moderation.store.pending() == 0, "outbox drained")
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "outbox drained")
             events = await stored(http, r)
 
     assert [e["type"] for e in events][:2] == ["stream.started", "match.started"] and events[-1]["type"] == "stream.ended"
@@ -288,7 +288,7 @@ async def test_events_queued_while_the_receiver_is_down_all_arrive_when_it_is_ba
             queued.append(r.moderation.record(fake_report("s1", 5)).id)  # and one more while it is still down
 
             await hook.up()
-            await until(lambda: r.moderation.store.pending() == 0, "the backlog is delivered", 10)
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "the backlog is delivered", 10)
             status = (await hooks_status(http, r))["bot"]
             assert (status["state"], status["consecutive_failures"], status["pending"], status["delivered"]) == ("ok", 0, 0, 6)
             assert status["last_delivered_at"] and status["failed"] == 0
@@ -319,7 +319,9 @@ async def test_a_restarted_proxy_delivers_what_the_last_one_could_not(http, tmp_
         await hook.up()
         back = time.time()
         async with running_relay(moderation=mod) as r:
-            await until(lambda: r.moderation.store.pending() == 0, "the queue is delivered after the restart", 10)
+            await until(
+                lambda: r.moderation.store.outbox.pending() == 0, "the queue is delivered after the restart", 10
+            )
             status = (await hooks_status(http, r))["bot"]
             assert (status["state"], status["delivered"], status["pending"], status["failed"]) == ("ok", 3, 0, 0)
 
@@ -352,7 +354,7 @@ async def test_filters_by_category_and_severity_on_a_child_profile_stream(http, 
                     assert response.status == 200, await response.text()
                     action = (await response.json())["event"]
                 await until(lambda: action["id"] in hook.ids("/test"), "action.taken on /test")
-                await until(lambda: r.moderation.store.pending() == 0, "outbox drained")
+                await until(lambda: r.moderation.store.outbox.pending() == 0, "outbox drained")
                 events = await stored(http, r, MOD.token)
                 status = await hooks_status(http, r, MOD.token)
 
@@ -382,7 +384,7 @@ async def test_a_500_is_retried_with_growing_backoff_one_attempt_at_a_time(http,
                        webhook_backoff_seconds=backoff, webhook_max_backoff_seconds=cap)  # fmt: skip
         async with running_relay(moderation=mod) as r:
             queued = [r.moderation.record(fake_report("s1", n)).id for n in range(3)]
-            await until(lambda: r.moderation.store.pending() == 0, "delivered once the receiver answers 200")
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "delivered once the receiver answers 200")
             status = (await hooks_status(http, r))["bot"]
     assert (status["state"], status["delivered"], status["last_error"]) == ("ok", 3, "HTTP 500")
     # Three events, five failures: one attempt per failure (not one per queued event), then one each.
@@ -394,7 +396,7 @@ async def test_a_500_is_retried_with_growing_backoff_one_attempt_at_a_time(http,
 
 
 async def test_the_oldest_event_probes_a_failing_endpoint_and_the_backlog_then_drains_in_order(http, tmp_path):
-    # Depends on the fix in the report (EventStore.due ordered by next_attempt): today each
+    # Depends on the fix in the report (Outbox.due ordered by next_attempt): today each
     # failed probe moves its event to the back of the queue, so the probes rotate through
     # the backlog and it drains out of order -- against webhooks.py's "drains in order".
     fail_first = 3
@@ -403,7 +405,7 @@ async def test_the_oldest_event_probes_a_failing_endpoint_and_the_backlog_then_d
         mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), **FAST_RETRY)
         async with running_relay(moderation=mod) as r:
             queued = [r.moderation.record(fake_report("s1", n)).id for n in range(4)]
-            await until(lambda: r.moderation.store.pending() == 0, "delivered once the receiver answers 200")
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "delivered once the receiver answers 200")
     assert hook.ids() == [queued[0]] * (fail_first + 1) + queued[1:]
 
 
@@ -420,7 +422,7 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(http, tmp_path):
         mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), webhook_timeout_seconds=0.3, **FAST_RETRY)
         async with running_relay(moderation=mod) as r:
             event = r.moderation.record(fake_report("s1", 1))
-            await until(lambda: r.moderation.store.pending() == 0, "delivered on the retry")
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "delivered on the retry")
             release.set()
             status = (await hooks_status(http, r))["bot"]
             (failed,) = await stored(http, r, type="webhook.failed")
@@ -497,7 +499,7 @@ async def test_retry_now_ends_a_long_backoff_as_soon_as_the_receiver_is_back(htt
             assert status == 200, answer
             assert answer["audit"]["action"] == "webhook_retry" and answer["audit"]["actor"] == MOD.name
             assert answer["audit"]["details"] == {"endpoint": "bot", "pending": 3}
-            await until(lambda: r.moderation.store.pending() == 0, "the backlog is delivered", 5)
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "the backlog is delivered", 5)
             (taken,) = await stored(http, r, MOD.token, type="action.taken")
             after = (await hooks_status(http, r, MOD.token))["bot"]
             assert (after["state"], after["delivered"], after["pending"]) == ("ok", 4, 0), "the reports and the action.taken"
@@ -580,7 +582,7 @@ async def test_secrets_never_reach_the_logs_the_api_or_the_events(http, tmp_path
         async with running_relay(moderation=mod) as r:
             for n in range(3):  # retried for 1.5 s, then given up (the third at once: it is an hour old)
                 r.moderation.record(fake_report("s1", n, at=time.time() - (3600 if n == 2 else 0)))
-            await until(lambda: r.moderation.store.pending() == 0, "every delivery given up")
+            await until(lambda: r.moderation.store.outbox.pending() == 0, "every delivery given up")
             shown = json.dumps([await get(http, r.base + "/api/webhooks"), await stored(http, r)])
     assert count[0] >= 8, "each kind of failure at least twice"
     logged = caplog.text + "".join(str(record.args) for record in caplog.records)

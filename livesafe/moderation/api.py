@@ -105,7 +105,7 @@ async def api_whoami(request: web.Request) -> web.Response:
 async def api_events(request: web.Request) -> web.Response:
     """``?stream=&type=&since=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601)."""
     _principal(request)
-    store = request.app[MODERATION].store
+    history = request.app[MODERATION].store.events
     query = request.query
     limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
     types = [t for value in query.getall("type", []) for t in value.split(",") if t]
@@ -115,10 +115,12 @@ async def api_events(request: web.Request) -> web.Response:
         after, since_time = _since(request, query["since"])
     if "last" in query:
         last = _int(query["last"], "last", 1, MAX_PAGE)
-        newest = store.events_before(store.last_seq() + 1, stream_id=stream, types=types, since_time=since_time, limit=last)
+        newest = history.read_before(
+            history.last_seq() + 1, stream_id=stream, types=types, since_time=since_time, limit=last
+        )
         events = [e for e in newest if e.seq > after]
     else:
-        events = store.events(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
+        events = history.read(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
     return web.json_response({"events": [e.to_dict() for e in events], "last_id": events[-1].id if events else None})
 
 
@@ -144,7 +146,7 @@ def _since(request: web.Request, value: str) -> tuple[int, float | None]:
 def _seq_of(request: web.Request, event_id: str) -> int:
     if not event_id.isalnum() or len(event_id) > 64:
         raise web.HTTPBadRequest(text="since: expected an event id, unix seconds or an ISO 8601 time\n")
-    seq = request.app[MODERATION].store.seq_of(event_id)
+    seq = request.app[MODERATION].store.events.seq_of(event_id)
     if seq is None:
         raise web.HTTPGone(text=f"event {event_id!r} is unknown (never issued, or past retention): catch up with ?since=<time>\n")
     return seq
@@ -167,14 +169,14 @@ async def api_audit(request: web.Request) -> web.Response:
     newest = "last" in request.query
     limit = _int(request.query["last"], "last", 1, MAX_PAGE) if newest else _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
     stream = request.query.get("stream") or None
-    entries = request.app[MODERATION].store.audit_log(after, stream_id=stream, limit=limit, newest=newest)
+    entries = request.app[MODERATION].store.audit.read(after, stream_id=stream, limit=limit, newest=newest)
     return web.json_response({"entries": [e.to_dict() for e in entries]})
 
 
 async def api_webhooks(request: web.Request) -> web.Response:
     _principal(request)
     moderation = request.app[MODERATION]
-    return web.json_response({"endpoints": moderation.webhooks.status(), "pending": moderation.store.pending()})
+    return web.json_response({"endpoints": moderation.webhooks.status(), "pending": moderation.store.outbox.pending()})
 
 
 async def api_webhook_retry(request: web.Request) -> web.Response:
@@ -205,7 +207,7 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
     _principal(request)
     moderation = request.app[MODERATION]
     resume = request.headers.get("Last-Event-ID") or request.query.get("since")
-    after = _seq_of(request, resume) if resume else moderation.store.last_seq()
+    after = _seq_of(request, resume) if resume else moderation.store.events.last_seq()
     feeds = request.app[_FEEDS]
     if len(feeds) >= MAX_FEEDS:
         raise web.HTTPServiceUnavailable(text=f"at most {MAX_FEEDS} live feeds at once\n", headers={"Retry-After": "5"})

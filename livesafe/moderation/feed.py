@@ -14,7 +14,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from livesafe.events import Event
-from livesafe.moderation.store import EventStore
+from livesafe.moderation.store.interfaces import EventLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +35,12 @@ class RecentEvents:
     ``seq`` (on the one event loop, so in order).
     """
 
-    def __init__(self, store: EventStore, size: int = 1024) -> None:
-        self._store = store
+    def __init__(self, events: EventLog, size: int = 1024) -> None:
+        self._events = events
         self._size = size
         self._items: list[FeedItem] = []
         self._seqs: list[int] = []
-        self.last_seq = store.last_seq()  # the newest event's, kept here so waiting feeds need not ask the store
+        self.last_seq = events.last_seq()  # the newest event's, kept here so waiting feeds need not ask the store
 
     def add(self, event: Event) -> None:
         assert event.seq is not None, "only stored events have a place in the feed"
@@ -55,4 +55,4 @@ class RecentEvents:
         if self._seqs and self._seqs[0] <= seq + 1:
             start = bisect_right(self._seqs, seq)
             return self._items[start : start + limit]
-        return [FeedItem.of(e) for e in self._store.events(seq, limit=limit)]
+        return [FeedItem.of(e) for e in self._events.read(seq, limit=limit)]

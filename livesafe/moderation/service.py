@@ -39,7 +39,8 @@ from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.feed import RecentEvents
 from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.moderation.store import Allowed, AuditEntry, EventStore
+from livesafe.moderation.store.interfaces import Store
+from livesafe.moderation.store.records import Allowed, AuditEntry
 from livesafe.moderation.webhooks import WebhookDispatcher
 from livesafe.policy import DEFAULT, Action, PolicyProfile
 
@@ -91,21 +92,21 @@ class Moderation:
     def __init__(
         self,
         settings: ModerationSettings,
-        store: EventStore,
+        store: Store,
         profiles: Callable[[str], PolicyProfile] = lambda stream_id: DEFAULT,
     ) -> None:
         """``profiles``: each stream's policy profile, as the relay's configuration assigns it."""
         self.settings = settings
         self.profiles = profiles
         self.store = store
-        self.allowlist = AllowList(store.allowlist())
+        self.allowlist = AllowList(store.access.allowlist())
         self.control: StreamControl | None = None
-        self.webhooks = WebhookDispatcher(settings, store, self._webhook_failed)
+        self.webhooks = WebhookDispatcher(settings, store.outbox, self._webhook_failed)
         self.reports = ReportDesk(settings.reports_per_client, settings.report_client_window_seconds)
         self.counts: Counter[str] = Counter()  # events recorded, by type (for /metrics)
         self.matches: Counter[tuple[str, str]] = Counter()  # match.started by (list, category)
         self.lost = 0  # events the store failed to take
-        self.recent = RecentEvents(store)  # what live feeds read
+        self.recent = RecentEvents(store.events)  # what live feeds read
         self._episodes: dict[str, Event] = {}  # stream -> the event that opened its current/last redaction
         self._new_event = asyncio.Event()
         self.closed = False
@@ -127,7 +128,7 @@ class Moderation:
             return event
         endpoints = [w.name for w in self.settings.webhooks if w.name != skip_endpoint and w.accepts(event)]
         try:
-            stored = self.store.append(event, endpoints)
+            stored = self.store.events.append(event, endpoints)
         except Exception:  # noqa: BLE001 - the relay must keep guarding even if the disk fails
             self.lost += 1
             log.exception("could not store event %s (%s)", event.id, event.type)
@@ -208,17 +209,17 @@ class Moderation:
                 control.resume(stream_id, principal.name)
         elif request.action == "terminate":
             key_sha256 = await control.terminate(stream_id, f"terminated by {principal.name}")
-            self.store.revoke(stream_id, key_sha256, principal.name)
+            self.store.access.revoke(stream_id, key_sha256, principal.name)
             details = {"stream_key_revoked": True}
         since = episode.at if episode is not None else time.time() - _VIEW_LOOKBACK
-        entry = self.store.audit(
+        entry = self.store.audit.append(
             AuditEntry(
                 actor=principal.name,
                 role=principal.role,
                 action=request.action,
                 stream_id=stream_id,
                 reason=request.reason,
-                viewed_content=self.store.viewed_since(principal.name, stream_id, since),
+                viewed_content=self.store.audit.viewed_since(principal.name, stream_id, since),
                 event_id=episode.id if episode is not None else None,
                 details=details,
             )
@@ -234,7 +235,7 @@ class Moderation:
             raise ActionError(f"no webhook endpoint {name!r}", 404) from None
         except ValueError as exc:
             raise ActionError(str(exc), 409) from None
-        entry = self.store.audit(
+        entry = self.store.audit.append(
             AuditEntry(actor=principal.name, role=principal.role, action="webhook_retry", stream_id=None, reason=reason,
                        viewed_content=False, details={"endpoint": name, "pending": pending})
         )  # fmt: skip
@@ -254,21 +255,21 @@ class Moderation:
 
     def _episode(self, stream_id: str, request: ActionRequest) -> Event | None:
         if request.event_id is not None:
-            event = self.store.event(request.event_id)
+            event = self.store.events.get(request.event_id)
             if event is None or event.stream_id != stream_id:
                 raise ActionError(f"no event {request.event_id!r} on stream {stream_id!r}", 404)
             return event
         remembered = self._episodes.get(stream_id)
         if remembered is not None:
             return remembered
-        return self.store.latest(stream_id, _EPISODE_TYPES)
+        return self.store.events.latest(stream_id, _EPISODE_TYPES)
 
     def _mark_false_positive(self, principal: Principal, stream_id: str, request: ActionRequest, episode: Event) -> dict[str, Any]:
         signal, matched = episode.data.get("signal"), episode.data.get("matched_hash")
         if episode.type != MATCH_STARTED or not signal or not matched:
             raise ActionError("false_positive needs a match event (this redaction was not a hash match)", 409)
         item = Allowed(signal, matched, stream_id if request.scope == "stream" else None)
-        self.store.allow(item, principal.name, request.reason)
+        self.store.access.allow(item, principal.name, request.reason)
         self.allowlist.add(item)
         return {"allowed_hash": matched, "signal": signal, "scope": request.scope}
 
@@ -279,7 +280,7 @@ class Moderation:
         frame = self._control().latest_frame(stream_id)
         if frame is None:
             raise ActionError(f"no live picture on stream {stream_id!r}", 404)
-        self.store.audit(
+        self.store.audit.append(
             AuditEntry(principal.name, principal.role, "preview", stream_id, "viewed the blurred preview", viewed_content=True)
         )
         return frame
@@ -322,10 +323,10 @@ class Moderation:
     async def prune(self, now: float) -> int:
         """Drop what is past retention, in batches with the loop free between them; returns the events dropped."""
         before, removed = now - self.settings.retention_days * 86400, 0
-        while (batch := self.store.prune_events(before, PRUNE_BATCH)) == PRUNE_BATCH:
+        while (batch := self.store.events.prune(before, PRUNE_BATCH)) == PRUNE_BATCH:
             removed += batch
             await asyncio.sleep(PRUNE_PAUSE_SECONDS)
-        self.store.prune_audit(now - self.settings.audit_retention_days * 86400)
+        self.store.audit.prune(now - self.settings.audit_retention_days * 86400)
         return removed + batch
 
 

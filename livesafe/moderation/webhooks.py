@@ -34,7 +34,8 @@ import yarl
 
 from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
-from livesafe.moderation.store import Delivery, EventStore
+from livesafe.moderation.store.interfaces import Outbox
+from livesafe.moderation.store.records import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,16 @@ class WebhookDispatcher:
     def __init__(
         self,
         settings: ModerationSettings,
-        store: EventStore,
+        outbox: Outbox,
         on_failure: Callable[[WebhookEndpoint, str, Event | None], None],
     ) -> None:
         self._settings = settings
-        self._store = store
+        self._outbox = outbox
         self._on_failure = on_failure
         self._give_up = settings.webhook_give_up_hours * 3600
         self._endpoints = {w.name: w for w in settings.webhooks}
         self.health = {name: EndpointHealth() for name in self._endpoints}
-        abandoned = store.abandon(list(self._endpoints), time.time())
+        abandoned = outbox.abandon(list(self._endpoints), time.time())
         if abandoned:
             log.warning("%d pending webhook deliveries were for endpoints no longer configured: marked failed", abandoned)
         self._wake = asyncio.Event()
@@ -114,7 +115,7 @@ class WebhookDispatcher:
                 self._wake.clear()
                 now = time.time()
                 open_ = [n for n, h in self.health.items() if h.blocked_until <= now]
-                batch = self._store.due(now, open_, limit=_IN_FLIGHT * 4)
+                batch = self._outbox.due(now, open_, limit=_IN_FLIGHT * 4)
                 if batch:
                     await self._send_batch(http, batch)
                     continue
@@ -122,7 +123,7 @@ class WebhookDispatcher:
 
     async def _sleep(self, now: float) -> None:
         waits = [h.blocked_until - now for h in self.health.values() if h.blocked_until > now]
-        due = self._store.next_due([n for n, h in self.health.items() if h.blocked_until <= now])
+        due = self._outbox.next_due([n for n, h in self.health.items() if h.blocked_until <= now])
         if due is not None:
             waits.append(due - now)
         delay = min([30.0, *waits])
@@ -164,7 +165,7 @@ class WebhookDispatcher:
         now = time.time()
         health = self.health[endpoint.name]
         if error is None:
-            self._store.delivered(delivery, now)
+            self._outbox.delivered(delivery, now)
             health.failures, health.blocked_until = 0, 0.0
             health.last_delivered_at = now
             health.delivered += 1
@@ -175,12 +176,12 @@ class WebhookDispatcher:
         backoff = min(self._settings.webhook_backoff_seconds * 2 ** (health.failures - 1), self._settings.webhook_max_backoff_seconds)
         health.blocked_until = now + backoff
         if now - delivery.event.at >= self._give_up:
-            self._store.failed(delivery, error, now)
+            self._outbox.failed(delivery, error, now)
             log.warning("webhook %s: gave up on event %s after %d attempts: %s",
                         endpoint.display_url, delivery.event.id, delivery.attempts + 1, error)  # fmt: skip
             self._on_failure(endpoint, error, delivery.event)
         else:
-            self._store.retry(delivery, error, health.blocked_until)
+            self._outbox.retry(delivery, error, health.blocked_until)
             if health.failures == 1:
                 log.warning("webhook %s failing (%s); retrying with backoff", endpoint.display_url, error)
                 self._on_failure(endpoint, error, None)
@@ -199,15 +200,15 @@ class WebhookDispatcher:
         if not health.failures:
             raise ValueError(f"webhook {name!r} is not failing")
         health.blocked_until = 0.0
-        self._store.due_now(name, time.time())
+        self._outbox.due_now(name, time.time())
         self.wake()
-        pending = self._store.outbox_counts().get(name, {}).get("pending", 0)
+        pending = self._outbox.counts().get(name, {}).get("pending", 0)
         log.info("webhook %s: retrying now (%d deliveries pending)", self._endpoints[name].display_url, pending)
         return pending
 
     def status(self) -> list[dict]:
         """Per endpoint: where it goes, what it takes, how delivery stands (for the API and dashboard)."""
-        counts = self._store.outbox_counts()
+        counts = self._outbox.counts()
         out = []
         for name, endpoint in self._endpoints.items():
             health = self.health[name]
