@@ -54,7 +54,7 @@ def pytest_report_header() -> str:
 
 pytest.importorskip("skimage.data")
 
-from livesafe import synthetic  # noqa: E402  (needs scikit-image)
+from sample_streams import synthetic  # noqa: E402  (needs scikit-image)
 
 
 @pytest.fixture(scope="session")

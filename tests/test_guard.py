@@ -32,7 +32,7 @@ from livesafe.signals import SIGNALS
 from pixel_free import assert_pixel_free
 
 pytest.importorskip("skimage.data")
-from livesafe.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402
+from sample_streams.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_streams"

@@ -11,7 +11,7 @@ from livesafe.guard.search import View, view_luma
 from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals import pdq
-from livesafe.synthetic import natural_samples
+from sample_streams.synthetic import natural_samples
 
 pdqhash = pytest.importorskip("pdqhash")
 PDQ = SIGNALS["pdq"]

@@ -1,6 +1,6 @@
 """The hypothesis search: batched view hashing, refinement, reach-back, and frames of any shape.
 
-Blocked stand-ins are the benign scikit-image photos of ``livesafe.synthetic``;
+Blocked stand-ins are the benign scikit-image photos of ``sample_streams.synthetic``;
 the list is the sample blocklist.  Nothing is written to disk.
 """
 
@@ -26,7 +26,7 @@ from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS, pdq
 
 pytest.importorskip("skimage.data")
-from livesafe.synthetic import benign_images, blocked_images  # noqa: E402
+from sample_streams.synthetic import benign_images, blocked_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKLIST = ROOT / "sample_streams" / "blocklist.txt"
