@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from browser import chromium
+from harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 from livesafe.guard.redact import slate_frame
 from livesafe.relay.client import watch
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 
 KEY = "browser-studio-key"
 THUMB = (80, 45)

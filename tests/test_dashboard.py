@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from browser import chromium, wait_for_script
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
@@ -29,7 +30,6 @@ from livesafe.moderation.settings import ModerationSettings, Principal, WebhookE
 from livesafe.moderation.store import EventStore
 from livesafe.relay.client import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 
 KEY = "s1-stream-key-3c9a7e"
 ALICE = Principal("alice", "moderator", "a" * 20)

@@ -16,13 +16,13 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 from livesafe.guard.events import MATCH_STARTED, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
 from livesafe.moderation.events import REPORT_RECEIVED, WEBHOOK_FAILED, Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0xMjM0NTY3OA=="
 

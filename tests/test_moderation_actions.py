@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay, sample_lists
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.policy import CHILD, DEFAULT
@@ -31,7 +32,6 @@ from livesafe.relay.client import ClientError, publish, user_agent, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.server import Relay
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay, sample_lists
 
 MOD = Principal("mo", "moderator", "m" * 20)
 LOOP = 180  # frames per pass of the clip (6 s at 30 fps)

@@ -21,13 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from harness import FAST_END, ICE, RunningRelay, running_relay, sample_lists
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation import settings as settings_module
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, RunningRelay, running_relay, sample_lists
 
 FEED = "/api/events/stream"
 OLGA = Principal("olga", "observer", "o" * 20)

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from browser import chromium, wait_for_script
+from harness import ICE, SAMPLES, RunningRelay, running_relay
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish
-from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
 
 
 def _wait(driver, script: str, timeout: float = 20.0):

@@ -16,7 +16,7 @@ import urllib.request
 import av
 import pytest
 
-from relay_harness import ROOT, SAMPLES
+from harness import ROOT, SAMPLES
 
 LIVESAFE = [sys.executable, "-m", "livesafe.cli"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import ICE, SAMPLES, classify, downscale_clip, read_recording, running_relay, source_luma
 from livesafe.relay.client import publish, watch
-from relay_harness import ICE, SAMPLES, classify, downscale_clip, read_recording, running_relay, source_luma
 
 FPS = 30
 HOLD_FRAMES = 15  # hold_seconds=0.5 in the harness

@@ -18,10 +18,10 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from harness import FAST_END, ICE, SAMPLES, running_relay
 from livesafe.relay.client import ClientError, publish, watch
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, running_relay
 
 SDP = "application/sdp"
 CLIP = SAMPLES / "benign_mix.mp4"

@@ -12,10 +12,10 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcicetransport import RTCIceGatherer
 
+from harness import ICE
 from livesafe.config import ConfigError, load_config
 from livesafe.relay.ice import IceServer, IceSettings, _aioice_host_addresses, apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import ICE
 
 # ------------------------------------------------------------------ helpers
 

@@ -32,13 +32,13 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 from livesafe import cli
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import ClientError, publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from pixel_free import assert_pixel_free
-from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks format (base64 key)
 PLAIN_SECRET = "plain-shared-secret-9f3a"  # any other string is the key as is
