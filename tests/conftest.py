@@ -1,5 +1,5 @@
-"""Shared fixtures: natural photos (scikit-image's bundled, permissively licensed samples),
-and a private network for the WebRTC tests.
+"""Shared fixtures: an HTTP client session, natural photos (scikit-image's bundled,
+permissively licensed samples), and a private network for the WebRTC tests.
 
 The machines we test on have a real network interface, and WebRTC would
 gather candidates on it.  So the whole test run moves into a network
@@ -17,7 +17,9 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -50,6 +52,12 @@ NETWORK = _enter_private_network()
 
 def pytest_report_header() -> str:
     return f"livesafe network: {NETWORK}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 pytest.importorskip("skimage.data")

@@ -1,29 +1,38 @@
-"""Helpers for the relay tests: a relay on a loopback port, small test clips, and
-reading a viewer's recording back frame by frame against the source."""
+"""What the tests share, so that a helper is written (and fixed) once: a relay on a
+loopback port and ways to drive it (WHIP publishing, real offers, HTTP requests read
+whole), small test clips, and reading a viewer's recording back frame by frame against
+the source.  Fixtures built on these are in conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fractions
+import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import av
 import cv2
 import numpy as np
 from aiohttp import web
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.redact import slate_frame
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
-from livesafe.relay.ice import IceSettings
+from livesafe.relay.ice import IceSettings, apply_ice_settings
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.proxy import build_proxy
+from livesafe.relay.client import publish
 from livesafe.relay.server import Relay
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import StreamSettings
@@ -33,6 +42,9 @@ SAMPLES = ROOT / "sample_streams"
 # No STUN server, host candidates on loopback only.
 ICE = IceSettings(host_addresses=("127.0.0.1",))
 FAST_END = StreamSettings(ended_grace_seconds=1.0)
+
+
+# ------------------------------------------------------------------ a relay on loopback, and driving it
 
 
 @dataclass
@@ -61,6 +73,19 @@ def sample_lists(action: str = "slate") -> Callable[[], Matcher]:
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    """``app`` served on 127.0.0.1 (``port`` 0: a free one) while the block runs; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def running_relay(
     settings: RelaySettings | None = None,
     matcher: Callable[[], Matcher] | None = None,
@@ -73,15 +98,90 @@ async def running_relay(
     proxy = build_proxy(
         settings, matcher or sample_lists(), guard or GuardSettings(hold_seconds=0.5), moderation or ModerationSettings(database=":memory:")
     )
-    runner = web.AppRunner(proxy.app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    async with serving(proxy.app, port) as base:
+        yield RunningRelay(proxy.relay, base, proxy.moderation)
+
+
+def frames_in(relay: Relay, stream: str) -> int:
+    """Frames the relay has taken in on ``stream`` (0 before it exists): where its publisher is in the clip."""
+    live = relay.streams.get(stream)
+    return live.counters.frames_in if live is not None else 0
+
+
+@contextlib.asynccontextmanager
+async def publishing(r: RunningRelay, clip: Path, stream: str, key: str | None = None, *,
+                     tolerate: tuple[type[Exception], ...] = (), **options: Any) -> AsyncIterator[asyncio.Task]:  # fmt: skip
+    """Publish ``clip`` to ``stream`` (our WHIP client; ``options`` as for ``publish``) while the block runs.
+
+    The block starts with frames flowing, so it acts on a live stream (a publisher that failed
+    first fails the test there).  Leaving hangs up a publisher still running, rather than
+    waiting out a fixed time: short on an idle machine, still passing on a loaded one.  The
+    publisher's own error fails the test unless it is one of ``tolerate`` (say ``ClientError``
+    where the test cuts the stream)."""
+    task = asyncio.ensure_future(publish(clip, r.url("whip", stream), token=key, ice=ICE, **options))
     try:
-        yield RunningRelay(proxy.relay, f"http://127.0.0.1:{port}", proxy.moderation)
+        await r.wait_for(lambda relay: frames_in(relay, stream) > 0 or task.done(), 15)
+        if task.done():
+            task.result()  # raises the publisher's error
+        yield task
     finally:
-        await runner.cleanup()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *tolerate):
+            await task
+
+
+async def make_offer(video: bool = True, audio: bool = False, direction: str = "sendonly") -> str:
+    """A real offer (loopback candidates only) from a peer connection that is closed again."""
+    apply_ice_settings(ICE)
+    pc = RTCPeerConnection(ICE.rtc_configuration())
+    try:
+        if video:
+            pc.addTransceiver(VideoStreamTrack() if direction == "sendonly" else "video", direction=direction)
+        if audio:
+            pc.addTransceiver(AudioStreamTrack() if direction == "sendonly" else "audio", direction=direction)
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+class Reply:
+    """A response read whole, so a test asserts on it after the connection is gone (its repr shows what came back)."""
+
+    def __init__(self, status: int, text: str, headers: Any) -> None:
+        self.status, self.text, self.headers = status, text, headers
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.text[:300]!r}>"
+
+
+async def send(http: aiohttp.ClientSession, method: str, url: str, data: Any = None, *, token: str | None = None,
+               content_type: str | None = None, headers: dict | None = None) -> Reply:  # fmt: skip
+    """One request: ``data`` as is (labelled ``content_type`` if both are given), ``token`` as a Bearer credential."""
+    sent = dict(headers or {})
+    if content_type is not None and data is not None:
+        sent["Content-Type"] = content_type
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    async with http.request(method, url, data=data, headers=sent) as response:
+        return Reply(response.status, await response.text(errors="replace"), response.headers)
+
+
+# ------------------------------------------------------------------ clips and recordings
 
 
 def downscale_clip(source: Path, target: Path, width: int = 640, height: int = 360) -> Path:
