@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from browser import chromium, wait_for_script
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, publishing, running_relay
+from harness import FAST_END, ICE, RunningRelay, publishing, running_relay
 from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
@@ -41,9 +41,9 @@ LOOPED = {"loop": True, "duration": 45, "tolerate": (Exception,)}
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip(blocked_cut_360p: Path) -> Path:
     """The sample at 360p (its blocked segment starts at 2.5 s), looped by the publishers."""
-    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("dashboard") / "clip.mp4")
+    return blocked_cut_360p
 
 
 # ------------------------------------------------------------------ helpers

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay, serving, unused_port
+from harness import FAST_END, ICE, running_relay, serving, unused_port
 from livesafe.guard.events import MATCH_STARTED, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
 from livesafe.moderation.events import REPORT_RECEIVED, WEBHOOK_FAILED, Event
@@ -53,8 +53,8 @@ async def scrape(http: aiohttp.ClientSession, base: str) -> Scrape:
         return Scrape(await response.text())
 
 
-async def test_counters_follow_a_blocked_stream_and_never_go_down_after_it_ends(tmp_path, http):
-    clip = downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path / "cut_360p.mp4")
+async def test_counters_follow_a_blocked_stream_and_never_go_down_after_it_ends(blocked_cut_360p, http):
+    clip = blocked_cut_360p
     async with running_relay() as r:
         idle = await scrape(http, r.base)
         assert idle.value("livesafe_frames_in_total") == 0 and idle.value("livesafe_guard_frame_seconds_count") == 0

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, frames_in, make_offer, publishing, running_relay, sample_lists
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, frames_in, make_offer, publishing, running_relay, sample_lists
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.policy import CHILD, DEFAULT
@@ -40,11 +40,11 @@ LOOPED = {"loop": True, "duration": 60}  # how every stream here is published: t
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip(blocked_cut_360p: Path) -> Path:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
     segment = truth["segments"][0]
     assert (truth["frames"], segment["start"], segment["end"] + 1) == (LOOP, 75, SEGMENT_END), "the timings here follow the clip"
-    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
+    return blocked_cut_360p
 
 
 @pytest.fixture

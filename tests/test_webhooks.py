@@ -32,7 +32,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, publishing, running_relay
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, publishing, running_relay
 from livesafe import cli
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
@@ -49,10 +49,10 @@ FAST_RETRY = {"webhook_backoff_seconds": 0.05, "webhook_max_backoff_seconds": 0.
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip(blocked_cut_360p: Path) -> Path:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
     assert truth["segments"][0]["start_s"] == 2.5 and truth["frames"] == 180, "the waits here follow the clip"
-    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
+    return blocked_cut_360p
 
 
 # ------------------------------------------------------------------ receiver
