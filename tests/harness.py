@@ -20,10 +20,12 @@ import aiohttp
 import av
 import cv2
 import numpy as np
+import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.redact import slate_frame
 from livesafe.guard.stream_guard import GuardSettings
@@ -39,6 +41,9 @@ from livesafe.relay.stream import StreamSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_streams"
+BLOCKLIST = SAMPLES / "blocklist.txt"
+LIST_HEX = [line.split()[1] for line in BLOCKLIST.read_text().splitlines() if line.startswith("pdq ")]
+"""The sample blocklist's PDQ hashes in hex: chelsea, coffee, rocket."""
 # No STUN server, host candidates on loopback only.
 ICE = IceSettings(host_addresses=("127.0.0.1",))
 FAST_END = StreamSettings(ended_grace_seconds=1.0)
@@ -68,7 +73,7 @@ class RunningRelay:
 
 
 def sample_lists(action: str = "slate") -> Callable[[], Matcher]:
-    lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action=action)])
+    lists = LiveMatcher([ListSpec(path=BLOCKLIST, name="samples", category="test", action=action)])
     return lambda: lists.current
 
 
@@ -308,3 +313,30 @@ def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) 
         else:
             result[index] = "other"
     return result
+
+
+# ------------------------------------------------------------------ hashes
+
+
+def hamming_hex(a: str, b: str) -> int:
+    """Bits that differ between two hashes written in hex."""
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+# ------------------------------------------------------------------ config files
+
+
+def config_from(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
+    """``text`` as ``tmp_path/livesafe.toml``, loaded with secrets from ``env`` only, never the real environment."""
+    path = tmp_path / "livesafe.toml"
+    path.write_text(text)
+    return load_config(path, env={} if env is None else env)
+
+
+def config_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    """The message of the ConfigError that loading ``text`` raises, which must name the file first."""
+    with pytest.raises(ConfigError) as info:
+        config_from(tmp_path, text, env)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "livesafe.toml") + ": "), message  # says which file
+    return message

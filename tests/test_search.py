@@ -7,13 +7,13 @@ the list is the sample blocklist.  Nothing is written to disk.
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
 
+from harness import BLOCKLIST
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.redact import Action
@@ -28,8 +28,6 @@ from livesafe.signals import SIGNALS, pdq
 pytest.importorskip("skimage.data")
 from sample_streams.synthetic import benign_images, blocked_images  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-BLOCKLIST = ROOT / "sample_streams" / "blocklist.txt"
 PDQ = SIGNALS["pdq"]
 W, H = 1280, 720
 
