@@ -1,7 +1,8 @@
-"""What the tests share, so that a helper is written (and fixed) once: a relay on a
-loopback port and ways to drive it (WHIP publishing, real offers, HTTP requests read
-whole), small test clips, and reading a viewer's recording back frame by frame against
-the source.  Fixtures built on these are in conftest.py."""
+"""What the tests share, so that a helper is written (and fixed) once: the sample
+blocklist, a relay on a loopback port and ways to drive it (WHIP publishing, real offers,
+HTTP requests read whole), small test clips, reading a viewer's recording back frame by
+frame against the source, hashes, config files, the check that an event carries no
+picture, and headless Chromium.  Fixtures built on these are in conftest.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import fractions
 import json
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +46,7 @@ SAMPLES = ROOT / "sample_streams"
 BLOCKLIST = SAMPLES / "blocklist.txt"
 LIST_HEX = [line.split()[1] for line in BLOCKLIST.read_text().splitlines() if line.startswith("pdq ")]
 """The sample blocklist's PDQ hashes in hex: chelsea, coffee, rocket."""
+
 # No STUN server, host candidates on loopback only.
 ICE = IceSettings(host_addresses=("127.0.0.1",))
 FAST_END = StreamSettings(ended_grace_seconds=1.0)
@@ -340,3 +343,68 @@ def config_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -
     message = str(info.value)
     assert message.startswith(str(tmp_path / "livesafe.toml") + ": "), message  # says which file
     return message
+
+
+# ------------------------------------------------------------------ events
+
+
+def assert_pixel_free(value: Any, where: str, *, max_string: int) -> None:
+    """Nothing image-sized anywhere in an event: short strings, short lists, no bytes."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert_pixel_free(item, f"{where}.{key}", max_string=max_string)
+    elif isinstance(value, list):
+        assert len(value) <= 8, f"{where}: a list of {len(value)} items in an event"
+        for i, item in enumerate(value):
+            assert_pixel_free(item, f"{where}[{i}]", max_string=max_string)
+    elif isinstance(value, str):
+        assert len(value) <= max_string, f"{where}: a string of {len(value)} characters in an event"
+    else:
+        assert value is None or isinstance(value, (int, float, bool)), f"{where}: {type(value).__name__}"
+
+
+# ------------------------------------------------------------------ headless Chromium
+# Debian's Chromium driven by Selenium, for tests of the pages the relay serves.  The test run
+# lives in a loopback-only network namespace (see conftest.py), so Chromium's ICE can only use
+# 127.0.0.1 -- which it gathers only with ``--allow-loopback-in-peer-connection``.  Local
+# addresses are not hidden behind mDNS names (aiortc could not resolve them here).
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def chromium(extra_args: tuple[str, ...] = ()):
+    """A headless Chromium WebDriver (the test is skipped where Chromium is not installed)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # we run as root in CI
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--autoplay-policy=no-user-gesture-required",
+        *extra_args,
+    ):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for_script(driver: Any, script: str, timeout: float, *, context: str, interval: float = 0.2) -> Any:
+    """Poll ``script`` until it returns something truthy (returned); on timeout fail with the page's ``context`` script's value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for: {script} (page: {driver.execute_script(context)})")

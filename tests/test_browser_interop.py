@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from browser import chromium
-from harness import FAST_END, ICE, SAMPLES, running_relay
+from harness import FAST_END, ICE, SAMPLES, chromium, running_relay
 from livesafe.guard.redact import slate_frame
 from livesafe.relay.client import watch
 from livesafe.relay.settings import RelaySettings, StreamAccess

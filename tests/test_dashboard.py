@@ -20,8 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from browser import chromium, wait_for_script
-from harness import FAST_END, ICE, RunningRelay, publishing, running_relay
+from harness import FAST_END, ICE, RunningRelay, chromium, publishing, running_relay, wait_for_script
 from livesafe.guard.events import STREAM_CUT, STREAM_ENDED
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from harness import BLOCKLIST, LIST_HEX, SAMPLES
+from harness import BLOCKLIST, LIST_HEX, SAMPLES, assert_pixel_free
 from livesafe.guard.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, GuardEvent
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ORIENTATIONS, LiveMatcher, Matcher
@@ -30,7 +30,6 @@ from livesafe.guard.search import VIEW_KINDS
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS
-from pixel_free import assert_pixel_free
 
 pytest.importorskip("skimage.data")
 from sample_streams.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402

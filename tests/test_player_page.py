@@ -9,8 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from browser import chromium, wait_for_script
-from harness import ICE, SAMPLES, RunningRelay, running_relay
+from harness import ICE, SAMPLES, RunningRelay, chromium, running_relay, wait_for_script
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
 from livesafe.relay.client import publish

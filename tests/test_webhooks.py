@@ -32,13 +32,12 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, publishing, running_relay
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, assert_pixel_free, publishing, running_relay
 from livesafe import cli
 from livesafe.moderation.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.relay.client import ClientError
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from pixel_free import assert_pixel_free
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks format (base64 key)
 PLAIN_SECRET = "plain-shared-secret-9f3a"  # any other string is the key as is
