@@ -5,7 +5,7 @@ real-looking streams, stays <= 1 ms at 720p30 against a 1M-hash list, and its
 worst (deep) sample fits in the delay buffer's time (10 frames = 333 ms).
 
 Clips: every ``sample_streams/*.mp4`` plus a generated mix of benign 720p30
-streams built from ``livesafe.synthetic`` (a slow pan, a montage of hard cuts,
+streams built from ``sample_streams.synthetic`` (a slow pan, a montage of hard cuts,
 a picture-in-picture over a moving backdrop, a screen share with a face-cam,
 a two-up interview, a webcam with a caption bar).  The generated clips go
 through libx264 in memory and are decoded again, so the guard sees what a
@@ -34,6 +34,7 @@ import cProfile
 import io
 import pstats
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -50,12 +51,14 @@ import numpy as np
 
 import livesafe.guard.search as search_module
 import livesafe.guard.stream_guard as guard_module
-from livesafe import synthetic as syn
 from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # sample_streams.synthetic is in the checkout, not in the installed package
+from sample_streams import synthetic as syn  # noqa: E402
+
 SAMPLES = ROOT / "sample_streams"
 TIME_BASE = Fraction(1, syn.FPS)
 # What sample_streams/generate.py uses: what a streamer's encoder gives the relay.

@@ -1,6 +1,6 @@
 """Our PDQ vs Meta's reference (``pdqhash``): agreement and speed.
 
-Natural photos: the scikit-image samples of ``livesafe.synthetic`` plus random
+Natural photos: the scikit-image samples of ``sample_streams.synthetic`` plus random
 crops at random scales.  Three paths are compared with the reference hash of the RGB image:
 exact float luma at full size (should be 0 bits), the live path (RGB ->
 yuv420p -> Y plane, hashed at half size with ``shrink=2``), and the Y plane at
@@ -12,7 +12,9 @@ full size.  Then timing on a 720p frame.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import av
 import cv2
@@ -24,7 +26,9 @@ from livesafe.guard.search import View, view_luma
 from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
-from livesafe.synthetic import natural_samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # sample_streams.synthetic is in the checkout, not in the installed package
+from sample_streams.synthetic import natural_samples  # noqa: E402
 
 PDQ = SIGNALS["pdq"]
 

@@ -62,7 +62,7 @@ import av
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # run from a checkout without installing
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout (livesafe, sample_streams.synthetic) and this folder (families, image_pool)
 
 import image_pool  # noqa: E402
 from families import FAMILIES, HEIGHT, WIDTH, Stock  # noqa: E402

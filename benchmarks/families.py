@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from livesafe.synthetic import HEIGHT, WIDTH, cover, fit, project_plane, resize
+from sample_streams.synthetic import HEIGHT, WIDTH, cover, fit, project_plane, resize
 
 Frames = Callable[[int], np.ndarray]  # shown frame index -> RGB uint8 (HEIGHT, WIDTH, 3)
 

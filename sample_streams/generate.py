@@ -24,9 +24,9 @@ import av
 import numpy as np
 import pdqhash
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: sample_streams.synthetic, and livesafe uninstalled
 
-from livesafe import synthetic as syn
+from sample_streams import synthetic as syn
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 

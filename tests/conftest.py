@@ -1,5 +1,6 @@
-"""Shared fixtures: natural photos (scikit-image's bundled, permissively licensed samples),
-and a private network for the WebRTC tests.
+"""Shared fixtures: an HTTP client session, the 360p ``blocked_cut`` clip, natural photos
+(scikit-image's bundled, permissively licensed samples), and a private network for the
+WebRTC tests.
 
 The machines we test on have a real network interface, and WebRTC would
 gather candidates on it.  So the whole test run moves into a network
@@ -17,9 +18,14 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
+
+from harness import SAMPLES, downscale_clip
 
 CLONE_NEWNET = 0x40000000
 
@@ -52,9 +58,21 @@ def pytest_report_header() -> str:
     return f"livesafe network: {NETWORK}"
 
 
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def blocked_cut_360p(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``blocked_cut`` at 640x360 (same frames, its blocked segment at 2.5-4.0 s), light to publish; encoded once a run."""
+    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
+
+
 pytest.importorskip("skimage.data")
 
-from livesafe import synthetic  # noqa: E402  (needs scikit-image)
+from sample_streams import synthetic  # noqa: E402  (needs scikit-image)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from browser import chromium
+from harness import FAST_END, ICE, SAMPLES, chromium, running_relay
 from livesafe.guard.redact import slate_frame
 from livesafe.clients import watch
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 
 KEY = "browser-studio-key"
 THUMB = (80, 45)
@@ -66,8 +65,8 @@ window.livesafe.pc.getStats().then((stats) => {
 """
 
 
-async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_the_blocked_segment(tmp_path):
-    clip = downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path / "cut.mp4")
+async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_the_blocked_segment(tmp_path, blocked_cut_360p):
+    clip = blocked_cut_360p
     camera = _y4m(clip, tmp_path / "camera.y4m")
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())["segments"][0]
     with av.open(str(clip)) as container:

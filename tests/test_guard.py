@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
+from harness import BLOCKLIST, LIST_HEX, SAMPLES, assert_pixel_free
 from livesafe.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, GuardEvent
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ORIENTATIONS, LiveMatcher, Matcher
@@ -30,15 +31,10 @@ from livesafe.guard.search import VIEW_KINDS
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS
-from pixel_free import assert_pixel_free
 
 pytest.importorskip("skimage.data")
-from livesafe.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402
+from sample_streams.synthetic import benign_images, blocked_images, letterbox, picture_in_picture  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_streams"
-BLOCKLIST = SAMPLES / "blocklist.txt"
-LIST_HEX = [line.split()[1] for line in BLOCKLIST.read_text().splitlines() if line.startswith("pdq ")]
 CHELSEA_HEX, COFFEE_HEX, ROCKET_HEX = LIST_HEX
 CLIPS = sorted(p.name for p in SAMPLES.glob("*.mp4"))
 PDQ = SIGNALS["pdq"]

@@ -8,7 +8,6 @@ moderation API is not."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,12 +15,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import FAST_END, ICE, running_relay, serving, unused_port
 from livesafe.events import MATCH_STARTED, REPORT_RECEIVED, WEBHOOK_FAILED, Event, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.clients import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, downscale_clip, running_relay
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0xMjM0NTY3OA=="
 
@@ -53,14 +52,8 @@ async def scrape(http: aiohttp.ClientSession, base: str) -> Scrape:
         return Scrape(await response.text())
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def test_counters_follow_a_blocked_stream_and_never_go_down_after_it_ends(tmp_path, http):
-    clip = downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path / "cut_360p.mp4")
+async def test_counters_follow_a_blocked_stream_and_never_go_down_after_it_ends(blocked_cut_360p, http):
+    clip = blocked_cut_360p
     async with running_relay() as r:
         idle = await scrape(http, r.base)
         assert idle.value("livesafe_frames_in_total") == 0 and idle.value("livesafe_guard_frame_seconds_count") == 0
@@ -101,13 +94,6 @@ async def test_counters_follow_a_blocked_stream_and_never_go_down_after_it_ends(
     assert during.value("livesafe_frames_in_total") > 0
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
     """A webhook receiver on loopback answering 204; yields its URL and the bodies it got."""
@@ -119,14 +105,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", bodies
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/hook", bodies
 
 
 async def test_webhook_failures_rise_for_a_dead_endpoint_and_deliveries_for_a_live_one(http, receiver):
@@ -134,7 +114,7 @@ async def test_webhook_failures_rise_for_a_dead_endpoint_and_deliveries_for_a_li
     settings = ModerationSettings(
         database=":memory:",
         webhooks=(
-            WebhookEndpoint(url=f"http://127.0.0.1:{closed_port()}/hook", secret=SECRET, name="dead"),
+            WebhookEndpoint(url=f"http://127.0.0.1:{unused_port()}/hook", secret=SECRET, name="dead"),
             WebhookEndpoint(url=url, secret=SECRET, name="live"),
         ),
         webhook_backoff_seconds=0.05,
@@ -167,7 +147,7 @@ async def test_label_values_from_configuration_are_escaped(http):
     hook = 'hook "one" \\ two'
     settings = ModerationSettings(
         database=":memory:",
-        webhooks=(WebhookEndpoint(url=f"http://127.0.0.1:{closed_port()}/hook", secret=SECRET, name=hook),),
+        webhooks=(WebhookEndpoint(url=f"http://127.0.0.1:{unused_port()}/hook", secret=SECRET, name=hook),),
     )
     async with running_relay(moderation=settings) as r:
         # What the relay hands moderation when a guard matches (the relay's event sink).

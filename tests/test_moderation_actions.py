@@ -22,34 +22,34 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, frames_in, make_offer, publishing, running_relay, sample_lists
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
 from livesafe.moderation.store.records import Allowed
 from livesafe.clients import ClientError, publish, user_agent, watch
-from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay, sample_lists
 
 MOD = Principal("mo", "moderator", "m" * 20)
 LOOP = 180  # frames per pass of the clip (6 s at 30 fps)
 SEGMENT_END = 120  # first frame after the blocked segment (75..119)
 NEXT_SEGMENT = LOOP + 75  # where the next pass's blocked segment starts
+LOOPED = {"loop": True, "duration": 60}  # how every stream here is published: the clip over and over, 60 s at most
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip(blocked_cut_360p: Path) -> Path:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
     segment = truth["segments"][0]
     assert (truth["frames"], segment["start"], segment["end"] + 1) == (LOOP, 75, SEGMENT_END), "the timings here follow the clip"
-    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
+    return blocked_cut_360p
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    # Bounded, so a relay that stops answering fails the test instead of stalling it for minutes.
+    """conftest's ``http``, bounded: a relay that stops answering fails the test instead of stalling it for minutes."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         yield session
 
@@ -115,11 +115,6 @@ class Api:
             return (await response.json())["entries"]
 
 
-def frames_in(relay: Relay, stream: str) -> int:
-    live = relay.streams.get(stream)
-    return live.counters.frames_in if live is not None else 0
-
-
 async def reach(r: RunningRelay, stream: str, frame: int, timeout: float = 20.0) -> None:
     """Wait until the relay has taken in ``frame`` frames of ``stream`` (its place in the clip)."""
     await r.wait_for(lambda relay: frames_in(relay, stream) >= frame, timeout)
@@ -127,27 +122,6 @@ async def reach(r: RunningRelay, stream: str, frame: int, timeout: float = 20.0)
 
 async def wait_state(r: RunningRelay, stream: str, state: str, timeout: float = 5.0) -> None:
     await r.wait_for(lambda relay: r.summary(stream)["state"] == state, timeout)
-
-
-@contextlib.asynccontextmanager
-async def publishing(r: RunningRelay, clip: Path, stream: str, key: str | None = None, *, cut: bool = False) -> AsyncIterator[asyncio.Task]:
-    """Publish ``clip`` on a loop to ``stream`` while the block runs (frames flowing on entry).
-
-    A publisher that failed or was hung up on fails the test, unless ``cut`` (the test
-    awaits the task itself then)."""
-    task = asyncio.ensure_future(publish(clip, r.url("whip", stream), token=key, loop=True, duration=60, ice=ICE))
-    try:
-        await r.wait_for(lambda relay: frames_in(relay, stream) > 0 or task.done(), 15)
-        if task.done():
-            task.result()  # raises the publisher's error
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        elif not cut:
-            task.result()
 
 
 @contextlib.asynccontextmanager
@@ -164,22 +138,10 @@ async def watching(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def viewer_offer() -> str:
-    """A real WHEP offer (loopback candidates only) from a peer connection closed again at once."""
-    apply_ice_settings(ICE)
-    pc = RTCPeerConnection(ICE.rtc_configuration())
-    try:
-        pc.addTransceiver("video", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        return pc.localDescription.sdp
-    finally:
-        await pc.close()
-
-
 async def whep_status(http: aiohttp.ClientSession, r: RunningRelay, stream: str, agent: str) -> tuple[int, str]:
     """POST a WHEP offer as ``agent``; a session it created is hung up again. Returns (status, body)."""
     headers = {"Content-Type": "application/sdp", "User-Agent": agent}
-    async with http.post(r.url("whep", stream), data=await viewer_offer(), headers=headers) as response:
+    async with http.post(r.url("whep", stream), data=await make_offer(direction="recvonly"), headers=headers) as response:
         status, body, location = response.status, await response.text(), response.headers.get("Location")
     if location:
         async with http.delete(f"{r.base}{location}") as response:
@@ -206,7 +168,7 @@ def check_audit(entries: list[dict], expected: list[tuple[str, str, str | None, 
 async def test_resume_lifts_a_held_redaction_at_once_and_confirm_changes_nothing(clip, http):
     """A 30 s hold would keep the stream redacted well into the next pass; resume, once the
     content is gone, lifts it before that pass begins.  Confirm only records."""
-    async with running_relay(guard=GuardSettings(hold_seconds=30.0), moderation=moderation()) as r, publishing(r, clip, "s1"):
+    async with running_relay(guard=GuardSettings(hold_seconds=30.0), moderation=moderation()) as r, publishing(r, clip, "s1", **LOOPED):
         api = Api(http, r.base)
         assert (await api.post("/api/streams/s1/preview", {}))[0] == 404, "previews are off by default"
         started = await api.wait_event("s1", "match.started")
@@ -240,7 +202,7 @@ async def test_resume_lifts_a_held_redaction_at_once_and_confirm_changes_nothing
 
 
 async def test_keep_holds_the_redaction_past_the_hold_until_resumed(clip, http):
-    async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation()) as r, publishing(r, clip, "s1"):
+    async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation()) as r, publishing(r, clip, "s1", **LOOPED):
         api = Api(http, r.base)
         started = await api.wait_event("s1", "match.started")
         status, kept = await api.act("s1", "keep", "hold for review")
@@ -278,7 +240,7 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
     database = str(tmp_path / "moderation.db")
     async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation(database)) as r:
         api = Api(http, r.base)
-        async with publishing(r, clip, "s1"):
+        async with publishing(r, clip, "s1", **LOOPED):
             first = await api.wait_event("s1", "match.started")
             status, marked = await api.act("s1", "false_positive", "a cat, not the listed image")
             assert status == 200, marked
@@ -288,7 +250,7 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
             await wait_state(r, "s1", "live")
             allowed_from = frames_in(r.relay, "s1")
 
-            async with publishing(r, clip, "s2"):
+            async with publishing(r, clip, "s2", **LOOPED):
                 other = await api.wait_event("s2", "match.started")
                 assert other["matched_hash"] == first["matched_hash"], "s1's allow list entry is its own"
                 status, marked = await api.act("s2", "false_positive", "same cat", scope="global")
@@ -308,7 +270,7 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
 
     async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation(database)) as r:
         api = Api(http, r.base)
-        async with publishing(r, clip, "s3"):
+        async with publishing(r, clip, "s3", **LOOPED):
             await reach(r, "s3", SEGMENT_END + 20)
             assert not await api.events("s3", "match.started") and r.summary("s3")["frames_redacted"] == 0
 
@@ -325,7 +287,7 @@ async def test_terminate_cuts_the_stream_and_revokes_its_key_across_restarts(cli
     settings = moderation(database, preview=True)
     async with running_relay(KEYED, moderation=settings) as r:
         api = Api(http, r.base)
-        async with publishing(r, clip, "s1", KEY, cut=True) as publisher, watching(r, "s1") as (viewer,):
+        async with publishing(r, clip, "s1", KEY, **LOOPED, tolerate=(ClientError,)) as publisher, watching(r, "s1") as (viewer,):
             await r.wait_for(lambda relay: r.summary("s1")["viewers"] == 1)
             started = await api.wait_event("s1", "match.started")
             assert (await api.act("s1", "confirm", "listed image"))[0] == 200
@@ -347,7 +309,7 @@ async def test_terminate_cuts_the_stream_and_revokes_its_key_across_restarts(cli
 
         with pytest.raises(ClientError, match="403.*revoked"):
             await publish(clip, r.url("whip", "s1"), token=KEY, duration=1, ice=ICE)
-        async with publishing(r, clip, "s2", OTHER_KEY):
+        async with publishing(r, clip, "s2", OTHER_KEY, **LOOPED):
             assert r.summary("s2")["state"] == "live", "another stream's key still publishes"
 
         check_audit(
@@ -374,7 +336,7 @@ async def test_reports_are_pseudonymous_rate_limited_and_enough_viewers_redact(c
     async with running_relay(matcher=no_lists(), moderation=moderation()) as r:
         api = Api(http, r.base)
         assert (await api.report("s1"))[0] == 404, "no such stream is live"
-        async with publishing(r, clip, "s1"):
+        async with publishing(r, clip, "s1", **LOOPED):
             async with watching(r, "s1", needed):
                 await r.wait_for(lambda relay: len(whep_sessions(relay, "s1")) == needed)
                 sessions = whep_sessions(r.relay, "s1")
@@ -408,7 +370,7 @@ async def test_reports_are_pseudonymous_rate_limited_and_enough_viewers_redact(c
 
 async def test_a_session_id_that_is_no_viewer_counts_as_the_address(clip, http):
     """Made-up session ids cannot multiply one client: they all share the address's limit."""
-    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1"):
+    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1", **LOOPED):
         api = Api(http, r.base)
         assert (await api.report("s1", "made-up-1"))[0] == 202
         assert (await api.report("s1"))[0] == 202
@@ -418,7 +380,7 @@ async def test_a_session_id_that_is_no_viewer_counts_as_the_address(clip, http):
 
 async def test_an_offered_but_unconnected_viewer_session_counts_as_the_address(clip, http):
     """Offers are cheap to make: only a connected viewer is a reporter of its own."""
-    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1"):
+    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1", **LOOPED):
         api = Api(http, r.base)
         pc = RTCPeerConnection()
         pc.addTransceiver("video", direction="recvonly")
@@ -446,7 +408,7 @@ async def test_child_profile_slates_pages_high_and_refuses_recorders(clip, http)
     """The list says blur: the adult stream blurs, the child's stream is cut to the slate."""
     async with running_relay(PROFILED, matcher=sample_lists("blur"), moderation=moderation()) as r:
         api = Api(http, r.base)
-        async with publishing(r, clip, "kid", CHILD_KEY), publishing(r, clip, "adult", KEY):
+        async with publishing(r, clip, "kid", CHILD_KEY, **LOOPED), publishing(r, clip, "adult", KEY, **LOOPED):
             assert r.summary("kid")["profile"] == "child" and r.summary("adult")["profile"] == "default"
             for agent in ("Lavf/60.3.100", "livesafe-watch/0.1 (recording)", user_agent(recording=True)):
                 status, text = await whep_status(http, r, "kid", agent)

@@ -21,13 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from harness import FAST_END, ICE, Reply, RunningRelay, running_relay, sample_lists, send, serving
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation import settings as settings_module
 from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, RunningRelay, running_relay, sample_lists
 
 FEED = "/api/events/stream"
 OLGA = Principal("olga", "observer", "o" * 20)
@@ -38,34 +38,11 @@ WITH_TOKENS = ModerationSettings(database=":memory:", tokens=(OLGA, MO))
 JSON = "application/json"
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-class Reply:
-    def __init__(self, status: int, text: str, headers: Any) -> None:
-        self.status, self.text, self.headers = status, text, headers
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-    def __repr__(self) -> str:
-        return f"<{self.status} {self.text[:300]!r}>"
-
-
 async def call(http: aiohttp.ClientSession, method: str, url: str, body: Any = None, *, token: str | None = None,
                raw: str | bytes | None = None, content_type: str = JSON, headers: dict | None = None) -> Reply:  # fmt: skip
     """One request; ``body`` is sent as JSON, ``raw`` as is (both with ``content_type``)."""
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
     data = json.dumps(body) if body is not None else raw
-    if data is not None:
-        sent["Content-Type"] = content_type
-    async with http.request(method, url, data=data, headers=sent) as response:
-        return Reply(response.status, await response.text(errors="replace"), response.headers)
+    return await send(http, method, url, data, token=token, content_type=content_type, headers=headers)
 
 
 class Sse:
@@ -253,18 +230,6 @@ async def test_websocket_resumes_with_since_without_loss_or_repeats(http: aiohtt
 
 
 # ------------------------------------------------------- a slow reader, shutdown
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def small_receive_buffer(addr_info: tuple) -> socket.socket:

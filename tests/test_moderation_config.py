@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from livesafe.config import ConfigError, load_config
+from harness import config_error, config_from
 from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings
 
@@ -19,22 +19,8 @@ BOB = "bob-token-abcdefghijkl"
 HOOK_SECRET = "hook-secret-31b8e7"
 
 
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
-    path = tmp_path / "livesafe.toml"
-    path.write_text(text)
-    return load_config(path, env=env or {})
-
-
-def config_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, env)
-    message = str(info.value)
-    assert message.startswith(str(tmp_path / "livesafe.toml") + ": "), message  # says which file
-    return message
-
-
 def test_no_moderation_section_gives_the_defaults(tmp_path: Path) -> None:
-    moderation = load(tmp_path, "").moderation
+    moderation = config_from(tmp_path, "").moderation
     defaults = ModerationSettings()
     assert moderation.tokens == () and moderation.webhooks == ()
     assert moderation.retention_days == defaults.retention_days and moderation.preview is False
@@ -55,7 +41,7 @@ webhook_max_backoff_seconds = 60
 webhook_give_up_hours = 1
 preview = true
 """
-    moderation = load(tmp_path, text).moderation
+    moderation = config_from(tmp_path, text).moderation
     assert moderation.database == str(tmp_path / "data" / "events.db")
     assert (moderation.retention_days, moderation.audit_retention_days) == (7, 400.5)
     assert (moderation.reports_per_client, moderation.report_client_window_seconds) == (2, 30)
@@ -66,7 +52,7 @@ preview = true
 
 @pytest.mark.parametrize("database", [":memory:", "/var/lib/livesafe/events.db"])
 def test_memory_and_absolute_databases_are_kept_as_given(tmp_path: Path, database: str) -> None:
-    assert load(tmp_path, f'[moderation]\ndatabase = "{database}"\n').moderation.database == database
+    assert config_from(tmp_path, f'[moderation]\ndatabase = "{database}"\n').moderation.database == database
 
 
 def test_tokens_from_the_file_and_from_the_environment(tmp_path: Path) -> None:
@@ -79,7 +65,7 @@ role = "moderator"
 token = "{BOB}"
 role = "observer"
 """
-    moderation = load(tmp_path, text, env={"ALICE_TOKEN": ALICE}).moderation
+    moderation = config_from(tmp_path, text, env={"ALICE_TOKEN": ALICE}).moderation
     assert sorted((p.name, p.role) for p in moderation.tokens) == [("alice", "moderator"), ("bob", "observer")]
     assert moderation.principal(ALICE).name == "alice" and moderation.principal(BOB).name == "bob"
     assert moderation.principal("ALICE_TOKEN") is None  # the variable's name is not the token
@@ -99,7 +85,7 @@ url = "http://127.0.0.1:9000/in"
 secret = "whsec_c2VjcmV0"
 name = "local"
 """
-    first, second = load(tmp_path, text, env={"HOOK_SECRET": HOOK_SECRET}).moderation.webhooks
+    first, second = config_from(tmp_path, text, env={"HOOK_SECRET": HOOK_SECRET}).moderation.webhooks
     assert (first.categories, first.types, first.min_severity) == (("csam", "ncii"), ("match.started",), "warning")
     assert first.signing_key == HOOK_SECRET.encode() and first.name == "hooks.example.com/livesafe"
     assert first.display_url == "https://hooks.example.com/livesafe"  # no credentials, no query
@@ -127,7 +113,7 @@ profile = "strict"
 [streams.other]
 key = "other-key-0123"
 """
-    relay = load(tmp_path, text).relay
+    relay = config_from(tmp_path, text).relay
     child, strict = relay.profiles["child"], relay.profiles["strict"]
     assert child.reports_to_redact == 1
     assert (child.min_action, child.match_severity, child.refuse_recording, child.report_action) == (
@@ -149,7 +135,7 @@ role = "moderator"
 url = "https://user:url-password@hooks.example.com/in?sig=url-query-secret"
 secret = "{HOOK_SECRET}"
 """
-    config = load(tmp_path, text)
+    config = config_from(tmp_path, text)
     shown = repr(config) + repr(config.moderation) + str(config.moderation.tokens) + str(config.moderation.webhooks)
     for secret in (ALICE, HOOK_SECRET, "url-password", "url-query-secret"):
         assert secret not in shown

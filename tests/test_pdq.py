@@ -6,12 +6,13 @@ import av
 import numpy as np
 import pytest
 
+from harness import hamming_hex
 from livesafe.guard.frames import luma_view
 from livesafe.guard.search import View, view_luma
 from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals import pdq
-from livesafe.synthetic import natural_samples
+from sample_streams.synthetic import natural_samples
 
 pdqhash = pytest.importorskip("pdqhash")
 PDQ = SIGNALS["pdq"]
@@ -24,10 +25,6 @@ def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
 
     vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb))
     return to_hex(vectors[0]), quality, [to_hex(v) for v in vectors]
-
-
-def hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 def test_float_luma_matches_reference_exactly(photos):
@@ -48,7 +45,7 @@ def test_live_path_stays_close_to_reference():
         y, scale = luma_view(frame)
         luma, shrink = view_luma(Planes(y, scale), View("frame", box=(0, 0, y.shape[1], y.shape[0])))
         got = PDQ.hash_luma(luma, scale, shrink=shrink)
-        distances.append(hamming(PDQ.format_hex(got.variants[0]), ref_hex))
+        distances.append(hamming_hex(PDQ.format_hex(got.variants[0]), ref_hex))
         quality_gaps.append(abs(got.quality - ref_quality))
     distances = np.array(distances)
     assert len(distances) >= 100
@@ -84,7 +81,7 @@ def test_imagehash_signals_match_imagehash_library(photos):
         for signal_name, function in functions.items():
             ours = SIGNALS[signal_name].format_hex(SIGNALS[signal_name].hash_luma(grey).variants[0])
             theirs = str(function(Image.fromarray(photos[name])))
-            assert hamming(ours, theirs) <= 3, (name, signal_name, ours, theirs)
+            assert hamming_hex(ours, theirs) <= 3, (name, signal_name, ours, theirs)
 
 
 def test_hex_with_inner_spaces_is_rejected():

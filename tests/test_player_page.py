@@ -9,11 +9,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from browser import chromium, wait_for_script
+from harness import ICE, SAMPLES, RunningRelay, chromium, running_relay, wait_for_script
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
 from livesafe.clients import publish
-from relay_harness import ICE, SAMPLES, RunningRelay, running_relay
 
 
 def _wait(driver, script: str, timeout: float = 20.0):

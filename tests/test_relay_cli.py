@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,15 +15,9 @@ import urllib.request
 import av
 import pytest
 
-from relay_harness import ROOT, SAMPLES
+from harness import ROOT, SAMPLES, unused_port
 
 LIVESAFE = [sys.executable, "-m", "livesafe.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -60,7 +53,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
-    port = _free_port()
+    port = unused_port()
     server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"),
                     "--ice-host", "127.0.0.1", "--stream-key", "studio=s3cret-key")  # fmt: skip
     try:
@@ -83,7 +76,7 @@ def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
 
 
 def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port(tmp_path):
-    port = _free_port()
+    port = unused_port()
     server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"))
     try:
         assert "DEV MODE" in _wait_for_line(server, "DEV MODE")
@@ -115,7 +108,7 @@ def test_serve_refuses_an_unusable_event_store_with_a_clear_error(tmp_path):
 
 def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path):
     """README's main command: the relay with the embedded config, a sample published on a loop."""
-    port = _free_port()
+    port = unused_port()
     database = tmp_path / "demo.db"  # README's demo writes livesafe.db where it runs; the test keeps the repo clean
     demo = _start("demo", "--port", str(port), "--db", str(database))
     try:
@@ -141,7 +134,7 @@ def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path)
 
 @pytest.mark.skipif(os.environ.get("LIVESAFE_TEST_NETNS") == "0", reason="needs the private network namespace")
 def test_watch_reports_an_unknown_stream_clearly(tmp_path):
-    port = _free_port()
+    port = unused_port()
     server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--ice-host", "127.0.0.1",
                     "--db", str(tmp_path / "ev.db"))  # fmt: skip
     try:

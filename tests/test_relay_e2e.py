@@ -12,18 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import ICE, SAMPLES, classify, read_recording, running_relay, source_luma
 from livesafe.clients import publish, watch
-from relay_harness import ICE, SAMPLES, classify, downscale_clip, read_recording, running_relay, source_luma
 
 FPS = 30
 HOLD_FRAMES = 15  # hold_seconds=0.5 in the harness
 
 
 @pytest.fixture(scope="module")
-def cut_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def cut_clip(blocked_cut_360p: Path) -> tuple[Path, dict]:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
-    clip = downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
-    return clip, truth
+    return blocked_cut_360p, truth
 
 
 @pytest.mark.parametrize("codec", ["vp8", "h264"])

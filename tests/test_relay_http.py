@@ -11,17 +11,14 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
-from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from harness import FAST_END, ICE, SAMPLES, Reply, make_offer, publishing, running_relay, send
 from livesafe.clients import ClientError, publish, watch
-from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import FAST_END, ICE, SAMPLES, running_relay
 
 SDP = "application/sdp"
 CLIP = SAMPLES / "benign_mix.mp4"
@@ -43,65 +40,15 @@ KEYED = RelaySettings(
 # ------------------------------------------------------------------ helpers
 
 
-async def make_offer(video: bool = True, audio: bool = False, direction: str = "sendonly") -> str:
-    """A real offer (loopback candidates only) from a peer connection that is closed again."""
-    apply_ice_settings(ICE)
-    pc = RTCPeerConnection(ICE.rtc_configuration())
-    try:
-        if video:
-            pc.addTransceiver(VideoStreamTrack() if direction == "sendonly" else "video", direction=direction)
-        if audio:
-            pc.addTransceiver(AudioStreamTrack() if direction == "sendonly" else "audio", direction=direction)
-        await pc.setLocalDescription(await pc.createOffer())
-        return pc.localDescription.sdp
-    finally:
-        await pc.close()
-
-
 @pytest.fixture
 async def offer() -> str:
     return await make_offer()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-class Reply:
-    def __init__(self, status: int, text: str, headers) -> None:
-        self.status, self.text, self.headers = status, text, headers
-
-    def __repr__(self) -> str:
-        return f"<{self.status} {self.text[:200]!r}>"
-
-
-async def request(http, method: str, url: str, data=None, *, token: str | None = None,
+async def request(http: aiohttp.ClientSession, method: str, url: str, data: Any = None, *, token: str | None = None,
                   content_type: str | None = SDP, headers: dict | None = None) -> Reply:  # fmt: skip
-    sent = dict(headers or {})
-    if content_type is not None and data is not None:
-        sent["Content-Type"] = content_type
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    async with http.request(method, url, data=data, headers=sent) as response:
-        return Reply(response.status, await response.text(errors="replace"), response.headers)
-
-
-@contextlib.asynccontextmanager
-async def publishing(url: str, token: str | None = None) -> AsyncIterator[asyncio.Future]:
-    """Publish the sample clip (8 s) while the block runs; leaving it hangs up (DELETE).
-
-    Stopping when the test is done, rather than after a fixed time, keeps the tests
-    short on an idle machine and still passing on a loaded one."""
-    task = asyncio.ensure_future(publish(CLIP, url, token=token, duration=8, ice=ICE))
-    try:
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # a ClientError from the publisher is the test's failure
+    """``send``, the body labelled SDP unless told otherwise: what WHIP and WHEP take."""
+    return await send(http, method, url, data, token=token, content_type=content_type, headers=headers)
 
 
 async def frames_watched(url: str, token: str | None = None, want: int = 3, timeout: float = 8.0) -> int:
@@ -550,7 +497,7 @@ async def test_a_barrage_of_bad_requests_leaves_nothing_behind_and_real_streams_
         assert health.status == 200 and '"status": "ok"' in health.text
         assert_no_leftovers(r)
 
-        async with publishing(whip):
+        async with publishing(r, CLIP, "s", duration=8):
             await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
             assert await frames_watched(r.url("whep", "s")) >= 3
             assert r.relay.streams["s"].counters.frames_in > 0
@@ -611,7 +558,7 @@ async def test_api_streams_health_and_pages_follow_a_stream_from_live_to_ended(h
         index = await request(http, "GET", f"{r.base}/")
         assert index.status == 200 and "none yet" in index.text
 
-        async with publishing(r.url("whip", "cam-1")):
+        async with publishing(r, CLIP, "cam-1", duration=8):
             await r.wait_for(lambda relay: "cam-1" in relay.streams and relay.streams["cam-1"].counters.frames_in > 5)
             response = await http.get(f"{r.base}/api/streams")
             assert response.status == 200 and response.content_type == "application/json"
@@ -673,7 +620,7 @@ async def test_stream_keys_never_reach_the_logs(http, offer, caplog):
         assert (await request(http, "POST", r.url("whip", "studio"), offer, token=OTHER_KEY)).status == 403
         assert (await request(http, "POST", r.url("whip", "show"), offer)).status == 401
 
-        async with publishing(r.url("whip", "show"), token=SHOW_KEY):
+        async with publishing(r, CLIP, "show", SHOW_KEY, duration=8):
             await r.wait_for(lambda relay: "show" in relay.streams and relay.streams["show"].counters.frames_in > 0)
             assert (await request(http, "POST", r.url("whep", "show"), offer, token="bad-view")).status == 403
             assert await frames_watched(r.url("whep", "show"), token=SHOW_VIEW, want=1) >= 1

@@ -14,11 +14,7 @@ import pytest
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from livesafe.clients import ClientError, publish, watch
-from livesafe.relay.fanout import PacketTrack
-from livesafe.relay.settings import RelaySettings, StreamAccess
-from livesafe.relay.stream import StreamSettings
-from relay_harness import (
+from harness import (
     ICE,
     SAMPLES,
     classify,
@@ -30,6 +26,10 @@ from relay_harness import (
     source_luma,
     two_size_clip,
 )
+from livesafe.clients import ClientError, publish, watch
+from livesafe.relay.fanout import PacketTrack
+from livesafe.relay.settings import RelaySettings, StreamAccess
+from livesafe.relay.stream import StreamSettings
 
 
 @pytest.fixture(scope="module")

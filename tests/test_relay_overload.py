@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from harness import FAST_END, ICE, SAMPLES, running_relay
 from livesafe.clients import ClientError, publish
 from livesafe.relay.overload import LoadShedder, OverloadSettings
 from livesafe.relay.settings import RelaySettings
-from relay_harness import FAST_END, ICE, SAMPLES, running_relay
 
 
 @dataclass

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import re
 import socket
-from pathlib import Path
 
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcicetransport import RTCIceGatherer
 
-from livesafe.config import ConfigError, load_config
+from harness import ICE, config_error, config_from
 from livesafe.relay.ice import IceServer, IceSettings, _aioice_host_addresses, apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from relay_harness import ICE
 
 # ------------------------------------------------------------------ helpers
 
@@ -46,20 +44,6 @@ def _candidates(sdp: str) -> list[tuple[str, int, str]]:
             parts = line.split()
             found.append((parts[4], int(parts[5]), parts[parts.index("typ") + 1]))
     return found
-
-
-def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
-    path = tmp_path / "livesafe.toml"
-    path.write_text(text)
-    return load_config(path, env={} if env is None else env)
-
-
-def _config_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text, env)
-    message = str(info.value)
-    assert message.startswith(str(tmp_path / "livesafe.toml") + ": "), message
-    return message
 
 
 # ---------------------------------------------------------------- ICE servers
@@ -378,7 +362,7 @@ viewer_token_env = "LOBBY_VIEW"
 
 
 def test_config_server_ice_stream_and_streams(tmp_path):
-    relay = _load(tmp_path, FULL, env={"STUDIO_KEY": "from-env", "LOBBY_VIEW": "lobby-view-env"}).relay
+    relay = config_from(tmp_path, FULL, env={"STUDIO_KEY": "from-env", "LOBBY_VIEW": "lobby-view-env"}).relay
     assert (relay.host, relay.port, relay.cors_origin, relay.max_body_bytes) == ("0.0.0.0", 9000, "https://example.com", 32768)
     assert relay.viewer_token == "global-view"
     assert relay.ice == IceSettings(
@@ -396,15 +380,15 @@ def test_config_server_ice_stream_and_streams(tmp_path):
 
 
 def test_config_defaults(tmp_path):
-    relay = _load(tmp_path, "").relay
+    relay = config_from(tmp_path, "").relay
     assert relay == RelaySettings() and relay.dev_mode and relay.ice.rtc_configuration().iceServers == []
 
 
 def test_config_key_env_reads_the_passed_env_not_os_environ(tmp_path, monkeypatch):
     monkeypatch.setenv("LIVESAFE_TEST_KEY", "from-os")
     text = '[streams.s]\nkey_env = "LIVESAFE_TEST_KEY"\n'
-    assert _load(tmp_path, text, env={"LIVESAFE_TEST_KEY": "from-dict"}).relay.streams["s"].key == "from-dict"
-    message = _config_error(tmp_path, text, env={})
+    assert config_from(tmp_path, text, env={"LIVESAFE_TEST_KEY": "from-dict"}).relay.streams["s"].key == "from-dict"
+    message = config_error(tmp_path, text, env={})
     assert "streams.s.key_env" in message and "LIVESAFE_TEST_KEY" in message
 
 
@@ -465,17 +449,17 @@ def test_config_key_env_reads_the_passed_env_not_os_environ(tmp_path, monkeypatc
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, env, expected):
-    message = _config_error(tmp_path, text, env)
+    message = config_error(tmp_path, text, env)
     assert re.search(expected, message), message
 
 
 def test_config_errors_do_not_echo_secrets(tmp_path):
-    message = _config_error(tmp_path, "[streams.s]\nkey = 'sekrit-key'\nkey_env = 'K'\n", {"K": "sekrit-env"})
+    message = config_error(tmp_path, "[streams.s]\nkey = 'sekrit-key'\nkey_env = 'K'\n", {"K": "sekrit-env"})
     assert "sekrit" not in message
-    message = _config_error(tmp_path, "[streams.s]\nkey = 'sekrit-key'\nbogus = 1\n")
+    message = config_error(tmp_path, "[streams.s]\nkey = 'sekrit-key'\nbogus = 1\n")
     assert "sekrit" not in message
 
 
 def test_misplaced_streams_table_under_server_is_an_error_not_dev_mode(tmp_path):
-    message = _config_error(tmp_path, "[server.streams.studio]\nkey = 'studio-key'\n")
+    message = config_error(tmp_path, "[server.streams.studio]\nkey = 'studio-key'\n")
     assert "server" in message and "streams" in message

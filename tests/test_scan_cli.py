@@ -17,16 +17,13 @@ import cv2
 import numpy as np
 import pytest
 
+from harness import BLOCKLIST, LIST_HEX, SAMPLES, hamming_hex
 from livesafe import cli
 from livesafe.guard.frames import luma_view
 from livesafe.signals import SIGNALS
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_streams"
-BLOCKLIST = SAMPLES / "blocklist.txt"
 BLOCKED_CUT = SAMPLES / "blocked_cut.mp4"
 BENIGN = SAMPLES / "benign_mix.mp4"
-LIST_HEX = [line.split()[1] for line in BLOCKLIST.read_text().splitlines() if line.startswith("pdq ")]
 CHELSEA_HEX = LIST_HEX[0]
 TRUTH = json.loads(BLOCKED_CUT.with_suffix(".truth.json").read_text())
 SEGMENT = TRUTH["segments"][0]  # frames 75..119
@@ -51,10 +48,6 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert lines[0].startswith("livesafe: error: "), err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-def hamming_hex(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 def min_distance_to(y: np.ndarray, scale: float, target_hex: str) -> tuple[int, int]:

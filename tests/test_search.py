@@ -1,19 +1,19 @@
 """The hypothesis search: batched view hashing, refinement, reach-back, and frames of any shape.
 
-Blocked stand-ins are the benign scikit-image photos of ``livesafe.synthetic``;
+Blocked stand-ins are the benign scikit-image photos of ``sample_streams.synthetic``;
 the list is the sample blocklist.  Nothing is written to disk.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
 
+from harness import BLOCKLIST
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.policy import Action
@@ -26,10 +26,8 @@ from livesafe.lists import ListSpec
 from livesafe.signals import SIGNALS, pdq
 
 pytest.importorskip("skimage.data")
-from livesafe.synthetic import benign_images, blocked_images  # noqa: E402
+from sample_streams.synthetic import benign_images, blocked_images  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-BLOCKLIST = ROOT / "sample_streams" / "blocklist.txt"
 PDQ = SIGNALS["pdq"]
 W, H = 1280, 720
 

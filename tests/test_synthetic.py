@@ -6,7 +6,7 @@ import numpy as np
 import pdqhash
 import pytest
 
-from livesafe import synthetic as syn
+from sample_streams import synthetic as syn
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 

@@ -32,13 +32,12 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, assert_pixel_free, publishing, running_relay
 from livesafe import cli
 from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.clients import ClientError, publish
+from livesafe.clients import ClientError
 from livesafe.relay.settings import RelaySettings, StreamAccess
-from pixel_free import assert_pixel_free
-from relay_harness import FAST_END, ICE, SAMPLES, RunningRelay, downscale_clip, running_relay
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks format (base64 key)
 PLAIN_SECRET = "plain-shared-secret-9f3a"  # any other string is the key as is
@@ -49,16 +48,10 @@ FAST_RETRY = {"webhook_backoff_seconds": 0.05, "webhook_max_backoff_seconds": 0.
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip(blocked_cut_360p: Path) -> Path:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
     assert truth["segments"][0]["start_s"] == 2.5 and truth["frames"] == 180, "the waits here follow the clip"
-    return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return blocked_cut_360p
 
 
 # ------------------------------------------------------------------ receiver
@@ -190,22 +183,6 @@ def outbox(path: Path) -> list[tuple[str, str, str, int]]:
         ).fetchall()
 
 
-@contextlib.asynccontextmanager
-async def publishing(r: RunningRelay, clip: Path, stream: str, key: str | None = None, **options: Any) -> AsyncIterator[asyncio.Task]:
-    """Publish ``clip`` while the block runs (frames flowing on entry); leaving hangs up."""
-    task = asyncio.ensure_future(publish(clip, r.url("whip", stream), token=key, ice=ICE, **options))
-    try:
-        await r.wait_for(lambda relay: stream in relay.streams and relay.streams[stream].counters.frames_in > 0 or task.done(), 15)
-        if task.done():
-            task.result()  # the publisher's error
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ClientError):
-            await task
-
-
 # ------------------------------------------------------ 1. a real stream, signed
 
 
@@ -214,7 +191,7 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
     async with receiver() as hook:
         mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"))
         async with running_relay(moderation=mod) as r:
-            async with publishing(r, clip, "s1") as publisher:  # one pass of the clip (6 s), then it hangs up
+            async with publishing(r, clip, "s1", tolerate=(ClientError,)) as publisher:  # one pass of the clip (6 s), then it hangs up
                 await asyncio.wait_for(publisher, 20)
             await until(lambda: "stream.ended" in [h.json()["type"] for h in hook.hits], "stream.ended delivered", 10)
             await until(lambda: r.moderation.store.outbox.pending() == 0, "outbox drained")
@@ -346,7 +323,7 @@ async def test_filters_by_category_and_severity_on_a_child_profile_stream(http, 
         )
         mod = ModerationSettings(database=str(tmp_path / "ev.db"), webhooks=hooks, tokens=(MOD,))
         async with running_relay(PROFILED, moderation=mod) as r:
-            async with publishing(r, clip, "kid", KID_KEY):  # one pass: one match episode
+            async with publishing(r, clip, "kid", KID_KEY, tolerate=(ClientError,)):  # one pass: one match episode
                 await until(lambda: "match.cleared" in [h.json()["type"] for h in hook.on("/test")], "match.cleared on /test", 20)
                 r.moderation.record(Event("guard.error", "kid", "warning", {"error": "a warning, for the severity filter"}))
                 async with http.post(f"{r.base}/api/streams/kid/actions", json={"action": "confirm", "reason": "seen it"},

@@ -10,6 +10,11 @@ that must never match.
 Everything is deterministic given a seed, so tests, benchmarks and
 ``sample_streams/generate.py`` reproduce the same pixels.  Frames are
 ``(720, 1280, 3)`` uint8 RGB.
+
+It lives beside the clips it made rather than in the ``livesafe`` package: the
+proxy never uses it and it needs scikit-image, a test dependency.  Import it as
+``sample_streams.synthetic`` with the checkout root on ``sys.path`` (pytest's
+``pythonpath``; the scripts insert it themselves).
 """
 
 from __future__ import annotations
