@@ -52,7 +52,10 @@ class FileSource:
         self._loop_file = loop
         self._has_audio = bool(self._container.streams.audio)
         self._event_loop = asyncio.get_running_loop()
-        self._queues: dict[str, asyncio.Queue[Media | None]] = {"video": asyncio.Queue(queue_frames), "audio": asyncio.Queue(queue_frames * 3)}
+        self._queues: dict[str, asyncio.Queue[Media | None]] = {
+            "video": asyncio.Queue(queue_frames),
+            "audio": asyncio.Queue(queue_frames * 3),
+        }
         self._stop = threading.Event()
         self._start: float | None = None
         self.video = _SourceTrack("video", self)

@@ -36,8 +36,8 @@ plane, with PDQ's quality floor (>= 50) applied to the view that matched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
