@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -366,7 +366,7 @@ def _run_scan(args: argparse.Namespace) -> int:
     return EXIT_MATCHED if result.matched else EXIT_CLEAN
 
 
-def _open_for_write(path: Path):
+def _open_for_write(path: Path) -> TextIO:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("w", encoding="utf-8")

@@ -64,6 +64,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ class Config:
         return replace(self, lists=self.lists + tuple(extra))
 
 
-def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     """``env`` (default ``os.environ``) supplies secrets named by ``*_env`` keys."""
     if path is None:
         return Config()
@@ -112,7 +113,7 @@ def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
+def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
     _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks"}, "")
     guard_data = dict(_table(data, "guard", ""))
     if "regions" in guard_data:
@@ -142,7 +143,7 @@ def _parse(data: dict[str, Any], base: Path, env: dict[str, str]) -> Config:
                   moderation=moderation)  # fmt: skip
 
 
-def _moderation(data: dict[str, Any], base: Path, env: dict[str, str]) -> ModerationSettings:
+def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> ModerationSettings:
     section = dict(_table(data, "moderation", ""))
     tokens = []
     for name, entry in _table(section, "tokens", "moderation").items():
@@ -174,7 +175,7 @@ def _moderation(data: dict[str, Any], base: Path, env: dict[str, str]) -> Modera
         raise ConfigError(f"moderation: {exc}") from None
 
 
-def _webhook(entry: Any, where: str, env: dict[str, str]) -> WebhookEndpoint:
+def _webhook(entry: Any, where: str, env: Mapping[str, str]) -> WebhookEndpoint:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a table with url and secret/secret_env")
     entry = dict(entry)
@@ -208,7 +209,7 @@ def _profiles(data: dict[str, Any]) -> dict[str, PolicyProfile]:
     return profiles
 
 
-def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
+def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
     server = dict(_table(data, "server", ""))
     ice = _ice(_table(server, "ice", "server"))
     stream = _build(StreamSettings, _table(server, "stream", "server"), "server.stream")
@@ -242,7 +243,7 @@ def _relay(data: dict[str, Any], env: dict[str, str]) -> RelaySettings:
         raise ConfigError(f"streams: {exc}") from None
 
 
-def _secret(entry: dict[str, Any], key: str, where: str, env: dict[str, str]) -> str | None:
+def _secret(entry: dict[str, Any], key: str, where: str, env: Mapping[str, str]) -> str | None:
     """``key = "..."`` or ``key_env = "VAR"`` (popped from ``entry``); an empty secret is an error."""
     value, var = entry.pop(key, None), entry.pop(f"{key}_env", None)
     if value is not None and var is not None:

@@ -122,6 +122,12 @@ class Event:
     def category(self) -> str | None:
         return self.data.get("category")
 
+    @property
+    def stored_seq(self) -> int:
+        """``seq`` of an event read back from the store or the feed, which always has one."""
+        assert self.seq is not None, f"event {self.id} was never stored"
+        return self.seq
+
     def to_dict(self) -> dict[str, Any]:
         """The one public shape: the fact's own fields, flat, beside the record's."""
         return {

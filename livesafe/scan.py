@@ -110,11 +110,13 @@ def scan_file(
                     continue  # a corrupt packet mid-file: skip it, scan the rest, report it
                 for frame in frames:
                     if packet.stream is vin:
+                        assert isinstance(frame, av.VideoFrame)  # a video stream's packets decode to video
                         out = guard.push(frame)
                         _emit_video(out, writer, timeline, result, frame_duration)
                         if progress is not None and total:
                             progress.write(f"\rscanning {Path(input_path).name}: {100 * guard.stats.frames_in // total:3d}%")
                     elif writer is not None:
+                        assert isinstance(frame, av.AudioFrame)  # the only other stream demuxed is ain
                         writer.queue_audio(frame)
                 if writer is not None:
                     writer.write_audio(timeline, final=False)
@@ -187,10 +189,11 @@ class _Writer:
         self.video.width = vin.codec_context.width
         self.video.height = vin.codec_context.height
         self.video.pix_fmt = "yuv420p"
+        assert vin.time_base is not None  # a demuxed stream always has one
         self.video.time_base = vin.time_base
         self.video.codec_context.time_base = vin.time_base
         self.video.options = {"crf": "20", "preset": "veryfast"}
-        self.audio = None
+        self.audio: av.AudioStream | None = None
         self._pending: deque[av.AudioFrame] = deque()
         if ain is not None:
             self.audio = self.container.add_stream("aac", rate=ain.codec_context.sample_rate)
@@ -211,10 +214,11 @@ class _Writer:
         """Write audio whose muting is decided (video output has passed it)."""
         while self._pending:
             frame = self._pending[0]
-            start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            start = _start(frame)
             if not final and start + frame.samples / frame.sample_rate > timeline.decided_until:
                 break
             self._pending.popleft()
+            assert self.audio is not None  # queue_audio queues frames only for an audio output
             for resampled in self._resampler.resample(frame):
                 self.container.mux(self.audio.encode(_muted(resampled, timeline)))
         if final and self.audio is not None:
@@ -225,8 +229,16 @@ class _Writer:
         self.container.close()
 
 
+def _start(frame: av.AudioFrame) -> float:
+    """Seconds at the frame's first sample; 0 for a frame without a pts."""
+    if frame.pts is None:
+        return 0.0
+    assert frame.time_base is not None  # a decoded or resampled frame with a pts has its time base
+    return float(frame.pts * frame.time_base)
+
+
 def _muted(frame: av.AudioFrame, timeline: _SlateTimeline) -> av.AudioFrame:
-    start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+    start = _start(frame)
     mask = timeline.mask(start, frame.samples, frame.sample_rate)
     if not mask.any():
         return frame

@@ -46,7 +46,12 @@ async def publish(
         resource = await negotiate(pc, url, token)
         await connected(pc, connect_timeout)
         ended = asyncio.get_running_loop().create_future()
-        source.video.on("ended", lambda: ended.done() or ended.set_result(None))
+
+        def _ended() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        source.video.on("ended", _ended)
 
         @pc.on("connectionstatechange")
         def _changed() -> None:

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -17,6 +18,9 @@ from livesafe.clients.signalling import ClientError
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK
 
 log = logging.getLogger(__name__)
+
+# What the reader thread hands the tracks: decoded frames, or (passing through) Annex B video packets.
+Media: TypeAlias = "av.VideoFrame | av.AudioFrame | av.Packet[av.VideoStream]"
 
 
 class FileSource:
@@ -48,7 +52,10 @@ class FileSource:
         self._loop_file = loop
         self._has_audio = bool(self._container.streams.audio)
         self._event_loop = asyncio.get_running_loop()
-        self._queues: dict[str, asyncio.Queue] = {"video": asyncio.Queue(queue_frames), "audio": asyncio.Queue(queue_frames * 3)}
+        self._queues: dict[str, asyncio.Queue[Media | None]] = {
+            "video": asyncio.Queue(queue_frames),
+            "audio": asyncio.Queue(queue_frames * 3),
+        }
         self._stop = threading.Event()
         self._start: float | None = None
         self.video = _SourceTrack("video", self)
@@ -72,6 +79,7 @@ class FileSource:
                     if isinstance(item, (av.VideoFrame, av.Packet)):
                         if item.pts is None:
                             continue
+                        assert item.time_base is not None  # a decoded frame (or packet) with a pts has one
                         ticks = int(item.pts * item.time_base / VIDEO_CLOCK)
                         first_pts = ticks if first_pts is None else first_pts
                         item.pts = last_video = video_offset + ticks - first_pts
@@ -93,10 +101,12 @@ class FileSource:
             self._put("video", None)
             self._put("audio", None)
 
-    def _items(self, streams: list[av.stream.Stream]) -> Iterator[av.VideoFrame | av.AudioFrame | av.Packet]:
+    def _items(self, streams: Sequence[av.VideoStream | av.AudioStream]) -> Iterator[Media]:
         """Decoded frames; or, passing through, Annex B video packets and decoded audio frames."""
         if not self._passthrough:
-            yield from self._container.decode(*streams)
+            for frame in self._container.decode(*streams):
+                assert isinstance(frame, (av.VideoFrame, av.AudioFrame))  # only video and audio are decoded
+                yield frame
             return
         annexb = BitStreamFilterContext("h264_mp4toannexb", streams[0])
         for packet in self._container.demux(*streams):
@@ -106,9 +116,11 @@ class FileSource:
                     out.time_base = time_base
                     yield out
             elif packet.size:
-                yield from packet.decode()
+                for audio in packet.decode():
+                    assert isinstance(audio, av.AudioFrame)  # the one other stream is audio
+                    yield audio
 
-    def _put(self, kind: str, item: av.Frame | av.Packet | None) -> None:
+    def _put(self, kind: str, item: Media | None) -> None:
         if (kind == "audio" and not self._has_audio) or self._stop.is_set():
             return
         future = asyncio.run_coroutine_threadsafe(self._queues[kind].put(item), self._event_loop)
@@ -120,14 +132,14 @@ class FileSource:
                 continue
         future.cancel()
 
-    async def next(self, kind: str) -> av.Frame | av.Packet:
+    async def next(self, kind: str) -> Media:
         frame = await self._queues[kind].get()
         if frame is None:
             raise MediaStreamError
         now = time.monotonic()
         if self._start is None:
-            self._start = now - float(frame.pts * frame.time_base)
-        wait = self._start + float(frame.pts * frame.time_base) - now
+            self._start = now - _media_time(frame)
+        wait = self._start + _media_time(frame) - now
         if wait > 0:
             await asyncio.sleep(wait)
         if kind == "video":
@@ -140,13 +152,19 @@ class FileSource:
         self._container.close()
 
 
+def _media_time(item: Media) -> float:
+    """Seconds at a queued item: the reader thread stamps each with a pts and a time base."""
+    assert item.pts is not None and item.time_base is not None
+    return float(item.pts * item.time_base)
+
+
 class _SourceTrack(MediaStreamTrack):
     def __init__(self, kind: str, source: FileSource) -> None:
         super().__init__()
         self.kind = kind
         self._source = source
 
-    async def recv(self) -> av.Frame | av.Packet:
+    async def recv(self) -> Media:
         if self.readyState != "live":
             raise MediaStreamError
         try:
@@ -173,9 +191,11 @@ def webrtc_h264_copy(source: Path, target: Path) -> Path:
             for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
                 if packet.stream is vin:
                     for frame in packet.decode():
+                        assert isinstance(frame, av.VideoFrame)  # vin's packets decode to video
                         frame.pict_type = av.video.frame.PictureType.NONE
                         out.mux(vout.encode(frame))
                 elif packet.size and packet.dts is not None:
+                    assert aout is not None  # a packet not of vin is of ain, so aout exists
                     packet.stream = aout
                     out.mux(packet)
             out.mux(vout.encode())

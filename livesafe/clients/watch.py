@@ -115,8 +115,9 @@ async def watch(
         last: float | None = None
         while True:
             frame = await track.recv()
+            assert isinstance(frame, av.VideoFrame)  # a received video track yields decoded frames
             now = time.monotonic()
-            t = float(frame.pts * frame.time_base)
+            t = _seconds(frame)
             if not clock:
                 clock.update(pts=t, arrival=now)
                 result.first_frame_after = now - started
@@ -136,10 +137,11 @@ async def watch(
         first: tuple[float, float] | None = None
         while True:
             frame = await track.recv()
+            assert isinstance(frame, av.AudioFrame)  # a received audio track yields decoded frames
             result.audio_frames += 1
             if recorder is None or not clock:
                 continue
-            t = float(frame.pts * frame.time_base)
+            t = _seconds(frame)
             if first is None:  # separate RTP clocks: place audio by arrival against video
                 first = (t, time.monotonic() - clock["arrival"])
             recorder.audio(frame, round((t - first[0] + first[1]) * 1000))
@@ -153,10 +155,11 @@ async def watch(
         video_consumers = [c for c, t in zip(consumers, tracks) if t.kind == "video"]
         done, _ = await asyncio.wait(video_consumers or consumers, timeout=duration)
         for task in done:
-            if isinstance(task.exception(), MediaStreamError):
+            error = task.exception()
+            if isinstance(error, MediaStreamError):
                 result.ended_by_server = True
-            elif task.exception() is not None:
-                raise task.exception()
+            elif error is not None:
+                raise error
         for task in consumers:
             task.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
@@ -167,3 +170,9 @@ async def watch(
         if recorder is not None:
             recorder.close()
     return result
+
+
+def _seconds(frame: av.VideoFrame | av.AudioFrame) -> float:
+    """A received frame's media time: aiortc stamps each with a pts and its RTP clock's time base."""
+    assert frame.pts is not None and frame.time_base is not None
+    return float(frame.pts * frame.time_base)

@@ -21,7 +21,8 @@ def luma_view(frame: av.VideoFrame) -> tuple[np.ndarray, float]:
     name = frame.format.name
     if name in _PLANAR_YUV:
         plane = frame.planes[0]
-        y = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        # memoryview: the same zero-copy view; numpy's stubs take only concrete buffer types before 3.12.
+        y = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
         full = name in _FULL_RANGE_FORMATS or frame.color_range == 2  # AVCOL_RANGE_JPEG
         return y, 1.0 if full else LIMITED_RANGE_SCALE
     return frame.to_ndarray(format="gray"), 1.0

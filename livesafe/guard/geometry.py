@@ -345,7 +345,8 @@ def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | 
 
 def _pairs(position: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (first, second) of lines where the second lies at least ``gap`` beyond the first."""
-    return np.nonzero(position[None, :] - position[:, None] >= gap)
+    first, second = np.nonzero(position[None, :] - position[:, None] >= gap)
+    return first, second
 
 
 def screen_picture(half: np.ndarray, quad: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ def axis_edges(small: np.ndarray, vertical: bool) -> np.ndarray:
     border over texture into short pieces; this does not.)
     """
     luma = (small.T if vertical else small).astype(np.int16)
-    step = np.zeros_like(luma)
+    step: np.ndarray = np.zeros_like(luma)
     step[1:] = np.abs(luma[1:] - luma[:-1])
     step = cv2.blur(step, (3, 1), borderType=cv2.BORDER_REPLICATE) if luma.shape[1] >= 3 else step
     peak = cv2.dilate(step, np.ones((5, 1), np.uint8))

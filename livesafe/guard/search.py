@@ -36,6 +36,7 @@ plane, with PDQ's quality floor (>= 50) applied to the view that matched.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -95,6 +96,15 @@ class SearchSettings:
             raise ValueError("refinements must be >= 0")
 
 
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def _box(values: Iterable[float]) -> Box:
+    """Four coordinates as a ``Box`` (floats)."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 @dataclass(frozen=True, slots=True)
 class View:
     """A hypothesis about where a picture is, in frame pixel edges (pixel k spans [k, k + 1)).
@@ -107,9 +117,9 @@ class View:
     """
 
     kind: str
-    box: tuple[float, float, float, float] | None = None
+    box: Box | None = None
     quad: tuple[tuple[float, float], ...] | None = None
-    fill: tuple[float, float, float, float] | None = None
+    fill: Box | None = None
     dihedral: bool = False
     inverted: bool = False
 
@@ -118,18 +128,29 @@ class View:
         if self.box is not None:
             x0, y0, x1, y1 = self.box
         else:
-            xs, ys = zip(*self.quad)  # type: ignore[misc]
-            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+            quad = self.require_quad()
+            x0, y0 = min(x for x, _ in quad), min(y for _, y in quad)
+            x1, y1 = max(x for x, _ in quad), max(y for _, y in quad)
         x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
         x1, y1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
         return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+    def require_box(self) -> Box:
+        """The box of a box view (the caller knows it is one)."""
+        assert self.box is not None, f"{self.kind} view has no box"
+        return self.box
+
+    def require_quad(self) -> tuple[tuple[float, float], ...]:
+        """The corners of a quad view: exactly one of box and quad is set."""
+        assert self.quad is not None, f"{self.kind} view has neither box nor quad"
+        return self.quad
 
     def parameters(self) -> np.ndarray:
         return np.asarray(self.box if self.box is not None else self.quad, np.float64).reshape(-1)
 
     def with_parameters(self, values: np.ndarray) -> "View":
         if self.box is not None:
-            return replace(self, box=tuple(float(v) for v in values))
+            return replace(self, box=_box(values))
         return replace(self, quad=tuple((float(x), float(y)) for x, y in values.reshape(4, 2)))
 
     def size(self) -> tuple[float, float]:
@@ -170,7 +191,7 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
         for margin in _margins(small[y0:y1, x0:x1]) if rank < 6 else ():
             mx, my, mw, mh = margin
             inner = ((x0 + mx) * q, (y0 + my) * q, (x0 + mx + mw) * q, (y0 + my + mh) * q)
-            views.append(View("box", box=tuple(float(v) for v in inner), dihedral=rank < 4))
+            views.append(View("box", box=_box(inner), dihedral=rank < 4))
     if settings.windows:
         rows, cols = small.shape
         for fx, fy, fw, fh in _WINDOWS:
@@ -183,9 +204,9 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
     if settings.rectify:
         views += _rectified(planes)
     if settings.masks:
-        px0, py0, px1, py1 = (int(v) // q for v in picture.box)  # type: ignore[union-attr]
+        px0, py0, px1, py1 = (int(v) // q for v in picture.require_box())
         for band in edge_bands(lines, (px0, py0, px1, py1)):
-            views.append(View("masked", box=picture.box, fill=tuple(float(v * q) for v in band)))
+            views.append(View("masked", box=picture.box, fill=_box(v * q for v in band)))
         # A box inside the picture covering a part of it (a face-cam, a sticker panel): painted over.
         area = (px1 - px0) * (py1 - py0)
         for (x0, y0, x1, y1), _ in outlined[: settings.boxes // 2]:
@@ -196,7 +217,7 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
 
 
 def _uncropped(picture: View, extents: tuple[tuple[float, ...], ...]) -> list[View]:
-    x0, y0, x1, y1 = picture.box  # type: ignore[misc]
+    x0, y0, x1, y1 = picture.require_box()
     w, h = x1 - x0, y1 - y0
     return [View("uncropped", box=(x0 - l * w, y0 - t * h, x1 + r * w, y1 + b * h)) for l, t, r, b in extents]
 
@@ -303,8 +324,9 @@ def _filled(image: np.ndarray, view: View) -> np.ndarray:
     inpainted from its surroundings.  At 64x64 both cost microseconds, and PDQ
     sees nothing finer anyway.
     """
-    bx0, by0, bx1, by1 = view.box  # type: ignore[misc]
-    fx0, fy0, fx1, fy1 = view.fill  # type: ignore[misc]
+    bx0, by0, bx1, by1 = view.require_box()
+    assert view.fill is not None, "only a masked view is filled"
+    fx0, fy0, fx1, fy1 = view.fill
     sx, sy = 64 / max(1e-6, bx1 - bx0), 64 / max(1e-6, by1 - by0)
     x0, x1 = int(np.floor((fx0 - bx0) * sx)), int(np.ceil((fx1 - bx0) * sx))
     y0, y1 = int(np.floor((fy0 - by0) * sy)), int(np.ceil((fy1 - by0) * sy))
@@ -383,7 +405,7 @@ class Search:
     def __init__(self, settings: SearchSettings) -> None:
         self.settings = settings
 
-    def run(self, planes: Planes, matcher: "Matcher", *, deep: bool, extra: list[View] = ()) -> list["Match"]:
+    def run(self, planes: Planes, matcher: "Matcher", *, deep: bool, extra: Sequence[View] = ()) -> list["Match"]:
         """The best match per list among all views (and ``extra`` ones, e.g. the last matched view)."""
         views = [*extra, *propose(planes, self.settings, deep=deep)]
         best: dict[int, "Match"] = {}
@@ -564,7 +586,7 @@ class Search:
 
 
 def _as_quad(view: View) -> View:
-    x0, y0, x1, y1 = view.box  # type: ignore[misc]
+    x0, y0, x1, y1 = view.require_box()
     return replace(view, box=None, quad=((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
 
 

@@ -181,7 +181,8 @@ class HammingIndex:
                 dist += np.bitwise_count(words[:, w] ^ block[:, w, None])
             qi, rows = np.nonzero(dist <= radius)
             found.append((qi + lo, rows, dist[qi, rows]))
-        return tuple(np.concatenate([f[i] for f in found]).astype(np.int64) for i in range(3))  # type: ignore[return-value]
+        queries, hit_rows, distances = (np.concatenate([f[i] for f in found]).astype(np.int64) for i in range(3))
+        return queries, hit_rows, distances
 
     # -- multi-index hashing -----------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from livesafe.lists.loader import ListSource
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
@@ -75,7 +75,7 @@ class ListWatcher:
     against the old lists until the new ones are swapped in whole.
     """
 
-    def __init__(self, lists: LiveLists, interval: float) -> None:
+    def __init__(self, lists: LiveLists[Any], interval: float) -> None:
         if interval <= 0:
             raise ValueError("reload interval must be positive")
         self._lists = lists

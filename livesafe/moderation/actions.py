@@ -60,6 +60,7 @@ class ActionRequest:
             problems.append("scope: applies to false_positive only")
         if problems:
             raise ActionError("; ".join(problems))
+        assert isinstance(action, str) and isinstance(reason, str)  # in ACTIONS; checked by _reason_problems
         return cls(action=action, reason=reason.strip(), event_id=event_id, scope=scope)
 
 

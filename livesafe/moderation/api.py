@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -31,7 +32,7 @@ from livesafe.relay.registry import RELAY, Relay
 log = logging.getLogger(__name__)
 
 MODERATION: web.AppKey[Moderation] = web.AppKey("moderation")
-_FEEDS: web.AppKey[set[asyncio.Task]] = web.AppKey("feeds")
+_FEEDS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("feeds")
 DEV_PRINCIPAL = Principal("anonymous (dev mode)", "moderator", token="-" * 16)
 MAX_FEEDS = 64
 MAX_PAGE = 1000
@@ -56,14 +57,15 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
     app.router.add_post("/api/streams/{stream}/preview", api_preview)
     app.router.add_get("/dashboard", page("dashboard.html", per_stream=False))
 
-    async def _run(app: web.Application):
+    async def _run(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(moderation.run())
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     async def _close_feeds(app: web.Application) -> None:
-        for feed in list(app[_FEEDS]):
+        feeds = app[_FEEDS]  # not inside list(): mypy would solve the key's type against Iterable
+        for feed in list(feeds):
             feed.cancel()
 
     async def _close_store(app: web.Application) -> None:
@@ -118,7 +120,7 @@ async def api_events(request: web.Request) -> web.Response:
         newest = history.read_before(
             history.last_seq() + 1, stream_id=stream, types=types, since_time=since_time, limit=last
         )
-        events = [e for e in newest if e.seq > after]
+        events = [e for e in newest if e.stored_seq > after]
     else:
         events = history.read(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
     return web.json_response({"events": [e.to_dict() for e in events], "last_id": events[-1].id if events else None})
@@ -212,6 +214,7 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
     if len(feeds) >= MAX_FEEDS:
         raise web.HTTPServiceUnavailable(text=f"at most {MAX_FEEDS} live feeds at once\n", headers={"Retry-After": "5"})
     task = asyncio.current_task()
+    assert task is not None  # aiohttp runs each handler in a task
     feeds.add(task)
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -251,7 +254,7 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
                 await response.write(b": keepalive\n\n")
                 continue
             await response.write("".join(f"id: {i.event.id}\nevent: {i.event.type}\ndata: {i.json}\n\n" for i in items).encode())
-            after = items[-1].event.seq
+            after = items[-1].event.stored_seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     return response
@@ -271,7 +274,7 @@ async def _websocket_feed(request: web.Request, moderation: Moderation, after: i
         while not ws.closed and not reader.done():
             for item in await _events_after(moderation, after, lambda: ws.closed or reader.done()):
                 await ws.send_str(item.json)
-                after = item.event.seq
+                after = item.event.stored_seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -331,9 +334,15 @@ async def api_report(request: web.Request) -> web.Response:
         problems.append("session: expected the viewer's WHEP session id")
     if problems:
         raise web.HTTPBadRequest(text="; ".join(problems) + "\n")
+    assert isinstance(reason, str)  # checked above
     session = relay.sessions.get(session_id) if session_id else None
-    viewer = session is not None and session.kind == "whep" and session.stream_id == stream_id
-    if session_id and not (viewer and session.pc.connectionState == "connected"):
+    viewing = (
+        session is not None
+        and session.kind == "whep"
+        and session.stream_id == stream_id
+        and session.pc.connectionState == "connected"
+    )
+    if session_id and not viewing:
         session_id = None  # not a connected viewer of this stream (offers alone are cheap): counted by address
     client = ReportDesk.client_key(session_id, request.remote)
     try:

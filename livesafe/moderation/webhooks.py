@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 import aiohttp
 import yarl
@@ -206,7 +206,7 @@ class WebhookDispatcher:
         log.info("webhook %s: retrying now (%d deliveries pending)", self._endpoints[name].display_url, pending)
         return pending
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[dict[str, Any]]:
         """Per endpoint: where it goes, what it takes, how delivery stands (for the API and dashboard)."""
         counts = self._outbox.counts()
         out = []

@@ -8,6 +8,7 @@ shedder; on shutdown every session and stream).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -37,7 +38,7 @@ def create_app(relay: Relay) -> web.Application:
     app.router.add_get("/web/dashboard.css", asset("dashboard.css", "text/css"))
     app.router.add_get("/", index_page)
 
-    async def _shed_load(app: web.Application):
+    async def _shed_load(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(relay.shedder.run(lambda: relay.streams.values(), relay.cut))
         yield
         task.cancel()

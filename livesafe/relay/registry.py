@@ -41,7 +41,7 @@ class Session:
     stream_id: str
     pc: RTCPeerConnection
     token: str | None = field(repr=False)
-    deadline: asyncio.Task | None = None  # closes the session if it never connects
+    deadline: asyncio.Task[None] | None = None  # closes the session if it never connects
 
 
 @dataclass
@@ -116,12 +116,16 @@ class Relay:
                 raise web.HTTPServiceUnavailable(text=f"at most {self.settings.max_streams} streams at once\n")
             loop = asyncio.get_running_loop()
             allow = self._allow
+
+            def on_guard_event(event: GuardEvent) -> None:
+                # The guard runs on the stream's worker thread; events go back to the loop.
+                loop.call_soon_threadsafe(self._on_event, event)
+
             guard = StreamGuard(
                 self._matcher,
                 self._guard_settings,
                 stream_id=stream_id,
-                # The guard runs on the stream's worker thread; events go back to the loop.
-                on_event=lambda event: loop.call_soon_threadsafe(self._on_event, event),
+                on_event=on_guard_event,
                 floor=self.profile(stream_id).floor,
                 allow=(lambda match: allow(stream_id, match)) if allow is not None else None,
             )

@@ -53,6 +53,7 @@ def offer_problem(sdp: str, *, sends: bool) -> str | None:
     if not media:
         return "no audio or video media section"
     for m in media:
+        assert m.ice is not None  # SessionDescription.parse gives every media section its ICE parameters
         if not m.ice.usernameFragment or not m.ice.password:
             return f"{m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)"
         if not m.dtls or not m.dtls.fingerprints:
