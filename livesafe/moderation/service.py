@@ -204,6 +204,7 @@ class Moderation:
         elif request.action == "keep" and not control.keep(stream_id):  # the hold expired just now
             raise ActionError(f"stream {stream_id!r} is not redacted now", 409)
         elif request.action == "false_positive":
+            assert episode is not None  # refused above otherwise
             details = self._mark_false_positive(principal, stream_id, request, episode)
             if live and control.is_redacting(stream_id):
                 control.resume(stream_id, principal.name)

@@ -107,8 +107,9 @@ class SqliteEventLog:
         ).rowcount
 
     @staticmethod
-    def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple]:
-        where, args = [], []
+    def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple[Any, ...]]:
+        where: list[str] = []
+        args: list[Any] = []
         if stream_id is not None:
             where.append("stream_id = ?")
             args.append(stream_id)
@@ -120,7 +121,7 @@ class SqliteEventLog:
             args.append(since_time)
         return "".join(f" AND {w}" for w in where), tuple(args)
 
-    def _select(self, clause: str, args: tuple, limit: int) -> list[Event]:
+    def _select(self, clause: str, args: tuple[Any, ...], limit: int) -> list[Event]:
         rows = self._db.connection.execute(
             f"SELECT seq, id, type, stream_id, at, severity, body FROM events {clause} LIMIT ?", (*args, limit)
         ).fetchall()
