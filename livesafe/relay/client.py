@@ -27,7 +27,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK
-from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.compat import accept_rsa_peers
 from livesafe.relay.ice import IceSettings, apply_ice_settings
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.redact import Action
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.moderation.policy import PolicyProfile
-from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.compat import accept_rsa_peers, route_keyframe_requests
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
@@ -488,7 +488,7 @@ async def whep_post(request: web.Request) -> web.Response:
     video_sender = next(t.sender for t in session.pc.getTransceivers() if t.sender.track is video)
     # aiortc forwards packets as they are, ignoring keyframe requests (PLI/FIR);
     # route them to the stream's one encoder instead.
-    video_sender._send_keyframe = lambda: stream.request_keyframe(codec)  # type: ignore[method-assign]
+    route_keyframe_requests(video_sender, lambda: stream.request_keyframe(codec))
     stream.add_viewer(
         Viewer(
             id=session.id,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from livesafe.guard.events import GUARD_ERROR, GuardEvent
 from livesafe.guard.redact import Action, slate_frame
 from livesafe.guard.stream_guard import StreamGuard
+from livesafe.relay import compat
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK, AudioEncoder, Timeline, VideoEncoder
 from livesafe.relay.fanout import PacketTrack
 
@@ -298,23 +298,12 @@ class LiveStream:
 
         Returns whether it shed anything (frames decoded next lack their references).
         """
-        backlog = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
-        if backlog is None or backlog.qsize() <= self.settings.decoder_backlog_frames:
+        if receiver is None or compat.decoder_backlog(receiver) <= self.settings.decoder_backlog_frames:
             return False
-        shed = 0
-        try:
-            while True:
-                item = backlog.get_nowait()
-                if item is None:  # aiortc's stop sentinel must stay
-                    backlog.put(None)
-                    break
-                shed += 1
-        except queue.Empty:
-            pass
+        shed = compat.drain_decoder_queue(receiver)
         self.counters.frames_dropped += shed
         log.warning("stream %s: decoder %d frames behind; shed them and requested a keyframe", self.id, shed)
-        for source in receiver.getSynchronizationSources():
-            self._spawn(receiver._send_rtcp_pli(source.source))
+        self._spawn(compat.send_pli(receiver))
         return True
 
     # --------------------------------------------------------------- viewers
