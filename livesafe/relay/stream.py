@@ -12,8 +12,10 @@ Threads and queues, and why:
   loop stays free).  Every frame a viewer can get has left the guard's delay
   buffer: there is no path from the publisher to a viewer around it.
 - A watchdog fails closed: if the worker spends longer than
-  ``stall_seconds`` on one frame, or dies, viewers get the slate (encoded
-  apart from the worker) and audio is muted until guarded frames flow again.
+  ``stall_seconds`` on one frame, or dies, viewers get the slate and audio is
+  muted until guarded frames flow again.  Slate frames take the same path as
+  guarded ones (``Encoders``, then ``_deliver``) but with encoders of their
+  own, in a thread of their own: the worker may be stuck inside its encoder.
 - Audio waits beside the video and is released with the video frame that
   arrived at the same moment, muted if that frame was slated.
 """
@@ -36,7 +38,9 @@ from livesafe.guard.events import GUARD_ERROR, GuardEvent
 from livesafe.guard.redact import Action, slate_frame
 from livesafe.guard.stream_guard import StreamGuard
 from livesafe.relay import compat
-from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK, AudioEncoder, Timeline, VideoEncoder
+from livesafe.relay.encoder import (
+    AUDIO_CLOCK, VIDEO_CLOCK, AudioEncoder, Encoded, Encoders, KeyframeRequests, Timeline,
+)  # fmt: skip
 from livesafe.relay.fanout import PacketTrack
 
 log = logging.getLogger(__name__)
@@ -134,10 +138,9 @@ class LiveStream:
         self._stopping = False
         self._busy_since: float | None = None
         self._arrivals: deque[float] = deque()  # wall time each frame in the guard arrived (worker only)
-        self._encoders: dict[str, VideoEncoder] = {}
+        self._encoders = Encoders(settings.video_bitrate)
         self._codecs: frozenset[str] = frozenset()  # codecs viewers are using now
-        self._keyframe_wanted: set[str] = set()
-        self._last_keyframe: dict[str, float] = {}
+        self._keyframes = KeyframeRequests(settings.keyframe_interval)
         # A jump of up to 10 s is frames lost (e.g. dropped during a stall); beyond that, a new clock.
         self._video_clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=900_000)
         self._audio_clock = Timeline(AUDIO_CLOCK, nominal_step=960, max_step=480_000)
@@ -145,7 +148,7 @@ class LiveStream:
         self._audio_encoder: AudioEncoder | None = None
         self._slate = _Slate.OFF
         self._gated: set[str] = set()  # codecs whose viewers wait for a keyframe after a slate
-        self._slate_encoders: dict[str, VideoEncoder] = {}
+        self._slate_encoders = Encoders(settings.video_bitrate)
         self._slate_busy = False
         self._last_slate = 0.0
         self._pumps: set[asyncio.Task] = set()
@@ -331,8 +334,7 @@ class LiveStream:
             self._codecs = frozenset(v.codec for v in self.viewers.values() if v.codec is not None)
 
     def request_keyframe(self, codec: str) -> None:
-        with self._cond:
-            self._keyframe_wanted.add(codec)
+        self._keyframes.request(codec)
 
     # ---------------------------------------------------------------- worker
 
@@ -373,57 +375,48 @@ class LiveStream:
         """Has the oldest frame in the guard's delay buffer waited longer than ``limit``?"""
         return bool(self._arrivals) and time.monotonic() - self._arrivals[0] > limit
 
-    def _encode(self, frame: av.VideoFrame, action: Action, arrived: float) -> tuple[float, Action, dict[str, list[av.Packet]]]:
+    def _encode(self, frame: av.VideoFrame, action: Action, arrived: float) -> Encoded:
         pts = self._video_clock.next(frame.pts, frame.time_base)
         with self._cond:
             codecs = self._codecs
-            now = time.monotonic()
-            forced = {
-                c for c in self._keyframe_wanted if now - self._last_keyframe.get(c, 0.0) >= self.settings.keyframe_interval
-            }
-            self._keyframe_wanted -= forced
-            for c in forced:
-                self._last_keyframe[c] = now
-        for codec in set(self._encoders) - codecs:
-            del self._encoders[codec]  # nobody watches in this codec any more
-        packets = {}
-        for codec in codecs:
-            encoder = self._encoders.get(codec)
-            if encoder is None:
-                encoder = self._encoders[codec] = VideoEncoder(codec, self.settings.video_bitrate)
-            packets[codec] = encoder.encode(frame, pts, codec in forced)
-        return arrived, action, packets
+        return Encoded(arrived, action, self._encoders.encode(frame, pts, codecs, self._keyframes.due()))
 
-    def _deliver(self, out: list[tuple[float, Action, dict[str, list[av.Packet]]]], flushed: bool = False) -> None:
-        """On the loop: hand guarded packets to the viewers (and the audio that goes with them).
+    def _deliver(self, out: list[Encoded], flushed: bool = False) -> None:
+        """On the loop: hand guarded or slate frames to the viewers (and the audio that goes with them).
 
         ``flushed``: these were the last frames of a publisher that left; unless
         another has taken over meanwhile, the slate follows them.
         """
         now = time.monotonic()
-        for arrived, action, packets in out:
-            self.counters.frames_out += 1
-            self.latency.append(now - arrived)
-            self._release_audio(arrived, mute=action is Action.SLATE or self._slate is not _Slate.OFF)
-            if self._slate is _Slate.STALLED:
-                self._end_slate()
-            if self._slate is not _Slate.OFF:
-                continue  # ended or failed: the slate owns the viewers
-            for codec, codec_packets in packets.items():
-                for packet in codec_packets:
-                    if codec in self._gated:
-                        if not packet.is_keyframe:
-                            self.request_keyframe(codec)
-                            continue
-                        self._gated.discard(codec)
-                    self._fan_out(codec, packet)
+        for frame in out:
+            if frame.slate:
+                if self._slate is _Slate.OFF:
+                    continue  # guarded frames took over while it was being encoded
+                self.counters.slate_frames += len(frame.packets)
+            else:
+                self.counters.frames_out += 1
+                self.latency.append(now - frame.arrived)
+                mute = frame.action is Action.SLATE or self._slate is not _Slate.OFF
+                self._release_audio(frame.arrived, mute=mute)
+                if self._slate is _Slate.STALLED:
+                    self._end_slate()
+                if self._slate is not _Slate.OFF:
+                    continue  # ended or failed: the slate owns the viewers
+            self._fan_out(frame)
         if flushed and self.publisher is None and self._slate in (_Slate.OFF, _Slate.STALLED):
             self._begin_slate(_Slate.ENDED)
 
-    def _fan_out(self, codec: str, packet: av.Packet) -> None:
-        for viewer in self.viewers.values():
-            if viewer.codec == codec and viewer.video is not None:
-                viewer.video.offer(packet)
+    def _fan_out(self, frame: Encoded) -> None:
+        for codec, packets in frame.packets.items():
+            for packet in packets:
+                if codec in self._gated:
+                    if not packet.is_keyframe:
+                        self.request_keyframe(codec)
+                        continue
+                    self._gated.discard(codec)
+                for viewer in self.viewers.values():
+                    if viewer.codec == codec and viewer.video is not None:
+                        viewer.video.offer(packet)
 
     def _release_audio(self, until: float, *, mute: bool) -> None:
         while self._audio and self._audio[0][1] <= until:
@@ -471,10 +464,8 @@ class LiveStream:
     def _end_slate(self) -> None:
         self._slate = _Slate.OFF
         # Guarded packets resume mid-GOP; viewers' decoders need a keyframe first.
-        with self._cond:
-            self._gated = set(self._codecs)
-            self._keyframe_wanted |= self._codecs
-            self._last_keyframe.clear()
+        self._gated = set(self._codecs)
+        self._keyframes.resync(self._codecs)
 
     def _worker_failed(self, error: str) -> None:
         self._emit_error(f"worker failed: {error}")
@@ -494,19 +485,15 @@ class LiveStream:
         )
 
     async def _send_slate(self) -> None:
-        """One slate keyframe per codec in use, encoded off the loop and off the (maybe stuck) worker."""
         self._slate_busy = True
         try:
-            width, height = self.size or (1280, 720)
-            pts = self._video_clock.skip(1 / self.settings.slate_fps)
-            frame = slate_frame(width, height)
-            for codec in sorted(self._codecs):
-                encoder = self._slate_encoders.get(codec)
-                if encoder is None:
-                    encoder = self._slate_encoders[codec] = VideoEncoder(codec, self.settings.video_bitrate)
-                packets = await asyncio.to_thread(encoder.encode, frame, pts, True)
-                self.counters.slate_frames += 1
-                for packet in packets:
-                    self._fan_out(codec, packet)
+            self._deliver([await asyncio.to_thread(self._encode_slate, self._codecs)])
         finally:
             self._slate_busy = False
+
+    def _encode_slate(self, codecs: frozenset[str]) -> Encoded:
+        """One slate keyframe per codec in use, off the loop and off the (maybe stuck) worker."""
+        width, height = self.size or (1280, 720)
+        pts = self._video_clock.skip(1 / self.settings.slate_fps)
+        packets = self._slate_encoders.encode(slate_frame(width, height), pts, codecs, keyframes=codecs)
+        return Encoded(time.monotonic(), Action.SLATE, packets, slate=True)
