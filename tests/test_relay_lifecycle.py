@@ -142,9 +142,9 @@ async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path,
 
 
 async def test_a_dead_worker_fails_closed_for_good(monkeypatch, benign_clip):
-    from livesafe.relay import stream as stream_module
+    from livesafe.relay import worker as worker_module
 
-    original = stream_module.LiveStream._encode
+    original = worker_module.GuardWorker._encode
     calls = {"n": 0}
 
     def failing_encode(self, *args):
@@ -153,7 +153,7 @@ async def test_a_dead_worker_fails_closed_for_good(monkeypatch, benign_clip):
             raise RuntimeError("encoder exploded")
         return original(self, *args)
 
-    monkeypatch.setattr(stream_module.LiveStream, "_encode", failing_encode)
+    monkeypatch.setattr(worker_module.GuardWorker, "_encode", failing_encode)
     async with running_relay() as r:
         publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=4))
         await r.wait_for(lambda relay: "s" in relay.streams)
@@ -248,7 +248,8 @@ async def test_viewer_churn_leaves_nothing_behind(benign_clip):
         await r.wait_for(lambda relay: not relay.streams["s"].viewers and len(relay.sessions) == 1)
         await asyncio.sleep(0.5)
         assert len(asyncio.all_tasks()) <= baseline_tasks + 2
-        assert r.relay.streams["s"]._encoders == {} or r.relay.streams["s"]._codecs == frozenset()
+        stream = r.relay.streams["s"]
+        assert stream.worker.encoders.codecs == frozenset() or stream.delivery.codecs == frozenset()
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
 
