@@ -68,14 +68,14 @@ class Failsafe:
         self._on_event = on_event
         self._spawn = spawn
         self._encoders = Encoders(settings.video_bitrate)
-        self.slate = Slate.OFF
+        self._slate = Slate.OFF
         self._busy = False  # a slate frame is being encoded
         self._last_slate = 0.0
 
     @property
     def active(self) -> bool:
         """Does the slate own the viewers now?"""
-        return self.slate is not Slate.OFF
+        return self._slate is not Slate.OFF
 
     # ------------------------------------------------------------ frames in
 
@@ -89,7 +89,7 @@ class Failsafe:
                 self._counters.slate_frames += len(frame.packets)
             else:
                 self._delivery.guarded(frame, now, mute=frame.action is Action.SLATE or self.active)
-                if self.slate is Slate.STALLED:
+                if self._slate is Slate.STALLED:
                     self._end()
                 if self.active:
                     continue  # ended or failed: the slate owns the viewers
@@ -99,11 +99,11 @@ class Failsafe:
 
     def publisher_gone(self) -> None:
         """The last frames of a publisher that left were delivered: the slate follows them."""
-        if self.slate in (Slate.OFF, Slate.STALLED):
+        if self._slate in (Slate.OFF, Slate.STALLED):
             self._begin(Slate.ENDED)
 
     def publisher_back(self) -> None:
-        if self.slate is Slate.ENDED:
+        if self._slate is Slate.ENDED:
             self._end()
 
     def viewer_joined(self) -> None:
@@ -122,7 +122,7 @@ class Failsafe:
             await asyncio.sleep(0.05)
             now = time.monotonic()
             busy = self._worker.busy_since
-            if busy is not None and now - busy > self._settings.stall_seconds and self.slate is Slate.OFF:
+            if busy is not None and now - busy > self._settings.stall_seconds and self._slate is Slate.OFF:
                 self._counters.stalls += 1
                 self._emit_error(f"guard stalled for more than {self._settings.stall_seconds:g} s on one frame")
                 self._begin(Slate.STALLED)
@@ -138,11 +138,11 @@ class Failsafe:
                     self._delivery.release_audio(now - 1.0, mute=True)
 
     def _begin(self, reason: Slate) -> None:
-        self.slate = reason
+        self._slate = reason
         self._last_slate = 0.0
 
     def _end(self) -> None:
-        self.slate = Slate.OFF
+        self._slate = Slate.OFF
         # Guarded packets resume mid-GOP; viewers' decoders need a keyframe first.
         self._delivery.gate()
         self._keyframes.resync(self._delivery.codecs)
