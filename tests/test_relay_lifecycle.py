@@ -289,3 +289,29 @@ async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benig
     assert guard.stats.frames_out == 20, "all 20 frames left the 10-frame buffer although no 21st came"
     assert len(track._queue) == 20 and track._queue[0][0].is_keyframe
     await stream.end()
+
+
+async def test_the_failsafe_lets_through_only_whichever_owns_the_viewers():
+    """Slate and guarded frames take one path to the viewers; only the current owner's pass."""
+    from livesafe.guard.redact import Action
+    from livesafe.guard.stream_guard import GuardSettings, StreamGuard
+    from livesafe.relay.encoder import Encoded
+    from livesafe.relay.stream import LiveStream, Viewer
+
+    guard = StreamGuard(sample_lists(), GuardSettings())
+    stream = LiveStream("s", guard, StreamSettings(), on_event=lambda e: None, on_ended=lambda s: None)
+    track = PacketTrack("video", capacity=100, max_age=10)
+
+    async def close() -> None:
+        pass
+
+    stream.add_viewer(Viewer("v", "vp8", track, None, close))
+    slate = Encoded(time.monotonic(), Action.SLATE, {"vp8": [_packet(True)]}, slate=True)
+    guarded = Encoded(time.monotonic(), Action.PASS, {"vp8": [_packet(True)]})
+    stream.failsafe.deliver([slate])
+    assert len(track._queue) == 0 and stream.counters.slate_frames == 0, "a slate late for its turn is dropped"
+    stream.failsafe.worker_failed("test")
+    stream.failsafe.deliver([guarded, slate])
+    assert len(track._queue) == 1 and stream.counters.slate_frames == 1, "a failed worker: the slate only"
+    assert stream.counters.frames_out == 1, "the guarded frame was counted, not shown"
+    await stream.end()
