@@ -365,7 +365,7 @@ def _guarded_app(ice: Any, config: dict) -> tuple[Any, Any]:
             summary["frames_out"] = stream.counters.frames_out
             queues = [len(v.video._queue) for v in stream.viewers.values() if v.video is not None]
             summary["viewer_queue_max_frames"] = max(queues, default=0)  # av.Packets = frames waiting per viewer
-            summary["ingest_waiting_frames"] = len(getattr(stream, "_pending", ()))
+            summary["ingest_waiting_frames"] = stream.worker.waiting
             decoder = getattr(getattr(stream.publisher, "pc", None), "getReceivers", list)()
             backlog = [getattr(r, "_RTCRtpReceiver__decoder_queue", None) for r in decoder if r.track.kind == "video"]
             summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)

@@ -142,9 +142,9 @@ async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path,
 
 
 async def test_a_dead_worker_fails_closed_for_good(monkeypatch, benign_clip):
-    from livesafe.relay import stream as stream_module
+    from livesafe.relay import worker as worker_module
 
-    original = stream_module.LiveStream._encode
+    original = worker_module.GuardWorker._encode
     calls = {"n": 0}
 
     def failing_encode(self, *args):
@@ -153,7 +153,7 @@ async def test_a_dead_worker_fails_closed_for_good(monkeypatch, benign_clip):
             raise RuntimeError("encoder exploded")
         return original(self, *args)
 
-    monkeypatch.setattr(stream_module.LiveStream, "_encode", failing_encode)
+    monkeypatch.setattr(worker_module.GuardWorker, "_encode", failing_encode)
     async with running_relay() as r:
         publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=4))
         await r.wait_for(lambda relay: "s" in relay.streams)
@@ -248,7 +248,8 @@ async def test_viewer_churn_leaves_nothing_behind(benign_clip):
         await r.wait_for(lambda relay: not relay.streams["s"].viewers and len(relay.sessions) == 1)
         await asyncio.sleep(0.5)
         assert len(asyncio.all_tasks()) <= baseline_tasks + 2
-        assert r.relay.streams["s"]._encoders == {} or r.relay.streams["s"]._codecs == frozenset()
+        stream = r.relay.streams["s"]
+        assert stream.worker.encoders.codecs == frozenset() or stream.delivery.codecs == frozenset()
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
 
@@ -287,4 +288,30 @@ async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benig
     await asyncio.sleep(20 / 30 + 1.0)
     assert guard.stats.frames_out == 20, "all 20 frames left the 10-frame buffer although no 21st came"
     assert len(track._queue) == 20 and track._queue[0][0].is_keyframe
+    await stream.end()
+
+
+async def test_the_failsafe_lets_through_only_whichever_owns_the_viewers():
+    """Slate and guarded frames take one path to the viewers; only the current owner's pass."""
+    from livesafe.policy import Action
+    from livesafe.guard.stream_guard import GuardSettings, StreamGuard
+    from livesafe.relay.encoder import Encoded
+    from livesafe.relay.stream import LiveStream, Viewer
+
+    guard = StreamGuard(sample_lists(), GuardSettings())
+    stream = LiveStream("s", guard, StreamSettings(), on_event=lambda e: None, on_ended=lambda s: None)
+    track = PacketTrack("video", capacity=100, max_age=10)
+
+    async def close() -> None:
+        pass
+
+    stream.add_viewer(Viewer("v", "vp8", track, None, close))
+    slate = Encoded(time.monotonic(), Action.SLATE, {"vp8": [_packet(True)]}, slate=True)
+    guarded = Encoded(time.monotonic(), Action.PASS, {"vp8": [_packet(True)]})
+    stream.failsafe.deliver([slate])
+    assert len(track._queue) == 0 and stream.counters.slate_frames == 0, "a slate late for its turn is dropped"
+    stream.failsafe.worker_failed("test")
+    stream.failsafe.deliver([guarded, slate])
+    assert len(track._queue) == 1 and stream.counters.slate_frames == 1, "a failed worker: the slate only"
+    assert stream.counters.frames_out == 1, "the guarded frame was counted, not shown"
     await stream.end()

@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.compat import accept_rsa_peers
 from livesafe.relay.ice import IceSettings, apply_ice_settings
 
 

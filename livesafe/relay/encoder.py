@@ -12,8 +12,13 @@ from __future__ import annotations
 import fractions
 import logging
 import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
 
 import av
+
+from livesafe.policy import Action
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,84 @@ class VideoEncoder:
         context.thread_count = 1  # one thread per stream: streams, not slices, use the cores
         log.debug("%s encoder opened at %dx%d, %d bps", self.codec, width, height, self.bitrate)
         return context
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One picture encoded for every codec in use, on its way to the viewers."""
+
+    arrived: float  # monotonic time the frame reached the relay (a slate: when it was made)
+    action: Action  # what the guard did to it
+    packets: dict[str, list[av.Packet]]  # codec -> packets
+    slate: bool = False  # the failsafe's slate rather than a guarded frame
+
+
+class Encoders:
+    """The video encoders of one producer (the guard worker, or the slate): one per codec in use.
+
+    A producer's encoders are its own: libav contexts are not thread-safe, and
+    the slate must be encodable while the worker is stuck, maybe inside its
+    encoder.  One producer calls :meth:`encode` at a time.
+    """
+
+    def __init__(self, bitrate: int) -> None:
+        self._bitrate = bitrate
+        self._by_codec: dict[str, VideoEncoder] = {}
+
+    @property
+    def codecs(self) -> frozenset[str]:
+        """Codecs with an encoder open now."""
+        return frozenset(self._by_codec)
+
+    def encode(
+        self, frame: av.VideoFrame, pts: int, codecs: Collection[str], keyframes: Collection[str]
+    ) -> dict[str, list[av.Packet]]:
+        """``frame`` at ``pts`` for each of ``codecs`` (a keyframe for those in ``keyframes``).
+
+        Encoders of codecs no longer in use are closed; new ones open.
+        """
+        for codec in self._by_codec.keys() - set(codecs):
+            del self._by_codec[codec]  # nobody watches in this codec any more
+        packets = {}
+        for codec in sorted(codecs):
+            encoder = self._by_codec.get(codec)
+            if encoder is None:
+                encoder = self._by_codec[codec] = VideoEncoder(codec, self._bitrate)
+            packets[codec] = encoder.encode(frame, pts, codec in keyframes)
+        return packets
+
+
+class KeyframeRequests:
+    """Keyframes viewers asked for, at most one per codec every ``interval`` seconds (PLI storms).
+
+    Asked for on the loop, taken on the worker thread.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._wanted: set[str] = set()
+        self._last: dict[str, float] = {}
+
+    def request(self, codec: str) -> None:
+        with self._lock:
+            self._wanted.add(codec)
+
+    def due(self) -> set[str]:
+        """The codecs whose next frame is to be a keyframe (taken: the next call returns them no more)."""
+        with self._lock:
+            now = time.monotonic()
+            due = {c for c in self._wanted if now - self._last.get(c, 0.0) >= self._interval}
+            self._wanted -= due
+            for codec in due:
+                self._last[codec] = now
+            return due
+
+    def resync(self, codecs: Collection[str]) -> None:
+        """A keyframe in each of ``codecs`` as soon as possible, whatever was sent lately."""
+        with self._lock:
+            self._wanted |= set(codecs)
+            self._last.clear()
 
 
 class AudioEncoder:

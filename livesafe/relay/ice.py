@@ -4,7 +4,8 @@ aiortc, left alone, asks Google's public STUN server and offers a candidate on
 every non-loopback interface.  A safety proxy must not phone home, and behind
 NAT it should announce the one public address its viewers can reach.  aiortc
 has no knobs for host addresses or ports, so :func:`apply_ice_settings`
-installs them process-wide on aioice (the ICE library under aiortc):
+installs them process-wide on aioice, the ICE library under aiortc (the
+patching itself is in :mod:`livesafe.relay.compat`):
 
 - ``host_addresses``: the addresses gathered as host candidates (aioice's own
   list excludes 127.0.0.1, which would leave a loopback-only host with none);
@@ -21,13 +22,13 @@ import ipaddress
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
+from livesafe.relay import compat
+
 log = logging.getLogger(__name__)
-_aioice_host_addresses = aioice.ice.get_host_addresses
+_aioice_host_addresses = compat.aioice_host_addresses
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def apply_ice_settings(settings: IceSettings) -> None:
     """Make ``settings`` the host-address and port policy of every peer connection in this process."""
     global _active
     _active = settings
-    aioice.ice.get_host_addresses = _host_addresses
+    compat.route_host_addresses(_host_addresses)
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -119,28 +120,15 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     else:
         wanted = _aioice_host_addresses(use_ipv4, use_ipv6) or (["127.0.0.1"] if use_ipv4 else [])
     if _active.udp_ports is not None:
-        _bind_in_range(asyncio.get_running_loop())
+        compat.bind_udp_ports(asyncio.get_running_loop(), _ports_to_try)
     return wanted
 
 
-def _bind_in_range(loop: asyncio.AbstractEventLoop) -> None:
-    """Make this loop's port-0 UDP binds (aioice's host sockets) pick a port from ``udp_ports``."""
-    if getattr(loop, "_livesafe_port_range", False):
-        return
-    original = loop.create_datagram_endpoint
-
-    async def create_datagram_endpoint(protocol_factory: Any, local_addr: Any = None, **kwargs: Any) -> Any:
-        if _active.udp_ports is None or local_addr is None or local_addr[1] != 0:
-            return await original(protocol_factory, local_addr=local_addr, **kwargs)
-        low, high = _active.udp_ports
-        ports = list(range(low, high + 1))
-        random.shuffle(ports)
-        for port in ports:
-            try:
-                return await original(protocol_factory, local_addr=(local_addr[0], port), **kwargs)
-            except OSError:
-                continue
-        raise OSError(f"no free UDP port in {low}-{high} on {local_addr[0]}")
-
-    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
-    loop._livesafe_port_range = True  # type: ignore[attr-defined]
+def _ports_to_try() -> list[int] | None:
+    """The ``udp_ports`` range in random order (so that sockets do not all contend for the lowest), if set."""
+    if _active.udp_ports is None:
+        return None
+    low, high = _active.udp_ports
+    ports = list(range(low, high + 1))
+    random.shuffle(ports)
+    return ports

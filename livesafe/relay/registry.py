@@ -25,7 +25,7 @@ from livesafe.events import MATCH_STARTED, STREAM_CUT, STREAM_ENDED, STREAM_STAR
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.policy import Action, PolicyProfile
-from livesafe.relay.dtls import accept_rsa_peers
+from livesafe.relay.compat import accept_rsa_peers
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import RelaySettings

@@ -1,46 +1,38 @@
 """One published stream: ingest -> StreamGuard -> encode once -> every viewer.
 
-Threads and queues, and why:
+:class:`LiveStream` is what the relay server holds per stream; the pipeline
+behind it, in the order frames take:
 
-- aiortc decodes each incoming track on its own thread.  Our pumps move
-  decoded frames off aiortc's (unbounded) queue at once into a short
-  ``ingest_frames`` deque; when the guard falls behind, the oldest waiting
-  frame is dropped (counted), so latency cannot grow.  If aiortc's decoder
-  itself falls behind, its backlog is discarded and a keyframe requested.
-- One worker thread per stream runs the guard and the encoders (PyAV, NumPy
-  and OpenCV release the GIL there, so streams use both cores and the event
-  loop stays free).  Every frame a viewer can get has left the guard's delay
-  buffer: there is no path from the publisher to a viewer around it.
-- A watchdog fails closed: if the worker spends longer than
-  ``stall_seconds`` on one frame, or dies, viewers get the slate (encoded
-  apart from the worker) and audio is muted until guarded frames flow again.
-- Audio waits beside the video and is released with the video frame that
-  arrived at the same moment, muted if that frame was slated.
+- :mod:`~livesafe.relay.ingest`: pumps decoded frames off aiortc's tracks,
+  measures lateness, sheds aiortc's decoder backlog;
+- :mod:`~livesafe.relay.worker`: the stream's one thread, with its short
+  queue: guard, then encode once per codec in use;
+- :mod:`~livesafe.relay.failsafe`: the only way to the viewers; the watchdog
+  and the slate (fail closed: a stuck or dead worker means the slate, never
+  unchecked frames);
+- :mod:`~livesafe.relay.delivery`: the viewers, fan-out per codec with
+  keyframe gating, and the audio that waits beside the video.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import logging
-import queue
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
-from livesafe.events import GUARD_ERROR, GuardEvent
-from livesafe.guard.redact import slate_frame
-from livesafe.policy import Action
+from livesafe.events import FactSink
 from livesafe.guard.stream_guard import StreamGuard
-from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK, AudioEncoder, Timeline, VideoEncoder
-from livesafe.relay.fanout import PacketTrack
-
-log = logging.getLogger(__name__)
+from livesafe.relay.delivery import Delivery, Viewer
+from livesafe.relay.encoder import VIDEO_CLOCK, Encoded, KeyframeRequests, Timeline
+from livesafe.relay.failsafe import Failsafe
+from livesafe.relay.ingest import Ingest
+from livesafe.relay.worker import GuardWorker
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,9 @@ class StreamSettings:
     slate_fps: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("video_bitrate", "audio_bitrate", "ingest_frames", "decoder_backlog_frames", "viewer_queue_packets"):
+        for name in (
+            "video_bitrate", "audio_bitrate", "ingest_frames", "decoder_backlog_frames", "viewer_queue_packets",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("stall_seconds", "keyframe_interval", "slate_fps", "viewer_queue_seconds", "max_delay_seconds"):
@@ -76,23 +70,6 @@ class StreamState(str, enum.Enum):
     ENDED = "ended"
 
 
-class _Slate(enum.Enum):
-    OFF = 0
-    STALLED = 1  # worker over budget: back to guarded frames when it catches up
-    FAILED = 2  # worker died: slate until the stream ends
-    ENDED = 3  # publisher left: slate through the grace period
-
-
-@dataclass
-class Viewer:
-    id: str
-    codec: str | None  # negotiated video codec, None if the viewer takes no video
-    video: PacketTrack | None
-    audio: PacketTrack | None
-    close: Callable[[], Any]  # closes the viewer's peer connection (a coroutine function)
-    joined: float = field(default_factory=time.monotonic)
-
-
 @dataclass(slots=True)
 class StreamCounters:
     frames_in: int = 0
@@ -104,61 +81,48 @@ class StreamCounters:
     audio_frames_dropped: int = 0
 
 
-_FLUSH = object()
-
-
 class LiveStream:
+    """One stream's pipeline behind the surface the relay server, metrics and moderation use."""
+
     def __init__(
         self,
         stream_id: str,
         guard: StreamGuard,
         settings: StreamSettings,
         *,
-        on_event: Callable[[GuardEvent], None],
+        on_event: FactSink,
         on_ended: Callable[["LiveStream"], None],
     ) -> None:
         self.id = stream_id
         self.guard = guard
         self.settings = settings
         self.counters = StreamCounters()
-        self.viewers: dict[str, Viewer] = {}
         self.started = time.time()
         self.ended_at: float | None = None
         self.publisher: Any = None  # the current publisher session (relay.sessions)
-        self.size: tuple[int, int] | None = None
-        self.latest_frame: av.VideoFrame | None = None  # newest frame in, for the moderators' blurred preview only
-        self._on_event = on_event
         self._on_ended = on_ended
         self._loop = asyncio.get_running_loop()
-        self._pending: deque[Any] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._busy_since: float | None = None
-        self._arrivals: deque[float] = deque()  # wall time each frame in the guard arrived (worker only)
-        self._encoders: dict[str, VideoEncoder] = {}
-        self._codecs: frozenset[str] = frozenset()  # codecs viewers are using now
-        self._keyframe_wanted: set[str] = set()
-        self._last_keyframe: dict[str, float] = {}
-        # A jump of up to 10 s is frames lost (e.g. dropped during a stall); beyond that, a new clock.
-        self._video_clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=900_000)
-        self._audio_clock = Timeline(AUDIO_CLOCK, nominal_step=960, max_step=480_000)
-        self._audio: deque[tuple[av.AudioFrame, float]] = deque()
-        self._audio_encoder: AudioEncoder | None = None
-        self._slate = _Slate.OFF
-        self._gated: set[str] = set()  # codecs whose viewers wait for a keyframe after a slate
-        self._slate_encoders: dict[str, VideoEncoder] = {}
-        self._slate_busy = False
-        self._last_slate = 0.0
-        self._pumps: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._end_timer: asyncio.TimerHandle | None = None
-        self.latency: deque[float] = deque(maxlen=512)  # seconds from arrival to fan-out, recent frames
-        # How far behind real time frames reach us: transit (arrival - media time) above the
-        # fastest seen.  Grows when backlogs build in front of us (kernel buffers, decoder).
-        self.lateness = 0.0
-        self._transit_floor: float | None = None
-        self._worker = threading.Thread(target=self._work, name=f"guard-{stream_id}", daemon=True)
-        self._worker.start()
-        self._watchdog = asyncio.create_task(self._watch())
+        keyframes = self._keyframes = KeyframeRequests(settings.keyframe_interval)
+        # A jump of up to 10 s is frames lost (e.g. dropped during a stall); beyond that, a new clock.
+        clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=900_000)
+        self.delivery = Delivery(stream_id, settings, self.counters, keyframes)
+        self.worker = GuardWorker(
+            stream_id, guard, settings, self.counters, clock=clock, keyframes=keyframes,
+            codecs=lambda: self.delivery.codecs, deliver=self._delivered,
+            failed=lambda error: self.failsafe.worker_failed(error),
+        )  # fmt: skip
+        self.failsafe = Failsafe(
+            stream_id, guard, settings, self.counters, worker=self.worker, delivery=self.delivery,
+            keyframes=keyframes, clock=clock, on_event=on_event, spawn=self._spawn,
+        )  # fmt: skip
+        self.ingest = Ingest(
+            stream_id, settings, self.counters, worker=self.worker, delivery=self.delivery,
+            publishing=lambda session: session is self.publisher, left=self.publisher_left, spawn=self._spawn,
+        )  # fmt: skip
+        self.worker.start()
+        self._watchdog = asyncio.create_task(self.failsafe.watch())
 
     # ----------------------------------------------------------------- state
 
@@ -166,9 +130,32 @@ class LiveStream:
     def state(self) -> StreamState:
         if self.publisher is None:
             return StreamState.ENDED
-        if self.guard.redacting or self._slate is not _Slate.OFF:
+        if self.guard.redacting or self.failsafe.active:
             return StreamState.REDACTED
         return StreamState.LIVE
+
+    @property
+    def viewers(self) -> dict[str, Viewer]:
+        return self.delivery.viewers
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return self.worker.size
+
+    @property
+    def latest_frame(self) -> av.VideoFrame | None:
+        """The newest frame in, for the moderators' blurred preview only."""
+        return self.worker.latest_frame
+
+    @property
+    def latency(self) -> deque[float]:
+        """Seconds from arrival to fan-out, recent frames."""
+        return self.delivery.latency
+
+    @property
+    def lateness(self) -> float:
+        """How far behind real time frames reach us (see :mod:`~livesafe.relay.ingest`)."""
+        return self.ingest.lateness
 
     def summary(self) -> dict[str, Any]:
         stats = self.guard.stats
@@ -193,19 +180,17 @@ class LiveStream:
 
     # ------------------------------------------------------------ publisher
 
-    def attach_publisher(self, session: Any, video: MediaStreamTrack | None, audio: MediaStreamTrack | None, receiver: Any) -> Any:
+    def attach_publisher(
+        self, session: Any, video: MediaStreamTrack | None, audio: MediaStreamTrack | None, receiver: Any
+    ) -> Any:
         """Make ``session`` the publisher; returns the session it replaced (to be closed), if any."""
         previous, self.publisher = self.publisher, session
         if self._end_timer is not None:
             self._end_timer.cancel()
             self._end_timer = None
-        if self._slate is _Slate.ENDED:
-            self._end_slate()
+        self.failsafe.publisher_back()
         self.ended_at = None
-        if video is not None:
-            self._spawn(self._pump_video(session, video, receiver))
-        if audio is not None:
-            self._spawn(self._pump_audio(session, audio))
+        self.ingest.start(session, video, audio, receiver)
         return previous
 
     def publisher_left(self, session: Any) -> None:
@@ -214,7 +199,7 @@ class LiveStream:
             return
         self.publisher = None
         self.ended_at = time.time()
-        self._submit(_FLUSH)  # the last frames leave the delay buffer, then the slate (see _deliver)
+        self.worker.flush()  # the last frames leave the delay buffer, then the slate (see _delivered)
         self._end_timer = self._loop.call_later(self.settings.ended_grace_seconds, lambda: self._spawn(self.end()))
 
     async def end(self) -> None:
@@ -224,301 +209,38 @@ class LiveStream:
             self._end_timer = None
         for viewer in list(self.viewers.values()):
             await self.remove_viewer(viewer.id)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self.worker.stop()
         self._watchdog.cancel()
         current = asyncio.current_task()
-        for task in list(self._pumps):
+        for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await asyncio.to_thread(self._worker.join, 5)
+        await asyncio.to_thread(self.worker.join, 5)
         self._on_ended(self)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
-        self._pumps.add(task)
-        task.add_done_callback(self._pumps.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _pump_video(self, session: Any, track: MediaStreamTrack, receiver: Any) -> None:
-        try:
-            awaiting_keyframe = False
-            self._transit_floor = None  # a new publisher: a new media clock
-            while session is self.publisher:
-                frame = await track.recv()
-                self.counters.frames_in += 1
-                self._measure_lateness(frame)
-                if self._shed_decoder_backlog(receiver):
-                    awaiting_keyframe = True
-                if awaiting_keyframe and not frame.key_frame:
-                    # Decoded without its references: a broken picture, not worth showing.
-                    self.counters.frames_dropped += 1
-                    continue
-                awaiting_keyframe = False
-                self._submit(frame)
-        except MediaStreamError:
-            pass
-        finally:
-            self.publisher_left(session)
-
-    async def _pump_audio(self, session: Any, track: MediaStreamTrack) -> None:
-        try:
-            while session is self.publisher:
-                frame = await track.recv()
-                self.counters.audio_frames_in += 1
-                if len(self._audio) >= 150:  # 3 s of 20 ms frames: video has stopped flowing
-                    self._audio.popleft()
-                    self.counters.audio_frames_dropped += 1
-                self._audio.append((frame, time.monotonic()))
-        except MediaStreamError:
-            pass
-
-    def _submit(self, item: Any) -> None:
-        with self._cond:
-            if item is not _FLUSH and sum(x is not _FLUSH for x in self._pending) >= self.settings.ingest_frames:
-                # Drop the oldest waiting frame: the freshest picture is what viewers should get.
-                for i, waiting in enumerate(self._pending):
-                    if waiting is not _FLUSH:
-                        del self._pending[i]
-                        self.counters.frames_dropped += 1
-                        break
-            self._pending.append(item if item is _FLUSH else (item, time.monotonic()))
-            self._cond.notify()
-
-    def _measure_lateness(self, frame: av.VideoFrame) -> None:
-        if frame.pts is None or frame.time_base is None:
-            return
-        transit = time.monotonic() - float(frame.pts * frame.time_base)
-        floor = self._transit_floor
-        if floor is None or transit < floor or transit - floor > 10.0:  # > 10 s: the clock jumped
-            self._transit_floor = floor = transit
-        self.lateness = transit - floor
-
-    def _shed_decoder_backlog(self, receiver: Any) -> bool:
-        """aiortc decodes from an unbounded queue; under overload discard it and ask for a keyframe.
-
-        Returns whether it shed anything (frames decoded next lack their references).
-        """
-        backlog = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
-        if backlog is None or backlog.qsize() <= self.settings.decoder_backlog_frames:
-            return False
-        shed = 0
-        try:
-            while True:
-                item = backlog.get_nowait()
-                if item is None:  # aiortc's stop sentinel must stay
-                    backlog.put(None)
-                    break
-                shed += 1
-        except queue.Empty:
-            pass
-        self.counters.frames_dropped += shed
-        log.warning("stream %s: decoder %d frames behind; shed them and requested a keyframe", self.id, shed)
-        for source in receiver.getSynchronizationSources():
-            self._spawn(receiver._send_rtcp_pli(source.source))
-        return True
+    def _delivered(self, frames: list[Encoded], flushed: bool) -> None:
+        """From the worker: ``flushed``, these were the last frames of a publisher that left."""
+        self.failsafe.deliver(frames)
+        if flushed and self.publisher is None:  # unless another has taken over meanwhile
+            self.failsafe.publisher_gone()
 
     # --------------------------------------------------------------- viewers
 
     def add_viewer(self, viewer: Viewer) -> None:
-        self.viewers[viewer.id] = viewer
-        self._update_codecs()
+        self.delivery.add(viewer)
         if viewer.codec is not None:
             self.request_keyframe(viewer.codec)
-            if self._slate is not _Slate.OFF:
-                self._last_slate = 0.0  # send the newcomer a slate at once
+            self.failsafe.viewer_joined()
 
     async def remove_viewer(self, viewer_id: str) -> None:
-        viewer = self.viewers.pop(viewer_id, None)
-        if viewer is None:
-            return
-        self._update_codecs()
-        for track in (viewer.video, viewer.audio):
-            if track is not None:
-                track.stop()
-        await viewer.close()
-
-    def _update_codecs(self) -> None:
-        with self._cond:
-            self._codecs = frozenset(v.codec for v in self.viewers.values() if v.codec is not None)
+        viewer = self.delivery.remove(viewer_id)
+        if viewer is not None:
+            await viewer.close()
 
     def request_keyframe(self, codec: str) -> None:
-        with self._cond:
-            self._keyframe_wanted.add(codec)
-
-    # ---------------------------------------------------------------- worker
-
-    def _work(self) -> None:
-        limit = self.settings.max_delay_seconds
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping and not self._overdue(limit):
-                    self._cond.wait(timeout=limit / 4)
-                if self._stopping:
-                    return
-                item = self._pending.popleft() if self._pending else None
-                self._busy_since = time.monotonic()
-            try:
-                if item is _FLUSH:
-                    guarded = self.guard.flush()
-                elif item is None:  # no frame for a while: check and release what waits
-                    guarded = self.guard.release()
-                else:
-                    frame, arrived = item
-                    self._arrivals.append(arrived)
-                    self.size = (frame.width, frame.height)
-                    self.latest_frame = frame
-                    guarded = self.guard.push(frame)
-                    if self._overdue(limit):  # frames arrive too slowly to push the buffer on
-                        guarded += self.guard.release()
-                out = [self._encode(g.frame, g.action, self._arrivals.popleft()) for g in guarded]
-            except Exception as exc:  # noqa: BLE001 - anything here means frames are not being guarded
-                log.exception("stream %s: worker failed; viewers get the slate until the stream ends", self.id)
-                self._loop.call_soon_threadsafe(self._worker_failed, f"{type(exc).__name__}: {exc}")
-                return
-            finally:
-                self._busy_since = None
-            if out or item is _FLUSH:
-                self._loop.call_soon_threadsafe(self._deliver, out, item is _FLUSH)
-
-    def _overdue(self, limit: float) -> bool:
-        """Has the oldest frame in the guard's delay buffer waited longer than ``limit``?"""
-        return bool(self._arrivals) and time.monotonic() - self._arrivals[0] > limit
-
-    def _encode(self, frame: av.VideoFrame, action: Action, arrived: float) -> tuple[float, Action, dict[str, list[av.Packet]]]:
-        pts = self._video_clock.next(frame.pts, frame.time_base)
-        with self._cond:
-            codecs = self._codecs
-            now = time.monotonic()
-            forced = {
-                c for c in self._keyframe_wanted if now - self._last_keyframe.get(c, 0.0) >= self.settings.keyframe_interval
-            }
-            self._keyframe_wanted -= forced
-            for c in forced:
-                self._last_keyframe[c] = now
-        for codec in set(self._encoders) - codecs:
-            del self._encoders[codec]  # nobody watches in this codec any more
-        packets = {}
-        for codec in codecs:
-            encoder = self._encoders.get(codec)
-            if encoder is None:
-                encoder = self._encoders[codec] = VideoEncoder(codec, self.settings.video_bitrate)
-            packets[codec] = encoder.encode(frame, pts, codec in forced)
-        return arrived, action, packets
-
-    def _deliver(self, out: list[tuple[float, Action, dict[str, list[av.Packet]]]], flushed: bool = False) -> None:
-        """On the loop: hand guarded packets to the viewers (and the audio that goes with them).
-
-        ``flushed``: these were the last frames of a publisher that left; unless
-        another has taken over meanwhile, the slate follows them.
-        """
-        now = time.monotonic()
-        for arrived, action, packets in out:
-            self.counters.frames_out += 1
-            self.latency.append(now - arrived)
-            self._release_audio(arrived, mute=action is Action.SLATE or self._slate is not _Slate.OFF)
-            if self._slate is _Slate.STALLED:
-                self._end_slate()
-            if self._slate is not _Slate.OFF:
-                continue  # ended or failed: the slate owns the viewers
-            for codec, codec_packets in packets.items():
-                for packet in codec_packets:
-                    if codec in self._gated:
-                        if not packet.is_keyframe:
-                            self.request_keyframe(codec)
-                            continue
-                        self._gated.discard(codec)
-                    self._fan_out(codec, packet)
-        if flushed and self.publisher is None and self._slate in (_Slate.OFF, _Slate.STALLED):
-            self._begin_slate(_Slate.ENDED)
-
-    def _fan_out(self, codec: str, packet: av.Packet) -> None:
-        for viewer in self.viewers.values():
-            if viewer.codec == codec and viewer.video is not None:
-                viewer.video.offer(packet)
-
-    def _release_audio(self, until: float, *, mute: bool) -> None:
-        while self._audio and self._audio[0][1] <= until:
-            frame, _ = self._audio.popleft()
-            if not any(v.audio is not None for v in self.viewers.values()):
-                continue
-            if self._audio_encoder is None:
-                self._audio_encoder = AudioEncoder(self.settings.audio_bitrate)
-            pts = self._audio_clock.next(frame.pts, frame.time_base)
-            try:
-                packets = self._audio_encoder.encode(frame, pts, mute)
-            except (av.FFmpegError, ValueError) as exc:
-                log.warning("stream %s: audio frame dropped: %s", self.id, exc)
-                continue
-            for packet in packets:
-                for viewer in self.viewers.values():
-                    if viewer.audio is not None:
-                        viewer.audio.offer(packet)
-
-    # ------------------------------------------------------- fail closed
-
-    async def _watch(self) -> None:
-        """Every 50 ms: is the worker over budget? Is the slate due? Is audio waiting on dead video?"""
-        while True:
-            await asyncio.sleep(0.05)
-            now = time.monotonic()
-            busy = self._busy_since
-            if busy is not None and now - busy > self.settings.stall_seconds and self._slate is _Slate.OFF:
-                self.counters.stalls += 1
-                self._emit_error(f"guard stalled for more than {self.settings.stall_seconds:g} s on one frame")
-                self._begin_slate(_Slate.STALLED)
-            if self._slate is not _Slate.OFF:
-                if now - self._last_slate >= 1 / self.settings.slate_fps and not self._slate_busy:
-                    self._last_slate = now
-                    self._spawn(self._send_slate())
-                # Audio under the slate is muted, and it must not wait for video that is not coming.
-                self._release_audio(now, mute=True)
-            elif self._audio and now - self._audio[0][1] > max(1.0, self.settings.stall_seconds * 2):
-                self._release_audio(now - 1.0, mute=True)
-
-    def _begin_slate(self, reason: _Slate) -> None:
-        self._slate = reason
-        self._last_slate = 0.0
-
-    def _end_slate(self) -> None:
-        self._slate = _Slate.OFF
-        # Guarded packets resume mid-GOP; viewers' decoders need a keyframe first.
-        with self._cond:
-            self._gated = set(self._codecs)
-            self._keyframe_wanted |= self._codecs
-            self._last_keyframe.clear()
-
-    def _worker_failed(self, error: str) -> None:
-        self._emit_error(f"worker failed: {error}")
-        self._begin_slate(_Slate.FAILED)
-
-    def _emit_error(self, error: str) -> None:
-        self._on_event(
-            GuardEvent(
-                type=GUARD_ERROR,
-                stream_id=self.id,
-                frame_index=self.guard.stats.frames_in,
-                pts=None,
-                media_time=0.0,
-                action=Action.SLATE.label,
-                details={"error": error},
-            )
-        )
-
-    async def _send_slate(self) -> None:
-        """One slate keyframe per codec in use, encoded off the loop and off the (maybe stuck) worker."""
-        self._slate_busy = True
-        try:
-            width, height = self.size or (1280, 720)
-            pts = self._video_clock.skip(1 / self.settings.slate_fps)
-            frame = slate_frame(width, height)
-            for codec in sorted(self._codecs):
-                encoder = self._slate_encoders.get(codec)
-                if encoder is None:
-                    encoder = self._slate_encoders[codec] = VideoEncoder(codec, self.settings.video_bitrate)
-                packets = await asyncio.to_thread(encoder.encode, frame, pts, True)
-                self.counters.slate_frames += 1
-                for packet in packets:
-                    self._fan_out(codec, packet)
-        finally:
-            self._slate_busy = False
+        self._keyframes.request(codec)

@@ -6,6 +6,7 @@ from aiohttp import web
 from aiortc.sdp import SessionDescription
 
 from livesafe.http import bearer, stream_name, unauthorized
+from livesafe.relay.compat import route_keyframe_requests
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import created, negotiate, read_offer
@@ -54,7 +55,7 @@ async def whep_post(request: web.Request) -> web.Response:
     video_sender = next(t.sender for t in session.pc.getTransceivers() if t.sender.track is video)
     # aiortc forwards packets as they are, ignoring keyframe requests (PLI/FIR);
     # route them to the stream's one encoder instead.
-    video_sender._send_keyframe = lambda: stream.request_keyframe(codec)  # type: ignore[method-assign]
+    route_keyframe_requests(video_sender, lambda: stream.request_keyframe(codec))
     stream.add_viewer(
         Viewer(
             id=session.id,
