@@ -150,7 +150,7 @@ aioice_host_addresses = aioice.ice.get_host_addresses  # aioice's own choice, wh
 
 def route_host_addresses(host_addresses: Callable[[bool, bool], list[str]]) -> None:
     """Make ``host_addresses(use_ipv4, use_ipv6)`` the addresses every ICE agent in this process gathers on."""
-    aioice.ice.get_host_addresses = host_addresses
+    aioice.ice.get_host_addresses = host_addresses  # type: ignore[assignment]  # same call, other parameter names
 
 
 def bind_udp_ports(loop: asyncio.AbstractEventLoop, ports: Callable[[], list[int] | None]) -> None:
@@ -176,7 +176,7 @@ def bind_udp_ports(loop: asyncio.AbstractEventLoop, ports: Callable[[], list[int
         span = f"{min(allowed)}-{max(allowed)}" if allowed else "an empty range"
         raise OSError(f"no free UDP port in {span} on {local_addr[0]}")
 
-    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[assignment]  # a wrapper with its signature
     loop._livesafe_port_range = True  # type: ignore[attr-defined]
 
 
@@ -185,13 +185,13 @@ def bind_udp_ports(loop: asyncio.AbstractEventLoop, ports: Callable[[], list[int
 
 def decoder_backlog(receiver: RTCRtpReceiver) -> int:
     """Encoded frames waiting in aiortc's (unbounded) decoder queue."""
-    backlog: queue.Queue = getattr(receiver, _DECODER_QUEUE)
+    backlog: queue.Queue[Any] = getattr(receiver, _DECODER_QUEUE)
     return backlog.qsize()
 
 
 def drain_decoder_queue(receiver: RTCRtpReceiver) -> int:
     """Discard what waits in aiortc's decoder queue (keeping its stop sentinel); returns how many frames went."""
-    backlog: queue.Queue = getattr(receiver, _DECODER_QUEUE)
+    backlog: queue.Queue[Any] = getattr(receiver, _DECODER_QUEUE)
     shed = 0
     try:
         while True:

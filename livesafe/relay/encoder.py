@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import av
 
@@ -80,7 +81,7 @@ class VideoEncoder:
         self.frames = 0
         self.keyframes = 0
 
-    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> list[av.Packet]:
+    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> list[av.Packet[Any]]:
         """``frame`` at output time ``pts`` (90 kHz); a forced keyframe if asked or if the size changed."""
         context = self._context
         if context is None or (context.width, context.height) != (frame.width, frame.height):
@@ -132,7 +133,7 @@ class Encoded:
 
     arrived: float  # monotonic time the frame reached the relay (a slate: when it was made)
     action: Action  # what the guard did to it
-    packets: dict[str, list[av.Packet]]  # codec -> packets
+    packets: dict[str, list[av.Packet[Any]]]  # codec -> packets
     slate: bool = False  # the failsafe's slate rather than a guarded frame
 
 
@@ -155,7 +156,7 @@ class Encoders:
 
     def encode(
         self, frame: av.VideoFrame, pts: int, codecs: Collection[str], keyframes: Collection[str]
-    ) -> dict[str, list[av.Packet]]:
+    ) -> dict[str, list[av.Packet[Any]]]:
         """``frame`` at ``pts`` for each of ``codecs`` (a keyframe for those in ``keyframes``).
 
         Encoders of codecs no longer in use are closed; new ones open.
@@ -216,9 +217,9 @@ class AudioEncoder:
         self._context.time_base = AUDIO_CLOCK
         self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000, frame_size=960)
 
-    def encode(self, frame: av.AudioFrame, pts: int, mute: bool) -> list[av.Packet]:
+    def encode(self, frame: av.AudioFrame, pts: int, mute: bool) -> list[av.Packet[Any]]:
         frame.pts = None  # the resampler keeps its own sample count; we stamp the packets
-        packets: list[av.Packet] = []
+        packets: list[av.Packet[Any]] = []
         for chunk in self._resampler.resample(frame):
             if mute:
                 for plane in chunk.planes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -24,7 +24,7 @@ class PacketTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.kind = kind
-        self._queue: deque[tuple[av.Packet, float]] = deque()
+        self._queue: deque[tuple[av.Packet[Any], float]] = deque()
         self._ready = asyncio.Event()
         self._capacity = capacity
         self._max_age = max_age
@@ -33,7 +33,7 @@ class PacketTrack(MediaStreamTrack):
         self.packets_sent = 0
         self.packets_dropped = 0
 
-    def offer(self, packet: av.Packet) -> None:
+    def offer(self, packet: av.Packet[Any]) -> None:
         """Queue ``packet`` for this viewer (called on the event loop; never blocks)."""
         if self.readyState != "live":
             return
@@ -57,7 +57,7 @@ class PacketTrack(MediaStreamTrack):
             if self._request_keyframe is not None:
                 self._request_keyframe()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError

@@ -72,6 +72,7 @@ class Ingest:
             self._transit_floor = None  # a new publisher: a new media clock
             while self._publishing(session):
                 frame = await track.recv()
+                assert isinstance(frame, av.VideoFrame)  # aiortc's remote video tracks yield decoded frames
                 self._counters.frames_in += 1
                 self._measure_lateness(frame)
                 if self._shed_decoder_backlog(receiver):
@@ -91,6 +92,7 @@ class Ingest:
         try:
             while self._publishing(session):
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)  # aiortc's remote audio tracks yield decoded frames
                 self._counters.audio_frames_in += 1
                 self._delivery.hold_audio(frame)
         except MediaStreamError:

@@ -102,7 +102,7 @@ class LiveStream:
         self.publisher: Any = None  # the current publisher session (relay.sessions)
         self._on_ended = on_ended
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._end_timer: asyncio.TimerHandle | None = None
         keyframes = self._keyframes = KeyframeRequests(settings.keyframe_interval)
         # A jump of up to 10 s is frames lost (e.g. dropped during a stall); beyond that, a new clock.

@@ -10,7 +10,7 @@ from livesafe.relay.compat import route_keyframe_requests
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import created, negotiate, read_offer
-from livesafe.relay.stream import Viewer
+from livesafe.relay.delivery import Viewer
 
 
 async def whep_post(request: web.Request) -> web.Response:
