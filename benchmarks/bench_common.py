@@ -44,7 +44,12 @@ def ensure_private_network(script: str, *, allow_visible: bool = False) -> None:
     if allow_visible:
         print(f"warning: network interfaces {sorted(interfaces)} are visible; ICE still uses 127.0.0.1 only")
         return
-    if os.environ.get("LIVESAFE_BENCH_NETNS") != "1" and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
+    if (
+        os.environ.get("LIVESAFE_BENCH_NETNS") != "1"
+        and os.geteuid() == 0
+        and shutil.which("unshare")
+        and shutil.which("ip")
+    ):
         print("re-running inside a private network namespace (unshare --net, loopback only)", flush=True)
         os.environ["LIVESAFE_BENCH_NETNS"] = "1"
         os.execvp("unshare", ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',

@@ -128,10 +128,26 @@ def generated_clips() -> dict[str, Callable[[int], np.ndarray]]:
     def captioned(i: int) -> np.ndarray:
         out = webcam(i)
         out[600:680] = (out[600:680] * 0.3).astype(np.uint8)
-        cv2.putText(out, f"LIVE  {i // syn.FPS:02d}s  say hi in chat", (40, 655), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (240, 240, 240), 2, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"LIVE  {i // syn.FPS:02d}s  say hi in chat",
+            (40, 655),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            1.2,
+            (240, 240, 240),
+            2,
+            cv2.LINE_AA,
+        )
         return out
 
-    return {"slow_pan": pan, "cuts": cuts, "pip_pan": pip_pan, "streamer": streamer, "interview": interview, "captioned": captioned}
+    return {
+        "slow_pan": pan,
+        "cuts": cuts,
+        "pip_pan": pip_pan,
+        "streamer": streamer,
+        "interview": interview,
+        "captioned": captioned,
+    }
 
 
 def load_clips(seconds: float, only: str | None = None) -> dict[str, list[av.VideoFrame]]:
@@ -163,7 +179,7 @@ def big_list(size: int, directory: Path) -> Path:
 class CountingMatcher:
     """A ``Matcher`` that counts the queries sent to its indexes (the guard sees no difference)."""
 
-    def __init__(self, matcher: Matcher, timer: "SplitTimer | None" = None) -> None:
+    def __init__(self, matcher: Matcher, timer: SplitTimer | None = None) -> None:
         self._matcher = matcher
         self._timer = timer
         self.queries = 0
@@ -220,7 +236,11 @@ def instrumented(timer: SplitTimer) -> Iterator[None]:
         (search_module, "propose", "propose"),
         (search_module, "dcts", "dcts"),
         (search_module, "oriented_hashes", "dcts"),
-        (search_module, "variant_hashes", "dcts"),  # its name on commits before oriented_hashes (for a before/after run on an older commit)
+        (
+            search_module,
+            "variant_hashes",
+            "dcts",
+        ),  # its name on commits before oriented_hashes (for a before/after run on an older commit)
         (search_module.Search, "verify", "verify+refine"),
         (search_module.Search, "refine", "verify+refine"),
         (search_module.Search, "hash_of", "verify+refine"),
@@ -273,7 +293,9 @@ def run(frames: list[av.VideoFrame], matcher: Matcher, timer: SplitTimer | None 
         if guard.stats.samples > before:
             # The pushed frame is the newest in the delay buffer (benchmark-only peek at it).
             deep = guard._buffer[-1].deep  # noqa: SLF001
-            samples.append(Sample(elapsed * 1000, deep, guard.stats.samples_reused > reused, counting.queries - queries))
+            samples.append(
+                Sample(elapsed * 1000, deep, guard.stats.samples_reused > reused, counting.queries - queries)
+            )
     guard.flush()
     return ClipRun(np.array(per_frame) * 1000, samples, guard.stats.redact_seconds * 1000 / len(frames))
 
@@ -316,8 +338,12 @@ def profile(frames: list[av.VideoFrame], matcher: Matcher) -> None:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "livesafe"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "livesafe"], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out.stdout.strip() + (" (livesafe/ modified)" if dirty.stdout.strip() else "")
@@ -326,7 +352,9 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list-size", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=2, help="timed passes per clip and list (the fastest is reported)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="timed passes per clip and list (the fastest is reported)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated clip")
     parser.add_argument("--profile", metavar="CLIP", help="cProfile one clip against the big list instead")
     args = parser.parse_args()
@@ -335,10 +363,14 @@ def main() -> None:
     clips = load_clips(args.seconds, args.profile)
     if args.profile and not clips:
         parser.error(f"no clip named {args.profile!r}")
-    print(f"clips decoded in {time.perf_counter() - started:.1f} s: {', '.join(f'{k} ({len(v)})' for k, v in clips.items())}")
+    print(
+        f"clips decoded in {time.perf_counter() - started:.1f} s: {', '.join(f'{k} ({len(v)})' for k, v in clips.items())}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        lists = {f"{args.list_size / 1e6:g}M PDQ": LiveMatcher([ListSpec(path=big_list(args.list_size, Path(tmp)))]).current}
+        lists = {
+            f"{args.list_size / 1e6:g}M PDQ": LiveMatcher([ListSpec(path=big_list(args.list_size, Path(tmp)))]).current
+        }
         if not args.profile:
             lists = {"sample (3)": LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt")]).current, **lists}
         print(f"lists written and loaded in {time.perf_counter() - started:.1f} s")
@@ -348,8 +380,10 @@ def main() -> None:
 
     print(f"\ncommit {commit()}; delay buffer {DELAY_MS:.0f} ms")
     print()
-    print("| list | clip | frames | samples | guard ms/frame | of which redaction | sample p99 ms | sample max ms "
-          "| queries per deep sample (mean / max) | split ms/frame: " + " / ".join(SPLIT) + " |")
+    print(
+        "| list | clip | frames | samples | guard ms/frame | of which redaction | sample p99 ms | sample max ms "
+        "| queries per deep sample (mean / max) | split ms/frame: " + " / ".join(SPLIT) + " |"
+    )
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
     summary = []
     for label, matcher in lists.items():
@@ -359,15 +393,21 @@ def main() -> None:
             checks.append(r.check_ms)
             worst = max(worst, max((s.ms for s in r.samples), default=0.0))
             print(row(label, name, len(frames), r), flush=True)
-        summary.append(f"{label}: guard ms/frame (without redaction), mean over {len(checks)} clips = {np.mean(checks):.2f}; "
-                       f"worst clip {max(checks):.2f}; worst sample {worst:.1f} ms (delay buffer {DELAY_MS:.0f} ms)")
+        summary.append(
+            f"{label}: guard ms/frame (without redaction), mean over {len(checks)} clips = {np.mean(checks):.2f}; "
+            f"worst clip {max(checks):.2f}; worst sample {worst:.1f} ms (delay buffer {DELAY_MS:.0f} ms)"
+        )
     print()
     print("\n".join(summary))
     try:
         import pdqhash
     except ImportError:
         return
-    rgb = clips["benign_mix"][60].to_ndarray(format="rgb24") if "benign_mix" in clips else next(iter(clips.values()))[0].to_ndarray(format="rgb24")
+    rgb = (
+        clips["benign_mix"][60].to_ndarray(format="rgb24")
+        if "benign_mix" in clips
+        else next(iter(clips.values()))[0].to_ndarray(format="rgb24")
+    )
     pdqhash.compute(rgb)
     started = time.perf_counter()
     for _ in range(10):

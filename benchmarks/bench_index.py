@@ -37,7 +37,9 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def near(hashes: np.ndarray, count: int, flips: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def near(
+    hashes: np.ndarray, count: int, flips: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random stored rows with a random number (within ``flips``) of distinct bits flipped: (queries, flips)."""
     rows = rng.integers(0, len(hashes), size=count)
     bits = hashes.shape[1] * 8
@@ -119,7 +121,9 @@ def near_hits(index: HammingIndex, hashes: np.ndarray, rng: np.random.Generator)
             # A query's own row is the only hash within 54 of it (random hashes sit near 128).
             found += len(set(q.tolist()))
         cells.append(f"{distance}: {100 * found / len(queries):.1f} %")
-    print(f"{'':<22} near hits within 54 found, by distance: {', '.join(cells)}   batch of {_BATCH}: {percentile_us(times, 50):6.1f} us/query")
+    print(
+        f"{'':<22} near hits within 54 found, by distance: {', '.join(cells)}   batch of {_BATCH}: {percentile_us(times, 50):6.1f} us/query"
+    )
 
 
 def main() -> None:

@@ -55,8 +55,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,9 @@ def free_port() -> int:
 # ------------------------------------------------------------ (a) store
 
 
-async def _append_all(store: Any, settings: Any, events: list[Any], names: list[str], via: str) -> tuple[np.ndarray, float]:
+async def _append_all(
+    store: Any, settings: Any, events: list[Any], names: list[str], via: str
+) -> tuple[np.ndarray, float]:
     """Each event's append (or record) time in ns, and the total seconds; on a running loop, as in the proxy."""
     from livesafe.moderation.service import Moderation
 
@@ -279,10 +282,10 @@ async def child_proxy() -> None:
     """Role ``proxy``: the whole proxy on 127.0.0.1; config as one JSON line on stdin, then commands."""
     from aiohttp import web
 
+    from livesafe.events import REPORT_RECEIVED, Event
     from livesafe.guard.matcher import LiveMatcher
     from livesafe.guard.stream_guard import GuardSettings
     from livesafe.lists import ListSpec
-    from livesafe.events import REPORT_RECEIVED, Event
     from livesafe.moderation.settings import ModerationSettings, WebhookEndpoint
     from livesafe.proxy import build_proxy
     from livesafe.relay.settings import RelaySettings
@@ -292,7 +295,10 @@ async def child_proxy() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     config = json.loads(await reader.readline())
     lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action="slate")])
-    hooks = tuple(WebhookEndpoint(url=h["url"], secret=SECRET, name=h["name"], types=tuple(h.get("types", ()))) for h in config["webhooks"])
+    hooks = tuple(
+        WebhookEndpoint(url=h["url"], secret=SECRET, name=h["name"], types=tuple(h.get("types", ())))
+        for h in config["webhooks"]
+    )
     settings = ModerationSettings(database=config["db"], webhooks=hooks, webhook_backoff_seconds=config.get("backoff", 1.0),
                                   webhook_max_backoff_seconds=config.get("max_backoff", 300.0))  # fmt: skip
     proxy = build_proxy(RelaySettings(ice=ice()), lambda: lists.current, GuardSettings(), settings)
@@ -305,7 +311,9 @@ async def child_proxy() -> None:
     synthetic: asyncio.Task | None = None
 
     def report_event() -> Event:
-        return Event(REPORT_RECEIVED, "s1", "warning", {"reason": "bench " + "x" * 500, "category": "test", "client": "bench"})
+        return Event(
+            REPORT_RECEIVED, "s1", "warning", {"reason": "bench " + "x" * 500, "category": "test", "client": "bench"}
+        )
 
     async def at_rate(per_second: float) -> None:
         step, next_at = 1 / per_second, time.monotonic()
@@ -354,7 +362,7 @@ class Proxy:
         self.proc: asyncio.subprocess.Process | None = None
         self.base = ""
 
-    async def __aenter__(self) -> "Proxy":
+    async def __aenter__(self) -> Proxy:
         with self.log.open("w") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(Path(__file__).resolve()), "--child", "proxy",
@@ -429,7 +437,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    async def start(self) -> "Receiver":
+    async def start(self) -> Receiver:
         from aiohttp import web
 
         from livesafe.moderation.settings import WebhookEndpoint
@@ -476,14 +484,16 @@ class Subscriber:
         self.task: asyncio.Task | None = None
         self.ready = asyncio.Event()
 
-    def start(self) -> "Subscriber":
+    def start(self) -> Subscriber:
         self.task = asyncio.ensure_future(self._run())
         return self
 
     async def _run(self) -> None:
         import aiohttp
 
-        async with self.http.get(f"{self.base}/api/events/stream", timeout=aiohttp.ClientTimeout(total=None)) as response:
+        async with self.http.get(
+            f"{self.base}/api/events/stream", timeout=aiohttp.ClientTimeout(total=None)
+        ) as response:
             response.raise_for_status()
             kind, data = None, None
             async for raw in response.content:
@@ -521,7 +531,9 @@ async def scrape(http: Any, base: str) -> dict[tuple[str, frozenset], float]:
 
     async with http.get(f"{base}/metrics") as response:
         text = await response.text()
-    return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
 
 
 # -------------------------------------------------------- (b) and (d)
@@ -529,7 +541,13 @@ async def scrape(http: Any, base: str) -> dict[tuple[str, frozenset], float]:
 
 def latency_row(label: str, arrivals: list[tuple[str, float, float]]) -> tuple[str, dict]:
     ms = [(received - at) * 1000 for _, at, received in arrivals]
-    row = {"n": len(ms), "min": min(ms, default=float("nan")), "p50": pct(ms, 50), "p95": pct(ms, 95), "max": max(ms, default=float("nan"))}
+    row = {
+        "n": len(ms),
+        "min": min(ms, default=float("nan")),
+        "p50": pct(ms, 50),
+        "p95": pct(ms, 95),
+        "max": max(ms, default=float("nan")),
+    }
     return f"| {label} | {row['n']} | {row['min']:.1f} | {row['p50']:.1f} | {row['p95']:.1f} | {row['max']:.1f} |", row
 
 
@@ -538,7 +556,9 @@ def guard_histogram_line(metrics: dict[tuple[str, frozenset], float]) -> str:
     name = "livesafe_guard_frame_seconds"
     count, total = metrics[(f"{name}_count", frozenset())], metrics[(f"{name}_sum", frozenset())]
     buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in metrics.items() if n == f"{name}_bucket")
-    shares = ", ".join(f"≤ {bound * 1000:g} ms {v / count:.0%}" for bound, v in buckets if bound in (0.001, 0.005, 0.025))
+    shares = ", ".join(
+        f"≤ {bound * 1000:g} ms {v / count:.0%}" for bound, v in buckets if bound in (0.001, 0.005, 0.025)
+    )
     redacted = metrics[("livesafe_frames_redacted_total", frozenset())]
     guarded = metrics[("livesafe_frames_guarded_total", frozenset())]
     return (f"The proxy's `/metrics` at the end of the run: {count:,.0f} frames through the guard, "
@@ -551,7 +571,10 @@ async def bench_live(args: Any, workdir: Path, clip: Path, parts: list[str]) -> 
 
     report: dict[str, Any] = {}
     receiver = await Receiver().start()
-    config = {"db": str(workdir / "live.db"), "webhooks": [{"url": receiver.url, "name": "receiver", "types": list(GUARD_TYPES)}]}
+    config = {
+        "db": str(workdir / "live.db"),
+        "webhooks": [{"url": receiver.url, "name": "receiver", "types": list(GUARD_TYPES)}],
+    }
     windows = [(0, 0.0), (args.subscribers, 0.0), (0, args.rate), (args.subscribers, args.rate)] if "d" in parts else []
     episodes = args.episodes if "b" in parts else 0
     publish_seconds = 5 + episodes * CLIP_SECONDS + len(windows) * (args.window + 4) + 10
@@ -562,7 +585,9 @@ async def bench_live(args: Any, workdir: Path, clip: Path, parts: list[str]) -> 
             feed = Subscriber(http, proxy.base).start()
             await asyncio.wait_for(feed.ready.wait(), 10)
             async with publisher(workdir, f"{proxy.base}/whip/s1", clip, publish_seconds) as pub:
-                await wait_until(lambda: bool(feed.of("stream.started")) or pub.returncode is not None, 30, "the stream to start")
+                await wait_until(
+                    lambda: bool(feed.of("stream.started")) or pub.returncode is not None, 30, "the stream to start"
+                )
                 if pub.returncode is not None:
                     raise RuntimeError(f"publisher exited; see {workdir / 'publisher.log'}")
                 if episodes:
@@ -599,7 +624,9 @@ async def bench_live(args: Any, workdir: Path, clip: Path, parts: list[str]) -> 
     return b_lines, d_lines, report
 
 
-async def bench_feed_cost(args: Any, proxy: Proxy, http: Any, windows: list[tuple[int, float]], report: dict) -> list[str]:
+async def bench_feed_cost(
+    args: Any, proxy: Proxy, http: Any, windows: list[tuple[int, float]], report: dict
+) -> list[str]:
     lines = [f"#### d. Proxy CPU with 0 and {args.subscribers} SSE subscribers, during the 720p30 stream ({args.window:.0f} s windows)", "",
              "| subscribers | synthetic events/s | events in window | proxy CPU % of a core | SSE deliveries | "
              "feed latency p50 / p99 / max ms |", "|---|---|---|---|---|---|"]  # fmt: skip
@@ -625,7 +652,10 @@ async def bench_feed_cost(args: Any, proxy: Proxy, http: Any, windows: list[tupl
         report[f"d/{subscribers}/{rate:g}"] = row
         latency = f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} / {row['max_ms']:.1f}" if ms else "—"
         lines.append(f"| {subscribers} | {rate:g} | {events:.0f} | {cpu:.1f} | {len(got):,} | {latency} |")
-        print(f"  d: {subscribers} subscribers, {rate:g}/s: CPU {cpu:.1f} %, {events:.0f} events, {len(got)} deliveries", flush=True)
+        print(
+            f"  d: {subscribers} subscribers, {rate:g}/s: CPU {cpu:.1f} %, {events:.0f} events, {len(got)} deliveries",
+            flush=True,
+        )
     await proxy.command("rate 0")
     return lines
 
@@ -686,7 +716,10 @@ async def bench_drain(args: Any, workdir: Path) -> tuple[list[str], dict]:
         report[f"c/{endpoints}"] = row
         lines.append(f"| {endpoints} | {len(arrivals):,} | {row['first_s']:.2f} | {row['drain_s']:.2f} | {rate:,.0f} | "
                      f"{row['backlog_zero_s']:.2f} | {row['cpu_pct']:.0f} |")  # fmt: skip
-        print(f"  c: {endpoints} endpoint(s): {len(arrivals)} deliveries at {rate:,.0f}/s, {bad} bad signatures", flush=True)
+        print(
+            f"  c: {endpoints} endpoint(s): {len(arrivals)} deliveries at {rate:,.0f}/s, {bad} bad signatures",
+            flush=True,
+        )
     lines += ["", "Every delivery's signature was verified by the receiver; failures: "
               f"{sum(r['bad_signatures'] for r in report.values())}."]  # fmt: skip
     return lines, report
@@ -699,14 +732,20 @@ def parse_args() -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run (~1 min)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--store-events", type=int, default=None, help="(a) events appended per configuration (default 5000)")
+    parser.add_argument(
+        "--store-events", type=int, default=None, help="(a) events appended per configuration (default 5000)"
+    )
     parser.add_argument("--episodes", type=int, default=None, help="(b) match episodes to measure (default 10)")
-    parser.add_argument("--backlog", type=int, default=None, help="(c) events queued while the receiver is down (default 5000)")
+    parser.add_argument(
+        "--backlog", type=int, default=None, help="(c) events queued while the receiver is down (default 5000)"
+    )
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     parser.add_argument("--subscribers", type=int, default=20, help="(d) SSE subscribers (default 20)")
     parser.add_argument("--rate", type=float, default=None, help="(d) synthetic events per second (default 50)")
     parser.add_argument("--window", type=float, default=None, help="(d) seconds per measuring window (default 15)")
-    parser.add_argument("--scrape-rows", type=int, default=None, help="(e) outbox rows in the big database (default 400000)")
+    parser.add_argument(
+        "--scrape-rows", type=int, default=None, help="(e) outbox rows in the big database (default 400000)"
+    )
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--paced-seconds", type=float, default=None, help="(f) seconds per rate (default 10)")
     parser.add_argument("--prune-events", type=int, default=None, help="(g) events in the database (default 200000)")
@@ -727,12 +766,18 @@ def parse_args() -> Any:
 
 
 def machine_notes() -> str:
-    import av
     import aiohttp
+    import av
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
     mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")) / 2**20
-    fs = subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
+    fs = (
+        subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True, text=True)
+        .stdout.splitlines()[-1]
+        .split()[1]
+    )
     return (f"{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
             f"aiohttp {aiohttp.__version__}, PyAV {av.__version__}; databases on {fs} ({tempfile.gettempdir()})")  # fmt: skip
 
@@ -746,7 +791,11 @@ async def amain(args: Any) -> None:
     load = os.getloadavg()[0]
     notes = machine_notes()
     print(f"{notes}; load average {load:.2f}; work directory {workdir}", flush=True)
-    report: dict[str, Any] = {"machine": notes, "load_average_start": load, "args": {k: str(v) for k, v in vars(args).items()}}
+    report: dict[str, Any] = {
+        "machine": notes,
+        "load_average_start": load,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     sections: list[list[str]] = []
 
     async def single(part: str, what: str, bench: Callable[[Any, Path], Awaitable[tuple[list[str], dict]]]) -> None:

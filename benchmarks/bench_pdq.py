@@ -27,7 +27,9 @@ from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # sample_streams.synthetic is in the checkout, not in the installed package
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent)
+)  # sample_streams.synthetic is in the checkout, not in the installed package
 from sample_streams.synthetic import natural_samples  # noqa: E402
 
 PDQ = SIGNALS["pdq"]
@@ -84,8 +86,12 @@ def main() -> None:
     print("|---|---|")
     print(f"| reference pdqhash (RGB, full size) | {per_call(lambda: pdqhash.compute(rgb), 20):.2f} |")
     print(f"| ours, Y plane full size | {per_call(lambda: PDQ.hash_luma(y, scale)):.2f} |")
-    print(f"| ours, live path (half-size copy + hash) | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2)):.2f} |")
-    print(f"| ours, live path + 8 dihedral variants | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2, all_orientations=True)):.2f} |")
+    print(
+        f"| ours, live path (half-size copy + hash) | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2)):.2f} |"
+    )
+    print(
+        f"| ours, live path + 8 dihedral variants | {per_call(lambda: PDQ.hash_luma(Planes(y, scale).fine.luma, scale, shrink=2, all_orientations=True)):.2f} |"
+    )
 
 
 if __name__ == "__main__":

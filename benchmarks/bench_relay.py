@@ -194,7 +194,9 @@ class Outcome:
     viewer_failures: list[str] = field(default_factory=list)
     publisher_late_ms: float | None = None
     checks: dict = field(default_factory=dict)  # barcode vs RTP numbering (full viewers)
-    queue_max: dict = field(default_factory=dict)  # relay-internal queue depths, max over the window (polled each second)
+    queue_max: dict = field(
+        default_factory=dict
+    )  # relay-internal queue depths, max over the window (polled each second)
     error: str | None = None
     udp_drops: int = 0  # datagrams dropped on full socket buffers during the window (any process)
     thread_cpu: dict = field(default_factory=dict)  # relay CPU % of a core by kind of thread, over the window
@@ -235,7 +237,16 @@ class Outcome:
 
 
 def scenario(args: Any, kind: str, streams: int, viewers: int, mode: str, warmup: float, measure: float) -> Scenario:
-    return Scenario(kind, streams, viewers, mode, warmup, measure, switch_interval=args.relay_switch_interval, renice_threads=args.relay_renice_threads)
+    return Scenario(
+        kind,
+        streams,
+        viewers,
+        mode,
+        warmup,
+        measure,
+        switch_interval=args.relay_switch_interval,
+        renice_threads=args.relay_renice_threads,
+    )
 
 
 async def run_scenario(sc: Scenario, workdir: Path, tag: str, verbose: bool = True) -> Outcome:
@@ -250,7 +261,16 @@ async def run_scenario(sc: Scenario, workdir: Path, tag: str, verbose: bool = Tr
     started = time.monotonic()
     try:
         await asyncio.gather(relay.spawn(), publisher.spawn(), viewer.spawn())
-        ready = await relay.configure({"kind": sc.kind, "max_seconds": life, "plain_unbuffered": sc.plain_unbuffered, "switch_interval": sc.switch_interval, "renice_threads": sc.renice_threads}, 60)
+        ready = await relay.configure(
+            {
+                "kind": sc.kind,
+                "max_seconds": life,
+                "plain_unbuffered": sc.plain_unbuffered,
+                "switch_interval": sc.switch_interval,
+                "renice_threads": sc.renice_threads,
+            },
+            60,
+        )
         base = f"http://127.0.0.1:{ready['port']}"
 
         async def sample() -> None:
@@ -299,17 +319,32 @@ async def run_scenario(sc: Scenario, workdir: Path, tag: str, verbose: bool = Tr
             poller = asyncio.ensure_future(poll())
             threads0 = (await stats()).get("thread_cpu_s", {})
             w0 = time.monotonic()
-            marks0 = proc_cpu_rss(relay.pid)[0], proc_cpu_rss(publisher.pid)[0], proc_cpu_rss(viewer.pid)[0], machine_busy()
+            marks0 = (
+                proc_cpu_rss(relay.pid)[0],
+                proc_cpu_rss(publisher.pid)[0],
+                proc_cpu_rss(viewer.pid)[0],
+                machine_busy(),
+            )
             drops0 = udp_drops()
             await asyncio.sleep(sc.measure)
             w1 = time.monotonic()
-            marks1 = proc_cpu_rss(relay.pid)[0], proc_cpu_rss(publisher.pid)[0], proc_cpu_rss(viewer.pid)[0], machine_busy()
+            marks1 = (
+                proc_cpu_rss(relay.pid)[0],
+                proc_cpu_rss(publisher.pid)[0],
+                proc_cpu_rss(viewer.pid)[0],
+                machine_busy(),
+            )
             out.udp_drops = udp_drops() - drops0
             poller.cancel()
             out.relay_stats = await stats(since=w0)
             threads1 = out.relay_stats.get("thread_cpu_s", {})
             out.thread_cpu = {k: 100 * (threads1[k] - threads0.get(k, 0.0)) / (w1 - w0) for k in threads1}
-            for key in ("viewer_queue_max_frames", "decoder_backlog_frames", "ingest_waiting_frames", "decoded_waiting_frames"):
+            for key in (
+                "viewer_queue_max_frames",
+                "decoder_backlog_frames",
+                "ingest_waiting_frames",
+                "decoded_waiting_frames",
+            ):
                 values = [s.get(key) for p in polls + [out.relay_stats] for s in p["streams"] if s.get(key) is not None]
                 if values:
                     out.queue_max[key] = max(values)
@@ -395,7 +430,9 @@ def analyze(out: Outcome, pubs: dict, views: dict, w0: float, w1: float) -> None
                 seqs.append(None)  # decoded but no barcode read (slate, corrupt picture): not a clip frame
             else:
                 seqs.append(from_rtp)
-        s = per_stream.setdefault(v["stream"], {"lat": [], "lat_pkt": [], "arr": [], "got": [], "sent": sent, "first": first, "bad": 0})
+        s = per_stream.setdefault(
+            v["stream"], {"lat": [], "lat_pkt": [], "arr": [], "got": [], "sent": sent, "first": first, "bad": 0}
+        )
         got: set[int] = set()
         s["got"].append(got)
         for i, seq in enumerate(seqs):
@@ -416,7 +453,13 @@ def analyze(out: Outcome, pubs: dict, views: dict, w0: float, w1: float) -> None
     }  # fmt: skip
     third = (w1 - w0) / 3
     for name, s in sorted(per_stream.items()):
-        lat, lat_pkt, arr, sent, first = np.asarray(s["lat"]), np.asarray(s["lat_pkt"]), np.asarray(s["arr"]), s["sent"], s["first"]
+        lat, lat_pkt, arr, sent, first = (
+            np.asarray(s["lat"]),
+            np.asarray(s["lat_pkt"]),
+            np.asarray(s["arr"]),
+            s["sent"],
+            s["first"],
+        )
         in_window = (arr >= w0) & (arr <= w1)
         early, late_ = in_window & (arr < w0 + third), in_window & (arr >= w1 - third)
         published = [first + k for k in np.nonzero((sent >= w0) & (sent <= w1))[0]]
@@ -456,7 +499,8 @@ def describe(o: Outcome) -> str:
         f"RSS {max((r for _, r in o.rss_series), default=float('nan')):.0f} MiB | machine {o.machine_cpu:.0f}% "
         f"(publishers {o.publisher_cpu:.0f}%, viewers {o.viewer_cpu:.0f}%, publisher late p99 {o.publisher_late_ms or 0:.0f} ms)"
         + (f" | viewer failures {len(o.viewer_failures)}" if o.viewer_failures else "")
-        + " | relay threads " + ", ".join(f"{k} {v:.0f}%" for k, v in sorted(o.thread_cpu.items()))
+        + " | relay threads "
+        + ", ".join(f"{k} {v:.0f}%" for k, v in sorted(o.thread_cpu.items()))
         + f" | max queued: {queues(o)} | UDP drops {o.udp_drops}, relay ingest packets lost {o.relay_stream_total('ingest_packets_lost')}"
     )
 
@@ -492,7 +536,9 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
     print(f"\n== 1. latency: one stream, one viewer decoding every frame ({args.latency_seconds:g} s)", flush=True)
     outs = {}
     for kind in args.relays:
-        outs[kind] = await run_scenario(scenario(args, kind, 1, 1, "full", args.warmup, args.latency_seconds), workdir, f"lat-{kind}")
+        outs[kind] = await run_scenario(
+            scenario(args, kind, 1, 1, "full", args.warmup, args.latency_seconds), workdir, f"lat-{kind}"
+        )
     buffer = _delay_buffer_ms() / 1000
     lines = [
         "### 1. End-to-end latency, 1 stream, 1 viewer (publisher hands frame N to its sender -> viewer has decoded frame N)",
@@ -507,7 +553,9 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
         internal = "—"
         if kind == "guarded":
             internal = "/".join(
-                f"{s['relay_latency_ms']['p50']:.0f}" for s in o.relay_stats["streams"] if s["relay_latency_ms"]["p50"] is not None
+                f"{s['relay_latency_ms']['p50']:.0f}"
+                for s in o.relay_stats["streams"]
+                if s["relay_latency_ms"]["p50"] is not None
             )
         beyond = " / ".join(ms(o.pct(q) - buffer) for q in (50, 95, 99)) if kind == "guarded" else "—"
         c = o.checks
@@ -539,7 +587,10 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
 
 
 async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[str], dict[str, int]]:
-    print(f"\n== 2. capacity: N streams x 1 viewer, N = 1..{args.max_streams} until not sustained ({args.capacity_seconds:g} s each)", flush=True)
+    print(
+        f"\n== 2. capacity: N streams x 1 viewer, N = 1..{args.max_streams} until not sustained ({args.capacity_seconds:g} s each)",
+        flush=True,
+    )
     lines = [
         "### 2. Streams sustained in real time (each with one viewer)",
         "",
@@ -554,7 +605,9 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
     for kind in args.relays:
         capacity[kind] = 0
         for n in range(1, args.max_streams + 1):
-            o = await run_scenario(scenario(args, kind, n, 1, "count", args.warmup, args.capacity_seconds), workdir, f"cap-{kind}-{n}")
+            o = await run_scenario(
+                scenario(args, kind, n, 1, "count", args.warmup, args.capacity_seconds), workdir, f"cap-{kind}-{n}"
+            )
             runs.setdefault(kind, []).append(o)
             if o.error:
                 lines.append(f"| {kind} | {n} | failed: {o.error.splitlines()[0]} |")
@@ -571,7 +624,8 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
     lines.append(
         "Sustained: "
         + ", ".join(
-            f"{kind} **{n}**{'+ (the most tried)' if n == args.max_streams else ''} streams" + (" (target ≥ 4)" if kind == "guarded" else "")
+            f"{kind} **{n}**{'+ (the most tried)' if n == args.max_streams else ''} streams"
+            + (" (target ≥ 4)" if kind == "guarded" else "")
             for kind, n in capacity.items()
         )
         + "."
@@ -585,7 +639,10 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
 
 async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
     plan = {"guarded": args.viewers, "plain": args.plain_viewers}
-    print(f"\n== 3. viewers: one stream, {' / '.join(f'{k} {plan[k]}' for k in args.relays)} viewers ({args.viewers_seconds:g} s each)", flush=True)
+    print(
+        f"\n== 3. viewers: one stream, {' / '.join(f'{k} {plan[k]}' for k in args.relays)} viewers ({args.viewers_seconds:g} s each)",
+        flush=True,
+    )
     lines = [
         "### 3. One stream, many viewers: relay CPU per extra viewer",
         "",
@@ -598,7 +655,9 @@ async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
         for v in plan[kind]:
             # Each joining viewer asks for a keyframe: let the joins settle a little longer with many viewers.
             warmup = args.warmup + min(4.0, 0.05 * v)
-            o = await run_scenario(scenario(args, kind, 1, v, "count", warmup, args.viewers_seconds), workdir, f"view-{kind}-{v}")
+            o = await run_scenario(
+                scenario(args, kind, 1, v, "count", warmup, args.viewers_seconds), workdir, f"view-{kind}-{v}"
+            )
             if o.error:
                 lines.append(f"| {kind} | {v} | failed: {o.error.splitlines()[0]} |")
                 continue
@@ -611,14 +670,20 @@ async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
         slope = fit_slope([v for v, _ in kept], [o.relay_cpu for _, o in kept])
         result[kind] = {"per_viewer_cpu_pct": slope, "points": [(v, o.relay_cpu, o.delivered_min) for v, o in points]}
         saturated = [v for v, o in points if o.delivered_min < 0.95]
-        note = f" (runs with {', '.join(map(str, saturated))} viewers left out: < 95 % delivered, the relay was saturated)" if saturated else ""
+        note = (
+            f" (runs with {', '.join(map(str, saturated))} viewers left out: < 95 % delivered, the relay was saturated)"
+            if saturated
+            else ""
+        )
         result[kind]["note"] = note
     lines.append("")
     for kind, target in (("guarded", "target ≤ 3"), ("plain", "reference ~25–28")):
         if kind not in result:
             continue
         slope = result[kind]["per_viewer_cpu_pct"]
-        lines.append(f"- {kind}: **{slope:.2f} % of a core per extra viewer** ({target}), least squares over the runs that kept up{result[kind]['note']}.")
+        lines.append(
+            f"- {kind}: **{slope:.2f} % of a core per extra viewer** ({target}), least squares over the runs that kept up{result[kind]['note']}."
+        )
     report["viewers"] = result
     return lines
 
@@ -634,14 +699,22 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
             counts[kind] = min(args.max_overload_streams, max(2, 2 * capacity[kind]))
         else:
             counts[kind] = {"guarded": 8, "plain": 6}[kind]
-    print(f"\n== 4. overload: {' / '.join(f'{k} {n}' for k, n in counts.items())} streams ({args.overload_seconds:g} s)", flush=True)
+    print(
+        f"\n== 4. overload: {' / '.join(f'{k} {n}' for k, n in counts.items())} streams ({args.overload_seconds:g} s)",
+        flush=True,
+    )
     buffer = _delay_buffer_ms() / 1000
-    capped = [k for k in counts if not args.overload_streams and capacity is not None and capacity.get(k) == args.max_streams]
+    capped = [
+        k for k in counts if not args.overload_streams and capacity is not None and capacity.get(k) == args.max_streams
+    ]
     lines = [
         "### 4. Overload: twice the sustained stream count, each stream with one viewer",
         "",
         *(
-            [f"Note: the capacity sweep stopped at --max-streams {args.max_streams} for {', '.join(capped)}, so 2x that may not overload it.", ""]
+            [
+                f"Note: the capacity sweep stopped at --max-streams {args.max_streams} for {', '.join(capped)}, so 2x that may not overload it.",
+                "",
+            ]
             if capped
             else []
         ),
@@ -655,7 +728,9 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
     result: dict[str, Any] = {}
     series_lines = []
     for kind in args.relays:
-        o = await run_scenario(scenario(args, kind, counts[kind], 1, "count", 1.0, args.overload_seconds), workdir, f"over-{kind}")
+        o = await run_scenario(
+            scenario(args, kind, counts[kind], 1, "count", 1.0, args.overload_seconds), workdir, f"over-{kind}"
+        )
         if o.error:
             lines.append(f"| {kind} | {counts[kind]} | failed: {o.error.splitlines()[0]} |")
             continue
@@ -671,12 +746,17 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
         )
         step = max(1, round(5 / 0.5))
         series_lines.append(f"- {kind} RSS MiB every 5 s: " + ", ".join(f"{r:.0f}" for _, r in window[::step]))
-        result[kind] = run_summary(o) | {"rss_slope_mib_s": slope, "p99_beyond_buffer_ms": 1000 * (o.pct(99) - buffer) if kind == "guarded" else None}
+        result[kind] = run_summary(o) | {
+            "rss_slope_mib_s": slope,
+            "p99_beyond_buffer_ms": 1000 * (o.pct(99) - buffer) if kind == "guarded" else None,
+        }
     lines.append("")
     lines.extend(series_lines)
     if "guarded" in result:
         b = result["guarded"]["p99_beyond_buffer_ms"]
-        lines.append(f"- guarded p99 latency beyond the {1000 * buffer:.0f} ms delay buffer: **{b:.0f} ms** (target ≤ 500: {'met' if b <= 500 else 'NOT met'}).")
+        lines.append(
+            f"- guarded p99 latency beyond the {1000 * buffer:.0f} ms delay buffer: **{b:.0f} ms** (target ≤ 500: {'met' if b <= 500 else 'NOT met'})."
+        )
     report["overload"] = result
     return lines
 
@@ -715,27 +795,48 @@ def run_summary(o: Outcome) -> dict:
 
 def parse_args() -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
     def ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x]
 
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~2-3 min): shorter windows, up to 2 streams, 1 and 8 viewers")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run (~2-3 min): shorter windows, up to 2 streams, 1 and 8 viewers",
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--warmup", type=float, default=None, help="seconds after viewers join before measuring")
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--capacity-seconds", type=float, default=None)
     parser.add_argument("--max-streams", type=int, default=None, help="capacity sweep goes up to this many streams")
-    parser.add_argument("--viewers", type=ints, default=None, help="guarded viewer counts for phase 3 (default 1,10,50)")
-    parser.add_argument("--plain-viewers", type=ints, default=None, help="plain viewer counts for phase 3 (default 1,2,3)")
+    parser.add_argument(
+        "--viewers", type=ints, default=None, help="guarded viewer counts for phase 3 (default 1,10,50)"
+    )
+    parser.add_argument(
+        "--plain-viewers", type=ints, default=None, help="plain viewer counts for phase 3 (default 1,2,3)"
+    )
     parser.add_argument("--viewers-seconds", type=float, default=None)
     parser.add_argument("--overload-seconds", type=float, default=None)
-    parser.add_argument("--overload-streams", type=ints, default=None, help="GUARDED,PLAIN stream counts (default: 2x sustained)")
+    parser.add_argument(
+        "--overload-streams", type=ints, default=None, help="GUARDED,PLAIN stream counts (default: 2x sustained)"
+    )
     parser.add_argument("--max-overload-streams", type=int, default=12)
     parser.add_argument("--relays", default="plain,guarded", help="which relays to run: plain,guarded (default both)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep child logs and raw results")
     parser.add_argument("--no-netns-check", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--relay-switch-interval", type=float, default=None, help="diagnosis: sys.setswitchinterval in the relay process")
-    parser.add_argument("--relay-renice-threads", type=int, default=None, help="diagnosis: nice value for every relay thread but the event loop's")
+    parser.add_argument(
+        "--relay-switch-interval",
+        type=float,
+        default=None,
+        help="diagnosis: sys.setswitchinterval in the relay process",
+    )
+    parser.add_argument(
+        "--relay-renice-threads",
+        type=int,
+        default=None,
+        help="diagnosis: nice value for every relay thread but the event loop's",
+    )
     args = parser.parse_args()
     quick = args.quick
     defaults = {
@@ -769,7 +870,11 @@ async def amain(args: Any) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f}; child logs in {workdir}", flush=True)
-    report: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": load[0], "args": {k: str(v) for k, v in vars(args).items()}}
+    report: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "load_average_start": load[0],
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     sections: list[list[str]] = []
     capacity = None
     try:

@@ -62,15 +62,18 @@ import av
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout (livesafe, sample_streams.synthetic) and this folder (families, image_pool)
+sys.path[:0] = [
+    str(HERE.parent),
+    str(HERE),
+]  # the checkout (livesafe, sample_streams.synthetic) and this folder (families, image_pool)
 
 import image_pool  # noqa: E402
 from families import FAMILIES, HEIGHT, WIDTH, Stock  # noqa: E402
 
 from livesafe.guard.matcher import LiveMatcher, Matcher  # noqa: E402
-from livesafe.policy import Action  # noqa: E402
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard  # noqa: E402
 from livesafe.lists import ListSpec  # noqa: E402
+from livesafe.policy import Action  # noqa: E402
 
 FPS = 30
 TIME_BASE = Fraction(1, FPS)
@@ -90,7 +93,9 @@ def _flip(value: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
     return np.packbits(unpacked)
 
 
-def write_blocklist(path: Path, listed: dict[str, np.ndarray], decoys: dict[str, np.ndarray], size: int) -> dict[str, str]:
+def write_blocklist(
+    path: Path, listed: dict[str, np.ndarray], decoys: dict[str, np.ndarray], size: int
+) -> dict[str, str]:
     """The listed pictures' reference hashes, hard negatives near each decoy, random hashes up to ``size``.
 
     Returns each listed picture's hash (hex)."""
@@ -159,7 +164,9 @@ def _noise() -> np.ndarray:
     return _STATE["noise"]
 
 
-def render(task: Task, listed: dict[str, np.ndarray], decoys: dict[str, np.ndarray]) -> tuple[str, dict, str, int, list[np.ndarray], np.ndarray, int | None]:
+def render(
+    task: Task, listed: dict[str, np.ndarray], decoys: dict[str, np.ndarray]
+) -> tuple[str, dict, str, int, list[np.ndarray], np.ndarray, int | None]:
     """(picture, params, bin, fade, yuv frames, alpha per frame, bitrate) of one segment."""
     family = FAMILIES[task.family]
     rng = np.random.default_rng([task.seed, list(FAMILIES).index(task.family), task.number, int(task.decoy)])
@@ -186,7 +193,10 @@ def render(task: Task, listed: dict[str, np.ndarray], decoys: dict[str, np.ndarr
         rgb.append(after(i))
     bank = _noise()
     first = int(rng.integers(NOISE_FIELDS))
-    yuv = [np.clip(_yuv(f).astype(np.int16) + bank[(first + k) % NOISE_FIELDS], 0, 255).astype(np.uint8) for k, f in enumerate(rgb)]
+    yuv = [
+        np.clip(_yuv(f).astype(np.int16) + bank[(first + k) % NOISE_FIELDS], 0, 255).astype(np.uint8)
+        for k, f in enumerate(rgb)
+    ]
     return name, params, family.bin_of(params), fade, yuv, alpha, shown.bitrate_kbps
 
 
@@ -230,7 +240,9 @@ def guard(frames: list[av.VideoFrame], matcher: Matcher, stream: str) -> tuple[l
         actions[item.index] = item.action
     elapsed = time.perf_counter() - started
     if sorted(actions) != list(range(len(frames))) or g.stats.errors:
-        raise RuntimeError(f"{stream}: guard returned {len(actions)} of {len(frames)} frames with {g.stats.errors} errors")
+        raise RuntimeError(
+            f"{stream}: guard returned {len(actions)} of {len(frames)} frames with {g.stats.errors} errors"
+        )
     return [actions[i] for i in range(len(frames))], 1000 * elapsed / len(frames)
 
 
@@ -354,24 +366,42 @@ def markdown(results: list[Result], meta: dict) -> str:
         lines.append(f"* **{name}** ({family.parameter}): " + " · ".join(cells))
     firsts = [r.first_hit for r in total_caught if r.first_hit is not None]
     if firsts:
-        lines += ["", f"First redacted frame showing the picture, from its first frame: median {np.median(firsts):.0f}, max {max(firsts)} (0 = redacted from its first frame)."]
+        lines += [
+            "",
+            f"First redacted frame showing the picture, from its first frame: median {np.median(firsts):.0f}, max {max(firsts)} (0 = redacted from its first frame).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=image_pool.SPLITS, default="report", help="report (default): figures; tune: development only")
-    parser.add_argument("--pool", choices=image_pool.POOLS, default="all", help="skimage (ships with the test extras), debian (wallpaper packages) or all")
-    parser.add_argument("--per-family", type=int, default=None, help="listed-picture segments per family (default 30; --quick 4)")
-    parser.add_argument("--decoys-per-family", type=int, default=None, help="decoy segments per family (default 16; --quick 2)")
-    parser.add_argument("--list-size", type=int, default=None, help="PDQ hashes in the list (default 1,000,000; --quick 10,000)")
+    parser.add_argument(
+        "--split", choices=image_pool.SPLITS, default="report", help="report (default): figures; tune: development only"
+    )
+    parser.add_argument(
+        "--pool",
+        choices=image_pool.POOLS,
+        default="all",
+        help="skimage (ships with the test extras), debian (wallpaper packages) or all",
+    )
+    parser.add_argument(
+        "--per-family", type=int, default=None, help="listed-picture segments per family (default 30; --quick 4)"
+    )
+    parser.add_argument(
+        "--decoys-per-family", type=int, default=None, help="decoy segments per family (default 16; --quick 2)"
+    )
+    parser.add_argument(
+        "--list-size", type=int, default=None, help="PDQ hashes in the list (default 1,000,000; --quick 10,000)"
+    )
     parser.add_argument("--families", help="comma-separated families (default all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))

@@ -98,21 +98,40 @@ def warp_onto(canvas: np.ndarray, image: np.ndarray, quad: np.ndarray) -> None:
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     m = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
     warped = cv2.warpPerspective(image, m, (canvas.shape[1], canvas.shape[0]), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), m, (canvas.shape[1], canvas.shape[0]), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(
+        np.full((h, w), 255, np.uint8), m, (canvas.shape[1], canvas.shape[0]), flags=cv2.INTER_LINEAR
+    )
     alpha = (mask.astype(np.float32) / 255)[:, :, None]
     canvas[:] = np.clip(canvas * (1 - alpha) + warped * alpha, 0, 255).astype(np.uint8)
 
 
-_WORDS = ("live now", "subscribe!", "GG", "lol", "nice", "hello chat", "brb", "wow", "follow", "12:04", "LIVE", "score 2-1")
+_WORDS = (
+    "live now",
+    "subscribe!",
+    "GG",
+    "lol",
+    "nice",
+    "hello chat",
+    "brb",
+    "wow",
+    "follow",
+    "12:04",
+    "LIVE",
+    "score 2-1",
+)
 
 
-def text_lines(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, rng: np.random.Generator, colour: tuple[int, int, int]) -> None:
+def text_lines(
+    canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, rng: np.random.Generator, colour: tuple[int, int, int]
+) -> None:
     """Chat- or caption-like lines of text inside a box."""
     size = max(0.4, min(1.4, (y1 - y0) / 60))
     step = max(14, int(30 * size))
     for y in range(y0 + step, y1 - 4, step):
         words = " ".join(rng.choice(_WORDS, size=3))
-        cv2.putText(canvas, words, (x0 + 6, y), cv2.FONT_HERSHEY_SIMPLEX, size, colour, max(1, int(2 * size)), cv2.LINE_AA)
+        cv2.putText(
+            canvas, words, (x0 + 6, y), cv2.FONT_HERSHEY_SIMPLEX, size, colour, max(1, int(2 * size)), cv2.LINE_AA
+        )
 
 
 def placed(picture: np.ndarray, scale: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
@@ -122,7 +141,9 @@ def placed(picture: np.ndarray, scale: float, rng: np.random.Generator) -> tuple
     return shown, int(rng.integers(0, WIDTH - w + 1)), int(rng.integers(0, HEIGHT - h + 1))
 
 
-def framed(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def framed(
+    picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The picture as families that are not about placement show it, and its box (x, y, w, h):
     filling the frame (stretched, as a 16:9 video would) when ``p["fill"]``, else fitted at
     ``p["scale"]`` anywhere on plain bars."""
@@ -187,7 +208,14 @@ def _draw_crop(rng: np.random.Generator) -> dict:
     removed = rng.uniform(0, 0.30)
     u = rng.uniform(0, 1)
     fw, fh = (1 - removed) ** u, (1 - removed) ** (1 - u)
-    return {"removed": removed, "fw": fw, "fh": fh, "x": rng.uniform(0, 1 - fw), "y": rng.uniform(0, 1 - fh), **_framing(rng)}
+    return {
+        "removed": removed,
+        "fw": fw,
+        "fh": fh,
+        "x": rng.uniform(0, 1 - fw),
+        "y": rng.uniform(0, 1 - fh),
+        **_framing(rng),
+    }
 
 
 def _render_crop(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:
@@ -238,7 +266,15 @@ def _render_pip(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: S
 
     def draw(canvas: np.ndarray) -> None:
         if p["shadow"]:
-            blend(canvas, x + 8, y + 8, min(WIDTH, x + shown_w + 8), min(HEIGHT, y + shown_h + 8), np.zeros(3, np.float32), 0.5)
+            blend(
+                canvas,
+                x + 8,
+                y + 8,
+                min(WIDTH, x + shown_w + 8),
+                min(HEIGHT, y + shown_h + 8),
+                np.zeros(3, np.float32),
+                0.5,
+            )
         if p["border"]:
             cv2.rectangle(canvas, (x - 3, y - 3), (x + shown_w + 2, y + shown_h + 2), border.tolist(), 3)
         paste(canvas, shown, x, y)
@@ -421,12 +457,16 @@ def _render_degradation(picture: np.ndarray, p: dict, rng: np.random.Generator, 
         canvas = cv2.GaussianBlur(canvas, (0, 0), amount)
     elif kind == "low_res":
         small = resize(canvas, round(WIDTH * amount), round(HEIGHT * amount))
-        canvas = cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_LINEAR)
+        canvas = cv2.resize(
+            small, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_LINEAR
+        )
     if kind == "noise":
         base = canvas.astype(np.float32)
         seed = int(rng.integers(1 << 31))
         return Shown(
-            lambda i: np.clip(base + np.random.default_rng([seed, i]).standard_normal(base.shape, np.float32) * amount, 0, 255).astype(np.uint8)
+            lambda i: np.clip(
+                base + np.random.default_rng([seed, i]).standard_normal(base.shape, np.float32) * amount, 0, 255
+            ).astype(np.uint8)
         )
     return Shown(still(canvas), bitrate_kbps=round(amount) if kind == "bitrate" else None)
 
@@ -434,7 +474,13 @@ def _render_degradation(picture: np.ndarray, p: dict, rng: np.random.Generator, 
 # panes: the picture as one pane of a 2-4 pane layout (the others moving decoys).
 def _draw_panes(rng: np.random.Generator) -> dict:
     count = int(rng.integers(2, 5))
-    return {"panes": count, "layout": int(rng.integers(2)), "gap": int(rng.integers(0, 12)), "which": int(rng.integers(count)), "fit": bool(rng.random() < 0.5)}
+    return {
+        "panes": count,
+        "layout": int(rng.integers(2)),
+        "gap": int(rng.integers(0, 12)),
+        "which": int(rng.integers(count)),
+        "fit": bool(rng.random() < 0.5),
+    }
 
 
 def _pane_boxes(count: int, layout: int, gap: int) -> list[tuple[int, int, int, int]]:
@@ -444,7 +490,11 @@ def _pane_boxes(count: int, layout: int, gap: int) -> list[tuple[int, int, int, 
         return [(0, 0, WIDTH, HEIGHT // 2 - gap // 2), (0, HEIGHT // 2 + gap - gap // 2, WIDTH, HEIGHT)]
     if count == 3:  # one large, two stacked
         big = WIDTH * 2 // 3
-        return [(0, 0, big, HEIGHT), (big + gap, 0, WIDTH, HEIGHT // 2 - gap // 2), (big + gap, HEIGHT // 2 + gap - gap // 2, WIDTH, HEIGHT)]
+        return [
+            (0, 0, big, HEIGHT),
+            (big + gap, 0, WIDTH, HEIGHT // 2 - gap // 2),
+            (big + gap, HEIGHT // 2 + gap - gap // 2, WIDTH, HEIGHT),
+        ]
     hw, hh = WIDTH // 2, HEIGHT // 2
     return [(0, 0, hw - gap // 2, hh - gap // 2), (hw + gap - gap // 2, 0, WIDTH, hh - gap // 2),
             (0, hh + gap - gap // 2, hw - gap // 2, HEIGHT), (hw + gap - gap // 2, hh + gap - gap // 2, WIDTH, HEIGHT)]  # fmt: skip
@@ -528,12 +578,54 @@ def _kind_bin(p: dict) -> str:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("crop", "area removed %", _bins(_CROP, "%"), _draw_crop, lambda p: _bin(100 * p["removed"], _CROP, "%"), _render_crop),
-        Family("padding", "frame that is padding %", _bins(_PAD, "%"), _draw_padding, lambda p: _bin(p["padding"], _PAD, "%"), _render_padding),
-        Family("pip", "window width % of frame", _bins(_PIP, "%"), _draw_pip, lambda p: _bin(100 * p["width"], _PIP, "%"), _render_pip),
-        Family("rotation", "angle", _bins(_ROT, "°"), _draw_rotation, lambda p: _bin(p["angle"], _ROT, "°"), _render_rotation),
-        Family("perspective", "keystone angle", _bins(_PERS, "°"), _draw_perspective, lambda p: _bin(p["angle"], _PERS, "°"), _render_perspective),
-        Family("occlusion", "picture covered %", _bins(_OCC, "%"), _draw_occlusion, lambda p: _bin(100 * p["covered"], _OCC, "%"), _render_occlusion),
+        Family(
+            "crop",
+            "area removed %",
+            _bins(_CROP, "%"),
+            _draw_crop,
+            lambda p: _bin(100 * p["removed"], _CROP, "%"),
+            _render_crop,
+        ),
+        Family(
+            "padding",
+            "frame that is padding %",
+            _bins(_PAD, "%"),
+            _draw_padding,
+            lambda p: _bin(p["padding"], _PAD, "%"),
+            _render_padding,
+        ),
+        Family(
+            "pip",
+            "window width % of frame",
+            _bins(_PIP, "%"),
+            _draw_pip,
+            lambda p: _bin(100 * p["width"], _PIP, "%"),
+            _render_pip,
+        ),
+        Family(
+            "rotation",
+            "angle",
+            _bins(_ROT, "°"),
+            _draw_rotation,
+            lambda p: _bin(p["angle"], _ROT, "°"),
+            _render_rotation,
+        ),
+        Family(
+            "perspective",
+            "keystone angle",
+            _bins(_PERS, "°"),
+            _draw_perspective,
+            lambda p: _bin(p["angle"], _PERS, "°"),
+            _render_perspective,
+        ),
+        Family(
+            "occlusion",
+            "picture covered %",
+            _bins(_OCC, "%"),
+            _draw_occlusion,
+            lambda p: _bin(100 * p["covered"], _OCC, "%"),
+            _render_occlusion,
+        ),
         Family("colour", "filter", _COLOURS, _draw_colour, _kind_bin, _render_colour),
         Family("degradation", "kind", _DEGRADE, _draw_degradation, _kind_bin, _render_degradation),
         Family("panes", "panes", ("2", "3", "4"), _draw_panes, lambda p: str(p["panes"]), _render_panes),

@@ -73,7 +73,13 @@ def _skimage() -> dict[str, np.ndarray]:
 
 def _wallpapers() -> dict[str, np.ndarray]:
     files = sorted(
-        {p.resolve() for d in WALLPAPER_DIRS if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+        {
+            p.resolve()
+            for d in WALLPAPER_DIRS
+            if d.is_dir()
+            for p in d.rglob("*")
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        }
     )
     out = {}
     for path in files:

@@ -371,7 +371,9 @@ def _guarded_app(ice: Any, config: dict) -> tuple[Any, Any]:
             summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)
             summary["ingest_packets_lost"] = _packets_lost(decoder)
             tracks = [r.track for r in decoder if r.track.kind == "video"]
-            summary["decoded_waiting_frames"] = max((t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0)
+            summary["decoded_waiting_frames"] = max(
+                (t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0
+            )
             streams.append(summary)
         return {"kind": "guarded", "sessions": len(relay.sessions), "streams": streams}
 
@@ -542,12 +544,13 @@ async def role_publish(config: dict) -> None:
     tracks: dict[str, ClipTrack] = {}
     pcs = []
     async with aiohttp.ClientSession() as http:
-
         refused: list[str] = []
 
         async def start(k: int, name: str) -> None:
             # Streams start at different places in the clip and at different phases of the frame clock.
-            track = ClipTrack(first_seq=(k * 7 * CLIP_GOP) % len(clip), phase=(k * period / max(1, len(streams))) % period)
+            track = ClipTrack(
+                first_seq=(k * 7 * CLIP_GOP) % len(clip), phase=(k * period / max(1, len(streams))) % period
+            )
             pc = RTCPeerConnection(ice.rtc_configuration())
             pcs.append(pc)
             transceiver = pc.addTransceiver(track, direction="sendonly")
@@ -568,7 +571,11 @@ async def role_publish(config: dict) -> None:
         await _wait_stop(config["max_seconds"])
     result = {}
     for name, track in tracks.items():
-        result[name] = {"first_seq": track.first_seq, "sent": track.sent, "late_ms": _percentiles(1000 * x for x in track.late)}
+        result[name] = {
+            "first_seq": track.first_seq,
+            "sent": track.sent,
+            "late_ms": _percentiles(1000 * x for x in track.late),
+        }
     Path(config["result"]).write_text(json.dumps(result))
     os._exit(0)
 

@@ -14,23 +14,24 @@ import signal
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 import cv2
 import numpy as np
 from aiohttp import web
 
+from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
-from livesafe.lists.live import ListWatcher
 from livesafe.lists import BlocklistError, ListSpec
+from livesafe.lists.live import ListWatcher
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
 from livesafe.proxy import build_proxy
-from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
@@ -60,12 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livesafe", description="Live-stream safety proxy: hash-match video against blocklists.")
+    parser = argparse.ArgumentParser(
+        prog="livesafe", description="Live-stream safety proxy: hash-match video against blocklists."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="check a video file; optionally write a redacted copy")
     scan.add_argument("input", type=Path)
-    scan.add_argument("--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)")
+    scan.add_argument(
+        "--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)"
+    )
     scan.add_argument("--action", choices=["blur", "slate"], help="action for --blocklist lists (default blur)")
     scan.add_argument("--category", default="test", help="category for --blocklist lists")
     scan.add_argument("--output", type=Path, help="write the redacted video here")
@@ -76,9 +81,14 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the relay: WHIP in, guarded WHEP out")
     _relay_options(serve)
-    serve.add_argument("--stream-key", action="append", default=[], metavar="STREAM=KEY",
-                       help="allow publishing STREAM with bearer token KEY (repeatable; prefer key_env in --config: "
-                       "command lines are visible to other users)")
+    serve.add_argument(
+        "--stream-key",
+        action="append",
+        default=[],
+        metavar="STREAM=KEY",
+        help="allow publishing STREAM with bearer token KEY (repeatable; prefer key_env in --config: "
+        "command lines are visible to other users)",
+    )
     serve.set_defaults(run=_run_serve)
 
     demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
@@ -94,8 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--loop", action="store_true", help="repeat the file until interrupted")
     publish.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     publish.add_argument("--codec", choices=["vp8", "h264"], help="video codec to offer (default: both, VP8 first)")
-    publish.add_argument("--passthrough", action="store_true",
-                         help="send the file's H.264 packets without re-encoding (needs H.264 without B-frames)")
+    publish.add_argument(
+        "--passthrough",
+        action="store_true",
+        help="send the file's H.264 packets without re-encoding (needs H.264 without B-frames)",
+    )
     _ice_option(publish)
     publish.set_defaults(run=_run_publish)
 
@@ -110,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     hash_ = sub.add_parser("hash", help="print blocklist lines for images or sampled video frames")
     hash_.add_argument("files", type=Path, nargs="+")
     hash_.add_argument("--signal", default="pdq", choices=sorted(SIGNALS))
-    hash_.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds")
+    hash_.add_argument(
+        "--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds"
+    )
     hash_.set_defaults(run=_run_hash)
     return parser
 
@@ -119,20 +134,30 @@ def _relay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings, lists, stream keys")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    parser.add_argument("--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)")
+    parser.add_argument(
+        "--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)"
+    )
     parser.add_argument("--action", choices=["blur", "slate"], help="action for --blocklist lists (default blur)")
     parser.add_argument("--category", default="test", help="category for --blocklist lists")
     parser.add_argument("--skip-bad-lines", action="store_true", help="load lists without their bad lines (counted)")
     parser.add_argument("--db", type=Path, metavar="FILE", help="event store (SQLite; default livesafe.db)")
     parser.add_argument("--webhook-url", metavar="URL", help="send signed events here (Standard Webhooks)")
-    parser.add_argument("--webhook-secret", metavar="SECRET",
-                        help="its signing secret (or set LIVESAFE_WEBHOOK_SECRET, which keeps it out of the process list)")
+    parser.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        help="its signing secret (or set LIVESAFE_WEBHOOK_SECRET, which keeps it out of the process list)",
+    )
     _ice_option(parser)
 
 
 def _ice_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
-                        help="gather ICE host candidates only on this address (repeatable), e.g. 127.0.0.1")
+    parser.add_argument(
+        "--ice-host",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="gather ICE host candidates only on this address (repeatable), e.g. 127.0.0.1",
+    )
 
 
 def _ice_settings(args: argparse.Namespace, base: IceSettings | None = None) -> IceSettings:
@@ -154,7 +179,10 @@ def _load_lists(args: argparse.Namespace, config: Config) -> LiveMatcher:
     lists = LiveMatcher(config.lists, skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines)
     for bl in lists.current.blocklists:
         if bl.skipped:
-            print(f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}", file=sys.stderr)
+            print(
+                f"livesafe: warning: list {bl.spec.name!r}: skipped {bl.skipped} bad line(s), first: {bl.errors[0]}",
+                file=sys.stderr,
+            )
     return lists
 
 
@@ -196,7 +224,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     if not args.sample.is_file():
         raise UsageError(f"{args.sample}: no such file (run from the repository root, or pass --sample FILE)")
     samples = args.sample.parent / "blocklist.txt"
-    default = [ListSpec(path=samples, name="samples", category="test", action=args.action or "blur")] if samples.is_file() else []
+    default = (
+        [ListSpec(path=samples, name="samples", category="test", action=args.action or "blur")]
+        if samples.is_file()
+        else []
+    )
     config, lists = _relay_config(args, default)
     if args.config is None:
         # The embedded demo config: a 1 s hold, so each pass of the short sample shows
@@ -210,8 +242,9 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
     try:
-        proxy = build_proxy(settings, lambda: lists.current, config.guard, config.moderation,
-                            ListWatcher(lists, config.reload_seconds))
+        proxy = build_proxy(
+            settings, lambda: lists.current, config.guard, config.moderation, ListWatcher(lists, config.reload_seconds)
+        )
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     relay = proxy.relay
@@ -233,7 +266,10 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             file=sys.stderr,
         )
     if open_access(relay, proxy.moderation):
-        print(f"livesafe: WARNING: DEV MODE -- the moderation API and {base}/dashboard are open to anyone too.", file=sys.stderr)
+        print(
+            f"livesafe: WARNING: DEV MODE -- the moderation API and {base}/dashboard are open to anyone too.",
+            file=sys.stderr,
+        )
     elif not config.moderation.tokens:
         print("livesafe: warning: no moderator tokens configured ([moderation.tokens.NAME]); the moderation API refuses everyone",
               file=sys.stderr)  # fmt: skip
@@ -294,8 +330,18 @@ def _run_publish(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no such file")
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
-        result = asyncio.run(publish(args.file, args.url, token=token, loop=args.loop, duration=args.duration, codec=args.codec,
-                                     passthrough=args.passthrough, ice=_ice_settings(args)))
+        result = asyncio.run(
+            publish(
+                args.file,
+                args.url,
+                token=token,
+                loop=args.loop,
+                duration=args.duration,
+                codec=args.codec,
+                passthrough=args.passthrough,
+                ice=_ice_settings(args),
+            )
+        )
     except ClientError as exc:
         raise UsageError(str(exc)) from None
     print(f"livesafe: published {result.frames_sent} frames in {result.seconds:.1f} s", file=sys.stderr)
@@ -305,7 +351,9 @@ def _run_publish(args: argparse.Namespace) -> int:
 def _run_watch(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
-        result = asyncio.run(watch(args.url, token=token, record=args.record, duration=args.duration, ice=_ice_settings(args)))
+        result = asyncio.run(
+            watch(args.url, token=token, record=args.record, duration=args.duration, ice=_ice_settings(args))
+        )
     except ClientError as exc:
         raise UsageError(str(exc)) from None
     sizes = ", ".join(f"{w}x{h}" for w, h in result.sizes) or "none"
@@ -340,7 +388,10 @@ def _run_scan(args: argparse.Namespace) -> int:
         if events_out is not None and events_out is not sys.stdout:
             events_out.close()
     if result.damaged_packets:
-        print(f"livesafe: warning: {args.input}: {result.damaged_packets} damaged video packet(s) skipped", file=sys.stderr)
+        print(
+            f"livesafe: warning: {args.input}: {result.damaged_packets} damaged video packet(s) skipped",
+            file=sys.stderr,
+        )
     if result.expected_frames and result.frames < result.expected_frames:
         print(
             f"livesafe: warning: {args.input}: incomplete input: decoded {result.frames} of {result.expected_frames} frames",

@@ -72,8 +72,8 @@ from typing import Any
 from livesafe.guard.search import SearchSettings
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
-from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
+from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
 from livesafe.relay.ice import IceServer, IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -93,7 +93,7 @@ class Config:
     relay: RelaySettings = field(default_factory=RelaySettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
-    def with_lists(self, extra: list[ListSpec]) -> "Config":
+    def with_lists(self, extra: list[ListSpec]) -> Config:
         return replace(self, lists=self.lists + tuple(extra))
 
 
@@ -223,7 +223,9 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table with key/key_env and viewer_token/viewer_token_env")
         entry = dict(entry)
-        access = StreamAccess(key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env))
+        access = StreamAccess(
+            key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env)
+        )
         profile = entry.pop("profile", "default")
         if not isinstance(profile, str):
             raise ConfigError(f"{where}.profile: expected a profile name, got {profile!r}")
@@ -268,7 +270,9 @@ def _ice(data: dict[str, Any]) -> IceSettings:
         if isinstance(entry, str):
             entry = {"urls": [entry]}
         if not isinstance(entry, dict) or "urls" not in entry:
-            raise ConfigError(f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential = ... }}")
+            raise ConfigError(
+                f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential = ... }}"
+            )
         _only(entry, {"urls", "username", "credential"}, where)
         urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
         try:
@@ -282,7 +286,9 @@ def _ice(data: dict[str, Any]) -> IceSettings:
         raise ConfigError(f"server.ice.host_addresses: expected a list of IP addresses, got {hosts!r}")
     if not isinstance(announce, dict) or not all(isinstance(v, str) for v in announce.values()):
         raise ConfigError(f"server.ice.announce: expected a table of local = public addresses, got {announce!r}")
-    if ports is not None and not (isinstance(ports, list) and len(ports) == 2 and all(isinstance(p, int) for p in ports)):
+    if ports is not None and not (
+        isinstance(ports, list) and len(ports) == 2 and all(isinstance(p, int) for p in ports)
+    ):
         raise ConfigError(f"server.ice.udp_ports: expected [low, high], got {ports!r}")
     for key, addresses in (("host_addresses", hosts), ("announce", [*announce, *announce.values()])):
         bad = [a for a in addresses if not _is_ip(a)]

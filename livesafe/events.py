@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from livesafe.policy import SEVERITIES
 
@@ -159,4 +160,6 @@ class Event:
         data = fact.to_dict()
         for key in ("id", "at", "type", "stream_id"):
             del data[key]
-        return cls(type=fact.type, stream_id=fact.stream_id, severity=severity, data=data | extra, id=fact.id, at=fact.at)
+        return cls(
+            type=fact.type, stream_id=fact.stream_id, severity=severity, data=data | extra, id=fact.id, at=fact.at
+        )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -89,7 +89,9 @@ class Exposition:
         self._lines.append(f"# TYPE {full} {kind}")
         for suffix, labels, value in samples:
             rendered = ",".join(f'{key}="{escape_label(str(val))}"' for key, val in labels.items())
-            self._lines.append(f"{full}{suffix}{{{rendered}}} {_number(value)}" if rendered else f"{full}{suffix} {_number(value)}")
+            self._lines.append(
+                f"{full}{suffix}{{{rendered}}} {_number(value)}" if rendered else f"{full}{suffix} {_number(value)}"
+            )
 
     def gauge(self, name: str, help_text: str, value: float, labels: Labels | None = None) -> None:
         self.family(name, "gauge", help_text, [("", labels or {}, value)])
@@ -141,7 +143,11 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
 
     stats = [s.guard.stats for s in live]
     counters = [s.counters for s in live]
-    out.counter("frames_in_total", "Video frames received from publishers.", ended.frames_in + sum(c.frames_in for c in counters))
+    out.counter(
+        "frames_in_total",
+        "Video frames received from publishers.",
+        ended.frames_in + sum(c.frames_in for c in counters),
+    )
     out.counter("frames_guarded_total", "Frames that left a guard's delay buffer (checked, redacted if needed).",
                 ended.frames_guarded + sum(s.frames_out for s in stats))  # fmt: skip
     out.counter("frames_redacted_total", "Guarded frames that left blurred or slated.",
@@ -158,7 +164,13 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
         for i, count in enumerate(list(s.push_buckets)):  # a copy: the guard's thread keeps counting
             buckets[i] += count
         seconds += s.push_seconds
-    out.histogram("guard_frame_seconds", "Time the guard spent on each frame (StreamGuard.push).", PUSH_SECONDS_BUCKETS, buckets, seconds)
+    out.histogram(
+        "guard_frame_seconds",
+        "Time the guard spent on each frame (StreamGuard.push).",
+        PUSH_SECONDS_BUCKETS,
+        buckets,
+        seconds,
+    )
 
 
 def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
@@ -166,7 +178,11 @@ def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
                [("", {"list": name, "category": category}, n) for (name, category), n in sorted(moderation.matches.items())])  # fmt: skip
     out.family("events_total", "counter", "Moderation events stored, by type.",
                [("", {"type": kind}, n) for kind, n in sorted(moderation.counts.items())])  # fmt: skip
-    out.counter("events_lost_total", "Events the store failed to take (disk errors); they reached no feed or webhook.", moderation.lost)
+    out.counter(
+        "events_lost_total",
+        "Events the store failed to take (disk errors); they reached no feed or webhook.",
+        moderation.lost,
+    )
 
     health = moderation.webhooks.health
     out.family("webhook_deliveries_total", "counter", "Webhook deliveries answered 2xx since the proxy started, by endpoint.",
@@ -186,7 +202,12 @@ def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
         return
     rows = [("", {"endpoint": name, "state": state}, stored.get(name, {}).get(state, 0))
             for name in sorted(set(health) | set(stored)) for state in ("pending", "delivered", "failed")]  # fmt: skip
-    out.family("webhook_outbox", "gauge", "Stored webhook deliveries by endpoint and state (until retention removes finished ones).", rows)
+    out.family(
+        "webhook_outbox",
+        "gauge",
+        "Stored webhook deliveries by endpoint and state (until retention removes finished ones).",
+        rows,
+    )
     out.gauge("event_backlog", "Webhook deliveries waiting to be sent (pending outbox rows, all endpoints).", backlog)
 
 

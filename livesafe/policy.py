@@ -30,7 +30,7 @@ class Action(enum.IntEnum):
     SLATE = 2
 
     @classmethod
-    def named(cls, name: str) -> "Action":
+    def named(cls, name: str) -> Action:
         try:
             return cls[name.upper()]
         except KeyError:
@@ -44,7 +44,13 @@ class Action(enum.IntEnum):
 # User-Agent patterns of WHEP clients that record rather than just play: our own
 # `livesafe watch --record`, FFmpeg (Lavf), GStreamer, OBS.  A browser tab can still
 # be screen-captured; this refuses the tools that record by design, not a determined user.
-RECORDER_AGENTS = (r"livesafe-watch/\S+ \(recording\)", r"\bLavf/", r"(?i)\bffmpeg\b", r"(?i)\bgstreamer\b", r"(?i)\bobs-studio\b")
+RECORDER_AGENTS = (
+    r"livesafe-watch/\S+ \(recording\)",
+    r"\bLavf/",
+    r"(?i)\bffmpeg\b",
+    r"(?i)\bgstreamer\b",
+    r"(?i)\bobs-studio\b",
+)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Kept apart from the CLI so tests and embedders build exactly what
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
 
 from aiohttp import web
 

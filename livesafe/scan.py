@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 import av
 import numpy as np
 
 from livesafe.events import GuardEvent
 from livesafe.guard.matcher import Matcher
-from livesafe.policy import Action
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
+from livesafe.policy import Action
 
 
 class ScanError(Exception):
@@ -114,7 +115,9 @@ def scan_file(
                         out = guard.push(frame)
                         _emit_video(out, writer, timeline, result, frame_duration)
                         if progress is not None and total:
-                            progress.write(f"\rscanning {Path(input_path).name}: {100 * guard.stats.frames_in // total:3d}%")
+                            progress.write(
+                                f"\rscanning {Path(input_path).name}: {100 * guard.stats.frames_in // total:3d}%"
+                            )
                     elif writer is not None:
                         assert isinstance(frame, av.AudioFrame)  # the only other stream demuxed is ain
                         writer.queue_audio(frame)
@@ -159,7 +162,9 @@ def open_video(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _emit_video(out: list[GuardedFrame], writer: "_Writer | None", timeline: _SlateTimeline, result: ScanResult, duration: float) -> None:
+def _emit_video(
+    out: list[GuardedFrame], writer: _Writer | None, timeline: _SlateTimeline, result: ScanResult, duration: float
+) -> None:
     for item in out:
         result.frames += 1
         if item.action is not Action.PASS:
@@ -198,7 +203,9 @@ class _Writer:
         if ain is not None:
             self.audio = self.container.add_stream("aac", rate=ain.codec_context.sample_rate)
             self.audio.layout = ain.codec_context.layout
-            self._resampler = av.AudioResampler(format="fltp", layout=ain.codec_context.layout, rate=ain.codec_context.sample_rate)
+            self._resampler = av.AudioResampler(
+                format="fltp", layout=ain.codec_context.layout, rate=ain.codec_context.sample_rate
+            )
 
     def write_video(self, frame: av.VideoFrame) -> None:
         if frame.format.name != "yuv420p" or frame.width != self.video.width or frame.height != self.video.height:

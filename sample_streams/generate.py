@@ -24,11 +24,13 @@ import av
 import numpy as np
 import pdqhash
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: sample_streams.synthetic, and livesafe uninstalled
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent)
+)  # the checkout: sample_streams.synthetic, and livesafe uninstalled
 
-from sample_streams import synthetic as syn
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
+from sample_streams import synthetic as syn
 
 FPS = syn.FPS
 GOP = 2 * FPS

@@ -24,7 +24,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-
 from harness import SAMPLES, downscale_clip
 
 CLONE_NEWNET = 0x40000000

@@ -103,7 +103,9 @@ def main(url: str, token: str, seconds: float, local_ip: str | None) -> int:
     loop.run()
     pipeline.set_state(Gst.State.NULL)
     if "resource" in result:  # hang up
-        hang_up = urllib.request.Request(result["resource"], method="DELETE", headers={"Authorization": f"Bearer {token}"})
+        hang_up = urllib.request.Request(
+            result["resource"], method="DELETE", headers={"Authorization": f"Bearer {token}"}
+        )
         with urllib.request.urlopen(hang_up, timeout=10):
             pass
     return result["code"]

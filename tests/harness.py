@@ -27,16 +27,16 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from livesafe.clients import publish
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.redact import slate_frame
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
-from livesafe.relay.ice import IceSettings, apply_ice_settings
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.proxy import build_proxy
-from livesafe.clients import publish
+from livesafe.relay.ice import IceSettings, apply_ice_settings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import StreamSettings
@@ -104,7 +104,10 @@ async def running_relay(
     """The whole proxy (relay + moderation; an in-memory event store unless ``moderation`` names a file)."""
     settings = settings or RelaySettings(ice=ICE, stream=FAST_END)
     proxy = build_proxy(
-        settings, matcher or sample_lists(), guard or GuardSettings(hold_seconds=0.5), moderation or ModerationSettings(database=":memory:")
+        settings,
+        matcher or sample_lists(),
+        guard or GuardSettings(hold_seconds=0.5),
+        moderation or ModerationSettings(database=":memory:"),
     )
     async with serving(proxy.app, port) as base:
         yield RunningRelay(proxy.relay, base, proxy.moderation)
@@ -259,7 +262,9 @@ def read_recording(path: Path) -> Recording:
             first = None
             for frame in container.decode(audio=0):
                 data = frame.to_ndarray().astype(np.float32)
-                data = data.reshape(-1, frame.layout.nb_channels).mean(axis=1) if data.shape[0] == 1 else data.mean(axis=0)
+                data = (
+                    data.reshape(-1, frame.layout.nb_channels).mean(axis=1) if data.shape[0] == 1 else data.mean(axis=0)
+                )
                 start = round(float(frame.pts * frame.time_base) * 48000)
                 first = start if first is None else first
                 samples.append((start, data))

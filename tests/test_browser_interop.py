@@ -15,10 +15,10 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from harness import FAST_END, ICE, SAMPLES, chromium, running_relay
-from livesafe.guard.redact import slate_frame
+
 from livesafe.clients import watch
+from livesafe.guard.redact import slate_frame
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
 KEY = "browser-studio-key"
@@ -65,7 +65,9 @@ window.livesafe.pc.getStats().then((stats) => {
 """
 
 
-async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_the_blocked_segment(tmp_path, blocked_cut_360p):
+async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_the_blocked_segment(
+    tmp_path, blocked_cut_360p
+):
     clip = blocked_cut_360p
     camera = _y4m(clip, tmp_path / "camera.y4m")
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())["segments"][0]
@@ -79,14 +81,20 @@ async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_th
     async with running_relay(settings) as r:
         publisher = await asyncio.to_thread(
             chromium,
-            ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"),
+            (
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={camera}",
+            ),
         )
         viewer = None
         try:
             await asyncio.to_thread(publisher.get, f"{r.base}/publish/studio")
             await asyncio.to_thread(publisher.find_element("id", "key").send_keys, KEY)
             await asyncio.to_thread(publisher.find_element("id", "start").click)
-            await r.wait_for(lambda relay: "studio" in relay.streams and relay.streams["studio"].counters.frames_in > 30, timeout=30)
+            await r.wait_for(
+                lambda relay: "studio" in relay.streams and relay.streams["studio"].counters.frames_in > 30, timeout=30
+            )
             viewer = await asyncio.to_thread(chromium)
             await asyncio.to_thread(viewer.get, f"{r.base}/watch/studio")
             snapshots, states, notices = [], set(), set()
@@ -96,10 +104,16 @@ async def test_chromium_publishes_its_camera_and_a_chromium_viewer_never_sees_th
                 if pixels:
                     snapshots.append(_normalised(np.asarray(pixels, np.float32).reshape(90, 160)))
                 states.add(r.summary("studio")["state"])
-                notices.add(await asyncio.to_thread(publisher.execute_script, "return !document.getElementById('notice').hidden"))
+                notices.add(
+                    await asyncio.to_thread(
+                        publisher.execute_script, "return !document.getElementById('notice').hidden"
+                    )
+                )
                 await asyncio.sleep(0.15)
             decoded = await asyncio.to_thread(viewer.execute_async_script, INBOUND_FRAMES)
-            painted = await asyncio.to_thread(viewer.execute_script, "return window.livesafe.frames")  # requestVideoFrameCallback
+            painted = await asyncio.to_thread(
+                viewer.execute_script, "return window.livesafe.frames"
+            )  # requestVideoFrameCallback
             summary = r.summary("studio")
         finally:
             for driver in (publisher, viewer):
@@ -121,12 +135,20 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def _has_gstreamer_webrtc() -> bool:
-    probe = "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1'); from gi.repository import Gst; Gst.init(None); " \
-            "assert Gst.ElementFactory.find('webrtcbin') and Gst.ElementFactory.find('nicesrc')"
-    return shutil.which(SYSTEM_PYTHON) is not None and subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+    probe = (
+        "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1'); from gi.repository import Gst; Gst.init(None); "
+        "assert Gst.ElementFactory.find('webrtcbin') and Gst.ElementFactory.find('nicesrc')"
+    )
+    return (
+        shutil.which(SYSTEM_PYTHON) is not None
+        and subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+    )
 
 
-@pytest.mark.skipif(not _has_gstreamer_webrtc(), reason="needs Debian's python3-gst-1.0, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1, gstreamer1.0-nice")
+@pytest.mark.skipif(
+    not _has_gstreamer_webrtc(),
+    reason="needs Debian's python3-gst-1.0, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1, gstreamer1.0-nice",
+)
 async def test_gstreamer_webrtcbin_publishes_and_our_viewer_watches():
     settings = RelaySettings(ice=ICE, stream=FAST_END, streams={"gst": StreamAccess(key=KEY)})
     script = Path(__file__).with_name("gst_whip_publish.py")
@@ -136,7 +158,9 @@ async def test_gstreamer_webrtcbin_publishes_and_our_viewer_watches():
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
-            await r.wait_for(lambda relay: "gst" in relay.streams and relay.streams["gst"].counters.frames_in > 30, timeout=30)
+            await r.wait_for(
+                lambda relay: "gst" in relay.streams and relay.streams["gst"].counters.frames_in > 30, timeout=30
+            )
             result = await watch(r.url("whep", "gst"), ice=ICE, duration=3)
             summary = r.summary("gst")
             output = (await asyncio.wait_for(client.communicate(), 30))[0].decode()
@@ -144,7 +168,9 @@ async def test_gstreamer_webrtcbin_publishes_and_our_viewer_watches():
             if client.returncode is None:
                 client.kill()
                 await client.wait()
-        await r.wait_for(lambda relay: relay.streams.get("gst") is None or relay.streams["gst"].publisher is None, timeout=10)
+        await r.wait_for(
+            lambda relay: relay.streams.get("gst") is None or relay.streams["gst"].publisher is None, timeout=10
+        )
     assert client.returncode == 0 and "201" in output, output
     assert result.frames > 50 and result.sizes == [(640, 360)], result
     assert result.audio_frames > 50, "GStreamer's Opus audio came through too"

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from harness import FAST_END, ICE, RunningRelay, chromium, publishing, running_relay, wait_for_script
+
 from livesafe.events import STREAM_CUT, STREAM_ENDED, WEBHOOK_FAILED, Event
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
@@ -130,7 +130,10 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
     settings = RelaySettings(streams={"s1": StreamAccess(key=KEY, profile="child")}, ice=ICE, stream=FAST_END)
     moderation = ModerationSettings(database=":memory:", tokens=(ALICE, BOB), preview=True)
     # Held 5 s after the last match, the looped clip (a 1.5 s match every 6 s) stays redacted: keep is always valid.
-    async with running_relay(settings, guard=GuardSettings(hold_seconds=5.0), moderation=moderation) as r, dashboard(r) as driver:
+    async with (
+        running_relay(settings, guard=GuardSettings(hold_seconds=5.0), moderation=moderation) as r,
+        dashboard(r) as driver,
+    ):
         # Stream keys are set, so the API is not open: without a token, or with a wrong one, the page says why.
         assert "401" in await wait(driver, f"return {text('#error')}")
         await use_token(driver, "not-a-real-token-123")
@@ -142,10 +145,14 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
         async with publishing(r, clip, "s1", KEY, **LOOPED):
             await wait(driver, f"return {q(ROW)}")
             # An observer reads everything but cannot act.
-            assert await js(driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => b.disabled)")
+            assert await js(
+                driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => b.disabled)"
+            )
 
             await sign_in(driver, ALICE.token, "alice")
-            assert await js(driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => !b.disabled)")
+            assert await js(
+                driver, "return [...document.querySelectorAll('#streams button.act')].every((b) => !b.disabled)"
+            )
             # The token stays in this tab's sessionStorage: not in the URL, not in localStorage.
             assert await js(driver, "return sessionStorage.getItem('livesafe.token')") == ALICE.token
             assert await js(driver, "return localStorage.length") == 0
@@ -191,13 +198,19 @@ async def test_a_moderator_sees_the_match_arrive_live_and_keeps_the_redaction_on
             await wait(driver, f"return {text(f'{ROW} .state')} === 'live'")
             assert len(r.moderation.allowlist) == 1
             passes = r.relay.streams["s1"].counters.frames_in
-            await r.wait_for(lambda relay: relay.streams["s1"].counters.frames_in > passes + 200, timeout=20)  # > one pass
+            await r.wait_for(
+                lambda relay: relay.streams["s1"].counters.frames_in > passes + 200, timeout=20
+            )  # > one pass
             assert not r.relay.is_redacting("s1") and len(r.moderation.store.events.read(types=["match.started"])) == 1
             # ... and in the server's, read with alice's token.
             async with aiohttp.ClientSession() as http:
-                async with http.get(f"{r.base}/api/audit", headers={"Authorization": f"Bearer {ALICE.token}"}) as response:
+                async with http.get(
+                    f"{r.base}/api/audit", headers={"Authorization": f"Bearer {ALICE.token}"}
+                ) as response:
                     entries = (await response.json())["entries"]
-    assert [(e["actor"], e["role"], e["action"], e["stream_id"], e["reason"], e["viewed_content"]) for e in entries] == [
+    assert [
+        (e["actor"], e["role"], e["action"], e["stream_id"], e["reason"], e["viewed_content"]) for e in entries
+    ] == [
         ("alice", "moderator", "preview", "s1", "viewed the blurred preview", True),
         ("alice", "moderator", "keep", "s1", "matches list; holding while I check the source", True),
         ("alice", "moderator", "confirm", "s1", "the listed image, verified", True),
@@ -209,7 +222,10 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
     never_matches = Matcher([])
     receiver = WebhookEndpoint(url="http://127.0.0.1:9/hook", secret="not-used-nobody-listens", name="siem")
     moderation = ModerationSettings(database=":memory:", webhooks=(receiver,))
-    async with running_relay(matcher=lambda: never_matches, moderation=moderation) as r, dashboard(r) as driver:  # dev mode
+    async with (
+        running_relay(matcher=lambda: never_matches, moderation=moderation) as r,
+        dashboard(r) as driver,
+    ):  # dev mode
         await wait(driver, f"return {STATE}.feedConnected")
         assert await js(driver, f"return {text('#who')}") == "anonymous (dev mode) · moderator"
         async with publishing(r, clip, "s1", **LOOPED):
@@ -220,7 +236,9 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
             report_details = text('#feed tr[data-type="report.received"] .details')
             details = await wait(driver, f"return {report_details}")
             assert XSS in details
-            assert await js(driver, "return window.pwned === undefined && document.querySelectorAll('#feed img').length === 0")
+            assert await js(
+                driver, "return window.pwned === undefined && document.querySelectorAll('#feed img').length === 0"
+            )
             assert not await js(driver, f"return {shown('#alarm')} || {shown('#error')}")  # a warning is no alarm
 
             # An empty reason is refused in the page; nothing reaches the server.
@@ -229,7 +247,9 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
             assert await js(driver, f"return {STATE}.actionsSent") == 0
             # The server refuses to resume a stream that is not redacted, and the page shows its reason.
             await press(driver, "resume", "looks fine")
-            status = await wait(driver, f"const a = {STATE}.lastAction; return a && !a.ok && {text(f'{ROW} .row-status')}")
+            status = await wait(
+                driver, f"const a = {STATE}.lastAction; return a && !a.ok && {text(f'{ROW} .row-status')}"
+            )
             assert "409" in status and "not redacted now" in status
             # The receiver that refuses every delivery is flagged.
             hook = await wait(driver, f"return {q('#webhooks tbody tr:has(.hook.failing)')}?.innerText")
@@ -248,7 +268,11 @@ async def test_an_attacker_chosen_report_reason_shows_as_text_and_refusals_say_w
         await asyncio.to_thread(dialog.accept)
         assert "retrying now" in await wait(driver, f"return {text('#webhooks-status')}")
         (entry,) = r.moderation.store.audit.read(0)
-        assert (entry.action, entry.reason, entry.details["endpoint"]) == ("webhook_retry", "receiver redeployed", "siem")
+        assert (entry.action, entry.reason, entry.details["endpoint"]) == (
+            "webhook_retry",
+            "receiver redeployed",
+            "siem",
+        )
         await wait(driver, f"return {q('#audit tbody')}.innerText.includes('webhook_retry')")
 
 

@@ -17,8 +17,8 @@ from livesafe.guard.geometry import screen_picture, screen_quads, tilted_quad
 from livesafe.guard.search import SearchSettings, View, propose, view_luma
 from livesafe.guard.views import Planes
 from livesafe.signals import SIGNALS
-from sample_streams import synthetic as syn
 from livesafe.signals.pdq import luma_from_rgb
+from sample_streams import synthetic as syn
 
 pytest.importorskip("skimage.data")
 

@@ -20,16 +20,16 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from harness import BLOCKLIST, LIST_HEX, SAMPLES, assert_pixel_free
+
 from livesafe.events import GUARD_ERROR, MATCH_CLEARED, MATCH_STARTED, GuardEvent
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import ORIENTATIONS, LiveMatcher, Matcher
 from livesafe.guard.redact import redact
-from livesafe.policy import Action
 from livesafe.guard.search import VIEW_KINDS
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.lists import ListSpec
+from livesafe.policy import Action
 from livesafe.signals import SIGNALS
 
 pytest.importorskip("skimage.data")
@@ -211,7 +211,9 @@ def test_frames_before_a_periodic_first_hit_are_redacted(sample_every: int, dela
     lists = sample_matcher()
     events: list[GuardEvent] = []
     guard = StreamGuard(
-        lambda: lists.current, GuardSettings(sample_every=sample_every, delay_frames=delay_frames, deep_every=1), on_event=events.append
+        lambda: lists.current,
+        GuardSettings(sample_every=sample_every, delay_frames=delay_frames, deep_every=1),
+        on_event=events.append,
     )
     out = run(guard, frames)
     assert [item.index for item in out] == list(range(len(frames)))
@@ -385,8 +387,10 @@ def test_slate_wins_over_blur_when_two_lists_match(tmp_path: Path, slate_first: 
     lists = LiveMatcher(specs[::-1] if slate_first else specs)
     events: list[GuardEvent] = []
     names = ["astronaut"] * 20 + ["chelsea"] * 30 + ["astronaut"] * 20
-    out = run(StreamGuard(lambda: lists.current, GuardSettings(hold_seconds=0.0), on_event=events.append),
-              [frame_of(n, i) for i, n in enumerate(names)])
+    out = run(
+        StreamGuard(lambda: lists.current, GuardSettings(hold_seconds=0.0), on_event=events.append),
+        [frame_of(n, i) for i, n in enumerate(names)],
+    )
     assert redacted(out) and all(out[i].action is Action.SLATE for i in redacted(out))
     assert set(range(20, 50)) <= set(redacted(out))
     assert events[0].type == MATCH_STARTED and events[0].action == "slate"
@@ -394,10 +398,12 @@ def test_slate_wins_over_blur_when_two_lists_match(tmp_path: Path, slate_first: 
 
 
 def test_blur_episode_escalates_to_slate(tmp_path: Path) -> None:
-    lists = LiveMatcher([
-        ListSpec(_copy_list(tmp_path, "soft", [CHELSEA_HEX]), action="blur"),
-        ListSpec(_copy_list(tmp_path, "hard", [COFFEE_HEX]), action="slate"),
-    ])
+    lists = LiveMatcher(
+        [
+            ListSpec(_copy_list(tmp_path, "soft", [CHELSEA_HEX]), action="blur"),
+            ListSpec(_copy_list(tmp_path, "hard", [COFFEE_HEX]), action="slate"),
+        ]
+    )
     names = ["astronaut"] * 20 + ["chelsea"] * 30 + ["coffee"] * 20 + ["astronaut"] * 10
     out = run(StreamGuard(lambda: lists.current), [frame_of(n, i) for i, n in enumerate(names)])
     assert all(out[i].action is not Action.PASS for i in range(20, 80))
@@ -407,8 +413,14 @@ def test_blur_episode_escalates_to_slate(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(sample_every=5, delay_frames=4), dict(sample_every=10, delay_frames=9), dict(sample_every=0, delay_frames=10),
-     dict(hold_seconds=-0.1), dict(sample_every=5, delay_frames=9, deep_every=2), dict(deep_every=0)],
+    [
+        dict(sample_every=5, delay_frames=4),
+        dict(sample_every=10, delay_frames=9),
+        dict(sample_every=0, delay_frames=10),
+        dict(hold_seconds=-0.1),
+        dict(sample_every=5, delay_frames=9, deep_every=2),
+        dict(deep_every=0),
+    ],
 )
 def test_invalid_settings_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -476,7 +488,12 @@ def _stand_in_frames() -> list[tuple[str, av.VideoFrame]]:
             ("letterbox", letterbox(image, rng)),
             ("pip", picture_in_picture(image, rng)),
         ):
-            frames.append((f"{name}/{kind}", av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")))
+            frames.append(
+                (
+                    f"{name}/{kind}",
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p"),
+                )
+            )
     return frames
 
 
@@ -494,13 +511,17 @@ def test_blur_defeats_the_hash_and_redacted_frames_never_match_again() -> None:
             y2, scale2 = luma_view(out)
             hashes = PDQ.hash_luma(y2, scale2, all_orientations=True)
             distance = min(hamming(v, original) for v in hashes.variants)
-            assert hashes.quality < 50 or distance > 31, f"{label} {action.name}: distance {distance}, quality {hashes.quality}"
+            assert hashes.quality < 50 or distance > 31, (
+                f"{label} {action.name}: distance {distance}, quality {hashes.quality}"
+            )
             for listed in LIST_HEX:
                 assert hashes.quality < 50 or min(hamming(v, hex_bytes(listed)) for v in hashes.variants) > 31, label
             recheck.append(out)
     # The full guard (regions, bars, rects, windows) finds nothing in redacted output either.
     events: list[GuardEvent] = []
-    guard = StreamGuard(lambda: lists.current, GuardSettings(sample_every=1, delay_frames=1, deep_every=1), on_event=events.append)
+    guard = StreamGuard(
+        lambda: lists.current, GuardSettings(sample_every=1, delay_frames=1, deep_every=1), on_event=events.append
+    )
     for i, frame in enumerate(recheck):
         frame.pts = i
         guard.push(frame)
@@ -622,5 +643,7 @@ def test_a_keep_cannot_slip_in_while_the_guard_clears() -> None:
     while not answers and time.monotonic() < deadline:
         time.sleep(0.01)
     assert answers, "the clear happened and the racing keep returned"
-    assert answers == [guard.redacting], f"keep said {answers[0]} but the guard is {'' if guard.redacting else 'not '}redacting"
+    assert answers == [guard.redacting], (
+        f"keep said {answers[0]} but the guard is {'' if guard.redacting else 'not '}redacting"
+    )
     assert answers == [False] and [e.type for e in events] == [MATCH_STARTED, MATCH_CLEARED]

@@ -48,7 +48,9 @@ def random_hashes(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
     return rng.integers(0, 256, size=(n, nbytes), dtype=np.uint8)
 
 
-def planted_queries(hashes: np.ndarray, radius: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def planted_queries(
+    hashes: np.ndarray, radius: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Queries at distance 0, 1, r-1, r and r+1 from random stored rows: (queries, rows, distances)."""
     distances = np.array([0, 1, radius - 1, radius, radius + 1] * 6)
     rows = rng.integers(0, len(hashes), size=len(distances))

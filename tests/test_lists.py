@@ -132,9 +132,7 @@ def test_csv_with_metadata_in_any_column_order(tmp_path: Path) -> None:
 def test_csv_quoted_fields_crlf_and_bom(tmp_path: Path) -> None:
     a, b = random_hex(), random_hex()
     text = (
-        "\ufeffSignal_Type, Signal_Str ,description\n"
-        f'"pdq","{a}","cat, dog and ""quotes"""\n'
-        f'pdq, "{b}", "two\nlines"\n'
+        f'\ufeffSignal_Type, Signal_Str ,description\n"pdq","{a}","cat, dog and ""quotes"""\npdq, "{b}", "two\nlines"\n'
     )
     blocklist = load(write(tmp_path, text, "list.csv", newline="\r\n"))
     assert as_hex(blocklist, "pdq") == [a, b]
@@ -185,7 +183,9 @@ def test_unknown_signal_names_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_wrong_hex_length(tmp_path: Path) -> None:
-    raises_at(write(tmp_path, f"pdq {random_hex()}\npdq {random_hex()[:-1]}\n"), 2, "pdq hash must be 64 hex digits, got 63")
+    raises_at(
+        write(tmp_path, f"pdq {random_hex()}\npdq {random_hex()[:-1]}\n"), 2, "pdq hash must be 64 hex digits, got 63"
+    )
     raises_at(write(tmp_path, f"phash {random_hex()}\n"), 1, "phash hash must be 16 hex digits, got 64")
 
 
@@ -207,7 +207,9 @@ def test_too_many_fields(tmp_path: Path) -> None:
 
 def test_bare_16_digit_line_is_ambiguous(tmp_path: Path) -> None:
     value = random_hex("phash")
-    raises_at(write(tmp_path, f"pdq {random_hex()}\n{value}\n"), 2, "ambiguous", "phash", "prefix it with the signal name")
+    raises_at(
+        write(tmp_path, f"pdq {random_hex()}\n{value}\n"), 2, "ambiguous", "phash", "prefix it with the signal name"
+    )
 
 
 def test_bare_hex_of_other_length(tmp_path: Path) -> None:
@@ -257,7 +259,10 @@ def test_csv_header_problems_are_fatal_even_when_skipping(tmp_path: Path) -> Non
     value = random_hex()
     for text, reason in (
         (f"# list\nsignal_type,hash\npdq,{value}\n", "CSV header has no 'signal_str' column"),
-        (f"# list\nsignal_type,signal_str,signal_str\npdq,{value},{value}\n", "CSV header repeats the 'signal_str' column"),
+        (
+            f"# list\nsignal_type,signal_str,signal_str\npdq,{value},{value}\n",
+            "CSV header repeats the 'signal_str' column",
+        ),
     ):
         path = write(tmp_path, text, "h.csv")
         with pytest.raises(BlocklistError, match=f"^{path}:2: {reason}$"):

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from harness import FAST_END, ICE, running_relay, serving, unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import FAST_END, ICE, running_relay, serving, unused_port
+from livesafe.clients import publish
 from livesafe.events import MATCH_STARTED, REPORT_RECEIVED, WEBHOOK_FAILED, Event, GuardEvent
 from livesafe.metrics import CONTENT_TYPE
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.clients import publish
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0xMjM0NTY3OA=="
@@ -30,7 +30,9 @@ class Scrape:
 
     def __init__(self, text: str) -> None:
         self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = {(s.name, frozenset(s.labels.items())): s.value for f in self.families.values() for s in f.samples}
+        self.samples = {
+            (s.name, frozenset(s.labels.items())): s.value for f in self.families.values() for s in f.samples
+        }
 
     def value(self, name: str, **labels: str) -> float:
         return self.samples[(name, frozenset(labels.items()))]
@@ -38,7 +40,12 @@ class Scrape:
     def counters(self) -> dict[tuple[str, frozenset], float]:
         """Every sample that must never go down: counters, and a histogram's buckets, sum and count."""
         kinds = {"counter", "histogram"}
-        return {(s.name, frozenset(s.labels.items())): s.value for f in self.families.values() if f.type in kinds for s in f.samples}
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for f in self.families.values()
+            if f.type in kinds
+            for s in f.samples
+        }
 
     def buckets(self, name: str) -> list[tuple[float, float]]:
         family = self.families[name]
@@ -164,7 +171,9 @@ async def test_label_values_from_configuration_are_escaped(http):
 
 async def test_metrics_are_open_while_the_moderation_api_needs_a_token(http):
     settings = RelaySettings(streams={"studio": StreamAccess(key="studio-key-5f1c9e")}, ice=ICE, stream=FAST_END)
-    moderation = ModerationSettings(database=":memory:", tokens=(Principal("mod", "moderator", "moderator-token-0123456789"),))
+    moderation = ModerationSettings(
+        database=":memory:", tokens=(Principal("mod", "moderator", "moderator-token-0123456789"),)
+    )
     async with running_relay(settings=settings, moderation=moderation) as r:
         async with http.get(f"{r.base}/api/events") as response:
             assert response.status == 401

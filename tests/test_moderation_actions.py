@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
-
 from harness import FAST_END, ICE, SAMPLES, RunningRelay, frames_in, make_offer, publishing, running_relay, sample_lists
+
+from livesafe.clients import ClientError, publish, user_agent, watch
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
-from livesafe.policy import CHILD, DEFAULT
 from livesafe.moderation.settings import ModerationSettings, Principal
 from livesafe.moderation.store.records import Allowed
-from livesafe.clients import ClientError, publish, user_agent, watch
+from livesafe.policy import CHILD, DEFAULT
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
@@ -43,7 +43,9 @@ LOOPED = {"loop": True, "duration": 60}  # how every stream here is published: t
 def clip(blocked_cut_360p: Path) -> Path:
     truth = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())
     segment = truth["segments"][0]
-    assert (truth["frames"], segment["start"], segment["end"] + 1) == (LOOP, 75, SEGMENT_END), "the timings here follow the clip"
+    assert (truth["frames"], segment["start"], segment["end"] + 1) == (LOOP, 75, SEGMENT_END), (
+        "the timings here follow the clip"
+    )
     return blocked_cut_360p
 
 
@@ -86,11 +88,17 @@ class Api:
                 return response.status, raw.decode(), response.headers
             return response.status, raw, response.headers
 
-    async def act(self, stream: str, action: str, reason: str = "checked by a moderator", **extra: Any) -> tuple[int, Any]:
-        status, data, _ = await self.post(f"/api/streams/{stream}/actions", {"action": action, "reason": reason, **extra})
+    async def act(
+        self, stream: str, action: str, reason: str = "checked by a moderator", **extra: Any
+    ) -> tuple[int, Any]:
+        status, data, _ = await self.post(
+            f"/api/streams/{stream}/actions", {"action": action, "reason": reason, **extra}
+        )
         return status, data
 
-    async def report(self, stream: str, session: str | None = None, reason: str = "this looks wrong") -> tuple[int, Any, Any]:
+    async def report(
+        self, stream: str, session: str | None = None, reason: str = "this looks wrong"
+    ) -> tuple[int, Any, Any]:
         body = {"reason": reason} | ({"session": session} if session else {})
         return await self.post(f"/api/streams/{stream}/reports", body, auth=False)
 
@@ -100,7 +108,9 @@ class Api:
             assert response.status == 200, await response.text()
             return (await response.json())["events"]
 
-    async def wait_event(self, stream: str, kind: str, where: Callable[[dict], bool] = lambda e: True, timeout: float = 15.0) -> dict:
+    async def wait_event(
+        self, stream: str, kind: str, where: Callable[[dict], bool] = lambda e: True, timeout: float = 15.0
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             found = [e for e in await self.events(stream, kind) if where(e)]
@@ -129,7 +139,10 @@ async def watching(
     r: RunningRelay, stream: str, count: int = 1, on_frame: Callable[[Any, float], None] | None = None
 ) -> AsyncIterator[list[asyncio.Task]]:
     """``count`` viewers of ``stream`` (our WHEP client) while the block runs; hung up on leaving."""
-    tasks = [asyncio.ensure_future(watch(r.url("whep", stream), ice=ICE, duration=30, on_frame=on_frame)) for _ in range(count)]
+    tasks = [
+        asyncio.ensure_future(watch(r.url("whep", stream), ice=ICE, duration=30, on_frame=on_frame))
+        for _ in range(count)
+    ]
     try:
         yield tasks
     finally:
@@ -141,7 +154,9 @@ async def watching(
 async def whep_status(http: aiohttp.ClientSession, r: RunningRelay, stream: str, agent: str) -> tuple[int, str]:
     """POST a WHEP offer as ``agent``; a session it created is hung up again. Returns (status, body)."""
     headers = {"Content-Type": "application/sdp", "User-Agent": agent}
-    async with http.post(r.url("whep", stream), data=await make_offer(direction="recvonly"), headers=headers) as response:
+    async with http.post(
+        r.url("whep", stream), data=await make_offer(direction="recvonly"), headers=headers
+    ) as response:
         status, body, location = response.status, await response.text(), response.headers.get("Location")
     if location:
         async with http.delete(f"{r.base}{location}") as response:
@@ -151,7 +166,11 @@ async def whep_status(http: aiohttp.ClientSession, r: RunningRelay, stream: str,
 
 def whep_sessions(relay: Relay, stream: str) -> list[str]:
     """The stream's connected viewers' session ids (only those count as distinct reporters)."""
-    return [s.id for s in relay.sessions.values() if s.kind == "whep" and s.stream_id == stream and s.pc.connectionState == "connected"]
+    return [
+        s.id
+        for s in relay.sessions.values()
+        if s.kind == "whep" and s.stream_id == stream and s.pc.connectionState == "connected"
+    ]
 
 
 def check_audit(entries: list[dict], expected: list[tuple[str, str, str | None, bool]], stream: str) -> None:
@@ -168,7 +187,10 @@ def check_audit(entries: list[dict], expected: list[tuple[str, str, str | None, 
 async def test_resume_lifts_a_held_redaction_at_once_and_confirm_changes_nothing(clip, http):
     """A 30 s hold would keep the stream redacted well into the next pass; resume, once the
     content is gone, lifts it before that pass begins.  Confirm only records."""
-    async with running_relay(guard=GuardSettings(hold_seconds=30.0), moderation=moderation()) as r, publishing(r, clip, "s1", **LOOPED):
+    async with (
+        running_relay(guard=GuardSettings(hold_seconds=30.0), moderation=moderation()) as r,
+        publishing(r, clip, "s1", **LOOPED),
+    ):
         api = Api(http, r.base)
         assert (await api.post("/api/streams/s1/preview", {}))[0] == 404, "previews are off by default"
         started = await api.wait_event("s1", "match.started")
@@ -196,13 +218,19 @@ async def test_resume_lifts_a_held_redaction_at_once_and_confirm_changes_nothing
         assert status == 409 and "not redacted" in text
         check_audit(
             await api.audit("s1"),
-            [("confirm", "it is the listed image", started["id"], False), ("resume", "content is over", started["id"], False)],
+            [
+                ("confirm", "it is the listed image", started["id"], False),
+                ("resume", "content is over", started["id"], False),
+            ],
             "s1",
         )
 
 
 async def test_keep_holds_the_redaction_past_the_hold_until_resumed(clip, http):
-    async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation()) as r, publishing(r, clip, "s1", **LOOPED):
+    async with (
+        running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation()) as r,
+        publishing(r, clip, "s1", **LOOPED),
+    ):
         api = Api(http, r.base)
         started = await api.wait_event("s1", "match.started")
         status, kept = await api.act("s1", "keep", "hold for review")
@@ -244,7 +272,11 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
             first = await api.wait_event("s1", "match.started")
             status, marked = await api.act("s1", "false_positive", "a cat, not the listed image")
             assert status == 200, marked
-            assert marked["audit"]["details"] == {"allowed_hash": first["matched_hash"], "signal": first["signal"], "scope": "stream"}
+            assert marked["audit"]["details"] == {
+                "allowed_hash": first["matched_hash"],
+                "signal": first["signal"],
+                "scope": "stream",
+            }
             cleared = await api.wait_event("s1", "match.cleared", timeout=5)
             assert cleared["details"]["resumed_by"] == MOD.name
             await wait_state(r, "s1", "live")
@@ -265,7 +297,9 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
         signal, hash_ = first["signal"], first["matched_hash"]
         allowed = set(r.moderation.store.access.allowlist())
         assert allowed == {Allowed(signal, hash_, "s1"), Allowed(signal, hash_, None)}
-        check_audit(await api.audit("s1"), [("false_positive", "a cat, not the listed image", first["id"], False)], "s1")
+        check_audit(
+            await api.audit("s1"), [("false_positive", "a cat, not the listed image", first["id"], False)], "s1"
+        )
         check_audit(await api.audit("s2"), [("false_positive", "same cat", other["id"], False)], "s2")
 
     async with running_relay(guard=GuardSettings(hold_seconds=0.5), moderation=moderation(database)) as r:
@@ -279,7 +313,9 @@ async def test_false_positive_allows_the_hash_on_its_stream_or_everywhere(clip, 
 
 
 KEY, OTHER_KEY = "k" * 20, "o" * 20
-KEYED = RelaySettings(streams={"s1": StreamAccess(key=KEY), "s2": StreamAccess(key=OTHER_KEY)}, ice=ICE, stream=FAST_END)
+KEYED = RelaySettings(
+    streams={"s1": StreamAccess(key=KEY), "s2": StreamAccess(key=OTHER_KEY)}, ice=ICE, stream=FAST_END
+)
 
 
 async def test_terminate_cuts_the_stream_and_revokes_its_key_across_restarts(clip, http, tmp_path):
@@ -287,7 +323,10 @@ async def test_terminate_cuts_the_stream_and_revokes_its_key_across_restarts(cli
     settings = moderation(database, preview=True)
     async with running_relay(KEYED, moderation=settings) as r:
         api = Api(http, r.base)
-        async with publishing(r, clip, "s1", KEY, **LOOPED, tolerate=(ClientError,)) as publisher, watching(r, "s1") as (viewer,):
+        async with (
+            publishing(r, clip, "s1", KEY, **LOOPED, tolerate=(ClientError,)) as publisher,
+            watching(r, "s1") as (viewer,),
+        ):
             await r.wait_for(lambda relay: r.summary("s1")["viewers"] == 1)
             started = await api.wait_event("s1", "match.started")
             assert (await api.act("s1", "confirm", "listed image"))[0] == 200
@@ -300,7 +339,9 @@ async def test_terminate_cuts_the_stream_and_revokes_its_key_across_restarts(cli
             status, done = await api.act("s1", "terminate", "repeat offender")
             assert status == 200, done
             assert done["audit"]["details"] == {"stream_key_revoked": True}
-            assert (await api.wait_event("s1", "stream.cut", timeout=5))["details"]["reason"] == f"terminated by {MOD.name}"
+            assert (await api.wait_event("s1", "stream.cut", timeout=5))["details"][
+                "reason"
+            ] == f"terminated by {MOD.name}"
             assert (await asyncio.wait_for(viewer, 10)).ended_by_server, "viewers are hung up"
             await api.wait_event("s1", "stream.ended", timeout=10)
             assert r.summary("s1")["state"] == "ended"
@@ -356,7 +397,10 @@ async def test_reports_are_pseudonymous_rate_limited_and_enough_viewers_redact(c
                 assert r.summary("s1")["state"] == "live" and not await api.events("s1", "redaction.imposed")
                 assert (await api.report("s1", sessions[-1]))[0] == 202
                 imposed = await api.wait_event("s1", "redaction.imposed", timeout=5)
-                assert imposed["action"] == DEFAULT.report_action and f"{needed} viewer reports" in imposed["details"]["reason"]
+                assert (
+                    imposed["action"] == DEFAULT.report_action
+                    and f"{needed} viewer reports" in imposed["details"]["reason"]
+                )
                 reports = await api.events("s1", "report.received")
                 assert len({e["client"] for e in reports}) == needed and reports[-1]["redacts"]
                 await wait_state(r, "s1", "redacted")
@@ -370,7 +414,10 @@ async def test_reports_are_pseudonymous_rate_limited_and_enough_viewers_redact(c
 
 async def test_a_session_id_that_is_no_viewer_counts_as_the_address(clip, http):
     """Made-up session ids cannot multiply one client: they all share the address's limit."""
-    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1", **LOOPED):
+    async with (
+        running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r,
+        publishing(r, clip, "s1", **LOOPED),
+    ):
         api = Api(http, r.base)
         assert (await api.report("s1", "made-up-1"))[0] == 202
         assert (await api.report("s1"))[0] == 202
@@ -380,12 +427,17 @@ async def test_a_session_id_that_is_no_viewer_counts_as_the_address(clip, http):
 
 async def test_an_offered_but_unconnected_viewer_session_counts_as_the_address(clip, http):
     """Offers are cheap to make: only a connected viewer is a reporter of its own."""
-    async with running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r, publishing(r, clip, "s1", **LOOPED):
+    async with (
+        running_relay(matcher=no_lists(), moderation=moderation(reports_per_client=2)) as r,
+        publishing(r, clip, "s1", **LOOPED),
+    ):
         api = Api(http, r.base)
         pc = RTCPeerConnection()
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
-        async with http.post(r.url("whep", "s1"), data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as resp:
+        async with http.post(
+            r.url("whep", "s1"), data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+        ) as resp:
             assert resp.status == 201
             offered = resp.headers["Location"].rsplit("/", 1)[1]
         await pc.close()  # never connects
@@ -400,7 +452,9 @@ async def test_an_offered_but_unconnected_viewer_session_counts_as_the_address(c
 
 CHILD_KEY = "c" * 20
 PROFILED = RelaySettings(
-    streams={"kid": StreamAccess(key=CHILD_KEY, profile="child"), "adult": StreamAccess(key=KEY)}, ice=ICE, stream=FAST_END
+    streams={"kid": StreamAccess(key=CHILD_KEY, profile="child"), "adult": StreamAccess(key=KEY)},
+    ice=ICE,
+    stream=FAST_END,
 )
 
 
@@ -413,7 +467,9 @@ async def test_child_profile_slates_pages_high_and_refuses_recorders(clip, http)
             for agent in ("Lavf/60.3.100", "livesafe-watch/0.1 (recording)", user_agent(recording=True)):
                 status, text = await whep_status(http, r, "kid", agent)
                 assert status == 403 and "recording" in text, (agent, status, text)
-            assert (await whep_status(http, r, "adult", "Lavf/60.3.100"))[0] == 201, "the default profile lets recorders watch"
+            assert (await whep_status(http, r, "adult", "Lavf/60.3.100"))[0] == 201, (
+                "the default profile lets recorders watch"
+            )
             seen = asyncio.Event()
             async with watching(r, "kid", on_frame=lambda frame, t: seen.set()):
                 await asyncio.wait_for(seen.wait(), 10)  # a normal player is let in and gets pictures

@@ -14,17 +14,17 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-
 from harness import FAST_END, ICE, Reply, RunningRelay, running_relay, sample_lists, send, serving
+
+from livesafe.events import Event
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation import settings as settings_module
-from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -77,7 +77,7 @@ class Sse:
         """True if no event arrives within ``wait`` (the feed stays open)."""
         try:
             await self.next(wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 
@@ -177,7 +177,10 @@ async def test_clients_that_hang_up_free_their_feed_slots_before_the_next_keepal
     from livesafe.moderation.api import HEARTBEAT_SECONDS, MAX_FEEDS
 
     opened: list[aiohttp.ClientResponse] = []
-    async with running_relay() as r, aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * MAX_FEEDS)) as again:
+    async with (
+        running_relay() as r,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * MAX_FEEDS)) as again,
+    ):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_FEEDS + 5)) as many:
             half = MAX_FEEDS // 2
             responses = [await many.get(r.base + FEED) for _ in range(half)]
@@ -244,7 +247,12 @@ async def test_a_reader_that_stops_reading_costs_bounded_memory_and_then_gets_ev
     """About 20 MB of events are recorded while the client reads nothing: the server's send buffer
     for it must stay small (events wait in the store, not in memory), and then all arrive in order."""
     count, padding = 5000, "x" * 4000
-    proxy = build_proxy(RelaySettings(ice=ICE, stream=FAST_END), sample_lists(), GuardSettings(), ModerationSettings(database=":memory:"))
+    proxy = build_proxy(
+        RelaySettings(ice=ICE, stream=FAST_END),
+        sample_lists(),
+        GuardSettings(),
+        ModerationSettings(database=":memory:"),
+    )
     transports: list[asyncio.Transport] = []
 
     async def note_feed_transport(request: web.Request, response: web.StreamResponse) -> None:
@@ -253,7 +261,11 @@ async def test_a_reader_that_stops_reading_costs_bounded_memory_and_then_gets_ev
 
     proxy.app.on_response_prepare.append(note_feed_transport)
     connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
-    async with serving(proxy.app) as base, aiohttp.ClientSession(connector=connector) as http, http.get(base + FEED) as response:
+    async with (
+        serving(proxy.app) as base,
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get(base + FEED) as response,
+    ):
         feed = Sse(response)
         (transport,) = transports
         sent, largest = [], 0
@@ -333,7 +345,10 @@ async def history() -> AsyncIterator[tuple[RunningRelay, list[Event], int]]:
     async with running_relay() as r:
         plan = [("s1", "match.started"), ("s2", "stream.started"), ("s1", "match.cleared"), ("s1", "stream.ended"),
                 ("s2", "report.received")]  # fmt: skip
-        sent = [r.moderation.record(Event(type_, stream, "info", {"k": i}, at=t0 + 10 * i)) for i, (stream, type_) in enumerate(plan)]
+        sent = [
+            r.moderation.record(Event(type_, stream, "info", {"k": i}, at=t0 + 10 * i))
+            for i, (stream, type_) in enumerate(plan)
+        ]
         yield r, sent, t0
 
 
@@ -376,7 +391,9 @@ async def test_history_since_an_event_id(http: aiohttp.ClientSession, history) -
     r, sent, _ = history
     assert ids((await events_page(http, r, f"since={sent[1].id}"))["events"]) == ids(sent[2:])
     assert ids((await events_page(http, r, f"since={sent[1].id}&stream=s1"))["events"]) == ids([sent[2], sent[3]])
-    assert ids((await events_page(http, r, f"since={sent[2].id}&last=4"))["events"]) == ids(sent[3:])  # last N, none before since
+    assert ids((await events_page(http, r, f"since={sent[2].id}&last=4"))["events"]) == ids(
+        sent[3:]
+    )  # last N, none before since
     assert (await events_page(http, r, f"since={sent[-1].id}"))["events"] == []
 
 
@@ -386,7 +403,7 @@ IST = timezone(timedelta(hours=5, minutes=30))
 @pytest.mark.parametrize("form", ["unix", "unix-fraction", "iso-z", "iso-utc-offset", "iso-other-offset"])
 async def test_history_since_a_time(http: aiohttp.ClientSession, history, form: str) -> None:
     r, sent, t0 = history
-    at = datetime.fromtimestamp(t0 + 20, timezone.utc)  # the third event's time: included
+    at = datetime.fromtimestamp(t0 + 20, UTC)  # the third event's time: included
     value = {
         "unix": str(t0 + 20),
         "unix-fraction": str(t0 + 19.5),
@@ -411,7 +428,9 @@ async def test_history_since_a_time(http: aiohttp.ClientSession, history, form: 
         ("since=yesterday!", "since: expected an event id, unix seconds or an ISO 8601 time"),
     ],
 )
-async def test_history_refuses_bad_parameters_with_a_reason(http: aiohttp.ClientSession, history, query: str, reason: str) -> None:
+async def test_history_refuses_bad_parameters_with_a_reason(
+    http: aiohttp.ClientSession, history, query: str, reason: str
+) -> None:
     r, _, _ = history
     reply = await call(http, "GET", f"{r.base}/api/events?{query}")
     assert reply.status == 400 and reason in reply.text, reply
@@ -464,7 +483,9 @@ async def guarded() -> AsyncIterator[RunningRelay]:
 READS = ["/api/events", "/api/audit", "/api/webhooks", "/api/whoami"]
 
 
-async def test_no_token_or_a_wrong_one_is_401_with_a_bearer_challenge(http: aiohttp.ClientSession, guarded: RunningRelay) -> None:
+async def test_no_token_or_a_wrong_one_is_401_with_a_bearer_challenge(
+    http: aiohttp.ClientSession, guarded: RunningRelay
+) -> None:
     action = {"action": "confirm", "reason": "r"}
     for token in (None, "o" * 19, MO.token + "x", STUDIO_KEY):
         for path in READS:
@@ -491,23 +512,44 @@ async def test_observer_reads_but_may_not_act(http: aiohttp.ClientSession, guard
     async with http.get(guarded.base + FEED, headers={"Authorization": f"Bearer {OLGA.token}"}) as response:
         assert response.status == 200
     for action in ("confirm", "resume", "terminate"):
-        reply = await call(http, "POST", guarded.base + "/api/streams/studio/actions", {"action": action, "reason": "r"}, token=OLGA.token)
+        reply = await call(
+            http,
+            "POST",
+            guarded.base + "/api/streams/studio/actions",
+            {"action": action, "reason": "r"},
+            token=OLGA.token,
+        )
         assert reply.status == 403 and "observer" in reply.text and "moderator" in reply.text, reply
     reply = await call(http, "POST", guarded.base + "/api/streams/studio/preview", token=OLGA.token)
     assert reply.status == 403, reply
     assert guarded.moderation.store.audit.read() == []
 
 
-async def test_moderator_may_act_and_is_named_in_the_audit_log(http: aiohttp.ClientSession, guarded: RunningRelay) -> None:
+async def test_moderator_may_act_and_is_named_in_the_audit_log(
+    http: aiohttp.ClientSession, guarded: RunningRelay
+) -> None:
     (match,) = record(guarded, 1, "studio", signal="pdq", matched_hash="ab" * 32, list_name="samples", category="test")
     assert (await call(http, "GET", guarded.base + "/api/whoami", token=MO.token)).json()["name"] == "mo"
-    reply = await call(http, "POST", guarded.base + "/api/streams/studio/actions", {"action": "confirm", "reason": "it is"}, token=MO.token)
+    reply = await call(
+        http,
+        "POST",
+        guarded.base + "/api/streams/studio/actions",
+        {"action": "confirm", "reason": "it is"},
+        token=MO.token,
+    )
     assert reply.status == 200, reply
     audit = reply.json()["audit"]
-    assert (audit["actor"], audit["role"], audit["action"], audit["event_id"]) == ("mo", "moderator", "confirm", match.id)
+    assert (audit["actor"], audit["role"], audit["action"], audit["event_id"]) == (
+        "mo",
+        "moderator",
+        "confirm",
+        match.id,
+    )
     entries = (await call(http, "GET", guarded.base + "/api/audit", token=OLGA.token)).json()["entries"]
     assert [e["id"] for e in entries] == [audit["id"]]
-    reply = await call(http, "POST", guarded.base + "/api/streams/studio/actions", {"action": "resume", "reason": "r"}, token=MO.token)
+    reply = await call(
+        http, "POST", guarded.base + "/api/streams/studio/actions", {"action": "resume", "reason": "r"}, token=MO.token
+    )
     assert reply.status == 404, reply  # past auth: refused for the stream's state, not the caller
 
 
@@ -517,7 +559,9 @@ async def test_stream_keys_without_tokens_refuse_everyone(http: aiohttp.ClientSe
             for path in READS:
                 reply = await call(http, "GET", r.base + path, token=token)
                 assert reply.status == 401, (path, token, reply)
-            reply = await call(http, "POST", r.base + "/api/streams/studio/actions", {"action": "confirm", "reason": "r"}, token=token)
+            reply = await call(
+                http, "POST", r.base + "/api/streams/studio/actions", {"action": "confirm", "reason": "r"}, token=token
+            )
             assert reply.status == 401, reply
 
 
@@ -536,12 +580,16 @@ async def test_tokens_configured_close_the_api_even_in_dev_mode(http: aiohttp.Cl
         assert (await call(http, "GET", r.base + "/api/whoami", token=MO.token)).json()["name"] == "mo"
 
 
-async def test_tokens_never_reach_the_logs(http: aiohttp.ClientSession, guarded: RunningRelay, caplog: pytest.LogCaptureFixture) -> None:
+async def test_tokens_never_reach_the_logs(
+    http: aiohttp.ClientSession, guarded: RunningRelay, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     near_miss = MO.token[:-1] + "x"
     for token in (near_miss, OLGA.token, MO.token):
         await call(http, "GET", guarded.base + "/api/events", token=token)
-        await call(http, "POST", guarded.base + "/api/streams/studio/actions", {"action": "resume", "reason": "r"}, token=token)
+        await call(
+            http, "POST", guarded.base + "/api/streams/studio/actions", {"action": "resume", "reason": "r"}, token=token
+        )
     await call(http, "POST", guarded.base + "/api/streams/studio/actions", raw="{not json", token=MO.token)
     assert caplog.records, "nothing was logged: the check below would prove nothing"
     for secret in (near_miss, OLGA.token, MO.token):
@@ -559,7 +607,10 @@ async def test_tokens_never_reach_the_logs(http: aiohttp.ClientSession, guarded:
         ("", ["body is not JSON"]),
         ('["resume", "why"]', ["expected a JSON object"]),
         ('"resume"', ["expected a JSON object"]),
-        ('{"action": "ban", "reason": "r"}', ["action: expected one of resume, keep, confirm, false_positive, terminate, got 'ban'"]),
+        (
+            '{"action": "ban", "reason": "r"}',
+            ["action: expected one of resume, keep, confirm, false_positive, terminate, got 'ban'"],
+        ),
         ('{"reason": "r"}', ["action: expected one of"]),
         ('{"action": "resume"}', ["reason: required"]),
         ('{"action": "resume", "reason": "   "}', ["reason: required"]),
@@ -567,16 +618,28 @@ async def test_tokens_never_reach_the_logs(http: aiohttp.ClientSession, guarded:
         (json.dumps({"action": "resume", "reason": "r" * 2000}), ["reason: at most 1000 characters"]),
         ('{"action": "resume", "reason": "r", "why": "x", "by": "y"}', ["unknown field(s) ['by', 'why']"]),
         ('{"action": "resume", "reason": "r", "scope": "global"}', ["scope: applies to false_positive only"]),
-        ('{"action": "false_positive", "reason": "r", "scope": "planet"}', ["scope: expected one of stream, global, got 'planet'"]),
+        (
+            '{"action": "false_positive", "reason": "r", "scope": "planet"}',
+            ["scope: expected one of stream, global, got 'planet'"],
+        ),
         ('{"action": "confirm", "reason": "r", "event_id": "../etc"}', ["event_id: expected an event id"]),
         ('{"action": "confirm", "reason": "r", "event_id": 7}', ["event_id: expected an event id"]),
         (json.dumps({"action": "confirm", "reason": "r", "event_id": "a" * 65}), ["event_id: expected an event id"]),
-        ('{"action": "nuke", "scope": "global", "event_id": "x y", "extra": 1}',
-         ["unknown field(s) ['extra']", "action: expected one of", "reason: required", "event_id: expected",
-          "scope: applies to false_positive only"]),
+        (
+            '{"action": "nuke", "scope": "global", "event_id": "x y", "extra": 1}',
+            [
+                "unknown field(s) ['extra']",
+                "action: expected one of",
+                "reason: required",
+                "event_id: expected",
+                "scope: applies to false_positive only",
+            ],
+        ),
     ],
 )
-async def test_malformed_action_bodies_are_400_with_every_reason(http: aiohttp.ClientSession, raw: str, reasons: list[str]) -> None:
+async def test_malformed_action_bodies_are_400_with_every_reason(
+    http: aiohttp.ClientSession, raw: str, reasons: list[str]
+) -> None:
     async with running_relay() as r:
         reply = await call(http, "POST", r.base + "/api/streams/s1/actions", raw=raw)
         assert reply.status == 400, reply
@@ -623,11 +686,15 @@ async def test_invalid_stream_names_are_400(http: aiohttp.ClientSession, name: s
         ('{"reason": "r", "category": 3}', ["category: expected a short string"]),
         ('{"reason": "r", "session": 12}', ["session: expected the viewer's WHEP session id"]),
         ('{"reason": "r", "email": "a@b"}', ["unknown field(s) ['email']"]),
-        ('{"category": 1, "session": false, "who": 1}',
-         ["unknown field(s) ['who']", "reason: required", "category: expected", "session: expected"]),
+        (
+            '{"category": 1, "session": false, "who": 1}',
+            ["unknown field(s) ['who']", "reason: required", "category: expected", "session: expected"],
+        ),
     ],
 )
-async def test_malformed_report_bodies_are_400_with_every_reason(http: aiohttp.ClientSession, raw: str, reasons: list[str]) -> None:
+async def test_malformed_report_bodies_are_400_with_every_reason(
+    http: aiohttp.ClientSession, raw: str, reasons: list[str]
+) -> None:
     async with running_relay() as r:
         reply = await call(http, "POST", r.base + "/api/streams/s1/reports", raw=raw)
         assert reply.status == 400, reply

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-
 from harness import config_error, config_from
-from livesafe.policy import CHILD, DEFAULT
+
 from livesafe.moderation.settings import ModerationSettings
+from livesafe.policy import CHILD, DEFAULT
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-abcdefghijkl"
@@ -122,7 +122,11 @@ key = "other-key-0123"
     assert strict.recorder_agents == ("curl/",) and strict.is_recorder("curl/8.5")
     assert strict.reports_to_redact == DEFAULT.reports_to_redact  # the rest from default
     assert relay.profiles["default"] == DEFAULT
-    assert {name: s.profile for name, s in relay.streams.items()} == {"kids": "child", "news": "strict", "other": "default"}
+    assert {name: s.profile for name, s in relay.streams.items()} == {
+        "kids": "child",
+        "news": "strict",
+        "other": "default",
+    }
 
 
 def test_config_repr_shows_no_token_secret_or_webhook_credentials(tmp_path: Path) -> None:
@@ -159,59 +163,142 @@ def test_token_errors_do_not_echo_the_token(tmp_path: Path) -> None:
         ("moderation = 1\n", {}, r"moderation: expected a table"),
         # tokens and webhooks misplaced as keys of [moderation]
         ("[moderation]\ntokens = 'alice-token-0123456789'\n", {}, r"moderation\.tokens: expected a table"),
-        ("[moderation]\nwebhooks = [{ url = 'https://h.example/x', secret = 's' }]\n", {},
-         r"moderation: unknown key\(s\) \['webhooks'\]"),
-        ("[[moderation.webhooks]]\nurl = 'https://h.example/x'\nsecret = 's'\n", {}, r"moderation: unknown key\(s\) \['webhooks'\]"),
+        (
+            "[moderation]\nwebhooks = [{ url = 'https://h.example/x', secret = 's' }]\n",
+            {},
+            r"moderation: unknown key\(s\) \['webhooks'\]",
+        ),
+        (
+            "[[moderation.webhooks]]\nurl = 'https://h.example/x'\nsecret = 's'\n",
+            {},
+            r"moderation: unknown key\(s\) \['webhooks'\]",
+        ),
         ("[moderation.tokens]\nalice = 'alice-token-0123456789'\n", {}, r"moderation\.tokens\.alice: expected a table"),
         # tokens
-        ("[moderation.tokens.alice]\ntoken_env = 'ALICE_TOKEN'\nrole = 'moderator'\n", {},
-         r"moderation\.tokens\.alice\.token_env: environment variable 'ALICE_TOKEN' is not set"),
-        ("[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\nrole = 'admin'\n", {},
-         r"moderation\.tokens\.alice: role 'admin': expected one of observer, moderator"),
-        ("[moderation.tokens.alice]\ntoken = 'short'\nrole = 'observer'\n", {},
-         r"moderation\.tokens\.alice: token of 'alice': use at least 16 characters"),
-        ("[moderation.tokens.alice]\ntoken_env = 'ALICE_TOKEN'\nrole = 'observer'\n", {"ALICE_TOKEN": "short"},
-         r"moderation\.tokens\.alice: token of 'alice': use at least 16 characters"),
-        ("[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\ntoken_env = 'ALICE_TOKEN'\nrole = 'observer'\n",
-         {"ALICE_TOKEN": "alice-token-0123456789"}, r"moderation\.tokens\.alice: give token or token_env, not both"),
-        ("[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\n", {},
-         r"moderation\.tokens\.alice: token \(or token_env\) and role are required"),
-        ("[moderation.tokens.alice]\nrole = 'moderator'\n", {}, r"moderation\.tokens\.alice: token \(or token_env\) and role are required"),
-        ("[moderation.tokens.alice]\ntoken = ''\nrole = 'moderator'\n", {},
-         r"moderation\.tokens\.alice\.token: expected a non-empty string"),
-        ("[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\nrole = 'moderator'\nrights = 'all'\n", {},
-         r"moderation\.tokens\.alice: unknown key\(s\) \['rights'\]"),
+        (
+            "[moderation.tokens.alice]\ntoken_env = 'ALICE_TOKEN'\nrole = 'moderator'\n",
+            {},
+            r"moderation\.tokens\.alice\.token_env: environment variable 'ALICE_TOKEN' is not set",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\nrole = 'admin'\n",
+            {},
+            r"moderation\.tokens\.alice: role 'admin': expected one of observer, moderator",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = 'short'\nrole = 'observer'\n",
+            {},
+            r"moderation\.tokens\.alice: token of 'alice': use at least 16 characters",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken_env = 'ALICE_TOKEN'\nrole = 'observer'\n",
+            {"ALICE_TOKEN": "short"},
+            r"moderation\.tokens\.alice: token of 'alice': use at least 16 characters",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\ntoken_env = 'ALICE_TOKEN'\nrole = 'observer'\n",
+            {"ALICE_TOKEN": "alice-token-0123456789"},
+            r"moderation\.tokens\.alice: give token or token_env, not both",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\n",
+            {},
+            r"moderation\.tokens\.alice: token \(or token_env\) and role are required",
+        ),
+        (
+            "[moderation.tokens.alice]\nrole = 'moderator'\n",
+            {},
+            r"moderation\.tokens\.alice: token \(or token_env\) and role are required",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = ''\nrole = 'moderator'\n",
+            {},
+            r"moderation\.tokens\.alice\.token: expected a non-empty string",
+        ),
+        (
+            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\nrole = 'moderator'\nrights = 'all'\n",
+            {},
+            r"moderation\.tokens\.alice: unknown key\(s\) \['rights'\]",
+        ),
         # webhooks
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\n", {}, r"webhooks\[0\]: url and secret \(or secret_env\) are required"),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\n",
+            {},
+            r"webhooks\[0\]: url and secret \(or secret_env\) are required",
+        ),
         ("[[webhooks]]\nsecret = 's'\n", {}, r"webhooks\[0\]: url and secret \(or secret_env\) are required"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret_env = 'HOOK'\n", {},
-         r"webhooks\[0\]\.secret_env: environment variable 'HOOK' is not set"),
-        ("[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\n[[webhooks]]\nurl = 'ftp://b.example/in'\nsecret = 's'\n", {},
-         r"webhooks\[1\]: webhook url 'ftp://b\.example/in': expected http\(s\)://host/"),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret_env = 'HOOK'\n",
+            {},
+            r"webhooks\[0\]\.secret_env: environment variable 'HOOK' is not set",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\n[[webhooks]]\nurl = 'ftp://b.example/in'\nsecret = 's'\n",
+            {},
+            r"webhooks\[1\]: webhook url 'ftp://b\.example/in': expected http\(s\)://host/",
+        ),
         ("[[webhooks]]\nurl = 'https:///no-host'\nsecret = 's'\n", {}, r"webhooks\[0\]: webhook url"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\nmin_severity = 'critical'\n", {},
-         r"webhooks\[0\]: min_severity 'critical': expected one of info, warning, high"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\ncategories = 'csam'\n", {},
-         r"webhooks\[0\]\.categories: expected a list of strings, got 'csam'"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\ntypes = ['match.started', 3]\n", {},
-         r"webhooks\[0\]\.types: expected a list of strings"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 'whsec_not base64!'\n", {},
-         r"webhooks\[0\]: webhook secret starting whsec_ must be base64 after the prefix"),
-        ("[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\nretries = 3\n", {},
-         r"webhooks\[0\]: unknown key\(s\) \['retries'\]"),
-        ("[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\nname = 'x'\n"
-         "[[webhooks]]\nurl = 'https://b.example/in'\nsecret = 's'\nname = 'x'\n", {}, r"moderation: webhook names must be unique"),
-        ("[webhooks]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\n", {}, r"webhooks: expected an array of tables"),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\nmin_severity = 'critical'\n",
+            {},
+            r"webhooks\[0\]: min_severity 'critical': expected one of info, warning, high",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\ncategories = 'csam'\n",
+            {},
+            r"webhooks\[0\]\.categories: expected a list of strings, got 'csam'",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\ntypes = ['match.started', 3]\n",
+            {},
+            r"webhooks\[0\]\.types: expected a list of strings",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 'whsec_not base64!'\n",
+            {},
+            r"webhooks\[0\]: webhook secret starting whsec_ must be base64 after the prefix",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\nretries = 3\n",
+            {},
+            r"webhooks\[0\]: unknown key\(s\) \['retries'\]",
+        ),
+        (
+            "[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\nname = 'x'\n"
+            "[[webhooks]]\nurl = 'https://b.example/in'\nsecret = 's'\nname = 'x'\n",
+            {},
+            r"moderation: webhook names must be unique",
+        ),
+        (
+            "[webhooks]\nurl = 'https://hooks.example.com/in'\nsecret = 's'\n",
+            {},
+            r"webhooks: expected an array of tables",
+        ),
         # profiles and streams
-        ("[profiles.strict]\nname = 'lax'\n", {}, r"profiles\.strict: the table's name is the profile's name \(no name key\)"),
+        (
+            "[profiles.strict]\nname = 'lax'\n",
+            {},
+            r"profiles\.strict: the table's name is the profile's name \(no name key\)",
+        ),
         ("[profiles.child]\nname = 'child'\n", {}, r"profiles\.child: the table's name is the profile's name"),
-        ("[profiles.strict]\nmin_action = 'nuke'\n", {}, r"profiles\.strict: min_action 'nuke': expected pass, blur or slate"),
+        (
+            "[profiles.strict]\nmin_action = 'nuke'\n",
+            {},
+            r"profiles\.strict: min_action 'nuke': expected pass, blur or slate",
+        ),
         ("[profiles.strict]\nreports_to_redact = 'two'\n", {}, r"profiles\.strict\.reports_to_redact: expected int"),
         ("[profiles.strict]\nblur = true\n", {}, r"profiles\.strict: unknown key\(s\) \['blur'\]"),
         ("[profiles]\nstrict = 'slate'\n", {}, r"profiles\.strict: expected a table"),
-        ("[streams.s]\nkey = 'stream-key-0123'\nprofile = 'kids'\n", {},
-         r"streams: stream 's': unknown profile 'kids' \(known: child, default\)"),
-        ("[streams.s]\nkey = 'stream-key-0123'\nprofile = 3\n", {}, r"streams\.s\.profile: expected a profile name, got 3"),
+        (
+            "[streams.s]\nkey = 'stream-key-0123'\nprofile = 'kids'\n",
+            {},
+            r"streams: stream 's': unknown profile 'kids' \(known: child, default\)",
+        ),
+        (
+            "[streams.s]\nkey = 'stream-key-0123'\nprofile = 3\n",
+            {},
+            r"streams\.s\.profile: expected a profile name, got 3",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:

@@ -62,7 +62,9 @@ async def test_every_cursor_gets_exactly_what_the_store_holds_after_it(tmp_path:
         moderation.close()
 
 
-async def test_after_a_restart_older_events_come_from_the_store_and_new_ones_follow_without_a_gap(tmp_path: Path) -> None:
+async def test_after_a_restart_older_events_come_from_the_store_and_new_ones_follow_without_a_gap(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "feed.db"
     before = _moderation(path)
     _record(before, 7)

@@ -226,7 +226,11 @@ def test_outbox_counts_follow_inserts_state_changes_and_cascading_deletes(tmp_pa
     store.outbox.delivered(first, 2.0)
     store.outbox.failed(second, "HTTP 500", 2.0)
     counts = store.outbox.counts()
-    assert {k: counts["a"][k] for k in ("pending", "delivered", "failed")} == {"pending": 2, "delivered": 1, "failed": 1}
+    assert {k: counts["a"][k] for k in ("pending", "delivered", "failed")} == {
+        "pending": 2,
+        "delivered": 1,
+        "failed": 1,
+    }
     assert counts["a"]["last_error"] == "HTTP 500" and counts["b"]["pending"] == 3
     for delivery in store.outbox.due(3.0, ["a", "b"], limit=100):
         store.outbox.delivered(delivery, 3.0)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-
 from harness import hamming_hex
+
 from livesafe.guard.frames import luma_view
 from livesafe.guard.search import View, view_luma
 from livesafe.guard.views import Planes
-from livesafe.signals import SIGNALS
-from livesafe.signals import pdq
+from livesafe.signals import SIGNALS, pdq
 from sample_streams.synthetic import natural_samples
 
 pdqhash = pytest.importorskip("pdqhash")
@@ -20,6 +19,7 @@ PDQ = SIGNALS["pdq"]
 
 def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
     """Hex hash, quality and dihedral hexes the way python-threatexchange prints them."""
+
     def to_hex(vector: np.ndarray) -> str:
         return "%064x" % int("".join(str(int(b)) for b in vector), 2)
 
@@ -75,7 +75,12 @@ def test_imagehash_signals_match_imagehash_library(photos):
     import imagehash
     from PIL import Image
 
-    functions = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash, "whash": imagehash.whash}
+    functions = {
+        "phash": imagehash.phash,
+        "dhash": imagehash.dhash,
+        "ahash": imagehash.average_hash,
+        "whash": imagehash.whash,
+    }
     for name in ("coffee", "rocket", "camera"):
         grey = np.asarray(Image.fromarray(photos[name]).convert("L"))
         for signal_name, function in functions.items():

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from harness import ICE, SAMPLES, RunningRelay, chromium, running_relay, wait_for_script
+
+from livesafe.clients import publish
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
-from livesafe.clients import publish
 
 
 def _wait(driver, script: str, timeout: float = 20.0):

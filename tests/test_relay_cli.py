@@ -14,7 +14,6 @@ import urllib.request
 
 import av
 import pytest
-
 from harness import ROOT, SAMPLES, unused_port
 
 LIVESAFE = [sys.executable, "-m", "livesafe.cli"]
@@ -77,11 +76,15 @@ def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
 
 def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port(tmp_path):
     port = unused_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"))
+    server = _start(
+        "serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db")
+    )
     try:
         assert "DEV MODE" in _wait_for_line(server, "DEV MODE")
         assert "/dashboard are open to anyone" in _wait_for_line(server, "moderation API")
-        busy = _run("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "b.db"))
+        busy = _run(
+            "serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "b.db")
+        )
         assert busy.returncode == 2 and "cannot listen" in busy.stderr
     finally:
         assert _stop(server) == 0
@@ -89,7 +92,7 @@ def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port(tmp_
 
 def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text('[server.ice]\nudp_ports = [80]\n')
+    config.write_text("[server.ice]\nudp_ports = [80]\n")
     result = _run("serve", "--config", str(config), "--blocklist", str(SAMPLES / "blocklist.txt"))
     assert result.returncode == 2
     assert "server.ice.udp_ports" in result.stderr and "Traceback" not in result.stderr
@@ -100,7 +103,10 @@ def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
 def test_serve_refuses_an_unusable_event_store_with_a_clear_error(tmp_path):
     (tmp_path / "a-file").write_text("")
     (tmp_path / "not-a-db.db").write_text("garbage")
-    for database, reason in ((tmp_path / "a-file" / "ev.db", "File exists"), (tmp_path / "not-a-db.db", "not a database")):
+    for database, reason in (
+        (tmp_path / "a-file" / "ev.db", "File exists"),
+        (tmp_path / "not-a-db.db", "not a database"),
+    ):
         result = _run("serve", "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(database))
         assert result.returncode == 2 and "event store" in result.stderr and reason in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

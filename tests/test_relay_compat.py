@@ -93,7 +93,7 @@ def test_rsa_peers_are_accepted_once_patched_and_the_patch_installs_once(monkeyp
     assert RTCCertificate._create_ssl_context is patched, "idempotent: not wrapped twice"
     dtls12 = [c for c in _ciphers(certificate) if not c.startswith("TLS_")]  # TLS_*: 1.3, which DTLS 1.2 does not use
     rsa = compat.RSA_SUITES.decode().split(":")
-    assert dtls12[-len(rsa):] == rsa and all(c.startswith("ECDHE-ECDSA-") for c in dtls12[: -len(rsa)])
+    assert dtls12[-len(rsa) :] == rsa and all(c.startswith("ECDHE-ECDSA-") for c in dtls12[: -len(rsa)])
 
 
 # ---------------------------------------------------------------------- ICE

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from harness import ICE, SAMPLES, classify, read_recording, running_relay, source_luma
+
 from livesafe.clients import publish, watch
 
 FPS = 30
@@ -46,7 +46,9 @@ async def test_every_frame_of_a_blocked_segment_is_redacted_for_every_viewer(tmp
         seen = classify(recording, source)
         inside = {k: v for k, v in seen.items() if segment["start"] <= k <= segment["end"]}
         # The viewer joined before the segment and got nearly all of it...
-        assert len(inside) >= 0.8 * (segment["end"] - segment["start"] + 1), f"viewer {i} got {len(inside)} segment frames"
+        assert len(inside) >= 0.8 * (segment["end"] - segment["start"] + 1), (
+            f"viewer {i} got {len(inside)} segment frames"
+        )
         # ...and not one frame of it unredacted.
         leaked = sorted(k for k, v in inside.items() if v != "slate")
         assert not leaked, f"viewer {i} saw frames {leaked} of the blocked segment"

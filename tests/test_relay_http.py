@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from harness import FAST_END, ICE, SAMPLES, Reply, make_offer, publishing, running_relay, send
+
 from livesafe.clients import ClientError, publish, watch
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
@@ -223,7 +223,9 @@ async def test_viewer_token_is_checked_before_whether_the_stream_is_live(http, o
 
 
 async def test_a_global_viewer_token_guards_streams_without_their_own(http, offer):
-    settings = RelaySettings(streams={"show": StreamAccess(viewer_token=SHOW_VIEW)}, viewer_token="global-view", ice=ICE)
+    settings = RelaySettings(
+        streams={"show": StreamAccess(viewer_token=SHOW_VIEW)}, viewer_token="global-view", ice=ICE
+    )
     async with running_relay(settings) as r:
         assert (await request(http, "POST", r.url("whip", "free"), offer)).status == 201  # dev mode
         watcher_offer = await make_offer(direction="recvonly")
@@ -331,7 +333,9 @@ async def test_a_whep_offer_must_receive_video(http, offer, case):
         assert len(r.relay.sessions) == 1 and not r.relay.streams["s"].viewers
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/sdpx", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", "application/sdpx", "application/octet-stream"]
+)
 async def test_wrong_content_type_is_415(http, offer, content_type):
     async with running_relay() as r:
         for kind in ("whip", "whep"):
@@ -358,7 +362,9 @@ async def test_content_type_parameters_are_fine(http, offer):
 
 async def test_an_unknown_charset_parameter_is_ignored_sdp_is_utf8(http, offer):
     async with running_relay() as r:
-        reply = await request(http, "POST", r.url("whip", "s"), offer, content_type="application/sdp; charset=no-such-charset")
+        reply = await request(
+            http, "POST", r.url("whip", "s"), offer, content_type="application/sdp; charset=no-such-charset"
+        )
         assert reply.status == 201, reply
         assert_cors(reply)
 
@@ -454,7 +460,9 @@ async def test_patch_is_405_with_allow_and_unknown_sessions_are_404(http, offer)
         assert "trickle ICE" in patch.text
         assert_cors(patch)
         # Someone else's PATCH learns nothing about the session.
-        assert (await request(http, "PATCH", resource, "x", content_type="application/trickle-ice-sdpfrag")).status == 401
+        assert (
+            await request(http, "PATCH", resource, "x", content_type="application/trickle-ice-sdpfrag")
+        ).status == 401
         for kind in ("whip", "whep"):
             for method in ("DELETE", "PATCH"):
                 reply = await request(http, method, f"{r.base}/{kind}/studio/no-such-session", token=STUDIO_KEY)
@@ -485,10 +493,15 @@ async def test_a_barrage_of_bad_requests_leaves_nothing_behind_and_real_streams_
         requests = [request(http, "POST", whip, body) for body in bad]
         requests += [request(http, "POST", whip, "v=0\r\ngarbage " * (i + 1)) for i in range(20)]
         requests += [request(http, "POST", whip, no_codec) for _ in range(10)]  # gets as far as a peer connection
-        requests += [request(http, "POST", whip, b"\xff" * 100), request(http, "POST", whip, offer, content_type="text/plain")]
+        requests += [
+            request(http, "POST", whip, b"\xff" * 100),
+            request(http, "POST", whip, offer, content_type="text/plain"),
+        ]
         requests += [request(http, "POST", whip, _chunks(b"v=0\r\n" + b"x" * 100_000)) for _ in range(3)]
         requests += [request(http, "POST", f"{r.base}/whip/bad%20name", offer)]
-        requests += [request(http, "POST", r.url("whep", "s"), await make_offer(direction="recvonly")) for _ in range(5)]
+        requests += [
+            request(http, "POST", r.url("whep", "s"), await make_offer(direction="recvonly")) for _ in range(5)
+        ]
         requests += [request(http, m, f"{whip}/nope") for m in ("DELETE", "PATCH") for _ in range(3)]
         replies = await asyncio.gather(*requests)
         assert all(400 <= reply.status < 500 for reply in replies), [x for x in replies if not 400 <= x.status < 500]
@@ -600,7 +613,11 @@ async def test_player_page(http):
     async with running_relay() as r:
         page = await request(http, "GET", f"{r.base}/watch/studio")
         assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
-        assert "<html" in page.text.lower() and "postOffer(pc, `/whep/" in page.text and '<script src="/web/whip.js">' in page.text
+        assert (
+            "<html" in page.text.lower()
+            and "postOffer(pc, `/whep/" in page.text
+            and '<script src="/web/whip.js">' in page.text
+        )
         assert page.headers.get("Cache-Control") == "no-store"
         script = await request(http, "GET", f"{r.base}/web/whip.js")
         assert script.status == 200 and "application/sdp" in script.text and "function postOffer" in script.text

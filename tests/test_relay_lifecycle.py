@@ -11,9 +11,7 @@ from pathlib import Path
 
 import av
 import pytest
-
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-
 from harness import (
     ICE,
     SAMPLES,
@@ -26,6 +24,7 @@ from harness import (
     source_luma,
     two_size_clip,
 )
+
 from livesafe.clients import ClientError, publish, watch
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.settings import RelaySettings, StreamAccess
@@ -62,9 +61,13 @@ async def test_publisher_leaving_gives_viewers_the_slate_then_ends_them_and_free
 
 
 async def test_publisher_reconnecting_with_its_key_replaces_the_old_session_and_viewers_stay(benign_clip):
-    settings = RelaySettings(ice=ICE, streams={"s": StreamAccess(key="k3y")}, stream=StreamSettings(ended_grace_seconds=1.0))
+    settings = RelaySettings(
+        ice=ICE, streams={"s": StreamAccess(key="k3y")}, stream=StreamSettings(ended_grace_seconds=1.0)
+    )
     async with running_relay(settings) as r:
-        first = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), token="k3y", ice=ICE, loop=True, duration=20))
+        first = asyncio.ensure_future(
+            publish(benign_clip, r.url("whip", "s"), token="k3y", ice=ICE, loop=True, duration=20)
+        )
         await r.wait_for(lambda relay: "s" in relay.streams and relay.streams["s"].counters.frames_in > 0)
         viewer = asyncio.ensure_future(watch(r.url("whep", "s"), ice=ICE, duration=5))
         await asyncio.sleep(1.5)
@@ -277,7 +280,9 @@ async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benig
     with av.open(str(benign_clip)) as container:
         frames = [frame for _, frame in zip(range(20), container.decode(video=0))]
     guard = StreamGuard(sample_lists(), GuardSettings())
-    stream = LiveStream("s", guard, StreamSettings(max_delay_seconds=0.4), on_event=lambda e: None, on_ended=lambda s: None)
+    stream = LiveStream(
+        "s", guard, StreamSettings(max_delay_seconds=0.4), on_event=lambda e: None, on_ended=lambda s: None
+    )
     track = PacketTrack("video", capacity=100, max_age=10)
 
     async def close() -> None:
@@ -293,8 +298,8 @@ async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benig
 
 async def test_the_failsafe_lets_through_only_whichever_owns_the_viewers():
     """Slate and guarded frames take one path to the viewers; only the current owner's pass."""
-    from livesafe.policy import Action
     from livesafe.guard.stream_guard import GuardSettings, StreamGuard
+    from livesafe.policy import Action
     from livesafe.relay.encoder import Encoded
     from livesafe.relay.stream import LiveStream, Viewer
 

@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-
 from harness import FAST_END, ICE, SAMPLES, running_relay
+
 from livesafe.clients import ClientError, publish
 from livesafe.relay.overload import LoadShedder, OverloadSettings
 from livesafe.relay.settings import RelaySettings

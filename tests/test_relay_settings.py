@@ -10,8 +10,8 @@ import socket
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcicetransport import RTCIceGatherer
-
 from harness import ICE, config_error, config_from
+
 from livesafe.relay.ice import IceServer, IceSettings, _aioice_host_addresses, apply_ice_settings
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
@@ -80,7 +80,9 @@ def test_configured_servers_reach_aiortc_and_link_headers():
     ]
 
 
-@pytest.mark.parametrize("url", ["http://stun.example.com", "stun.example.com:3478", "", "STUN:example.com", "stuns:example.com"])
+@pytest.mark.parametrize(
+    "url", ["http://stun.example.com", "stun.example.com:3478", "", "STUN:example.com", "stuns:example.com"]
+)
 def test_ice_server_url_must_be_stun_or_turn(url):
     with pytest.raises(ValueError, match="must start with stun:, turn: or turns:"):
         IceServer((url,))
@@ -176,7 +178,10 @@ def test_rewrite_sdp_replaces_announced_addresses_in_candidates_and_c_lines_only
 def test_rewrite_sdp_maps_several_addresses_and_ipv6():
     sdp = "c=IN IP6 fd00::5\r\na=candidate:1 1 udp 1 fd00::5 5000 typ host\r\na=candidate:2 1 udp 1 10.0.0.6 5002 typ host"
     out = IceSettings(announce={"fd00::5": "2001:db8::7", "10.0.0.6": "203.0.113.8"}).rewrite_sdp(sdp)
-    assert out == "c=IN IP6 2001:db8::7\r\na=candidate:1 1 udp 1 2001:db8::7 5000 typ host\r\na=candidate:2 1 udp 1 203.0.113.8 5002 typ host"
+    assert (
+        out
+        == "c=IN IP6 2001:db8::7\r\na=candidate:1 1 udp 1 2001:db8::7 5000 typ host\r\na=candidate:2 1 udp 1 203.0.113.8 5002 typ host"
+    )
 
 
 # ------------------------------------------------ host addresses and ports
@@ -258,7 +263,9 @@ def test_dev_mode_only_without_any_stream_key():
     assert not RelaySettings(streams={"a": StreamAccess(), "b": StreamAccess(key="kb")}).dev_mode
 
 
-PUBLISH = RelaySettings(streams={"a": StreamAccess(key="key-a"), "b": StreamAccess(key="key-b"), "open": StreamAccess()})
+PUBLISH = RelaySettings(
+    streams={"a": StreamAccess(key="key-a"), "b": StreamAccess(key="key-b"), "open": StreamAccess()}
+)
 
 
 @pytest.mark.parametrize(
@@ -363,7 +370,12 @@ viewer_token_env = "LOBBY_VIEW"
 
 def test_config_server_ice_stream_and_streams(tmp_path):
     relay = config_from(tmp_path, FULL, env={"STUDIO_KEY": "from-env", "LOBBY_VIEW": "lobby-view-env"}).relay
-    assert (relay.host, relay.port, relay.cors_origin, relay.max_body_bytes) == ("0.0.0.0", 9000, "https://example.com", 32768)
+    assert (relay.host, relay.port, relay.cors_origin, relay.max_body_bytes) == (
+        "0.0.0.0",
+        9000,
+        "https://example.com",
+        32768,
+    )
     assert relay.viewer_token == "global-view"
     assert relay.ice == IceSettings(
         servers=(IceServer(("stun:127.0.0.1:3478",)), IceServer(("turn:127.0.0.1:3478",), "u", "c")),
@@ -376,7 +388,9 @@ def test_config_server_ice_stream_and_streams(tmp_path):
         "studio": StreamAccess(key="from-env", viewer_token="studio-view"),
         "lobby": StreamAccess(key="lobby-key", viewer_token="lobby-view-env"),
     }
-    assert not relay.dev_mode and relay.may_publish("studio", "from-env") and not relay.may_publish("studio", "STUDIO_KEY")
+    assert (
+        not relay.dev_mode and relay.may_publish("studio", "from-env") and not relay.may_publish("studio", "STUDIO_KEY")
+    )
 
 
 def test_config_defaults(tmp_path):
@@ -401,16 +415,33 @@ def test_config_key_env_reads_the_passed_env_not_os_environ(tmp_path, monkeypatc
         ("[server.stream]\nnope = 1\n", {}, r"server\.stream: unknown key\(s\) \['nope'\]"),
         ("[streams.s]\nkey = 'k'\npassword = 'p'\n", {}, r"streams\.s: unknown key\(s\) \['password'\]"),
         ("[serve]\nport = 1\n", {}, r"unknown key\(s\) \['serve'\]"),
-        ("[server.ice]\nservers = [{ urls = 'turn:h', username = 'u', credential = 'c', user = 'x' }]\n", {},
-         r"server\.ice\.servers\[0\]: unknown key\(s\) \['user'\]"),
+        (
+            "[server.ice]\nservers = [{ urls = 'turn:h', username = 'u', credential = 'c', user = 'x' }]\n",
+            {},
+            r"server\.ice\.servers\[0\]: unknown key\(s\) \['user'\]",
+        ),
         # secrets
         ("[streams.s]\nkey = 'k'\nkey_env = 'K'\n", {"K": "v"}, r"streams\.s: give key or key_env, not both"),
-        ("[streams.s]\nviewer_token = 'v'\nviewer_token_env = 'V'\n", {"V": "v"},
-         r"streams\.s: give viewer_token or viewer_token_env, not both"),
-        ("[streams.s]\nkey_env = 'MISSING_KEY'\n", {}, r"streams\.s\.key_env: environment variable 'MISSING_KEY' is not set"),
-        ("[streams.s]\nkey = 'k'\nviewer_token_env = 'NOPE'\n", {},
-         r"streams\.s\.viewer_token_env: environment variable 'NOPE' is not set"),
-        ("[server]\nviewer_token_env = 'NOPE'\n", {}, r"server\.viewer_token_env: environment variable 'NOPE' is not set"),
+        (
+            "[streams.s]\nviewer_token = 'v'\nviewer_token_env = 'V'\n",
+            {"V": "v"},
+            r"streams\.s: give viewer_token or viewer_token_env, not both",
+        ),
+        (
+            "[streams.s]\nkey_env = 'MISSING_KEY'\n",
+            {},
+            r"streams\.s\.key_env: environment variable 'MISSING_KEY' is not set",
+        ),
+        (
+            "[streams.s]\nkey = 'k'\nviewer_token_env = 'NOPE'\n",
+            {},
+            r"streams\.s\.viewer_token_env: environment variable 'NOPE' is not set",
+        ),
+        (
+            "[server]\nviewer_token_env = 'NOPE'\n",
+            {},
+            r"server\.viewer_token_env: environment variable 'NOPE' is not set",
+        ),
         ("[streams.s]\nkey = ''\n", {}, r"streams\.s\.key: expected a non-empty string"),
         ("[streams.s]\nkey = '   '\n", {}, r"streams\.s\.key: expected a non-empty string"),
         ("[streams.s]\nkey_env = 'EMPTY'\n", {"EMPTY": ""}, r"streams\.s\.key: expected a non-empty string"),
@@ -422,24 +453,56 @@ def test_config_key_env_reads_the_passed_env_not_os_environ(tmp_path, monkeypatc
         ("[server.ice]\nudp_ports = [40000]\n", {}, r"server\.ice\.udp_ports: expected \[low, high\], got \[40000\]"),
         ("[server.ice]\nudp_ports = '40000-40999'\n", {}, r"server\.ice\.udp_ports: expected \[low, high\]"),
         ("[server.ice]\nudp_ports = [40000.0, 40999.0]\n", {}, r"server\.ice\.udp_ports: expected \[low, high\]"),
-        ("[server.ice]\nudp_ports = [80, 90]\n", {}, r"server\.ice: udp_ports \[80, 90\]: expected \[low, high\] within 1024\.\.65535"),
+        (
+            "[server.ice]\nudp_ports = [80, 90]\n",
+            {},
+            r"server\.ice: udp_ports \[80, 90\]: expected \[low, high\] within 1024\.\.65535",
+        ),
         ("[server.ice]\nudp_ports = [41000, 40000]\n", {}, r"server\.ice: udp_ports \[41000, 40000\]"),
         # addresses
-        ("[server.ice]\nannounce = { '10.0.0.5' = 'my.public.host' }\n", {}, r"server\.ice\.announce: 'my\.public\.host' is not an IP address"),
-        ("[server.ice]\nannounce = { 'eth0' = '203.0.113.7' }\n", {}, r"server\.ice\.announce: 'eth0' is not an IP address"),
+        (
+            "[server.ice]\nannounce = { '10.0.0.5' = 'my.public.host' }\n",
+            {},
+            r"server\.ice\.announce: 'my\.public\.host' is not an IP address",
+        ),
+        (
+            "[server.ice]\nannounce = { 'eth0' = '203.0.113.7' }\n",
+            {},
+            r"server\.ice\.announce: 'eth0' is not an IP address",
+        ),
         ("[server.ice]\nannounce = { '10.0.0.5' = 7 }\n", {}, r"server\.ice\.announce: expected a table"),
         ("[server.ice]\nannounce = ['10.0.0.5']\n", {}, r"server\.ice\.announce: expected a table"),
-        ("[server.ice]\nhost_addresses = ['localhost']\n", {}, r"server\.ice\.host_addresses: 'localhost' is not an IP address"),
-        ("[server.ice]\nhost_addresses = '10.0.0.5'\n", {}, r"server\.ice\.host_addresses: expected a list of IP addresses"),
+        (
+            "[server.ice]\nhost_addresses = ['localhost']\n",
+            {},
+            r"server\.ice\.host_addresses: 'localhost' is not an IP address",
+        ),
+        (
+            "[server.ice]\nhost_addresses = '10.0.0.5'\n",
+            {},
+            r"server\.ice\.host_addresses: expected a list of IP addresses",
+        ),
         # ICE servers
-        ("[server.ice]\nservers = ['http://stun.example.com']\n", {},
-         r"server\.ice\.servers\[0\]: ICE server URL 'http://stun\.example\.com' must start with stun:"),
-        ("[server.ice]\nservers = ['stun:ok:3478', { urls = ['stun.example.com'] }]\n", {},
-         r"server\.ice\.servers\[1\]: ICE server URL 'stun\.example\.com'"),
-        ("[server.ice]\nservers = ['turn:turn.example.com:3478']\n", {},
-         r"server\.ice\.servers\[0\]: TURN server 'turn:turn\.example\.com:3478' needs a username and a credential"),
-        ("[server.ice]\nservers = [{ urls = 'turns:t.example.com', username = 'u' }]\n", {},
-         r"server\.ice\.servers\[0\]: TURN server 'turns:t\.example\.com' needs a username and a credential"),
+        (
+            "[server.ice]\nservers = ['http://stun.example.com']\n",
+            {},
+            r"server\.ice\.servers\[0\]: ICE server URL 'http://stun\.example\.com' must start with stun:",
+        ),
+        (
+            "[server.ice]\nservers = ['stun:ok:3478', { urls = ['stun.example.com'] }]\n",
+            {},
+            r"server\.ice\.servers\[1\]: ICE server URL 'stun\.example\.com'",
+        ),
+        (
+            "[server.ice]\nservers = ['turn:turn.example.com:3478']\n",
+            {},
+            r"server\.ice\.servers\[0\]: TURN server 'turn:turn\.example\.com:3478' needs a username and a credential",
+        ),
+        (
+            "[server.ice]\nservers = [{ urls = 'turns:t.example.com', username = 'u' }]\n",
+            {},
+            r"server\.ice\.servers\[0\]: TURN server 'turns:t\.example\.com' needs a username and a credential",
+        ),
         ("[server.ice]\nservers = [{ username = 'u' }]\n", {}, r"server\.ice\.servers\[0\]: expected a URL or a table"),
         # types of plain settings
         ("[server]\nport = '8080'\n", {}, r"server\.port: expected int, got '8080'"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from livesafe.guard.matcher import LiveMatcher
-from livesafe.lists.live import ListWatcher
 from livesafe.lists import ListSpec
+from livesafe.lists.live import ListWatcher
 
 HASH_A = "pdq " + "ab" * 32
 HASH_B = "pdq " + "cd" * 32

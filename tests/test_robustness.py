@@ -76,7 +76,11 @@ def test_nothing_redacted_before_the_picture_appeared(results: dict) -> None:
 
 def test_guard_catches_whatever_reference_pdq_catches_on_the_full_frame(results: dict) -> None:
     """The search always hashes the whole frame in all 8 orientations: it can only add to a plain relay's recall."""
-    missed = [(s["family"], s["number"], s["reference_best"]) for s in results["segments"] if s["reference_caught"] and not s["caught"]]
+    missed = [
+        (s["family"], s["number"], s["reference_best"])
+        for s in results["segments"]
+        if s["reference_caught"] and not s["caught"]
+    ]
     assert missed == []
 
 
@@ -100,7 +104,9 @@ def _stock() -> Stock:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_renders_full_frames_deterministically(name: str) -> None:
     family = FAMILIES[name]
-    picture = np.random.default_rng(1).integers(0, 256, size=(360, 640, 3), dtype=np.uint8)  # 16:9: any padding share can occur
+    picture = np.random.default_rng(1).integers(
+        0, 256, size=(360, 640, 3), dtype=np.uint8
+    )  # 16:9: any padding share can occur
     renders = []
     for _ in range(2):
         rng = np.random.default_rng([7, 3])
@@ -118,7 +124,9 @@ def test_family_renders_full_frames_deterministically(name: str) -> None:
 def test_family_draws_cover_its_bins(name: str) -> None:
     """Over 300 draws every bin of the curve gets segments: the range asked for is the range drawn."""
     family = FAMILIES[name]
-    picture = np.random.default_rng(1).integers(0, 256, size=(360, 640, 3), dtype=np.uint8)  # 16:9: any padding share can occur
+    picture = np.random.default_rng(1).integers(
+        0, 256, size=(360, 640, 3), dtype=np.uint8
+    )  # 16:9: any padding share can occur
     seen = set()
     for k in range(300 if name != "padding" else 120):
         rng = np.random.default_rng([k])

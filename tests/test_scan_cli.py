@@ -16,8 +16,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from harness import BLOCKLIST, LIST_HEX, SAMPLES, hamming_hex
+
 from livesafe import cli
 from livesafe.guard.frames import luma_view
 from livesafe.signals import SIGNALS
@@ -86,7 +86,13 @@ def video_info(path: Path) -> tuple[int, int, int, object, int]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         decoded = sum(1 for _ in container.decode(stream))
-        return decoded, stream.codec_context.width, stream.codec_context.height, stream.average_rate, len(container.streams.audio)
+        return (
+            decoded,
+            stream.codec_context.width,
+            stream.codec_context.height,
+            stream.average_rate,
+            len(container.streams.audio),
+        )
 
 
 def read_events(path: Path) -> list[dict]:
@@ -107,13 +113,19 @@ def assert_small_events(events: list[dict]) -> None:
 
 def test_scan_blocked_clip_writes_a_redacted_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, events_path = tmp_path / "out" / "redacted.mp4", tmp_path / "events.jsonl"
-    code, stdout, err = run_cli(capsys, "scan", BLOCKED_CUT, "--blocklist", BLOCKLIST, "--output", out, "--events", events_path)
+    code, stdout, err = run_cli(
+        capsys, "scan", BLOCKED_CUT, "--blocklist", BLOCKLIST, "--output", out, "--events", events_path
+    )
     assert code == 1, err
     assert "Traceback" not in err
     assert "1 interruption(s)" in stdout and "frame 75" in stdout
 
     frames_in, width, height, rate, audio_streams = video_info(BLOCKED_CUT)
-    assert video_info(out) == (frames_in, width, height, rate, 1) == (TRUTH["frames"], TRUTH["width"], TRUTH["height"], 30, 1)
+    assert (
+        video_info(out)
+        == (frames_in, width, height, rate, 1)
+        == (TRUTH["frames"], TRUTH["width"], TRUTH["height"], 30, 1)
+    )
     with av.open(str(out)) as container:
         assert container.streams.audio[0].codec_context.name == "aac"
 
@@ -121,7 +133,9 @@ def test_scan_blocked_clip_writes_a_redacted_copy(tmp_path: Path, capsys: pytest
     assert events[0]["type"] == "match.started"
     started = events[0]
     assert started["frame_index"] == SEGMENT["start"] and started["signal"] == "pdq" and started["distance"] <= 31
-    assert started["matched_hash"] == CHELSEA_HEX and started["action"] == "blur" and started["list_name"] == "blocklist"
+    assert (
+        started["matched_hash"] == CHELSEA_HEX and started["action"] == "blur" and started["list_name"] == "blocklist"
+    )
     assert_small_events(events)
 
     hold_frames = 3 * TRUTH["fps"]
@@ -139,7 +153,9 @@ def test_scan_blocked_clip_writes_a_redacted_copy(tmp_path: Path, capsys: pytest
     assert "0 interruption(s)" in stdout
 
 
-def test_scan_with_config_lists_slates_and_mutes_audio(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_scan_with_config_lists_slates_and_mutes_audio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "stand-ins.txt").write_bytes(BLOCKLIST.read_bytes())
     (tmp_path / "conf").mkdir()
@@ -152,7 +168,9 @@ def test_scan_with_config_lists_slates_and_mutes_audio(tmp_path: Path, capsys: p
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # list paths are relative to the config file, not the working directory
     out, events_path = tmp_path / "slated.mp4", tmp_path / "events.jsonl"
-    code, stdout, err = run_cli(capsys, "scan", BLOCKED_CUT, "--config", config, "--output", out, "--events", events_path)
+    code, stdout, err = run_cli(
+        capsys, "scan", BLOCKED_CUT, "--config", config, "--output", out, "--events", events_path
+    )
     assert code == 1, err
     assert "samples (test-cfg)" in stdout and "-> slate" in stdout
 
@@ -185,7 +203,9 @@ def test_scan_with_config_lists_slates_and_mutes_audio(tmp_path: Path, capsys: p
     assert len(samples) >= TRUTH["frames"] / fps * rate
 
 
-def test_benign_clip_is_clean_and_detection_only_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_benign_clip_is_clean_and_detection_only_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_cli(capsys, "scan", BENIGN, "--blocklist", BLOCKLIST)
     assert code == 0, err
@@ -198,7 +218,10 @@ def test_console_script_detection_only_events_to_stdout(tmp_path: Path) -> None:
     assert CONSOLE_SCRIPT.exists()
     result = subprocess.run(
         [str(CONSOLE_SCRIPT), "scan", str(BLOCKED_CUT), "--blocklist", str(BLOCKLIST), "--events", "-"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -210,7 +233,10 @@ def test_console_script_detection_only_events_to_stdout(tmp_path: Path) -> None:
     (tmp_path / "notes.mp4").write_text("these are my notes, not a video\n")
     result = subprocess.run(
         [str(CONSOLE_SCRIPT), "scan", "notes.mp4", "--blocklist", str(BLOCKLIST)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert_one_line_error(result.returncode, result.stderr, "notes.mp4")
     assert result.stdout == ""
@@ -225,7 +251,9 @@ def _audio_only(path: Path) -> None:
         stream.layout = "mono"
         tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)).astype(np.float32)[None, :]
         for start in range(0, tone.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 48000, start
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
@@ -284,11 +312,29 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
 
 
 BAD_CASES = [
-    "missing input", "empty input", "text renamed .mp4", "plain text file", "input is a directory", "audio only", "bad list line",
-    "unknown signal", "missing list", "no blocklist", "missing config", "config unknown key", "config unknown section",
-    "config wrong type (str for int)", "config wrong type (str for float)", "config wrong type (bool)",
-    "config delay < sample_every", "config old regions table", "config bad search setting", "config bad action", "config list without path",
-    "config bad threshold", "config not TOML",
+    "missing input",
+    "empty input",
+    "text renamed .mp4",
+    "plain text file",
+    "input is a directory",
+    "audio only",
+    "bad list line",
+    "unknown signal",
+    "missing list",
+    "no blocklist",
+    "missing config",
+    "config unknown key",
+    "config unknown section",
+    "config wrong type (str for int)",
+    "config wrong type (str for float)",
+    "config wrong type (bool)",
+    "config delay < sample_every",
+    "config old regions table",
+    "config bad search setting",
+    "config bad action",
+    "config list without path",
+    "config bad threshold",
+    "config not TOML",
 ]
 
 
@@ -313,7 +359,9 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         '[lists]\nreload_seconds = "soon"\n',
     ],
 )
-def test_config_of_the_wrong_shape_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+def test_config_of_the_wrong_shape_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
     config = tmp_path / "shape.toml"
     config.write_text(text)
     # A missing input keeps this fast: a config that is (wrongly) accepted fails on the input instead.
@@ -321,7 +369,9 @@ def test_config_of_the_wrong_shape_is_a_one_line_error(tmp_path: Path, capsys: p
     assert_one_line_error(code, err, str(config))
 
 
-def test_skip_bad_lines_loads_the_rest_and_warns_with_the_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_skip_bad_lines_loads_the_rest_and_warns_with_the_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "mixed.txt"
     bad.write_text(f"pdq {CHELSEA_HEX}\nnot a hash at all\npdq {LIST_HEX[1]}\npdq zz\nmd5 00\n")
     code, _, err = run_cli(capsys, "scan", BLOCKED_CUT, "--blocklist", bad)
@@ -349,7 +399,9 @@ def _corrupted(tmp_path: Path) -> Path:
     """Random bytes over the packets of frames ~130..140: after the blocked segment, before the end."""
     with av.open(str(BLOCKED_CUT)) as container:
         stream = container.streams.video[0]
-        positions = sorted(p.pos for p in container.demux(stream) if p.size and p.pts is not None and 130 * 512 <= p.pts < 140 * 512)
+        positions = sorted(
+            p.pos for p in container.demux(stream) if p.size and p.pts is not None and 130 * 512 <= p.pts < 140 * 512
+        )
     data = bytearray(BLOCKED_CUT.read_bytes())
     start, end = positions[0], positions[-1]
     data[start:end] = np.random.default_rng(5).integers(0, 256, end - start, dtype=np.uint8).tobytes()
@@ -371,7 +423,9 @@ def test_truncated_file_scans_the_part_that_decodes(tmp_path: Path, capsys: pyte
     assert video_info(tmp_path / "out.mp4")[0] == frames
 
 
-def test_corruption_mid_file_is_skipped_and_the_blocked_segment_still_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corruption_mid_file_is_skipped_and_the_blocked_segment_still_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _corrupted(tmp_path)
     events = tmp_path / "events.jsonl"
     code, stdout, err = run_cli(capsys, "scan", path, "--blocklist", BLOCKLIST, "--events", events)
@@ -380,15 +434,22 @@ def test_corruption_mid_file_is_skipped_and_the_blocked_segment_still_caught(tmp
     frames = int(re.match(rf"{re.escape(str(path))}: (\d+) frames", stdout).group(1))
     assert TRUTH["frames"] - 15 <= frames <= TRUTH["frames"]
     started = [e for e in read_events(events) if e["type"] == "match.started"]
-    assert started[0]["frame_index"] == SEGMENT["start"] and started[0]["details"]["redacted_from_frame"] == SEGMENT["start"]
+    assert (
+        started[0]["frame_index"] == SEGMENT["start"]
+        and started[0]["details"]["redacted_from_frame"] == SEGMENT["start"]
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted"])
-def test_damaged_input_is_never_reported_silently(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+def test_damaged_input_is_never_reported_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
     path = _truncated(tmp_path) if damage == "truncated" else _corrupted(tmp_path)
     code, _, err = run_cli(capsys, "scan", path, "--blocklist", BLOCKLIST)
     assert "Traceback" not in err
-    assert code == 2 or re.search(r"^livesafe: warning: .*(truncat|corrupt|incomplete|undecodable|skipped|missing)", err, re.M | re.I), err
+    assert code == 2 or re.search(
+        r"^livesafe: warning: .*(truncat|corrupt|incomplete|undecodable|skipped|missing)", err, re.M | re.I
+    ), err
 
 
 def test_scan_whose_checks_failed_is_not_reported_clean(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
@@ -449,7 +510,11 @@ def test_hash_video_prints_one_line_per_second(capsys: pytest.CaptureFixture[str
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "not a video"])
 def test_hash_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
-    path = {"missing": tmp_path / "nope.png", "not an image": tmp_path / "fake.png", "not a video": tmp_path / "fake.mkv"}[case]
+    path = {
+        "missing": tmp_path / "nope.png",
+        "not an image": tmp_path / "fake.png",
+        "not a video": tmp_path / "fake.mkv",
+    }[case]
     if case != "missing":
         path.write_text("not pixels\n")
     code, stdout, err = run_cli(capsys, "hash", path)

@@ -12,17 +12,26 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from harness import BLOCKLIST
+
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
-from livesafe.policy import Action
 from livesafe.guard.search import (
-    ORIENTATIONS, Search, SearchSettings, View, _dct_hash, dcts, oriented_hashes, propose, view_image, view_luma,
+    ORIENTATIONS,
+    Search,
+    SearchSettings,
+    View,
+    _dct_hash,
+    dcts,
+    oriented_hashes,
+    propose,
+    view_image,
+    view_luma,
 )
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.guard.views import Planes, box_dcts
 from livesafe.lists import ListSpec
+from livesafe.policy import Action
 from livesafe.signals import SIGNALS, pdq
 
 pytest.importorskip("skimage.data")
@@ -88,7 +97,9 @@ def test_batched_box_hashes_are_the_exact_hashes_of_the_same_pixels(fine: bool) 
         x0, y0, x1, y1 = (int(v) for v in np.rint(np.array(box) / level.pixels))
         rows, cols = level.luma.shape
         inner = level.luma[max(0, y0) : min(rows, y1), max(0, x0) : min(cols, x1)]
-        padded = cv2.copyMakeBorder(inner, max(0, -y0), max(0, y1 - rows), max(0, -x0), max(0, x1 - cols), cv2.BORDER_REPLICATE)
+        padded = cv2.copyMakeBorder(
+            inner, max(0, -y0), max(0, y1 - rows), max(0, -x0), max(0, x1 - cols), cv2.BORDER_REPLICATE
+        )
         exact = pdq.dct_of_luma(padded, shrink=level.pixels).coefficients
         assert np.abs(exact - block).max() < 1e-2, box
 
@@ -97,7 +108,9 @@ def test_variants_are_the_dihedral_hashes_and_the_complement() -> None:
     p = planes_of(fitted("rocket"))
     luma, shrink = view_luma(p, View("frame", box=(0, 0, W, H)))
     block = pdq.dct_of_luma(luma, shrink=shrink)
-    every = oriented_hashes(np.repeat(block.coefficients[None], len(ORIENTATIONS), axis=0), np.arange(len(ORIENTATIONS)))
+    every = oriented_hashes(
+        np.repeat(block.coefficients[None], len(ORIENTATIONS), axis=0), np.arange(len(ORIENTATIONS))
+    )
     assert (every[:8] == block.dihedral_bytes()).all()
     assert (every[8] == ~every[0]).all()
     # One orientation for all blocks, or one per block: each is the same variant as above.
@@ -172,7 +185,9 @@ def test_near_is_not_a_match_without_refinement_succeeding() -> None:
 # --- the guard on frames of any shape ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 5), (16, 16), (17, 31), (90, 160), (121, 333), (480, 270), (1081, 1919), (2160, 3840)])
+@pytest.mark.parametrize(
+    "size", [(1, 1), (2, 2), (3, 5), (16, 16), (17, 31), (90, 160), (121, 333), (480, 270), (1081, 1919), (2160, 3840)]
+)
 def test_frames_of_any_size_and_content_never_error_and_never_match(size: tuple[int, int]) -> None:
     rows, cols = size
     live = lists()
@@ -193,7 +208,9 @@ def test_frames_of_any_size_and_content_never_error_and_never_match(size: tuple[
 def test_resolution_changes_mid_stream_are_checked_like_any_frame() -> None:
     live = lists()
     guard = StreamGuard(lambda: live.current)
-    frames = [yuv_frame(cv2.resize(backdrop(), (w, h)), i) for i, (w, h) in enumerate([(1280, 720)] * 12 + [(640, 360)] * 12)]
+    frames = [
+        yuv_frame(cv2.resize(backdrop(), (w, h)), i) for i, (w, h) in enumerate([(1280, 720)] * 12 + [(640, 360)] * 12)
+    ]
     frames += [yuv_frame(cv2.resize(fitted("chelsea"), (854, 480)), 24 + i) for i in range(20)]
     out = [item for f in frames for item in guard.push(f)] + guard.flush()
     assert guard.stats.errors == 0

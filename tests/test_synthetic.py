@@ -6,9 +6,9 @@ import numpy as np
 import pdqhash
 import pytest
 
-from sample_streams import synthetic as syn
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
+from sample_streams import synthetic as syn
 
 THRESHOLD = 31
 # Transforms that keep the whole frame the image: reference PDQ (some dihedral variant) stays close.

@@ -29,14 +29,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, assert_pixel_free, publishing, running_relay
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, assert_pixel_free, publishing, running_relay
 from livesafe import cli
+from livesafe.clients import ClientError
 from livesafe.events import Event
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
-from livesafe.clients import ClientError
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks format (base64 key)
@@ -191,13 +191,17 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
     async with receiver() as hook:
         mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"))
         async with running_relay(moderation=mod) as r:
-            async with publishing(r, clip, "s1", tolerate=(ClientError,)) as publisher:  # one pass of the clip (6 s), then it hangs up
+            async with publishing(
+                r, clip, "s1", tolerate=(ClientError,)
+            ) as publisher:  # one pass of the clip (6 s), then it hangs up
                 await asyncio.wait_for(publisher, 20)
             await until(lambda: "stream.ended" in [h.json()["type"] for h in hook.hits], "stream.ended delivered", 10)
             await until(lambda: r.moderation.store.outbox.pending() == 0, "outbox drained")
             events = await stored(http, r)
 
-    assert [e["type"] for e in events][:2] == ["stream.started", "match.started"] and events[-1]["type"] == "stream.ended"
+    assert [e["type"] for e in events][:2] == ["stream.started", "match.started"] and events[-1][
+        "type"
+    ] == "stream.ended"
     assert "match.cleared" in [e["type"] for e in events]
     # Every stored event arrived once, in the store's order, each verified by the independent library.
     assert hook.ids() == [e["id"] for e in events]
@@ -205,7 +209,9 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
         envelope = verifier.verify(hit.body, hit.headers)
         assert set(envelope) == {"type", "timestamp", "data"}
         assert envelope["type"] == event["type"] and envelope["data"] == event
-        assert datetime.fromisoformat(envelope["timestamp"].replace("Z", "+00:00")).timestamp() == pytest.approx(event["at"], abs=1e-3)
+        assert datetime.fromisoformat(envelope["timestamp"].replace("Z", "+00:00")).timestamp() == pytest.approx(
+            event["at"], abs=1e-3
+        )
         assert hit.headers["webhook-id"] == event["id"]
         assert hit.headers["webhook-signature"].startswith("v1,")
         assert abs(int(hit.headers["webhook-timestamp"]) - hit.at) < 60, "webhook-timestamp is the time of sending"
@@ -267,7 +273,12 @@ async def test_events_queued_while_the_receiver_is_down_all_arrive_when_it_is_ba
             await hook.up()
             await until(lambda: r.moderation.store.outbox.pending() == 0, "the backlog is delivered", 10)
             status = (await hooks_status(http, r))["bot"]
-            assert (status["state"], status["consecutive_failures"], status["pending"], status["delivered"]) == ("ok", 0, 0, 6)
+            assert (status["state"], status["consecutive_failures"], status["pending"], status["delivered"]) == (
+                "ok",
+                0,
+                0,
+                6,
+            )
             assert status["last_delivered_at"] and status["failed"] == 0
 
     # At least once each; deduplicated by webhook-id, exactly what was queued (the
@@ -324,8 +335,14 @@ async def test_filters_by_category_and_severity_on_a_child_profile_stream(http, 
         mod = ModerationSettings(database=str(tmp_path / "ev.db"), webhooks=hooks, tokens=(MOD,))
         async with running_relay(PROFILED, moderation=mod) as r:
             async with publishing(r, clip, "kid", KID_KEY, tolerate=(ClientError,)):  # one pass: one match episode
-                await until(lambda: "match.cleared" in [h.json()["type"] for h in hook.on("/test")], "match.cleared on /test", 20)
-                r.moderation.record(Event("guard.error", "kid", "warning", {"error": "a warning, for the severity filter"}))
+                await until(
+                    lambda: "match.cleared" in [h.json()["type"] for h in hook.on("/test")],
+                    "match.cleared on /test",
+                    20,
+                )
+                r.moderation.record(
+                    Event("guard.error", "kid", "warning", {"error": "a warning, for the severity filter"})
+                )
                 async with http.post(f"{r.base}/api/streams/kid/actions", json={"action": "confirm", "reason": "seen it"},
                                      headers={"Authorization": f"Bearer {MOD.token}"}) as response:  # fmt: skip
                     assert response.status == 200, await response.text()
@@ -335,7 +352,9 @@ async def test_filters_by_category_and_severity_on_a_child_profile_stream(http, 
                 events = await stored(http, r, MOD.token)
                 status = await hooks_status(http, r, MOD.token)
 
-    assert hook.on("/csam") == [] and (status["csam"]["delivered"], status["csam"]["pending"]) == (0, 0), "nothing was even queued"
+    assert hook.on("/csam") == [] and (status["csam"]["delivered"], status["csam"]["pending"]) == (0, 0), (
+        "nothing was even queued"
+    )
 
     got = [h.json()["data"] for h in hook.on("/test")]
     assert {e["type"] for e in got} == {"match.started", "match.cleared", "action.taken"}
@@ -369,7 +388,9 @@ async def test_a_500_is_retried_with_growing_backoff_one_attempt_at_a_time(http,
     arrivals = [h.at for h in hook.hits[: fail_first + 1]]
     for n, (before, after) in enumerate(zip(arrivals, arrivals[1:])):
         wait = min(backoff * 2**n, cap)
-        assert after - before >= 0.9 * wait, f"retry {n + 1} came {after - before:.3f} s after the failure, backoff is {wait} s"
+        assert after - before >= 0.9 * wait, (
+            f"retry {n + 1} came {after - before:.3f} s after the failure, backoff is {wait} s"
+        )
 
 
 async def test_the_oldest_event_probes_a_failing_endpoint_and_the_backlog_then_drains_in_order(http, tmp_path):
@@ -396,7 +417,9 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(http, tmp_path):
         return web.Response(text="ok")
 
     async with receiver(slow_first) as hook:
-        mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), webhook_timeout_seconds=0.3, **FAST_RETRY)
+        mod = settings(
+            tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), webhook_timeout_seconds=0.3, **FAST_RETRY
+        )
         async with running_relay(moderation=mod) as r:
             event = r.moderation.record(fake_report("s1", 1))
             await until(lambda: r.moderation.store.outbox.pending() == 0, "delivered on the retry")
@@ -410,7 +433,11 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(http, tmp_path):
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(http, tmp_path):
     def redirect(hit: Hit) -> web.StreamResponse:
-        return web.Response(text="ok") if hit.path == "/elsewhere" else web.Response(status=302, headers={"Location": "/elsewhere"})
+        return (
+            web.Response(text="ok")
+            if hit.path == "/elsewhere"
+            else web.Response(status=302, headers={"Location": "/elsewhere"})
+        )
 
     async with receiver(redirect) as hook:
         mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), **FAST_RETRY)
@@ -419,12 +446,19 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(http, tmp_path):
             await until(lambda: len(hook.on("/hook")) >= 2, "retried")
             status = (await hooks_status(http, r))["bot"]
     assert hook.on("/elsewhere") == [], "the Location was not followed"
-    assert (status["state"], status["last_error"], status["pending"], status["delivered"]) == ("failing", "HTTP 302", 1, 0)
+    assert (status["state"], status["last_error"], status["pending"], status["delivered"]) == (
+        "failing",
+        "HTTP 302",
+        1,
+        0,
+    )
 
 
 async def test_a_delivery_past_give_up_hours_is_marked_failed_and_reported(http, tmp_path):
     async with receiver(lambda hit: web.Response(status=500)) as hook:
-        mod = settings(tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), webhook_give_up_hours=1e-4, **FAST_RETRY)
+        mod = settings(
+            tmp_path, WebhookEndpoint(hook.url(), SECRET, name="bot"), webhook_give_up_hours=1e-4, **FAST_RETRY
+        )
         async with running_relay(moderation=mod) as r:
             old = r.moderation.record(fake_report("s1", 1, at=time.time() - 3600))
             gave_up = []
@@ -438,13 +472,22 @@ async def test_a_delivery_past_give_up_hours_is_marked_failed_and_reported(http,
             status = (await hooks_status(http, r))["bot"]
             (event,) = await stored(http, r, type="webhook.failed")
     assert hook.ids() == [old.id], "one attempt, no retries after giving up"
-    assert (event["gave_up"], event["event_id"], event["event_type"], event["endpoint"]) == (True, old.id, "report.received", "bot")
+    assert (event["gave_up"], event["event_id"], event["event_type"], event["endpoint"]) == (
+        True,
+        old.id,
+        "report.received",
+        "bot",
+    )
     assert event["error"] == "HTTP 500" and event["stream_id"] == "s1"
     assert (status["failed"], status["pending"], status["delivered"]) == (1, 0, 0)
-    assert [(endpoint, state, attempts) for endpoint, _, state, attempts in outbox(tmp_path / "ev.db")] == [("bot", "failed", 1)]
+    assert [(endpoint, state, attempts) for endpoint, _, state, attempts in outbox(tmp_path / "ev.db")] == [
+        ("bot", "failed", 1)
+    ]
 
 
-async def post_retry(http: aiohttp.ClientSession, r: RunningRelay, name: str, body: Any, token: str | None) -> tuple[int, Any]:
+async def post_retry(
+    http: aiohttp.ClientSession, r: RunningRelay, name: str, body: Any, token: str | None
+) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with http.post(f"{r.base}/api/webhooks/{name}/retry", json=body, headers=headers) as response:
         return response.status, await (response.json() if response.status == 200 else response.text())
@@ -479,7 +522,9 @@ async def test_retry_now_ends_a_long_backoff_as_soon_as_the_receiver_is_back(htt
             await until(lambda: r.moderation.store.outbox.pending() == 0, "the backlog is delivered", 5)
             (taken,) = await stored(http, r, MOD.token, type="action.taken")
             after = (await hooks_status(http, r, MOD.token))["bot"]
-            assert (after["state"], after["delivered"], after["pending"]) == ("ok", 4, 0), "the reports and the action.taken"
+            assert (after["state"], after["delivered"], after["pending"]) == ("ok", 4, 0), (
+                "the reports and the action.taken"
+            )
             described = (taken["action"], taken["endpoint"], taken["reason"], taken["stream_id"])
             assert described == ("webhook_retry", "bot", "receiver redeployed", None)
             (entry,) = (await get(http, r.base + "/api/audit", MOD.token))["entries"]
@@ -522,7 +567,9 @@ async def broken_receiver() -> AsyncIterator[tuple[int, list[int]]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
-            length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.startswith("content-length:")), 0)
+            length = next(
+                (int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.startswith("content-length:")), 0
+            )
             await reader.readexactly(length)  # the whole request read, so the answer is what the client sees
             writer.write(answers[count[0] % len(answers)])
             count[0] += 1

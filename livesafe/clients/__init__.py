@@ -8,4 +8,14 @@ from livesafe.clients.signalling import ClientError, user_agent
 from livesafe.clients.sources import FileSource, webrtc_h264_copy
 from livesafe.clients.watch import Recorder, WatchResult, watch
 
-__all__ = ["ClientError", "FileSource", "PublishResult", "Recorder", "WatchResult", "publish", "user_agent", "watch", "webrtc_h264_copy"]
+__all__ = [
+    "ClientError",
+    "FileSource",
+    "PublishResult",
+    "Recorder",
+    "WatchResult",
+    "publish",
+    "user_agent",
+    "watch",
+    "webrtc_h264_copy",
+]

@@ -54,7 +54,7 @@ async def negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: s
                 location = response.headers.get("Location")
     except aiohttp.ClientError as exc:
         raise ClientError(f"{url}: {exc}") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ClientError(f"{url}: no answer within {_SIGNALLING_TIMEOUT.total:g} s") from None
     if not location:
         raise ClientError(f"{url}: 201 without a Location header")
@@ -70,7 +70,7 @@ async def hang_up(resource: str | None, token: str | None) -> None:
         async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
             async with http.delete(resource, headers=headers) as response:
                 await response.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         pass  # the server is gone or already closed the session: nothing left to hang up
 
 

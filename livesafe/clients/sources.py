@@ -46,7 +46,9 @@ class FileSource:
         video = self._container.streams.video[0].codec_context
         if passthrough and (video.name != "h264" or video.has_b_frames):
             self._container.close()
-            raise ClientError(f"{path}: passthrough needs H.264 without B-frames (this is {video.name}, profile {video.profile})")
+            raise ClientError(
+                f"{path}: passthrough needs H.264 without B-frames (this is {video.name}, profile {video.profile})"
+            )
         self._passthrough = passthrough
         self.path = path
         self._loop_file = loop
@@ -185,7 +187,13 @@ def webrtc_h264_copy(source: Path, target: Path) -> Path:
             vin = inp.streams.video[0]
             vout = out.add_stream("libx264", rate=vin.average_rate or 30)
             vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-            vout.codec_context.options = {"profile": "baseline", "preset": "veryfast", "tune": "zerolatency", "g": "30", "crf": "20"}
+            vout.codec_context.options = {
+                "profile": "baseline",
+                "preset": "veryfast",
+                "tune": "zerolatency",
+                "g": "30",
+                "crf": "20",
+            }
             ain = inp.streams.audio[0] if inp.streams.audio else None
             aout = out.add_stream_from_template(ain) if ain is not None else None
             for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):

@@ -160,9 +160,7 @@ def _lower_envelope(t: np.ndarray, d: np.ndarray, usable: np.ndarray) -> tuple[f
         return None
     lowest = np.where(usable, d, np.inf)[: chunks * size].reshape(chunks, size)
     at = lowest.argmin(axis=1)
-    points = [
-        (float(t[k * size + a]), float(lowest[k, a])) for k, a in enumerate(at.tolist()) if lowest[k, a] < np.inf
-    ]
+    points = [(float(t[k * size + a]), float(lowest[k, a])) for k, a in enumerate(at.tolist()) if lowest[k, a] < np.inf]
     while True:
         if len(points) < 3:
             return None
@@ -391,7 +389,9 @@ def _inner_edges(image: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
         (
             (start[:, axis, None] + along[None, :] * vector[:, axis, None])[:, :, None]
             + (across[None, :] * normal[:, axis, None])[:, None, :]
-        ).astype(np.float32).reshape(4 * _CHUNKS * _PER_CHUNK, len(across))
+        )
+        .astype(np.float32)
+        .reshape(4 * _CHUNKS * _PER_CHUNK, len(across))
         for axis in (0, 1)
     ]
     samples = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -65,8 +65,6 @@ def content_box(
     return left, top, w, h
 
 
-
-
 def axis_edges(small: np.ndarray, vertical: bool) -> np.ndarray:
     """Where a straight horizontal (``vertical=False``) or vertical boundary may pass: a bool
     map whose pixel ``p`` along the axis marks the boundary between pixels ``p - 1`` and ``p``.
@@ -138,7 +136,9 @@ class EdgeLines:
         return np.where(((lines == 0) | (lines == size))[None, :], 1.0, share)
 
 
-def outlined_boxes(lines: EdgeLines, most: int, *, min_fraction: float = 0.015, limit: int = 32) -> list[tuple[Box, float]]:
+def outlined_boxes(
+    lines: EdgeLines, most: int, *, min_fraction: float = 0.015, limit: int = 32
+) -> list[tuple[Box, float]]:
     """Upright boxes whose four sides are straight edges or frame borders, best outlined first.
 
     Candidate sides are the ``limit`` strongest line positions per axis: over a busy
@@ -167,19 +167,23 @@ def outlined_boxes(lines: EdgeLines, most: int, *, min_fraction: float = 0.015, 
         return []
     v_cov = lines.cover(True, xs, y0, y1)  # (row spans, column positions)
     h_cov = lines.cover(False, ys, x0, x1)  # (column spans, row positions)
-    sides = np.stack([
-        h_cov[:, np.searchsorted(ys, y0)].T,  # top    (row spans, column spans)
-        h_cov[:, np.searchsorted(ys, y1)].T,  # bottom
-        v_cov[:, np.searchsorted(xs, x0)],  # left
-        v_cov[:, np.searchsorted(xs, x1)],  # right
-    ])
+    sides = np.stack(
+        [
+            h_cov[:, np.searchsorted(ys, y0)].T,  # top    (row spans, column spans)
+            h_cov[:, np.searchsorted(ys, y1)].T,  # bottom
+            v_cov[:, np.searchsorted(xs, x0)],  # left
+            v_cov[:, np.searchsorted(xs, x1)],  # right
+        ]
+    )
     shape = sides.shape[1:]
-    borders = np.stack([
-        np.broadcast_to((y0 == 0)[:, None], shape),
-        np.broadcast_to((y1 == rows)[:, None], shape),
-        np.broadcast_to((x0 == 0)[None, :], shape),
-        np.broadcast_to((x1 == cols)[None, :], shape),
-    ])
+    borders = np.stack(
+        [
+            np.broadcast_to((y0 == 0)[:, None], shape),
+            np.broadcast_to((y1 == rows)[:, None], shape),
+            np.broadcast_to((x0 == 0)[None, :], shape),
+            np.broadcast_to((x1 == cols)[None, :], shape),
+        ]
+    )
     area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
     good = (sides.min(axis=0) >= 0.65) & (~borders).any(axis=0)
     good &= (area >= min_fraction * rows * cols) & (area < 0.97 * rows * cols)

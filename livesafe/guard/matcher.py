@@ -7,8 +7,9 @@ signal).  Loading and hot reload belong to ``livesafe.lists.live``;
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,6 @@ from livesafe.index import HammingIndex
 from livesafe.lists import Blocklist, ListSpec
 from livesafe.lists.live import LiveLists
 from livesafe.signals import signal_named
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,11 @@ class Matcher:
         self._lists = [
             _CompiledList(
                 bl,
-                {signal: HammingIndex(hashes, bl.spec.threshold_for(signal)) for signal, hashes in bl.hashes.items() if len(hashes)},
+                {
+                    signal: HammingIndex(hashes, bl.spec.threshold_for(signal))
+                    for signal, hashes in bl.hashes.items()
+                    if len(hashes)
+                },
             )
             for bl in blocklists
         ]

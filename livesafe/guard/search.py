@@ -53,7 +53,17 @@ if TYPE_CHECKING:
     from livesafe.guard.matcher import Match, Matcher
 
 # PDQ's 8 dihedral variants (in the reference's order), then the complement: the picture's negative.
-ORIENTATIONS = ("original", "rotate90", "rotate180", "rotate270", "flip_x", "flip_y", "flip_plus1", "flip_minus1", "inverted")
+ORIENTATIONS = (
+    "original",
+    "rotate90",
+    "rotate180",
+    "rotate270",
+    "flip_x",
+    "flip_y",
+    "flip_plus1",
+    "flip_minus1",
+    "inverted",
+)
 INVERTED = 8
 # What a view can be (events name the kind of view that matched): see the module docstring.
 VIEW_KINDS = ("frame", "trimmed", "uncropped", "box", "window", "tilted", "screen", "masked")
@@ -64,11 +74,20 @@ VIEW_KINDS = ("frame", "trimmed", "uncropped", "box", "window", "tilted", "scree
 _UNCROP_LIGHT = tuple((e, e, e, e) for e in (0.035, 0.07))
 _UNCROP = (
     # a zoom, centred or drifted by half its margin either way (camera shake, pan)
-    tuple((e + dx, e + dy, e - dx, e - dy) for e in (0.04, 0.08, 0.12) for dx in (-e / 2, 0, e / 2) for dy in (-e / 2, 0, e / 2))
+    tuple(
+        (e + dx, e + dy, e - dx, e - dy)
+        for e in (0.04, 0.08, 0.12)
+        for dx in (-e / 2, 0, e / 2)
+        for dy in (-e / 2, 0, e / 2)
+    )
     + tuple((e, e, e, e) for e in (0.16,))
     # an off-centre crop: one side, or two adjacent sides
     + tuple(tuple(e if k == side else 0.0 for k in range(4)) for side in range(4) for e in (0.05, 0.1, 0.16))
-    + tuple(tuple(e if k in pair else 0.0 for k in range(4)) for pair in ((0, 1), (1, 2), (2, 3), (3, 0)) for e in (0.06, 0.12))
+    + tuple(
+        tuple(e if k in pair else 0.0 for k in range(4))
+        for pair in ((0, 1), (1, 2), (2, 3), (3, 0))
+        for e in (0.06, 0.12)
+    )
 )
 _MIN_LAYOUT = 32  # coarse-plane pixels: below this a frame is too small to hold windows worth finding
 _WINDOWS = ((0, 0, 0.5, 1), (0.5, 0, 0.5, 1), (0, 0, 1, 0.5), (0, 0.5, 1, 0.5),
@@ -148,7 +167,7 @@ class View:
     def parameters(self) -> np.ndarray:
         return np.asarray(self.box if self.box is not None else self.quad, np.float64).reshape(-1)
 
-    def with_parameters(self, values: np.ndarray) -> "View":
+    def with_parameters(self, values: np.ndarray) -> View:
         if self.box is not None:
             return replace(self, box=_box(values))
         return replace(self, quad=tuple((float(x), float(y)) for x, y in values.reshape(4, 2)))
@@ -405,10 +424,10 @@ class Search:
     def __init__(self, settings: SearchSettings) -> None:
         self.settings = settings
 
-    def run(self, planes: Planes, matcher: "Matcher", *, deep: bool, extra: Sequence[View] = ()) -> list["Match"]:
+    def run(self, planes: Planes, matcher: Matcher, *, deep: bool, extra: Sequence[View] = ()) -> list[Match]:
         """The best match per list among all views (and ``extra`` ones, e.g. the last matched view)."""
         views = [*extra, *propose(planes, self.settings, deep=deep)]
-        best: dict[int, "Match"] = {}
+        best: dict[int, Match] = {}
         if "pdq" in matcher.signals:
             best = self._pdq(planes, matcher, views)
         for name in sorted(matcher.signals - {"pdq"}):
@@ -418,7 +437,7 @@ class Search:
                     best[match[0]] = match[1]
         return sorted(best.values(), key=lambda m: m.distance)
 
-    def _other(self, planes: Planes, matcher: "Matcher", views: list[View], name: str) -> list[tuple[int, "Match"]]:
+    def _other(self, planes: Planes, matcher: Matcher, views: list[View], name: str) -> list[tuple[int, Match]]:
         """Exact matches of a signal without a batched form (imagehash's): the main views only.
 
         These hashes go through PIL per view, so only the views most likely to
@@ -438,7 +457,7 @@ class Search:
         if not hashed:
             return []
         queries = np.concatenate(hashed)
-        found: dict[int, "Match"] = {}
+        found: dict[int, Match] = {}
         for q, li, row, distance in matcher.lookup(name, queries):
             if li in found and found[li].distance <= distance:
                 continue
@@ -448,7 +467,7 @@ class Search:
             )
         return list(found.items())
 
-    def _pdq(self, planes: Planes, matcher: "Matcher", views: list[View]) -> dict[int, "Match"]:
+    def _pdq(self, planes: Planes, matcher: Matcher, views: list[View]) -> dict[int, Match]:
         blocks = dcts(planes, views, coarse=True)
         owners, orientations = [], []
         for i, view in enumerate(views):
@@ -464,7 +483,7 @@ class Search:
             (Candidate(views[owners_a[q]], int(orientations_a[q]), li, row, d) for q, li, row, d in hits),
             key=lambda c: c.distance,
         )
-        best: dict[int, "Match"] = {}
+        best: dict[int, Match] = {}
         refined = 0
         for candidate in candidates:
             if candidate.list_index in best and best[candidate.list_index].distance <= candidate.distance:
@@ -477,8 +496,16 @@ class Search:
                 view, distance, quality = self.refine(planes, view, candidate.orientation, target, distance, threshold)
             if distance <= threshold and quality >= pdq.MIN_QUALITY:
                 match = matcher.make_match(
-                    "pdq", candidate.list_index, candidate.row, distance, view, candidate.orientation, quality,
-                    self.hash_of(planes, view, candidate.orientation), planes.width, planes.height,
+                    "pdq",
+                    candidate.list_index,
+                    candidate.row,
+                    distance,
+                    view,
+                    candidate.orientation,
+                    quality,
+                    self.hash_of(planes, view, candidate.orientation),
+                    planes.width,
+                    planes.height,
                     self.settings.near_margin,
                 )
                 current = best.get(candidate.list_index)
@@ -493,7 +520,7 @@ class Search:
         return view, distance, pdq.quality_of_64(image * np.float32(planes.luma_scale))
 
     def showing_since(
-        self, lumas: list[tuple[np.ndarray, float]], match: "Match", before: tuple[np.ndarray, float] | None = None
+        self, lumas: list[tuple[np.ndarray, float]], match: Match, before: tuple[np.ndarray, float] | None = None
     ) -> int:
         """Index into ``lumas`` (consecutive frames' Y planes and scales; the last is the frame that
         matched) of the first frame, walking back, that still shows the matched picture.

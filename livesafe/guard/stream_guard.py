@@ -30,8 +30,9 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import av
 import numpy as np
@@ -224,8 +225,14 @@ class StreamGuard:
                 if action > self.action:
                     self.action = action
                     self._redact_episode(action)
-                self._emit(REDACTION_IMPOSED, self._index, None, self._last_time, self.action,
-                           details={"reason": reason, "joined_existing": joined})
+                self._emit(
+                    REDACTION_IMPOSED,
+                    self._index,
+                    None,
+                    self._last_time,
+                    self.action,
+                    details={"reason": reason, "joined_existing": joined},
+                )
 
     # ------------------------------------------------------------------ frames
 
@@ -441,8 +448,14 @@ class StreamGuard:
         self._redact_episode(Action.SLATE)
         if not self._failing:  # one event per run of failures, not one per frame: moderators are paged by it
             self._failing = True
-            self._emit(GUARD_ERROR, item.index, item.frame.pts, item.media_time, Action.SLATE,
-                       details={"error": self.last_error})
+            self._emit(
+                GUARD_ERROR,
+                item.index,
+                item.frame.pts,
+                item.media_time,
+                Action.SLATE,
+                details={"error": self.last_error},
+            )
 
     def _emit(
         self,
@@ -518,4 +531,3 @@ def _change(before: np.ndarray | None, after: np.ndarray) -> float:
     # (this runs on every frame).
     blocks = diff[: rows // 4 * 4, : cols // 4 * 4].reshape(4, rows // 4, 4, cols // 4).sum(axis=(1, 3), dtype=np.int64)
     return float(blocks.max() / ((rows // 4) * (cols // 4)))
-

@@ -179,7 +179,9 @@ def box_luma(planes: Planes, box: np.ndarray) -> tuple[np.ndarray, int]:
     x0, y0, x1, y1 = (int(v) for v in np.rint(np.asarray(box, np.float64) / p))
     rows, cols = level.luma.shape
     x1, y1 = max(x1, x0 + 2), max(y1, y0 + 2)
-    inner = level.luma[max(0, min(y0, rows - 1)) : max(1, min(y1, rows)), max(0, min(x0, cols - 1)) : max(1, min(x1, cols))]
+    inner = level.luma[
+        max(0, min(y0, rows - 1)) : max(1, min(y1, rows)), max(0, min(x0, cols - 1)) : max(1, min(x1, cols))
+    ]
     pad = (max(0, -y0), max(0, y1 - rows), max(0, -x0), max(0, x1 - cols))
     if any(pad):
         inner = cv2.copyMakeBorder(inner, *pad, cv2.BORDER_REPLICATE)

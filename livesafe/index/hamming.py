@@ -102,7 +102,15 @@ class HammingIndex:
         """Bytes of the arrays held (tables, entries, the copy of the hashes when still needed)."""
         arrays = [] if self._words is None else [self._words]
         if self._plan is not None:
-            arrays += [self._entries, self._rows, self._offsets, self._probe_base, self._probe_chunk, self._probe_mask, self._probe_filter]
+            arrays += [
+                self._entries,
+                self._rows,
+                self._offsets,
+                self._probe_base,
+                self._probe_chunk,
+                self._probe_mask,
+                self._probe_filter,
+            ]
         return int(sum(a.nbytes for a in arrays))
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

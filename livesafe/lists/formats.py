@@ -157,7 +157,9 @@ class TextFormat(ListFormat):
             elif len(fields) == 1:
                 yield self._bare(line_no, fields[0])
             elif fields:
-                yield LineError(line_no, f"too many fields ({len(fields)}): expected 'SIGNAL HEX' (start comments with '#')")
+                yield LineError(
+                    line_no, f"too many fields ({len(fields)}): expected 'SIGNAL HEX' (start comments with '#')"
+                )
 
     def _bare(self, line_no: int, token: str) -> Row | LineError:
         names = self._by_digits.get(len(token), [])

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from livesafe.lists.loader import ListSource
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
@@ -58,7 +59,9 @@ class LiveLists(Generic[Compiled]):
                     messages.append(f"kept previous version of list {source.spec.name!r}: {exc}")
                     continue
                 changed = True
-                messages.append(f"reloaded list {source.spec.name!r}: {len(loaded[i])} hashes, version {loaded[i].version}")
+                messages.append(
+                    f"reloaded list {source.spec.name!r}: {len(loaded[i])} hashes, version {loaded[i].version}"
+                )
             if changed:
                 compiled = self._compile(loaded)
                 self._loaded = loaded

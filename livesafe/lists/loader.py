@@ -118,7 +118,9 @@ def _parse_lines(rows: Iterable[Row | LineError], problems: list[tuple[int, str]
                 continue
             column = by_token[token] = columns.setdefault(signal.name, _Column(signal))
         if len(hex_text) != column.digits:
-            problems.append((line, f"{column.signal.name} hash must be {column.digits} hex digits, got {len(hex_text)}"))
+            problems.append(
+                (line, f"{column.signal.name} hash must be {column.digits} hex digits, got {len(hex_text)}")
+            )
             continue
         column.lines.append(line)
         column.hexes.append(hex_text)
@@ -134,7 +136,9 @@ def _parse(spec: ListSpec, data: bytes, skip_bad_lines: bool) -> Blocklist:
         for index, start, end in zip(indices.tolist(), starts[indices].tolist(), ends[indices].tolist(), strict=True):
             yield index + 1, body[start:end].decode()
 
-    fmt = detect_format(body[start:end].decode() for start, end in zip(starts, ends, strict=True))  # stops at the first data line
+    fmt = detect_format(
+        body[start:end].decode() for start, end in zip(starts, ends, strict=True)
+    )  # stops at the first data line
     bulk = fmt.parse_bulk(codes, starts, ends)
     problems: list[tuple[int, str]] = []
     try:

@@ -37,7 +37,7 @@ class ActionRequest:
     scope: str = "stream"  # false_positive only
 
     @classmethod
-    def parse(cls, body: Any) -> "ActionRequest":
+    def parse(cls, body: Any) -> ActionRequest:
         """A request from a JSON body; every problem is listed in the error, not just the first."""
         if not isinstance(body, dict):
             raise ActionError('expected a JSON object like {"action": "resume", "reason": "..."}')

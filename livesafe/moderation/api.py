@@ -14,19 +14,19 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from livesafe.http import bearer, page, stream_name, unauthorized
 from livesafe.moderation.actions import ActionError, ActionRequest, parse_reason
 from livesafe.moderation.feed import FeedItem
 from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
-from livesafe.http import bearer, page, stream_name, unauthorized
 from livesafe.relay.registry import RELAY, Relay
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _since(request: web.Request, value: str) -> tuple[int, float | None]:
     except ValueError:
         pass
     else:
-        return 0, (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()  # no offset: UTC
+        return 0, (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # no offset: UTC
     return _seq_of(request, value), None
 
 
@@ -150,7 +150,9 @@ def _seq_of(request: web.Request, event_id: str) -> int:
         raise web.HTTPBadRequest(text="since: expected an event id, unix seconds or an ISO 8601 time\n")
     seq = request.app[MODERATION].store.events.seq_of(event_id)
     if seq is None:
-        raise web.HTTPGone(text=f"event {event_id!r} is unknown (never issued, or past retention): catch up with ?since=<time>\n")
+        raise web.HTTPGone(
+            text=f"event {event_id!r} is unknown (never issued, or past retention): catch up with ?since=<time>\n"
+        )
     return seq
 
 
@@ -169,7 +171,11 @@ async def api_audit(request: web.Request) -> web.Response:
     _principal(request)
     after = _int(request.query.get("after", "0"), "after", 0, 2**62)
     newest = "last" in request.query
-    limit = _int(request.query["last"], "last", 1, MAX_PAGE) if newest else _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    limit = (
+        _int(request.query["last"], "last", 1, MAX_PAGE)
+        if newest
+        else _int(request.query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    )
     stream = request.query.get("stream") or None
     entries = request.app[MODERATION].store.audit.read(after, stream_id=stream, limit=limit, newest=newest)
     return web.json_response({"entries": [e.to_dict() for e in entries]})
@@ -253,7 +259,9 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
             if not items:
                 await response.write(b": keepalive\n\n")
                 continue
-            await response.write("".join(f"id: {i.event.id}\nevent: {i.event.type}\ndata: {i.json}\n\n" for i in items).encode())
+            await response.write(
+                "".join(f"id: {i.event.id}\nevent: {i.event.type}\ndata: {i.json}\n\n" for i in items).encode()
+            )
             after = items[-1].event.stored_seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -261,7 +269,9 @@ async def _sse_feed(request: web.Request, moderation: Moderation, after: int) ->
 
 
 async def _websocket_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, timeout=2.0)  # a client not reading must not hold up shutdown
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_SECONDS, timeout=2.0
+    )  # a client not reading must not hold up shutdown
     await ws.prepare(request)
 
     async def drain_incoming() -> None:
@@ -369,5 +379,3 @@ def _error(exc: ActionError) -> web.HTTPException:
         503: web.HTTPServiceUnavailable,
     }  # fmt: skip
     return statuses.get(exc.status, web.HTTPBadRequest)(text=f"{exc}\n")
-
-

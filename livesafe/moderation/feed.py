@@ -23,7 +23,7 @@ class FeedItem:
     json: str  # ``event.to_json()``
 
     @classmethod
-    def of(cls, event: Event) -> "FeedItem":
+    def of(cls, event: Event) -> FeedItem:
         return cls(event, event.to_json())
 
 

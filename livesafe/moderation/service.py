@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import av
 
@@ -65,6 +66,7 @@ class StreamControl(Protocol):
     def keep(self, stream_id: str) -> bool:
         """Hold the redaction in force until a resume; False if there is none (at that instant)."""
         ...
+
     def impose(self, stream_id: str, action: Action, reason: str) -> None: ...
     async def terminate(self, stream_id: str, reason: str) -> str:
         """Disconnect the publisher; returns the SHA-256 of the stream key it used (to revoke)."""
@@ -165,7 +167,12 @@ class Moderation:
             self._episodes.pop(event.stream_id, None)  # the store still has it for later verdicts
 
     def _webhook_failed(self, endpoint: WebhookEndpoint, error: str, gave_up_on: Event | None) -> None:
-        data = {"endpoint": endpoint.name, "url": endpoint.display_url, "error": error, "gave_up": gave_up_on is not None}
+        data = {
+            "endpoint": endpoint.name,
+            "url": endpoint.display_url,
+            "error": error,
+            "gave_up": gave_up_on is not None,
+        }
         if gave_up_on is not None:
             data |= {"event_id": gave_up_on.id, "event_type": gave_up_on.type}
         stream = gave_up_on.stream_id if gave_up_on is not None else None
@@ -265,7 +272,9 @@ class Moderation:
             return remembered
         return self.store.events.latest(stream_id, _EPISODE_TYPES)
 
-    def _mark_false_positive(self, principal: Principal, stream_id: str, request: ActionRequest, episode: Event) -> dict[str, Any]:
+    def _mark_false_positive(
+        self, principal: Principal, stream_id: str, request: ActionRequest, episode: Event
+    ) -> dict[str, Any]:
         signal, matched = episode.data.get("signal"), episode.data.get("matched_hash")
         if episode.type != MATCH_STARTED or not signal or not matched:
             raise ActionError("false_positive needs a match event (this redaction was not a hash match)", 409)
@@ -282,7 +291,9 @@ class Moderation:
         if frame is None:
             raise ActionError(f"no live picture on stream {stream_id!r}", 404)
         self.store.audit.append(
-            AuditEntry(principal.name, principal.role, "preview", stream_id, "viewed the blurred preview", viewed_content=True)
+            AuditEntry(
+                principal.name, principal.role, "preview", stream_id, "viewed the blurred preview", viewed_content=True
+            )
         )
         return frame
 

@@ -70,7 +70,7 @@ class WebhookEndpoint:
         """Standard Webhooks secrets are ``whsec_<base64>``; any other string is used as is."""
         if self.secret.startswith("whsec_"):
             try:
-                return base64.b64decode(self.secret[len("whsec_"):], validate=True)
+                return base64.b64decode(self.secret[len("whsec_") :], validate=True)
             except binascii.Error:
                 raise ValueError("webhook secret starting whsec_ must be base64 after the prefix") from None
         return self.secret.encode()

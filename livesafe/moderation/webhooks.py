@@ -25,9 +25,10 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import yarl
@@ -50,8 +51,10 @@ def signature(key: bytes, message_id: str, timestamp: int, body: str) -> str:
 
 def payload(event: Event) -> str:
     """The body: Standard Webhooks' ``{type, timestamp, data}`` envelope around the event."""
-    stamp = datetime.fromtimestamp(event.at, timezone.utc).isoformat().replace("+00:00", "Z")
-    return json.dumps({"type": event.type, "timestamp": stamp, "data": event.to_dict()}, separators=(",", ":"), sort_keys=True)
+    stamp = datetime.fromtimestamp(event.at, UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {"type": event.type, "timestamp": stamp, "data": event.to_dict()}, separators=(",", ":"), sort_keys=True
+    )
 
 
 def _describe(exc: aiohttp.ClientError, endpoint: WebhookEndpoint) -> str:
@@ -99,7 +102,9 @@ class WebhookDispatcher:
         self.health = {name: EndpointHealth() for name in self._endpoints}
         abandoned = outbox.abandon(list(self._endpoints), time.time())
         if abandoned:
-            log.warning("%d pending webhook deliveries were for endpoints no longer configured: marked failed", abandoned)
+            log.warning(
+                "%d pending webhook deliveries were for endpoints no longer configured: marked failed", abandoned
+            )
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -129,7 +134,7 @@ class WebhookDispatcher:
         delay = min([30.0, *waits])
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _send_batch(self, http: aiohttp.ClientSession, batch: list[Delivery]) -> None:
@@ -158,7 +163,7 @@ class WebhookDispatcher:
             async with http.post(endpoint.url, data=body.encode(), headers=headers, allow_redirects=False) as response:
                 await response.read()
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"no answer within {self._settings.webhook_timeout_seconds:g} s"
         except aiohttp.ClientError as exc:
             error = _describe(exc, endpoint)
@@ -173,7 +178,10 @@ class WebhookDispatcher:
         health.failures += 1
         health.failed_attempts += 1
         health.last_error, health.last_error_at = error, now
-        backoff = min(self._settings.webhook_backoff_seconds * 2 ** (health.failures - 1), self._settings.webhook_max_backoff_seconds)
+        backoff = min(
+            self._settings.webhook_backoff_seconds * 2 ** (health.failures - 1),
+            self._settings.webhook_max_backoff_seconds,
+        )
         health.blocked_until = now + backoff
         if now - delivery.event.at >= self._give_up:
             self._outbox.failed(delivery, error, now)

@@ -33,7 +33,8 @@ import asyncio
 import importlib.metadata
 import logging
 import queue
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate

@@ -105,7 +105,11 @@ class VideoEncoder:
         if self.codec == "h264":
             context = av.CodecContext.create("libx264", "w")
             context.profile = "Baseline"  # what every WebRTC peer decodes (profile-level-id 42e01f)
-            context.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31" if width * height <= 1280 * 720 else "41"}
+            context.options = {
+                "preset": "ultrafast",
+                "tune": "zerolatency",
+                "level": "31" if width * height <= 1280 * 720 else "41",
+            }
         else:
             context = av.CodecContext.create("libvpx", "w")
             context.options = {

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from livesafe.events import GUARD_ERROR, FactSink, StreamEvent
 from livesafe.guard.redact import slate_frame
-from livesafe.policy import Action
 from livesafe.guard.stream_guard import StreamGuard
+from livesafe.policy import Action
 from livesafe.relay.delivery import Delivery
 from livesafe.relay.encoder import Encoded, Encoders, KeyframeRequests, Timeline
 from livesafe.relay.worker import GuardWorker

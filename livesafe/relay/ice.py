@@ -80,7 +80,9 @@ class IceSettings:
             for url in server.urls:
                 link = f'<{url}>; rel="ice-server"'
                 if server.username is not None:
-                    link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+                    link += (
+                        f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+                    )
                 links.append(link)
         return links
 

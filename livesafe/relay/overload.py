@@ -119,6 +119,8 @@ class LoadShedder:
             self.measure_cpu(time.process_time() - cpu_before, now - before)
             victim = self.assess(now, self.loop_lag, list(streams()))
             if victim is not None:
-                reason = f"overload: event loop {self.loop_lag * 1000:.0f} ms late, stream {victim.lateness:.2f} s behind"
+                reason = (
+                    f"overload: event loop {self.loop_lag * 1000:.0f} ms late, stream {victim.lateness:.2f} s behind"
+                )
                 log.warning("stream %s: ended to shed load (%s)", victim.id, reason)
                 await cut(victim, reason)

@@ -14,14 +14,24 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import av
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
-from livesafe.events import MATCH_STARTED, STREAM_CUT, STREAM_ENDED, STREAM_STARTED, Fact, FactSink, GuardEvent, StreamEvent
+from livesafe.events import (
+    MATCH_STARTED,
+    STREAM_CUT,
+    STREAM_ENDED,
+    STREAM_STARTED,
+    Fact,
+    FactSink,
+    GuardEvent,
+    StreamEvent,
+)
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.policy import Action, PolicyProfile
@@ -129,7 +139,9 @@ class Relay:
                 floor=self.profile(stream_id).floor,
                 allow=(lambda match: allow(stream_id, match)) if allow is not None else None,
             )
-            stream = LiveStream(stream_id, guard, self.settings.stream, on_event=self._on_event, on_ended=self._stream_ended)
+            stream = LiveStream(
+                stream_id, guard, self.settings.stream, on_event=self._on_event, on_ended=self._stream_ended
+            )
             self.streams[stream_id] = stream
             self.ended.pop(stream_id, None)
             self._lifecycle(STREAM_STARTED, stream, {"profile": self.profile(stream_id).name})

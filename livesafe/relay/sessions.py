@@ -10,7 +10,7 @@ one-line reason; nothing a client sends can affect another session.
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
@@ -60,7 +60,11 @@ def offer_problem(sdp: str, *, sends: bool) -> str | None:
             return f"{m.kind} section has no DTLS fingerprint (a=fingerprint)"
     wanted = ("sendonly", "sendrecv") if sends else ("recvonly", "sendrecv")
     if not any(m.kind == "video" and (m.direction or "sendrecv") in wanted for m in media):
-        return "no video section that sends (WHIP publishes video)" if sends else "no video section that receives (WHEP plays video)"
+        return (
+            "no video section that sends (WHIP publishes video)"
+            if sends
+            else "no video section that receives (WHEP plays video)"
+        )
     return None
 
 
@@ -110,7 +114,9 @@ async def session_delete(request: web.Request) -> web.Response:
 async def session_patch(request: web.Request) -> web.Response:
     session_of(request)
     # Our answer already holds all our candidates, and aiortc cannot add remote ones later.
-    raise web.HTTPMethodNotAllowed("PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported: send all candidates in the offer\n")
+    raise web.HTTPMethodNotAllowed(
+        "PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported: send all candidates in the offer\n"
+    )
 
 
 async def endpoint_options(request: web.Request) -> web.Response:

@@ -52,7 +52,9 @@ class RelaySettings:
             if not STREAM_ID.match(name):
                 raise ValueError(f"stream name {name!r}: use 1-64 letters, digits, '-' or '_'")
             if access.profile not in self.profiles:
-                raise ValueError(f"stream {name!r}: unknown profile {access.profile!r} (known: {', '.join(sorted(self.profiles))})")
+                raise ValueError(
+                    f"stream {name!r}: unknown profile {access.profile!r} (known: {', '.join(sorted(self.profiles))})"
+                )
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 

@@ -20,8 +20,9 @@ import asyncio
 import enum
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamTrack
@@ -91,7 +92,7 @@ class LiveStream:
         settings: StreamSettings,
         *,
         on_event: FactSink,
-        on_ended: Callable[["LiveStream"], None],
+        on_ended: Callable[[LiveStream], None],
     ) -> None:
         self.id = stream_id
         self.guard = guard

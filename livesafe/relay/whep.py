@@ -7,10 +7,10 @@ from aiortc.sdp import SessionDescription
 
 from livesafe.http import bearer, stream_name, unauthorized
 from livesafe.relay.compat import route_keyframe_requests
+from livesafe.relay.delivery import Viewer
 from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import created, negotiate, read_offer
-from livesafe.relay.delivery import Viewer
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -33,7 +33,9 @@ async def whep_post(request: web.Request) -> web.Response:
     session = relay.new_session("whep", stream_id, token)
     limits = relay.settings.stream
     capacity, max_age = limits.viewer_queue_packets, limits.viewer_queue_seconds
-    video = PacketTrack("video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"), max_age=max_age)
+    video = PacketTrack(
+        "video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"), max_age=max_age
+    )
     audio = PacketTrack("audio", capacity, max_age=max_age)
     codec: str | None = None
     kinds: set[str] = set()

@@ -56,4 +56,6 @@ def _admit(relay: Relay, stream_id: str) -> None:
         return  # a reconnect replaces its own stream: no new load
     running = sum(s.publisher is not None for s in relay.streams.values())
     if not relay.shedder.admit(time.monotonic(), running):
-        raise web.HTTPServiceUnavailable(text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"})
+        raise web.HTTPServiceUnavailable(
+            text="at capacity: not taking new streams now\n", headers={"Retry-After": "10"}
+        )

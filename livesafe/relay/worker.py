@@ -24,12 +24,13 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import av
 
-from livesafe.policy import Action
 from livesafe.guard.stream_guard import StreamGuard
+from livesafe.policy import Action
 from livesafe.relay.encoder import Encoded, Encoders, KeyframeRequests, Timeline
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ frame (black, slate) never matches any signal.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import imagehash
@@ -40,7 +40,9 @@ class ImagehashSignal(SignalType):
         rows, cols = luma.shape
         scale = _PRESHRINK / max(rows, cols)
         if scale < 1.0:
-            luma = cv2.resize(luma, (max(1, round(cols * scale)), max(1, round(rows * scale))), interpolation=cv2.INTER_AREA)
+            luma = cv2.resize(
+                luma, (max(1, round(cols * scale)), max(1, round(rows * scale))), interpolation=cv2.INTER_AREA
+            )
         image = Image.fromarray(np.ascontiguousarray(luma))
         value = self._function(image).hash.reshape(-1)
         return RegionHashes(np.packbits(value)[None, :], quality)

@@ -30,10 +30,7 @@ MIN_QUALITY = 50
 _MIN_HASHABLE_DIM = 5
 
 _DCT = np.array(
-    [
-        [np.sqrt(2.0 / 64) * np.cos((np.pi / 2 / 64) * (i + 1) * (2 * j + 1)) for j in range(64)]
-        for i in range(16)
-    ],
+    [[np.sqrt(2.0 / 64) * np.cos((np.pi / 2 / 64) * (i + 1) * (2 * j + 1)) for j in range(64)] for i in range(16)],
     dtype=np.float32,
 )
 

@@ -17,7 +17,8 @@ one small transaction or indexed read).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from livesafe.events import Event
 from livesafe.moderation.store.records import Allowed, AuditEntry, Delivery

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from livesafe.events import Event
 from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, Outbox
@@ -141,7 +142,7 @@ class SqliteOutbox:
             f"""SELECT o.endpoint, o.attempts, e.seq, e.id, e.type, e.stream_id, e.at, e.severity, e.body
                 FROM outbox o JOIN events e ON e.seq = o.event_seq
                 WHERE o.state = 'pending' AND o.next_attempt <= ?
-                AND o.endpoint IN ({','.join('?' * len(endpoints))})
+                AND o.endpoint IN ({",".join("?" * len(endpoints))})
                 ORDER BY o.event_seq LIMIT ?""",
             (now, *endpoints, limit),
         ).fetchall()
@@ -230,7 +231,7 @@ class SqliteAuditLog:
         clause, args = ("AND stream_id = ?", (stream_id,)) if stream_id is not None else ("", ())
         rows = self._db.connection.execute(
             f"""SELECT seq, id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details
-                FROM audit WHERE seq > ? {clause} ORDER BY seq {'DESC' if newest else ''} LIMIT ?""",
+                FROM audit WHERE seq > ? {clause} ORDER BY seq {"DESC" if newest else ""} LIMIT ?""",
             (after, *args, limit),
         ).fetchall()
         if newest:
@@ -298,4 +299,3 @@ def _body(event: Event) -> str:
 def _event(row: Sequence[Any]) -> Event:
     *columns, body = row
     return Event.from_dict(json.loads(body) | dict(zip(_COLUMNS, columns)))
-

@@ -21,8 +21,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
