@@ -271,8 +271,11 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             file=sys.stderr,
         )
     elif not config.moderation.tokens:
-        print("livesafe: warning: no moderator tokens configured ([moderation.tokens.NAME]); the moderation API refuses everyone",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "livesafe: warning: no moderator tokens configured ([moderation.tokens.NAME]); "
+            "the moderation API refuses everyone",
+            file=sys.stderr,
+        )
     else:
         print(f"livesafe: dashboard at {base}/dashboard", file=sys.stderr)
     print(f"livesafe: events stored in {config.moderation.database}", file=sys.stderr)
@@ -394,7 +397,8 @@ def _run_scan(args: argparse.Namespace) -> int:
         )
     if result.expected_frames and result.frames < result.expected_frames:
         print(
-            f"livesafe: warning: {args.input}: incomplete input: decoded {result.frames} of {result.expected_frames} frames",
+            f"livesafe: warning: {args.input}: incomplete input: "
+            f"decoded {result.frames} of {result.expected_frames} frames",
             file=sys.stderr,
         )
     started = [e for e in result.events if e.type == "match.started"]
@@ -405,14 +409,16 @@ def _run_scan(args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr if events_out is sys.stdout else sys.stdout)
     for e in started:
         print(
-            f"  t={e.media_time:7.2f}s frame {e.frame_index}: {e.list_name} ({e.category}) {e.signal} distance {e.distance} "
+            f"  t={e.media_time:7.2f}s frame {e.frame_index}: {e.list_name} ({e.category}) "
+            f"{e.signal} distance {e.distance} "
             f"in {e.region_kind} {e.region} [{e.orientation}] -> {e.action}",
             file=sys.stderr if events_out is sys.stdout else sys.stdout,
         )
     if result.guard_errors:
         # Fail closed: those frames were slated, but the file was not checked.
         raise UsageError(
-            f"{args.input}: the check failed on {result.guard_errors} frame(s) (slated in the output): {result.first_guard_error}"
+            f"{args.input}: the check failed on {result.guard_errors} frame(s) (slated in the output): "
+            f"{result.first_guard_error}"
         )
     return EXIT_MATCHED if result.matched else EXIT_CLEAN
 

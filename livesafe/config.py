@@ -139,8 +139,14 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
         raise ConfigError("lists.file: list names must be unique")
     relay = _relay(data, env)
     moderation = _moderation(data, base, env)
-    return Config(guard=guard, lists=tuple(specs), skip_bad_lines=skip, reload_seconds=float(reload_seconds), relay=relay,
-                  moderation=moderation)  # fmt: skip
+    return Config(
+        guard=guard,
+        lists=tuple(specs),
+        skip_bad_lines=skip,
+        reload_seconds=float(reload_seconds),
+        relay=relay,
+        moderation=moderation,
+    )
 
 
 def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> ModerationSettings:
@@ -239,8 +245,15 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
         raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
     settings = _build(RelaySettings, server, "server")
     try:
-        return replace(settings, streams=streams, viewer_token=viewer_token, ice=ice, stream=stream, overload=overload,
-                       profiles=_profiles(data))  # fmt: skip
+        return replace(
+            settings,
+            streams=streams,
+            viewer_token=viewer_token,
+            ice=ice,
+            stream=stream,
+            overload=overload,
+            profiles=_profiles(data),
+        )
     except ValueError as exc:
         raise ConfigError(f"streams: {exc}") from None
 

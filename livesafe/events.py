@@ -105,7 +105,10 @@ FactSink = Callable[[Fact], None]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A recorded event: ``seq`` is the store's order (set once stored); ``id`` is stable everywhere (webhook-id, feed id)."""
+    """A recorded event.
+
+    ``seq`` is the store's order (set once stored); ``id`` is stable everywhere (webhook-id, feed id).
+    """
 
     type: str
     stream_id: str | None

@@ -103,7 +103,7 @@ class Exposition:
         """``counts``: per bucket (not cumulative), one more than ``bounds`` (the last is above every bound)."""
         samples: list[Sample] = []
         running = 0
-        for bound, count in zip([*bounds, math.inf], counts):
+        for bound, count in zip([*bounds, math.inf], counts, strict=True):
             running += count
             samples.append(("_bucket", {"le": _number(bound)}, running))
         samples += [("_sum", {}, total), ("_count", {}, running)]
@@ -131,15 +131,23 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
     states = {state.value: 0 for state in StreamState}
     for stream in live:
         states[stream.state.value] += 1
-    out.family("streams", "gauge", "Streams the relay holds now, by state (ended: publisher gone, within the grace period).",
-               [("", {"state": state}, n) for state, n in states.items()])  # fmt: skip
+    out.family(
+        "streams",
+        "gauge",
+        "Streams the relay holds now, by state (ended: publisher gone, within the grace period).",
+        [("", {"state": state}, n) for state, n in states.items()],
+    )
     out.counter("streams_ended_total", "Streams that have ended since the proxy started.", ended.streams)
     out.gauge("viewers", "WHEP viewers attached to streams now.", sum(len(s.viewers) for s in live))
     kinds = {"whip": 0, "whep": 0}
     for session in list(relay.sessions.values()):
         kinds[session.kind] = kinds.get(session.kind, 0) + 1
-    out.family("sessions", "gauge", "WebRTC sessions open now (whip: publishers, whep: viewers), connected or not.",
-               [("", {"kind": kind}, n) for kind, n in kinds.items()])  # fmt: skip
+    out.family(
+        "sessions",
+        "gauge",
+        "WebRTC sessions open now (whip: publishers, whep: viewers), connected or not.",
+        [("", {"kind": kind}, n) for kind, n in kinds.items()],
+    )
 
     stats = [s.guard.stats for s in live]
     counters = [s.counters for s in live]
@@ -148,16 +156,31 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
         "Video frames received from publishers.",
         ended.frames_in + sum(c.frames_in for c in counters),
     )
-    out.counter("frames_guarded_total", "Frames that left a guard's delay buffer (checked, redacted if needed).",
-                ended.frames_guarded + sum(s.frames_out for s in stats))  # fmt: skip
-    out.counter("frames_redacted_total", "Guarded frames that left blurred or slated.",
-                ended.frames_redacted + sum(s.frames_redacted for s in stats))  # fmt: skip
-    out.counter("frames_dropped_total", "Frames dropped before the guard under overload (never shown to anyone).",
-                ended.frames_dropped + sum(c.frames_dropped for c in counters))  # fmt: skip
-    out.counter("guard_errors_total", "Checks that failed (the guard slates: fail closed).",
-                ended.guard_errors + sum(s.errors for s in stats))  # fmt: skip
-    out.counter("guard_stalls_total", "Times a stream's worker spent longer than stall_seconds on one frame (viewers got the slate).",
-                ended.stalls + sum(c.stalls for c in counters))  # fmt: skip
+    out.counter(
+        "frames_guarded_total",
+        "Frames that left a guard's delay buffer (checked, redacted if needed).",
+        ended.frames_guarded + sum(s.frames_out for s in stats),
+    )
+    out.counter(
+        "frames_redacted_total",
+        "Guarded frames that left blurred or slated.",
+        ended.frames_redacted + sum(s.frames_redacted for s in stats),
+    )
+    out.counter(
+        "frames_dropped_total",
+        "Frames dropped before the guard under overload (never shown to anyone).",
+        ended.frames_dropped + sum(c.frames_dropped for c in counters),
+    )
+    out.counter(
+        "guard_errors_total",
+        "Checks that failed (the guard slates: fail closed).",
+        ended.guard_errors + sum(s.errors for s in stats),
+    )
+    out.counter(
+        "guard_stalls_total",
+        "Times a stream's worker spent longer than stall_seconds on one frame (viewers got the slate).",
+        ended.stalls + sum(c.stalls for c in counters),
+    )
     buckets = list(ended.push_buckets)
     seconds = ended.push_seconds
     for s in stats:
@@ -174,10 +197,18 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
 
 
 def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
-    out.family("matches_total", "counter", "List matches that opened a redaction (match.started), by list and category.",
-               [("", {"list": name, "category": category}, n) for (name, category), n in sorted(moderation.matches.items())])  # fmt: skip
-    out.family("events_total", "counter", "Moderation events stored, by type.",
-               [("", {"type": kind}, n) for kind, n in sorted(moderation.counts.items())])  # fmt: skip
+    out.family(
+        "matches_total",
+        "counter",
+        "List matches that opened a redaction (match.started), by list and category.",
+        [("", {"list": name, "category": category}, n) for (name, category), n in sorted(moderation.matches.items())],
+    )
+    out.family(
+        "events_total",
+        "counter",
+        "Moderation events stored, by type.",
+        [("", {"type": kind}, n) for kind, n in sorted(moderation.counts.items())],
+    )
     out.counter(
         "events_lost_total",
         "Events the store failed to take (disk errors); they reached no feed or webhook.",
@@ -185,12 +216,24 @@ def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
     )
 
     health = moderation.webhooks.health
-    out.family("webhook_deliveries_total", "counter", "Webhook deliveries answered 2xx since the proxy started, by endpoint.",
-               [("", {"endpoint": name}, h.delivered) for name, h in health.items()])  # fmt: skip
-    out.family("webhook_failed_attempts_total", "counter", "Webhook delivery attempts that failed (error, timeout, non-2xx), by endpoint.",
-               [("", {"endpoint": name}, h.failed_attempts) for name, h in health.items()])  # fmt: skip
-    out.family("webhook_failing", "gauge", "1 while an endpoint's last attempt failed (it is being retried with backoff).",
-               [("", {"endpoint": name}, int(h.failures > 0)) for name, h in health.items()])  # fmt: skip
+    out.family(
+        "webhook_deliveries_total",
+        "counter",
+        "Webhook deliveries answered 2xx since the proxy started, by endpoint.",
+        [("", {"endpoint": name}, h.delivered) for name, h in health.items()],
+    )
+    out.family(
+        "webhook_failed_attempts_total",
+        "counter",
+        "Webhook delivery attempts that failed (error, timeout, non-2xx), by endpoint.",
+        [("", {"endpoint": name}, h.failed_attempts) for name, h in health.items()],
+    )
+    out.family(
+        "webhook_failing",
+        "gauge",
+        "1 while an endpoint's last attempt failed (it is being retried with backoff).",
+        [("", {"endpoint": name}, int(h.failures > 0)) for name, h in health.items()],
+    )
 
     if moderation.closed:
         return
@@ -200,8 +243,11 @@ def _moderation_metrics(out: Exposition, moderation: Moderation) -> None:
     except sqlite3.Error:  # the scrape still says what the process knows
         log.exception("metrics: could not read the outbox")
         return
-    rows = [("", {"endpoint": name, "state": state}, stored.get(name, {}).get(state, 0))
-            for name in sorted(set(health) | set(stored)) for state in ("pending", "delivered", "failed")]  # fmt: skip
+    rows = [
+        ("", {"endpoint": name, "state": state}, stored.get(name, {}).get(state, 0))
+        for name in sorted(set(health) | set(stored))
+        for state in ("pending", "delivered", "failed")
+    ]
     out.family(
         "webhook_outbox",
         "gauge",

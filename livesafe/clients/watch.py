@@ -150,7 +150,7 @@ async def watch(
         resource = await negotiate(pc, url, token, user_agent(recording=recorder is not None))
         await connected(pc, connect_timeout)
         consumers = [asyncio.ensure_future(consume_video(t) if t.kind == "video" else consume_audio(t)) for t in tracks]
-        video_consumers = [c for c, t in zip(consumers, tracks) if t.kind == "video"]
+        video_consumers = [c for c, t in zip(consumers, tracks, strict=True) if t.kind == "video"]
         done, _ = await asyncio.wait(video_consumers or consumers, timeout=duration)
         for task in done:
             error = task.exception()

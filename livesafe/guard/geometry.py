@@ -72,7 +72,7 @@ def tilted_quad(half: np.ndarray) -> np.ndarray | None:
     best = agree[agree.sum(axis=1).argmax()]
     if np.count_nonzero(best) < 2:
         return None
-    edges = [edge for edge, ok in zip(edges, best) if ok]
+    edges = [edge for edge, ok in zip(edges, best, strict=True) if ok]
     angle = math.atan(float(tans[best].mean()))
     if not _MIN_TILT <= abs(angle) <= _MAX_TILT:
         return None
@@ -310,7 +310,7 @@ def _lines(edges: np.ndarray, most: int = 6) -> tuple[np.ndarray, np.ndarray] | 
                 break
     if len(kept) < 2:
         return None
-    found = list(zip(starts[kept].tolist(), slopes[kept].tolist()))
+    found = list(zip(starts[kept].tolist(), slopes[kept].tolist(), strict=True))
     # Edge pixels within a row of each position, and the sum of their rows.
     hit = (edges > 0).astype(np.float32)
     count_map = cv2.boxFilter(hit, -1, (1, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)

@@ -81,7 +81,7 @@ class Matcher:
                 continue
             radius = compiled.blocklist.spec.threshold_for(signal) + margin
             q, rows, dist = index.within(queries, radius, limit=2)
-            found += [(int(a), li, int(b), int(c)) for a, b, c in zip(q, rows, dist)]
+            found += [(int(a), li, int(b), int(c)) for a, b, c in zip(q, rows, dist, strict=True)]
         return found
 
     def entry_hash(self, signal: str, list_index: int, row: int) -> np.ndarray:

@@ -90,8 +90,16 @@ _UNCROP = (
     )
 )
 _MIN_LAYOUT = 32  # coarse-plane pixels: below this a frame is too small to hold windows worth finding
-_WINDOWS = ((0, 0, 0.5, 1), (0.5, 0, 0.5, 1), (0, 0, 1, 0.5), (0, 0.5, 1, 0.5),
-            (0, 0, 0.5, 0.5), (0.5, 0, 0.5, 0.5), (0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5))  # fmt: skip
+_WINDOWS = (
+    (0, 0, 0.5, 1),
+    (0.5, 0, 0.5, 1),
+    (0, 0, 1, 0.5),
+    (0, 0.5, 1, 0.5),
+    (0, 0, 0.5, 0.5),
+    (0.5, 0, 0.5, 0.5),
+    (0, 0.5, 0.5, 0.5),
+    (0.5, 0.5, 0.5, 0.5),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +246,10 @@ def propose(planes: Planes, settings: SearchSettings, *, deep: bool) -> list[Vie
 def _uncropped(picture: View, extents: tuple[tuple[float, ...], ...]) -> list[View]:
     x0, y0, x1, y1 = picture.require_box()
     w, h = x1 - x0, y1 - y0
-    return [View("uncropped", box=(x0 - l * w, y0 - t * h, x1 + r * w, y1 + b * h)) for l, t, r, b in extents]
+    return [
+        View("uncropped", box=(x0 - left * w, y0 - top * h, x1 + right * w, y1 + bottom * h))
+        for left, top, right, bottom in extents
+    ]
 
 
 def _margins(luma: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -255,7 +266,7 @@ def _margins(luma: np.ndarray) -> list[tuple[int, int, int, int]]:
             if margin is None or min(margin[2:]) < 4 or margin[2] * margin[3] >= 0.95 * rows * cols:
                 continue
             box = (margin[0] + shave, margin[1] + shave, margin[2], margin[3])
-            if all(max(abs(a - b) for a, b in zip(box, other)) > 1 for other in found):
+            if all(max(abs(a - b) for a, b in zip(box, other, strict=True)) > 1 for other in found):
                 found.append(box)
     return found
 

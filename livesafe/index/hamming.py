@@ -204,7 +204,7 @@ class HammingIndex:
         bases = np.cumsum([0] + [(1 << b) + 1 for b in plan.widths])
         offsets = np.empty(bases[-1], dtype=np.int32 if chunks * n < 2**31 else np.int64)
         columns = np.ascontiguousarray(words.T)  # strided columns make every pass below several times slower
-        for c, (w, shift, width) in enumerate(zip(plan.words, plan.shifts, plan.widths)):
+        for c, (w, shift, width) in enumerate(zip(plan.words, plan.shifts, plan.widths, strict=True)):
             keys = ((columns[w] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint16)
             order = np.argsort(keys, kind="stable")  # a radix sort for uint16
             for i, col in enumerate(filter_cols[c]):
@@ -217,7 +217,7 @@ class HammingIndex:
 
         probe_chunk: list[np.ndarray] = []
         probe_mask: list[np.ndarray] = []
-        for c, (width, radius) in enumerate(zip(plan.widths, plan.radii)):
+        for c, (width, radius) in enumerate(zip(plan.widths, plan.radii, strict=True)):
             values = np.arange(1 << width)
             masks = values[np.bitwise_count(values) <= radius]
             probe_chunk.append(np.full(len(masks), c))
@@ -306,11 +306,11 @@ def _choose_plan(bits: int, radius: int, n: int) -> _Plan | None:
     for per_word in range(64 // _MAX_CHUNK_BITS, min(per_word_max, 64) + 1):
         widths = [64 // per_word + (i < 64 % per_word) for i in range(per_word)]
         shifts = [sum(widths[:i]) for i in range(per_word)]
-        layout = [(w, s, b) for w in range(words) for s, b in zip(shifts, widths)]
+        layout = [(w, s, b) for w in range(words) for s, b in zip(shifts, widths, strict=True)]
         radii, cost = _allocate_radii([b for _, _, b in layout], radius, n * candidate)
         if cost >= brute or (best is not None and cost >= best.cost):
             continue
-        kept = [(chunk, r) for chunk, r in zip(layout, radii) if r >= 0]
+        kept = [(chunk, r) for chunk, r in zip(layout, radii, strict=True) if r >= 0]
         best = _Plan(
             words=tuple(c[0] for c, _ in kept),
             shifts=tuple(c[1] for c, _ in kept),

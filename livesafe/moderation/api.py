@@ -167,7 +167,10 @@ def _int(value: str, name: str, low: int, high: int) -> int:
 
 
 async def api_audit(request: web.Request) -> web.Response:
-    """``?stream=&after=&limit=&last=``: the audit log, oldest first (``after``: an entry's seq; ``last=N``: the newest N)."""
+    """``?stream=&after=&limit=&last=``: the audit log, oldest first.
+
+    ``after``: an entry's seq; ``last=N``: the newest N.
+    """
     _principal(request)
     after = _int(request.query.get("after", "0"), "after", 0, 2**62)
     newest = "last" in request.query
@@ -249,8 +252,9 @@ def _client_gone(request: web.Request) -> Callable[[], bool]:
 
 
 async def _sse_feed(request: web.Request, moderation: Moderation, after: int) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     await response.prepare(request)
     await response.write(b": livesafe events\n\n")
     try:
@@ -375,7 +379,10 @@ async def _json(request: web.Request) -> Any:
 
 def _error(exc: ActionError) -> web.HTTPException:
     statuses: dict[int, type[web.HTTPException]] = {
-        400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+        400: web.HTTPBadRequest,
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+        409: web.HTTPConflict,
         503: web.HTTPServiceUnavailable,
-    }  # fmt: skip
+    }
     return statuses.get(exc.status, web.HTTPBadRequest)(text=f"{exc}\n")

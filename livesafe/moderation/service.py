@@ -244,15 +244,29 @@ class Moderation:
         except ValueError as exc:
             raise ActionError(str(exc), 409) from None
         entry = self.store.audit.append(
-            AuditEntry(actor=principal.name, role=principal.role, action="webhook_retry", stream_id=None, reason=reason,
-                       viewed_content=False, details={"endpoint": name, "pending": pending})
-        )  # fmt: skip
+            AuditEntry(
+                actor=principal.name,
+                role=principal.role,
+                action="webhook_retry",
+                stream_id=None,
+                reason=reason,
+                viewed_content=False,
+                details={"endpoint": name, "pending": pending},
+            )
+        )
         return entry, self._announce(entry, {})
 
     def _announce(self, entry: AuditEntry, extra: dict[str, Any]) -> Event:
         """The ``action.taken`` event of an audited action."""
-        data = {"action": entry.action, "actor": entry.actor, "reason": entry.reason, "audit_id": entry.id,
-                "viewed_content": entry.viewed_content, **entry.details, **extra}  # fmt: skip
+        data = {
+            "action": entry.action,
+            "actor": entry.actor,
+            "reason": entry.reason,
+            "audit_id": entry.id,
+            "viewed_content": entry.viewed_content,
+            **entry.details,
+            **extra,
+        }
         log.info("%s: %s by %s", f"stream {entry.stream_id}" if entry.stream_id else "proxy", entry.action, entry.actor)
         return self.record(Event(ACTION_TAKEN, entry.stream_id, "info", data))
 
@@ -308,12 +322,21 @@ class Moderation:
         self.reports.admit(stream_id, client, now)  # raises reports.RateLimited
         profile = self.profiles(stream_id)
         verdict = self.reports.weigh(stream_id, client, now, profile)
-        data = {"reason": reason, "category": category, "client": client, "reporters_in_window": verdict.reporters,
-                "profile": profile.name, "redacts": verdict.redact}  # fmt: skip
+        data = {
+            "reason": reason,
+            "category": category,
+            "client": client,
+            "reporters_in_window": verdict.reporters,
+            "profile": profile.name,
+            "redacts": verdict.redact,
+        }
         event = self.record(Event(REPORT_RECEIVED, stream_id, profile.report_severity, data))
         if verdict.redact:
-            control.impose(stream_id, Action[profile.report_action.upper()],
-                           f"{verdict.reporters} viewer reports within {profile.report_window_seconds:g} s")  # fmt: skip
+            control.impose(
+                stream_id,
+                Action[profile.report_action.upper()],
+                f"{verdict.reporters} viewer reports within {profile.report_window_seconds:g} s",
+            )
         return event
 
     # ------------------------------------------------------------ background

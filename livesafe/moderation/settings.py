@@ -117,8 +117,15 @@ class ModerationSettings:
         hooks = [w.name for w in self.webhooks]
         if len(set(hooks)) != len(hooks):
             raise ValueError("webhook names must be unique")
-        for key in ("retention_days", "audit_retention_days", "webhook_timeout_seconds", "webhook_backoff_seconds",
-                    "webhook_max_backoff_seconds", "webhook_give_up_hours", "report_client_window_seconds"):  # fmt: skip
+        for key in (
+            "retention_days",
+            "audit_retention_days",
+            "webhook_timeout_seconds",
+            "webhook_backoff_seconds",
+            "webhook_max_backoff_seconds",
+            "webhook_give_up_hours",
+            "report_client_window_seconds",
+        ):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
         if self.reports_per_client < 1:

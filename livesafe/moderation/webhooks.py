@@ -86,7 +86,10 @@ class EndpointHealth:
 
 
 class WebhookDispatcher:
-    """Sends the outbox; ``on_failure(endpoint, error, gave_up_on)`` reports an endpoint going down or a delivery given up."""
+    """Sends the outbox.
+
+    ``on_failure(endpoint, error, gave_up_on)`` reports an endpoint going down or a delivery given up.
+    """
 
     def __init__(
         self,
@@ -185,8 +188,13 @@ class WebhookDispatcher:
         health.blocked_until = now + backoff
         if now - delivery.event.at >= self._give_up:
             self._outbox.failed(delivery, error, now)
-            log.warning("webhook %s: gave up on event %s after %d attempts: %s",
-                        endpoint.display_url, delivery.event.id, delivery.attempts + 1, error)  # fmt: skip
+            log.warning(
+                "webhook %s: gave up on event %s after %d attempts: %s",
+                endpoint.display_url,
+                delivery.event.id,
+                delivery.attempts + 1,
+                error,
+            )
             self._on_failure(endpoint, error, delivery.event)
         else:
             self._outbox.retry(delivery, error, health.blocked_until)
@@ -221,20 +229,22 @@ class WebhookDispatcher:
         for name, endpoint in self._endpoints.items():
             health = self.health[name]
             stored = counts.get(name, {})
-            out.append({
-                "name": name,
-                "url": endpoint.display_url,
-                "categories": list(endpoint.categories),
-                "types": list(endpoint.types),
-                "min_severity": endpoint.min_severity,
-                "state": "failing" if health.failures else "ok",
-                "consecutive_failures": health.failures,
-                "retry_at": health.blocked_until or None,
-                "last_error": health.last_error or stored.get("last_error"),
-                "last_error_at": health.last_error_at,
-                "last_delivered_at": health.last_delivered_at,
-                "pending": stored.get("pending", 0),
-                "delivered": stored.get("delivered", 0),
-                "failed": stored.get("failed", 0),
-            })  # fmt: skip
+            out.append(
+                {
+                    "name": name,
+                    "url": endpoint.display_url,
+                    "categories": list(endpoint.categories),
+                    "types": list(endpoint.types),
+                    "min_severity": endpoint.min_severity,
+                    "state": "failing" if health.failures else "ok",
+                    "consecutive_failures": health.failures,
+                    "retry_at": health.blocked_until or None,
+                    "last_error": health.last_error or stored.get("last_error"),
+                    "last_error_at": health.last_error_at,
+                    "last_delivered_at": health.last_delivered_at,
+                    "pending": stored.get("pending", 0),
+                    "delivered": stored.get("delivered", 0),
+                    "failed": stored.get("failed", 0),
+                }
+            )
         return out

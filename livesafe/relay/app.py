@@ -64,5 +64,6 @@ async def index_page(request: web.Request) -> web.Response:
         f'<li><a href="/watch/{s["id"]}">{s["id"]}</a> — {s["state"]}, {s["viewers"]} viewer(s)</li>'
         for s in relay.summaries()
     )
-    html = f"<!doctype html><meta charset=utf-8><title>livesafe</title><h1>livesafe streams</h1><ul>{rows or '<li>none yet</li>'}</ul>"
+    head = "<!doctype html><meta charset=utf-8><title>livesafe</title><h1>livesafe streams</h1>"
+    html = f"{head}<ul>{rows or '<li>none yet</li>'}</ul>"
     return web.Response(text=html, content_type="text/html")

@@ -76,8 +76,12 @@ def warn_if_untested(package: str, version: str) -> bool:
         _warned.add(package)
         log.warning(
             "%s %s is untested with livesafe (tested: %d.%d to %d.%d); its private parts this relay patches "
-            "are checked, their behaviour is not", package, version, *low, *high,
-        )  # fmt: skip
+            "are checked, their behaviour is not",
+            package,
+            version,
+            *low,
+            *high,
+        )
     return True
 
 

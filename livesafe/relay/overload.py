@@ -47,9 +47,13 @@ class OverloadSettings:
 
     def __post_init__(self) -> None:
         for name in (
-            "max_cpu_fraction", "stream_cost_cores", "lateness_seconds", "loop_lag_seconds",
-            "shed_interval_seconds", "check_seconds",
-        ):  # fmt: skip
+            "max_cpu_fraction",
+            "stream_cost_cores",
+            "lateness_seconds",
+            "loop_lag_seconds",
+            "shed_interval_seconds",
+            "check_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.sustain_seconds < 0 or self.ramp_seconds < 0:

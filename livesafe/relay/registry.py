@@ -77,7 +77,7 @@ class EndedTotals:
         self.frames_dropped += counters.frames_dropped
         self.guard_errors += stats.errors
         self.stalls += counters.stalls
-        self.push_buckets = [a + b for a, b in zip(self.push_buckets, stats.push_buckets)]
+        self.push_buckets = [a + b for a, b in zip(self.push_buckets, stats.push_buckets, strict=True)]
         self.push_seconds += stats.push_seconds
 
 
@@ -102,7 +102,10 @@ class Relay:
         allow: Callable[[str, Match], bool] | None = None,
         revoked_keys: set[tuple[str, str]] | None = None,
     ) -> None:
-        """``allow(stream, match)``: ignore that match (false positives); ``revoked_keys``: (stream, key SHA-256) refused."""
+        """``allow(stream, match)``: ignore that match (false positives).
+
+        ``revoked_keys``: (stream, key SHA-256) pairs refused.
+        """
         self.settings = settings
         self._matcher = matcher
         self._guard_settings = guard_settings
@@ -266,9 +269,15 @@ def _log_event(event: Fact) -> None:
     if isinstance(event, GuardEvent) and event.type == MATCH_STARTED:
         log.warning(
             "stream %s: %s at %.2fs: list %s (%s) %s distance %s -> %s",
-            event.stream_id, event.type, event.media_time, event.list_name, event.category,
-            event.signal, event.distance, event.action,
-        )  # fmt: skip
+            event.stream_id,
+            event.type,
+            event.media_time,
+            event.list_name,
+            event.category,
+            event.signal,
+            event.distance,
+            event.action,
+        )
     else:
         log.info("stream %s: %s %s", event.stream_id, event.type, json.dumps(event.details))
 

@@ -54,8 +54,12 @@ class StreamSettings:
 
     def __post_init__(self) -> None:
         for name in (
-            "video_bitrate", "audio_bitrate", "ingest_frames", "decoder_backlog_frames", "viewer_queue_packets",
-        ):  # fmt: skip
+            "video_bitrate",
+            "audio_bitrate",
+            "ingest_frames",
+            "decoder_backlog_frames",
+            "viewer_queue_packets",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("stall_seconds", "keyframe_interval", "slate_fps", "viewer_queue_seconds", "max_delay_seconds"):
@@ -65,7 +69,7 @@ class StreamSettings:
             raise ValueError("ended_grace_seconds must be >= 0")
 
 
-class StreamState(str, enum.Enum):
+class StreamState(enum.StrEnum):
     LIVE = "live"
     REDACTED = "redacted"
     ENDED = "ended"
@@ -110,18 +114,38 @@ class LiveStream:
         clock = Timeline(VIDEO_CLOCK, nominal_step=3000, max_step=900_000)
         self.delivery = Delivery(stream_id, settings, self.counters, keyframes)
         self.worker = GuardWorker(
-            stream_id, guard, settings, self.counters, clock=clock, keyframes=keyframes,
-            codecs=lambda: self.delivery.codecs, deliver=self._delivered,
+            stream_id,
+            guard,
+            settings,
+            self.counters,
+            clock=clock,
+            keyframes=keyframes,
+            codecs=lambda: self.delivery.codecs,
+            deliver=self._delivered,
             failed=lambda error: self.failsafe.worker_failed(error),
-        )  # fmt: skip
+        )
         self.failsafe = Failsafe(
-            stream_id, guard, settings, self.counters, worker=self.worker, delivery=self.delivery,
-            keyframes=keyframes, clock=clock, on_event=on_event, spawn=self._spawn,
-        )  # fmt: skip
+            stream_id,
+            guard,
+            settings,
+            self.counters,
+            worker=self.worker,
+            delivery=self.delivery,
+            keyframes=keyframes,
+            clock=clock,
+            on_event=on_event,
+            spawn=self._spawn,
+        )
         self.ingest = Ingest(
-            stream_id, settings, self.counters, worker=self.worker, delivery=self.delivery,
-            publishing=lambda session: session is self.publisher, left=self.publisher_left, spawn=self._spawn,
-        )  # fmt: skip
+            stream_id,
+            settings,
+            self.counters,
+            worker=self.worker,
+            delivery=self.delivery,
+            publishing=lambda session: session is self.publisher,
+            left=self.publisher_left,
+            spawn=self._spawn,
+        )
         self.worker.start()
         self._watchdog = asyncio.create_task(self.failsafe.watch())
 

@@ -31,10 +31,18 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "id": self.id, "at": self.at, "actor": self.actor, "role": self.role,
-            "action": self.action, "stream_id": self.stream_id, "reason": self.reason,
-            "viewed_content": self.viewed_content, "event_id": self.event_id, "details": self.details,
-        }  # fmt: skip
+            "seq": self.seq,
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "role": self.role,
+            "action": self.action,
+            "stream_id": self.stream_id,
+            "reason": self.reason,
+            "viewed_content": self.viewed_content,
+            "event_id": self.event_id,
+            "details": self.details,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,9 +220,19 @@ class SqliteAuditLog:
         cursor = self._db.write(
             """INSERT INTO audit (id, at, actor, role, action, stream_id, reason, viewed_content, event_id, details)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (entry.id, entry.at, entry.actor, entry.role, entry.action, entry.stream_id, entry.reason,
-             int(entry.viewed_content), entry.event_id, json.dumps(entry.details, sort_keys=True)),
-        )  # fmt: skip
+            (
+                entry.id,
+                entry.at,
+                entry.actor,
+                entry.role,
+                entry.action,
+                entry.stream_id,
+                entry.reason,
+                int(entry.viewed_content),
+                entry.event_id,
+                json.dumps(entry.details, sort_keys=True),
+            ),
+        )
         return AuditEntry(**{**_fields(entry), "seq": cursor.lastrowid})
 
     def read(
@@ -237,10 +247,21 @@ class SqliteAuditLog:
         if newest:
             rows.reverse()
         return [
-            AuditEntry(seq=r[0], id=r[1], at=r[2], actor=r[3], role=r[4], action=r[5], stream_id=r[6], reason=r[7],
-                       viewed_content=bool(r[8]), event_id=r[9], details=json.loads(r[10]))
+            AuditEntry(
+                seq=r[0],
+                id=r[1],
+                at=r[2],
+                actor=r[3],
+                role=r[4],
+                action=r[5],
+                stream_id=r[6],
+                reason=r[7],
+                viewed_content=bool(r[8]),
+                event_id=r[9],
+                details=json.loads(r[10]),
+            )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def viewed_since(self, actor: str, stream_id: str, since: float) -> bool:
         row = self._db.connection.execute(
@@ -298,4 +319,4 @@ def _body(event: Event) -> str:
 
 def _event(row: Sequence[Any]) -> Event:
     *columns, body = row
-    return Event.from_dict(json.loads(body) | dict(zip(_COLUMNS, columns)))
+    return Event.from_dict(json.loads(body) | dict(zip(_COLUMNS, columns, strict=True)))

@@ -194,8 +194,15 @@ class _Checkpointer(threading.Thread):
     copied yet: a few milliseconds) and the commit after that starts the WAL over.
     """
 
-    def __init__(self, path: str, *, interval: float = 0.2, batch: int = 64, quiet_seconds: float = 1.0,
-                 restart_bytes: int = 16 * 2**20) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str,
+        *,
+        interval: float = 0.2,
+        batch: int = 64,
+        quiet_seconds: float = 1.0,
+        restart_bytes: int = 16 * 2**20,
+    ) -> None:
         super().__init__(name="livesafe-checkpoint", daemon=True)
         self._path = path
         self._interval, self._batch, self._quiet_seconds = interval, batch, quiet_seconds
