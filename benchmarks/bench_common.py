@@ -54,7 +54,8 @@ def ensure_private_network(script: str, *, allow_visible: bool = False) -> None:
         os.environ["LIVESAFE_BENCH_NETNS"] = "1"
         os.execvp("unshare", ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
                               sys.executable, str(Path(script).resolve()), *sys.argv[1:]])  # fmt: skip
-    sys.exit(f"network interfaces {sorted(interfaces)} are visible: run inside a private network namespace with loopback only, e.g.\n"
+    sys.exit(f"network interfaces {sorted(interfaces)} are visible: "
+             "run inside a private network namespace with loopback only, e.g.\n"
              f"  unshare --net sh -c 'ip link set lo up && python benchmarks/{Path(script).name}'")  # fmt: skip
 
 

@@ -364,7 +364,8 @@ def main() -> None:
     if args.profile and not clips:
         parser.error(f"no clip named {args.profile!r}")
     print(
-        f"clips decoded in {time.perf_counter() - started:.1f} s: {', '.join(f'{k} ({len(v)})' for k, v in clips.items())}"
+        f"clips decoded in {time.perf_counter() - started:.1f} s: "
+        f"{', '.join(f'{k} ({len(v)})' for k, v in clips.items())}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

@@ -40,7 +40,9 @@ def rss_bytes() -> int:
 def near(
     hashes: np.ndarray, count: int, flips: tuple[int, int], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` random stored rows with a random number (within ``flips``) of distinct bits flipped: (queries, flips)."""
+    """``count`` random stored rows with a random number (within ``flips``) of distinct bits flipped.
+
+    Returns (queries, flips)."""
     rows = rng.integers(0, len(hashes), size=count)
     bits = hashes.shape[1] * 8
     flip_counts = rng.integers(flips[0], flips[1] + 1, size=count)
@@ -105,7 +107,8 @@ def bench(label: str, n: int, nbytes: int, radius: int, flips: tuple[int, int], 
 
 
 def near_hits(index: HammingIndex, hashes: np.ndarray, rng: np.random.Generator) -> None:
-    """``within(radius 54)``, what the guard's search asks (threshold 31 + near margin 23): share of planted neighbours found by distance, and cost.
+    """``within(radius 54)``, what the guard's search asks (threshold 31 + near margin 23): share of
+    planted neighbours found by distance, and cost.
 
     Beyond the index's own radius the search is best effort (the same buckets are read), so
     this is a recall, not a check."""
@@ -122,7 +125,8 @@ def near_hits(index: HammingIndex, hashes: np.ndarray, rng: np.random.Generator)
             found += len(set(q.tolist()))
         cells.append(f"{distance}: {100 * found / len(queries):.1f} %")
     print(
-        f"{'':<22} near hits within 54 found, by distance: {', '.join(cells)}   batch of {_BATCH}: {percentile_us(times, 50):6.1f} us/query"
+        f"{'':<22} near hits within 54 found, by distance: {', '.join(cells)}   "
+        f"batch of {_BATCH}: {percentile_us(times, 50):6.1f} us/query"
     )
 
 

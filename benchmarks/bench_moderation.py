@@ -139,7 +139,8 @@ async def bench_store(args: Any, workdir: Path) -> tuple[list[str], dict]:
     hooks = tuple(WebhookEndpoint(url=f"http://127.0.0.1:9/{i}", secret=SECRET, name=f"hook{i}") for i in range(2))
     lines = [f"#### a. Event store writes (file database, WAL, synchronous=NORMAL; {n:,} `match.started` events of "
              f"{len(json.dumps(sample_event().data)):,} B of JSON each, one transaction per event)", "",
-             "| path | webhook endpoints (= outbox rows per event) | events/s | p50 µs | p99 µs | max µs | database after |",
+             "| path | webhook endpoints (= outbox rows per event) | events/s | p50 µs | p99 µs | max µs "
+             "| database after |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     report: dict[str, Any] = {}
     for via in ("EventLog.append", "Moderation.record"):
@@ -200,7 +201,8 @@ async def bench_prune(args: Any, workdir: Path) -> tuple[list[str], dict]:
     db = store.database.connection  # bulk rows for the benchmark only; the proxy never writes this way
     body, now = json.dumps(sample_event().data), time.time()
     db.execute("BEGIN")
-    db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, 'match.started', 's1', ?, 'high', ?)",
+    db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) "
+                   "VALUES (?, 'match.started', 's1', ?, 'high', ?)",
                    ((uuid.uuid4().hex, now - 60 * 86400 * (1 - i / n), body) for i in range(n)))  # fmt: skip
     db.execute("INSERT INTO outbox (endpoint, event_seq, state, attempts, next_attempt, finished_at) SELECT h, seq, "
                "'delivered', 1, at, at FROM events, (SELECT 'hook0' AS h UNION ALL SELECT 'hook1')")  # fmt: skip
@@ -224,10 +226,11 @@ async def bench_prune(args: Any, workdir: Path) -> tuple[list[str], dict]:
     moderation.close()
     row = {"events": n, "removed": removed, "seconds": seconds, "loop_max_wait_ms": max(gaps) * 1000,
            "loop_p99_wait_ms": pct([g * 1000 for g in gaps], 99), "batch": PRUNE_BATCH}  # fmt: skip
-    lines = [f"#### g. Retention pruning (`Moderation.prune`, {PRUNE_BATCH} events per transaction; 2 delivered outbox rows "
-             "per event; 30 of 60 days kept)", "",
+    lines = [f"#### g. Retention pruning (`Moderation.prune`, {PRUNE_BATCH} events per transaction; "
+             "2 delivered outbox rows per event; 30 of 60 days kept)", "",
              "| events | removed | total s | event loop: longest wait ms | p99 wait ms |", "|---|---|---|---|---|",
-             f"| {n:,} | {removed:,} | {seconds:.2f} | {row['loop_max_wait_ms']:.1f} | {row['loop_p99_wait_ms']:.1f} |"]  # fmt: skip
+             f"| {n:,} | {removed:,} | {seconds:.2f} "
+             f"| {row['loop_max_wait_ms']:.1f} | {row['loop_p99_wait_ms']:.1f} |"]  # fmt: skip
     return lines, row
 
 
@@ -256,10 +259,12 @@ async def bench_scrape(args: Any, workdir: Path) -> tuple[list[str], dict]:
             body = json.dumps(sample_event().data)
             now = time.time()
             db.execute("BEGIN")
-            db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) VALUES (?, 'match.started', 's1', ?, 'high', ?)",
+            db.executemany("INSERT INTO events (id, type, stream_id, at, severity, body) "
+                           "VALUES (?, 'match.started', 's1', ?, 'high', ?)",
                            ((uuid.uuid4().hex, now, body) for _ in range(events)))  # fmt: skip
-            db.execute("INSERT INTO outbox (endpoint, event_seq, state, attempts, next_attempt, finished_at) SELECT h, seq, "
-                       "'delivered', 1, ?, ? FROM events, (SELECT 'hook0' AS h UNION ALL SELECT 'hook1')", (now, now))  # fmt: skip
+            db.execute("INSERT INTO outbox (endpoint, event_seq, state, attempts, next_attempt, finished_at) "
+                       "SELECT h, seq, 'delivered', 1, ?, ? "
+                       "FROM events, (SELECT 'hook0' AS h UNION ALL SELECT 'hook1')", (now, now))  # fmt: skip
             db.execute("COMMIT")
             times = []
             for _ in range(args.scrapes):
@@ -299,7 +304,8 @@ async def child_proxy() -> None:
         WebhookEndpoint(url=h["url"], secret=SECRET, name=h["name"], types=tuple(h.get("types", ())))
         for h in config["webhooks"]
     )
-    settings = ModerationSettings(database=config["db"], webhooks=hooks, webhook_backoff_seconds=config.get("backoff", 1.0),
+    settings = ModerationSettings(database=config["db"], webhooks=hooks,
+                                  webhook_backoff_seconds=config.get("backoff", 1.0),
                                   webhook_max_backoff_seconds=config.get("max_backoff", 300.0))  # fmt: skip
     proxy = build_proxy(RelaySettings(ice=ice()), lambda: lists.current, GuardSettings(), settings)
     runner = web.AppRunner(proxy.app)
@@ -562,7 +568,8 @@ def guard_histogram_line(metrics: dict[tuple[str, frozenset], float]) -> str:
     redacted = metrics[("livesafe_frames_redacted_total", frozenset())]
     guarded = metrics[("livesafe_frames_guarded_total", frozenset())]
     return (f"The proxy's `/metrics` at the end of the run: {count:,.0f} frames through the guard, "
-            f"{total / count * 1000:.2f} ms each on average ({shares}); {redacted:,.0f} of {guarded:,.0f} guarded frames redacted "
+            f"{total / count * 1000:.2f} ms each on average ({shares}); "
+            f"{redacted:,.0f} of {guarded:,.0f} guarded frames redacted "
             f"(the 1.5 s segment plus the 3 s hold of every 6 s pass).")  # fmt: skip
 
 
@@ -592,24 +599,28 @@ async def bench_live(args: Any, workdir: Path, clip: Path, parts: list[str]) -> 
                     raise RuntimeError(f"publisher exited; see {workdir / 'publisher.log'}")
                 if episodes:
                     timeout = 15 + episodes * CLIP_SECONDS * 2
-                    await wait_until(lambda: len(feed.of("match.started")) >= episodes and len(receiver.of("match.started")) >= episodes,
+                    await wait_until(lambda: len(feed.of("match.started")) >= episodes
+                                             and len(receiver.of("match.started")) >= episodes,
                                      timeout, f"{episodes} match episodes")  # fmt: skip
                     await asyncio.sleep(0.5)
                     b_lines = [
-                        f"#### b. Match -> live feed and -> webhook receiver, {episodes} episodes of a 720p30 stream "
-                        "(event's `at`, set by the guard's thread, to arrival here)", "",
+                        f"#### b. Match -> live feed and -> webhook receiver, {episodes} episodes of a 720p30 "
+                        "stream (event's `at`, set by the guard's thread, to arrival here)", "",
                         "| path | events | min ms | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|---|",
                     ]  # fmt: skip
-                    for label, source, kind in (("match.started -> SSE client", feed, "match.started"),
-                                                ("match.started -> webhook receiver (signature verified)", receiver, "match.started"),
-                                                ("match.cleared -> SSE client", feed, "match.cleared"),
-                                                ("match.cleared -> webhook receiver", receiver, "match.cleared")):  # fmt: skip
+                    for label, source, kind in (
+                        ("match.started -> SSE client", feed, "match.started"),
+                        ("match.started -> webhook receiver (signature verified)", receiver, "match.started"),
+                        ("match.cleared -> SSE client", feed, "match.cleared"),
+                        ("match.cleared -> webhook receiver", receiver, "match.cleared"),
+                    ):  # fmt: skip
                         line, row = latency_row(label, source.of(kind)[:episodes])
                         b_lines.append(line)
                         report[f"b/{label}"] = row
                     b_lines.append("")
-                    b_lines.append(f"Signatures that failed verification: {receiver.bad_signatures}; webhook deliveries "
-                                   f"received: {len(receiver.arrivals)} ({len(receiver.ids)} distinct ids).")  # fmt: skip
+                    b_lines.append(f"Signatures that failed verification: {receiver.bad_signatures}; "
+                                   f"webhook deliveries received: {len(receiver.arrivals)} "
+                                   f"({len(receiver.ids)} distinct ids).")  # fmt: skip
                 await feed.stop()
                 if windows:
                     d_lines = await bench_feed_cost(args, proxy, http, windows, report)
@@ -627,7 +638,8 @@ async def bench_live(args: Any, workdir: Path, clip: Path, parts: list[str]) -> 
 async def bench_feed_cost(
     args: Any, proxy: Proxy, http: Any, windows: list[tuple[int, float]], report: dict
 ) -> list[str]:
-    lines = [f"#### d. Proxy CPU with 0 and {args.subscribers} SSE subscribers, during the 720p30 stream ({args.window:.0f} s windows)", "",
+    lines = [f"#### d. Proxy CPU with 0 and {args.subscribers} SSE subscribers, during the 720p30 stream "
+             f"({args.window:.0f} s windows)", "",
              "| subscribers | synthetic events/s | events in window | proxy CPU % of a core | SSE deliveries | "
              "feed latency p50 / p99 / max ms |", "|---|---|---|---|---|---|"]  # fmt: skip
     for subscribers, rate in windows:
@@ -669,7 +681,8 @@ async def bench_drain(args: Any, workdir: Path) -> tuple[list[str], dict]:
     n = args.backlog
     lines = [f"#### c. Backlog drain: {n:,} events recorded while the receiver is down, then it comes up", "",
              "| endpoints | deliveries | receiver up -> first delivery s | first -> last delivery s | deliveries/s | "
-             "receiver up -> `/metrics` backlog 0 s | proxy CPU % while draining |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "receiver up -> `/metrics` backlog 0 s | proxy CPU % while draining |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     report = {}
     for endpoints in (1, 2):
         receivers = [Receiver(free_port()) for _ in range(endpoints)]
@@ -712,10 +725,11 @@ async def bench_drain(args: Any, workdir: Path) -> tuple[list[str], dict]:
         rate = (len(arrivals) - 1) / (last - first)
         bad = sum(r.bad_signatures for r in receivers)
         row = {"deliveries": len(arrivals), "first_s": first - up, "drain_s": last - first, "per_s": rate,
-               "backlog_zero_s": drained_at - up, "cpu_pct": cpu / (last - up) * 100, "bad_signatures": bad}  # fmt: skip
+               "backlog_zero_s": drained_at - up, "cpu_pct": cpu / (last - up) * 100,
+               "bad_signatures": bad}  # fmt: skip
         report[f"c/{endpoints}"] = row
-        lines.append(f"| {endpoints} | {len(arrivals):,} | {row['first_s']:.2f} | {row['drain_s']:.2f} | {rate:,.0f} | "
-                     f"{row['backlog_zero_s']:.2f} | {row['cpu_pct']:.0f} |")  # fmt: skip
+        lines.append(f"| {endpoints} | {len(arrivals):,} | {row['first_s']:.2f} | {row['drain_s']:.2f} "
+                     f"| {rate:,.0f} | {row['backlog_zero_s']:.2f} | {row['cpu_pct']:.0f} |")  # fmt: skip
         print(
             f"  c: {endpoints} endpoint(s): {len(arrivals)} deliveries at {rate:,.0f}/s, {bad} bad signatures",
             flush=True,
@@ -778,8 +792,9 @@ def machine_notes() -> str:
         .stdout.splitlines()[-1]
         .split()[1]
     )
-    return (f"{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-            f"aiohttp {aiohttp.__version__}, PyAV {av.__version__}; databases on {fs} ({tempfile.gettempdir()})")  # fmt: skip
+    return (f"{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB, Python {sys.version.split()[0]}, "
+            f"SQLite {sqlite3.sqlite_version}, aiohttp {aiohttp.__version__}, PyAV {av.__version__}; "
+            f"databases on {fs} ({tempfile.gettempdir()})")  # fmt: skip
 
 
 async def amain(args: Any) -> None:

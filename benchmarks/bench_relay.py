@@ -351,7 +351,7 @@ async def run_scenario(sc: Scenario, workdir: Path, tag: str, verbose: bool = Tr
             out.queue_max["loop_lag_ms"] = out.relay_stats["loop_lag_ms"]["p100"]  # over the window
         out.window = w1 - w0
         out.relay_cpu, out.publisher_cpu, out.viewer_cpu, out.machine_cpu = (
-            100 * (b - a) / out.window for a, b in zip(marks0, marks1)
+            100 * (b - a) / out.window for a, b in zip(marks0, marks1, strict=True)
         )
         await asyncio.sleep(sc.grace)
         views = await viewer.stop()
@@ -495,13 +495,16 @@ def describe(o: Outcome) -> str:
         return f"{head}: FAILED {o.error}"
     return (
         f"{head}: relay CPU {o.relay_cpu:5.1f}% | latency p50 {1000 * o.pct(50):6.0f} p95 {1000 * o.pct(95):6.0f} "
-        f"p99 {1000 * o.pct(99):6.0f} ms | delivered >= {100 * o.delivered_min:5.1f}% | p95 growth {o.growth_ms:+.0f} ms | "
+        f"p99 {1000 * o.pct(99):6.0f} ms | delivered >= {100 * o.delivered_min:5.1f}% "
+        f"| p95 growth {o.growth_ms:+.0f} ms | "
         f"RSS {max((r for _, r in o.rss_series), default=float('nan')):.0f} MiB | machine {o.machine_cpu:.0f}% "
-        f"(publishers {o.publisher_cpu:.0f}%, viewers {o.viewer_cpu:.0f}%, publisher late p99 {o.publisher_late_ms or 0:.0f} ms)"
+        f"(publishers {o.publisher_cpu:.0f}%, viewers {o.viewer_cpu:.0f}%, "
+        f"publisher late p99 {o.publisher_late_ms or 0:.0f} ms)"
         + (f" | viewer failures {len(o.viewer_failures)}" if o.viewer_failures else "")
         + " | relay threads "
         + ", ".join(f"{k} {v:.0f}%" for k, v in sorted(o.thread_cpu.items()))
-        + f" | max queued: {queues(o)} | UDP drops {o.udp_drops}, relay ingest packets lost {o.relay_stream_total('ingest_packets_lost')}"
+        + f" | max queued: {queues(o)} | UDP drops {o.udp_drops}, "
+        f"relay ingest packets lost {o.relay_stream_total('ingest_packets_lost')}"
     )
 
 
@@ -541,9 +544,11 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
         )
     buffer = _delay_buffer_ms() / 1000
     lines = [
-        "### 1. End-to-end latency, 1 stream, 1 viewer (publisher hands frame N to its sender -> viewer has decoded frame N)",
+        "### 1. End-to-end latency, 1 stream, 1 viewer "
+        "(publisher hands frame N to its sender -> viewer has decoded frame N)",
         "",
-        "| relay | frames | p50 ms | p95 ms | p99 ms | max ms | beyond delay buffer p50 / p95 / p99 ms | to last RTP packet p50 / p99 ms | relay-internal arrival→fan-out p50 ms | delivered | barcodes read |",
+        "| relay | frames | p50 ms | p95 ms | p99 ms | max ms | beyond delay buffer p50 / p95 / p99 ms "
+        "| to last RTP packet p50 / p99 ms | relay-internal arrival→fan-out p50 ms | delivered | barcodes read |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, o in outs.items():
@@ -560,8 +565,10 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
         beyond = " / ".join(ms(o.pct(q) - buffer) for q in (50, 95, 99)) if kind == "guarded" else "—"
         c = o.checks
         lines.append(
-            f"| {kind} | {o.latencies().size} | {ms(o.pct(50))} | {ms(o.pct(95))} | {ms(o.pct(99))} | {ms(o.pct(100))} | {beyond} "
-            f"| {ms(o.pct(50, 'window_pkt'))} / {ms(o.pct(99, 'window_pkt'))} | {internal} | {100 * o.delivered_min:.1f} % | {c['barcode_frames']}/{c['decoded']} |"
+            f"| {kind} | {o.latencies().size} | {ms(o.pct(50))} | {ms(o.pct(95))} | {ms(o.pct(99))} "
+            f"| {ms(o.pct(100))} | {beyond} "
+            f"| {ms(o.pct(50, 'window_pkt'))} / {ms(o.pct(99, 'window_pkt'))} | {internal} "
+            f"| {100 * o.delivered_min:.1f} % | {c['barcode_frames']}/{c['decoded']} |"
         )
     lines.append("")
     lines.append(f"Delay buffer (guard's delay_frames / 30 fps): **{1000 * buffer:.0f} ms**.")
@@ -573,7 +580,8 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
         d50 = g.pct(50) - p.pct(50) - buffer
         d99 = g.pct(99) - p.pct(99) - buffer
         lines.append(
-            f"Guarded minus plain minus buffer: p50 **{1000 * d50:+.0f} ms** (target ≤ +10: {'met' if d50 <= 0.010 else 'NOT met'}), "
+            f"Guarded minus plain minus buffer: p50 **{1000 * d50:+.0f} ms** "
+            f"(target ≤ +10: {'met' if d50 <= 0.010 else 'NOT met'}), "
             f"p99 **{1000 * d99:+.0f} ms** (target ≤ +33: {'met' if d99 <= 0.033 else 'NOT met'})."
         )
         result["guarded_minus_plain_minus_buffer_ms"] = {"p50": 1000 * d50, "p99": 1000 * d99}
@@ -588,7 +596,8 @@ async def phase_latency(args: Any, workdir: Path, report: dict) -> list[str]:
 
 async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[str], dict[str, int]]:
     print(
-        f"\n== 2. capacity: N streams x 1 viewer, N = 1..{args.max_streams} until not sustained ({args.capacity_seconds:g} s each)",
+        f"\n== 2. capacity: N streams x 1 viewer, N = 1..{args.max_streams} until not sustained "
+        f"({args.capacity_seconds:g} s each)",
         flush=True,
     )
     lines = [
@@ -597,7 +606,8 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
         "Sustained = every viewer got ≥ 95 % of the frames published in the window, and latency p95 over the",
         "window's last third is ≤ 50 ms above its first third.",
         "",
-        "| relay | streams | relay CPU % of a core | per stream | delivered (worst stream) | latency p50 / p95 ms | p95 growth ms | relay-dropped frames (whole run) | ingest RTP lost (whole run) | sustained |",
+        "| relay | streams | relay CPU % of a core | per stream | delivered (worst stream) | latency p50 / p95 ms "
+        "| p95 growth ms | relay-dropped frames (whole run) | ingest RTP lost (whole run) | sustained |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     capacity: dict[str, int] = {}
@@ -614,8 +624,10 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
                 break
             dropped = o.relay_stream_total("frames_dropped") if kind == "guarded" else "—"
             lines.append(
-                f"| {kind} | {n} | {o.relay_cpu:.0f} | {o.relay_cpu / n:.0f} | {100 * o.delivered_min:.1f} %{refused(o)} | {ms(o.pct(50))} / {ms(o.pct(95))} "
-                f"| {o.growth_ms:+.0f} | {dropped} | {o.relay_stream_total('ingest_packets_lost')} | {'yes' if o.sustained else '**no**'} |"
+                f"| {kind} | {n} | {o.relay_cpu:.0f} | {o.relay_cpu / n:.0f} "
+                f"| {100 * o.delivered_min:.1f} %{refused(o)} | {ms(o.pct(50))} / {ms(o.pct(95))} "
+                f"| {o.growth_ms:+.0f} | {dropped} | {o.relay_stream_total('ingest_packets_lost')} "
+                f"| {'yes' if o.sustained else '**no**'} |"
             )
             if not o.sustained:
                 break
@@ -640,13 +652,15 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> tuple[list[s
 async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
     plan = {"guarded": args.viewers, "plain": args.plain_viewers}
     print(
-        f"\n== 3. viewers: one stream, {' / '.join(f'{k} {plan[k]}' for k in args.relays)} viewers ({args.viewers_seconds:g} s each)",
+        f"\n== 3. viewers: one stream, {' / '.join(f'{k} {plan[k]}' for k in args.relays)} viewers "
+        f"({args.viewers_seconds:g} s each)",
         flush=True,
     )
     lines = [
         "### 3. One stream, many viewers: relay CPU per extra viewer",
         "",
-        "| relay | viewers | relay CPU % of a core | delivered (worst viewer's stream) | latency p50 / p95 ms | viewer-process CPU % | RSS MiB |",
+        "| relay | viewers | relay CPU % of a core | delivered (worst viewer's stream) | latency p50 / p95 ms "
+        "| viewer-process CPU % | RSS MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     result: dict[str, Any] = {}
@@ -663,7 +677,8 @@ async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
                 continue
             points.append((v, o))
             lines.append(
-                f"| {kind} | {v} | {o.relay_cpu:.0f} | {100 * o.delivered_min:.1f} % | {ms(o.pct(50))} / {ms(o.pct(95))} "
+                f"| {kind} | {v} | {o.relay_cpu:.0f} | {100 * o.delivered_min:.1f} % "
+                f"| {ms(o.pct(50))} / {ms(o.pct(95))} "
                 f"| {o.viewer_cpu:.0f} | {max(r for _, r in o.rss_series):.0f} |"
             )
         kept = [(v, o) for v, o in points if o.delivered_min >= 0.95]
@@ -682,7 +697,8 @@ async def phase_viewers(args: Any, workdir: Path, report: dict) -> list[str]:
             continue
         slope = result[kind]["per_viewer_cpu_pct"]
         lines.append(
-            f"- {kind}: **{slope:.2f} % of a core per extra viewer** ({target}), least squares over the runs that kept up{result[kind]['note']}."
+            f"- {kind}: **{slope:.2f} % of a core per extra viewer** ({target}), "
+            f"least squares over the runs that kept up{result[kind]['note']}."
         )
     report["viewers"] = result
     return lines
@@ -712,7 +728,8 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
         "",
         *(
             [
-                f"Note: the capacity sweep stopped at --max-streams {args.max_streams} for {', '.join(capped)}, so 2x that may not overload it.",
+                f"Note: the capacity sweep stopped at --max-streams {args.max_streams} for {', '.join(capped)}, "
+                "so 2x that may not overload it.",
                 "",
             ]
             if capped
@@ -722,7 +739,9 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
         "window's last 2 s. Delivered = share of frames published in the window that reached the viewer",
         f"within {GRACE:g} s after it.",
         "",
-        "| relay | streams | relay CPU % | latency p50 / p99 ms | p99 beyond buffer ms | last 2 s p50 ms | delivered (mean / worst) | relay-dropped frames (whole run) | ingest RTP lost (whole run) | max frames queued in relay | RSS MiB start → max → end | RSS slope MiB/s |",
+        "| relay | streams | relay CPU % | latency p50 / p99 ms | p99 beyond buffer ms | last 2 s p50 ms "
+        "| delivered (mean / worst) | relay-dropped frames (whole run) | ingest RTP lost (whole run) "
+        "| max frames queued in relay | RSS MiB start → max → end | RSS slope MiB/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     result: dict[str, Any] = {}
@@ -741,8 +760,11 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
         beyond = ms(o.pct(99) - buffer) if kind == "guarded" else "—"
         dropped = o.relay_stream_total("frames_dropped") if kind == "guarded" else "— (never drops)"
         lines.append(
-            f"| {kind} | {counts[kind]} | {o.relay_cpu:.0f} | {ms(o.pct(50))} / {ms(o.pct(99))} | {beyond} | {ms(o.pct(50, 'end'))} "
-            f"| {100 * np.mean(delivered):.0f} % / {100 * min(delivered):.0f} %{refused(o)} | {dropped} | {o.relay_stream_total('ingest_packets_lost')} | {queues(o)} | {rss[0]:.0f} → {max(rss):.0f} → {rss[-1]:.0f} | {slope:+.1f} |"
+            f"| {kind} | {counts[kind]} | {o.relay_cpu:.0f} | {ms(o.pct(50))} / {ms(o.pct(99))} | {beyond} "
+            f"| {ms(o.pct(50, 'end'))} "
+            f"| {100 * np.mean(delivered):.0f} % / {100 * min(delivered):.0f} %{refused(o)} | {dropped} "
+            f"| {o.relay_stream_total('ingest_packets_lost')} | {queues(o)} "
+            f"| {rss[0]:.0f} → {max(rss):.0f} → {rss[-1]:.0f} | {slope:+.1f} |"
         )
         step = max(1, round(5 / 0.5))
         series_lines.append(f"- {kind} RSS MiB every 5 s: " + ", ".join(f"{r:.0f}" for _, r in window[::step]))
@@ -755,7 +777,8 @@ async def phase_overload(args: Any, workdir: Path, report: dict, capacity: dict[
     if "guarded" in result:
         b = result["guarded"]["p99_beyond_buffer_ms"]
         lines.append(
-            f"- guarded p99 latency beyond the {1000 * buffer:.0f} ms delay buffer: **{b:.0f} ms** (target ≤ 500: {'met' if b <= 500 else 'NOT met'})."
+            f"- guarded p99 latency beyond the {1000 * buffer:.0f} ms delay buffer: **{b:.0f} ms** "
+            f"(target ≤ 500: {'met' if b <= 500 else 'NOT met'})."
         )
     report["overload"] = result
     return lines
@@ -893,8 +916,10 @@ async def amain(args: Any) -> None:
     report["seconds"] = time.monotonic() - started
     report["load_average_end"] = os.getloadavg()[0]
     header = [
-        f"# bench_relay: guarded vs plain aiortc relay, 1280x720 30 fps H.264, loopback{' (--quick)' if args.quick else ''}",
-        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} -> {report['load_average_end']:.2f}, {report['seconds']:.0f} s; "
+        "# bench_relay: guarded vs plain aiortc relay, 1280x720 30 fps H.264, "
+        f"loopback{' (--quick)' if args.quick else ''}",
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} -> {report['load_average_end']:.2f}, "
+        f"{report['seconds']:.0f} s; "
         "CPU figures are % of one core, relay process only.",
     ]
     print_report(header, sections, report, args.json)

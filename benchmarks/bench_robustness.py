@@ -254,7 +254,7 @@ def reference(frames: list[av.VideoFrame], alpha: np.ndarray, target: str | None
         return False, 256
     want = np.unpackbits(np.frombuffer(bytes.fromhex(target), np.uint8)).astype(bool)
     best, caught = 256, False
-    for frame, a in zip(frames, alpha):
+    for frame, a in zip(frames, alpha, strict=True):
         if a < 0.5:
             continue
         hashes, quality = pdqhash.compute_dihedral(frame.to_ndarray(format="rgb24"))
@@ -319,7 +319,8 @@ def markdown(results: list[Result], meta: dict) -> str:
         f"list of {meta['list_size']:,} PDQ hashes, H.264 at {DEFAULT_KBPS} kb/s unless the family sets it, "
         f"seed {meta['seed']}, commit {meta['commit']}, {meta['machine']}; {meta['seconds']:.0f} s.",
         "",
-        "| family | segments | livesafe caught | reference PDQ caught | leaked frames in caught | early / hold frames | guard ms/frame |",
+        "| family | segments | livesafe caught | reference PDQ caught "
+        "| leaked frames in caught | early / hold frames | guard ms/frame |",
         "|---|---|---|---|---|---|---|",
     ]
     by_family: dict[str, list[Result]] = defaultdict(list)
@@ -331,7 +332,8 @@ def markdown(results: list[Result], meta: dict) -> str:
             continue
         caught = [r for r in rs if r.caught]
         lines.append(
-            f"| {name} | {len(rs)} | {_pct(len(caught), len(rs))} | {_pct(sum(r.reference_caught for r in rs), len(rs))} "
+            f"| {name} | {len(rs)} | {_pct(len(caught), len(rs))} "
+            f"| {_pct(sum(r.reference_caught for r in rs), len(rs))} "
             f"| {sum(r.leaked for r in caught)} in {sum(r.leaked > 0 for r in caught)} segments "
             f"| {sum(r.early for r in rs)} / {sum(r.hold for r in rs)} | {np.mean([r.guard_ms for r in rs]):.2f} |"
         )
@@ -339,15 +341,20 @@ def markdown(results: list[Result], meta: dict) -> str:
     lines.append(
         f"| **all** | {len(blocked)} | **{_pct(len(total_caught), len(blocked))}** "
         f"| {_pct(sum(r.reference_caught for r in blocked), len(blocked))} | **{sum(r.leaked for r in total_caught)}** "
-        f"| {sum(r.early for r in blocked)} / {sum(r.hold for r in blocked)} | {np.mean([r.guard_ms for r in blocked] or [0]):.2f} |"
+        f"| {sum(r.early for r in blocked)} / {sum(r.hold for r in blocked)} "
+        f"| {np.mean([r.guard_ms for r in blocked] or [0]):.2f} |"
     )
     frames = sum(r.frames for r in decoys) + sum(LEAD_IN + LEAD_OUT for r in blocked)
     lines += [
         "",
-        f"False side: {len(decoys)} segments of decoy pictures under the same families ({sum(r.frames for r in decoys):,} frames), "
-        f"plus the benign lead-ins and lead-outs of the segments above ({sum(LEAD_IN + LEAD_OUT for r in blocked):,} frames): "
-        f"**{sum(r.redacted for r in decoys)} decoy frames redacted** in {sum(r.redacted > 0 for r in decoys)} segments; "
-        f"{frames:,} benign frames in all (lead-in frames redacted are the *early* column above, lead-out frames the *hold*).",
+        f"False side: {len(decoys)} segments of decoy pictures under the same families "
+        f"({sum(r.frames for r in decoys):,} frames), "
+        f"plus the benign lead-ins and lead-outs of the segments above "
+        f"({sum(LEAD_IN + LEAD_OUT for r in blocked):,} frames): "
+        f"**{sum(r.redacted for r in decoys)} decoy frames redacted** "
+        f"in {sum(r.redacted > 0 for r in decoys)} segments; "
+        f"{frames:,} benign frames in all "
+        "(lead-in frames redacted are the *early* column above, lead-out frames the *hold*).",
         "",
         "Curves (recall against the family's parameter, livesafe / reference PDQ on the same frames):",
         "",
@@ -368,7 +375,8 @@ def markdown(results: list[Result], meta: dict) -> str:
     if firsts:
         lines += [
             "",
-            f"First redacted frame showing the picture, from its first frame: median {np.median(firsts):.0f}, max {max(firsts)} (0 = redacted from its first frame).",
+            "First redacted frame showing the picture, from its first frame: "
+            f"median {np.median(firsts):.0f}, max {max(firsts)} (0 = redacted from its first frame).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -431,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: (r.decoy, order[r.family], r.number))
     meta = {
         "split": args.split, "pool": args.pool, "listed": len(listed), "decoys": len(decoys), "list_size": list_size,
-        "seed": args.seed, "commit": _commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} jobs",
+        "seed": args.seed, "commit": _commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} jobs",
         "seconds": time.perf_counter() - started,
     }  # fmt: skip
     print(markdown(results, meta))

@@ -190,14 +190,14 @@ class Family:
 
 
 def _bin(value: float, edges: tuple[float, ...], unit: str = "") -> str:
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in zip(edges, edges[1:], strict=False):
         if value < hi or hi == edges[-1]:
             return f"{lo:g}-{hi:g}{unit}"
     raise ValueError(value)
 
 
 def _bins(edges: tuple[float, ...], unit: str = "") -> tuple[str, ...]:
-    return tuple(f"{lo:g}-{hi:g}{unit}" for lo, hi in zip(edges, edges[1:]))
+    return tuple(f"{lo:g}-{hi:g}{unit}" for lo, hi in zip(edges, edges[1:], strict=False))
 
 
 # crop: a random window of the picture (0-30 % of its area removed, any aspect, any offset), fitted.
@@ -496,8 +496,10 @@ def _pane_boxes(count: int, layout: int, gap: int) -> list[tuple[int, int, int, 
             (big + gap, HEIGHT // 2 + gap - gap // 2, WIDTH, HEIGHT),
         ]
     hw, hh = WIDTH // 2, HEIGHT // 2
-    return [(0, 0, hw - gap // 2, hh - gap // 2), (hw + gap - gap // 2, 0, WIDTH, hh - gap // 2),
-            (0, hh + gap - gap // 2, hw - gap // 2, HEIGHT), (hw + gap - gap // 2, hh + gap - gap // 2, WIDTH, HEIGHT)]  # fmt: skip
+    return [(0, 0, hw - gap // 2, hh - gap // 2),
+            (hw + gap - gap // 2, 0, WIDTH, hh - gap // 2),
+            (0, hh + gap - gap // 2, hw - gap // 2, HEIGHT),
+            (hw + gap - gap // 2, hh + gap - gap // 2, WIDTH, HEIGHT)]  # fmt: skip
 
 
 def _render_panes(picture: np.ndarray, p: dict, rng: np.random.Generator, stock: Stock) -> Shown:

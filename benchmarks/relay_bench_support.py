@@ -177,8 +177,10 @@ def build_clip(cache: Path, log=print) -> Path:
     np.savez(tmp, data=np.frombuffer(b"".join(packets), np.uint8), offsets=offsets, keys=np.array(keys))
     tmp.rename(path)
     log(
-        f"clip: {CLIP_FRAMES} frames {WIDTH}x{HEIGHT} H.264 baseline, {sizes.sum() * 8 / (CLIP_FRAMES / FPS) / 1e6:.2f} Mbit/s, "
-        f"IDR every {CLIP_GOP}, largest frame {sizes.max() / 1024:.0f} KiB, encoded in {time.perf_counter() - started:.0f} s -> {path}"
+        f"clip: {CLIP_FRAMES} frames {WIDTH}x{HEIGHT} H.264 baseline, "
+        f"{sizes.sum() * 8 / (CLIP_FRAMES / FPS) / 1e6:.2f} Mbit/s, "
+        f"IDR every {CLIP_GOP}, largest frame {sizes.max() / 1024:.0f} KiB, "
+        f"encoded in {time.perf_counter() - started:.0f} s -> {path}"
     )
     return path
 

@@ -65,7 +65,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(scope="session")
 def blocked_cut_360p(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``blocked_cut`` at 640x360 (same frames, its blocked segment at 2.5-4.0 s), light to publish; encoded once a run."""
+    """``blocked_cut`` at 640x360 (same frames, its blocked segment at 2.5-4.0 s), light to publish.
+
+    Encoded once a run.
+    """
     return downscale_clip(SAMPLES / "blocked_cut.mp4", tmp_path_factory.mktemp("clips") / "blocked_cut_360p.mp4")
 
 

@@ -121,7 +121,8 @@ def frames_in(relay: Relay, stream: str) -> int:
 
 @contextlib.asynccontextmanager
 async def publishing(r: RunningRelay, clip: Path, stream: str, key: str | None = None, *,
-                     tolerate: tuple[type[Exception], ...] = (), **options: Any) -> AsyncIterator[asyncio.Task]:  # fmt: skip
+                     tolerate: tuple[type[Exception], ...] = (),
+                     **options: Any) -> AsyncIterator[asyncio.Task]:  # fmt: skip
     """Publish ``clip`` to ``stream`` (our WHIP client; ``options`` as for ``publish``) while the block runs.
 
     The block starts with frames flowing, so it acts on a live stream (a publisher that failed
@@ -302,7 +303,7 @@ def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) 
     """
     thumbs = [_thumb(y) for y in source]
     offset = None
-    for t, y in zip(recording.times_ms, recording.luma):
+    for t, y in zip(recording.times_ms, recording.luma, strict=True):
         diffs = [float(np.abs(_thumb(y) - s).mean()) for s in thumbs]
         best = int(np.argmin(diffs))
         if diffs[best] < 3.0:
@@ -310,7 +311,7 @@ def classify(recording: Recording, source: list[np.ndarray], fps: float = 30.0) 
             break
     assert offset is not None, "no frame of the recording looks like the source"
     result: dict[int, str] = {}
-    for t, y in zip(recording.times_ms, recording.luma):
+    for t, y in zip(recording.times_ms, recording.luma, strict=True):
         index = offset + round(t * fps / 1000)
         if not 0 <= index < len(source):
             continue
@@ -405,7 +406,10 @@ def chromium(extra_args: tuple[str, ...] = ()):
 
 
 def wait_for_script(driver: Any, script: str, timeout: float, *, context: str, interval: float = 0.2) -> Any:
-    """Poll ``script`` until it returns something truthy (returned); on timeout fail with the page's ``context`` script's value."""
+    """Poll ``script`` until it returns something truthy (returned).
+
+    On timeout fail with the page's ``context`` script's value.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = driver.execute_script(script)

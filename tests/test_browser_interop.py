@@ -136,7 +136,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 def _has_gstreamer_webrtc() -> bool:
     probe = (
-        "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1'); from gi.repository import Gst; Gst.init(None); "
+        "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1'); "
+        "from gi.repository import Gst; Gst.init(None); "
         "assert Gst.ElementFactory.find('webrtcbin') and Gst.ElementFactory.find('nicesrc')"
     )
     return (

@@ -34,7 +34,8 @@ BOB = Principal("bob", "observer", "b" * 20)
 XSS = "<img src=x onerror=window.pwned=1>"
 STATE = "window.livesafeDashboard"
 ROW = '#streams tr[data-stream="s1"]'
-# How s1 is published: the clip over and over (45 s at most); how the publisher ends (terminate cuts it) is not the page's business.
+# How s1 is published: the clip over and over (45 s at most); how the publisher ends (terminate cuts it)
+# is not the page's business.
 LOOPED = {"loop": True, "duration": 45, "tolerate": (Exception,)}
 
 

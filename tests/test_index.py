@@ -54,7 +54,7 @@ def planted_queries(
     """Queries at distance 0, 1, r-1, r and r+1 from random stored rows: (queries, rows, distances)."""
     distances = np.array([0, 1, radius - 1, radius, radius + 1] * 6)
     rows = rng.integers(0, len(hashes), size=len(distances))
-    queries = np.stack([flip_bits(hashes[r], d, rng) for r, d in zip(rows, distances)])
+    queries = np.stack([flip_bits(hashes[r], d, rng) for r, d in zip(rows, distances, strict=True)])
     return queries, rows, distances
 
 
@@ -240,7 +240,7 @@ def test_within_up_to_the_index_radius_is_exact(strategy: str, limit: int) -> No
     # Near duplicates, so queries have several neighbours in range.
     hashes[1000:1100] = np.stack([flip_bits(hashes[i], 5, rng) for i in range(100)])
     queries = np.concatenate([planted_queries(hashes, 31, rng)[0], hashes[:20]])
-    got = list(zip(*(a.tolist() for a in HammingIndex(hashes, 31).within(queries, 31, limit=limit))))
+    got = list(zip(*(a.tolist() for a in HammingIndex(hashes, 31).within(queries, 31, limit=limit)), strict=True))
     assert got == within_reference(hashes, queries, 31, limit)
 
 
@@ -249,11 +249,12 @@ def test_within_beyond_the_index_radius_finds_only_true_neighbours(strategy: str
     rng = np.random.default_rng(12)
     hashes = random_hashes(rng, 4000, 32)
     rows = rng.integers(0, len(hashes), size=200)
-    queries = np.stack([flip_bits(hashes[r], int(d), rng) for r, d in zip(rows, rng.integers(32, 49, size=200))])
+    distances = rng.integers(32, 49, size=200)
+    queries = np.stack([flip_bits(hashes[r], int(d), rng) for r, d in zip(rows, distances, strict=True)])
     q, r, d = HammingIndex(hashes, 31).within(queries, 48, limit=1)
     expected = {t[0]: t for t in within_reference(hashes, queries, 48, 1)}
     assert len(set(q.tolist())) == len(q)  # at most one per query with limit=1
-    for t in zip(q.tolist(), r.tolist(), d.tolist()):
+    for t in zip(q.tolist(), r.tolist(), d.tolist(), strict=True):
         assert t == expected[t[0]]
     found = len(q) / len(expected)
     if strategy == "brute":

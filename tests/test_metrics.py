@@ -159,8 +159,9 @@ async def test_label_values_from_configuration_are_escaped(http):
     async with running_relay(moderation=settings) as r:
         # What the relay hands moderation when a guard matches (the relay's event sink).
         for _ in range(2):
-            r.moderation.record_fact(GuardEvent(type=MATCH_STARTED, stream_id="s1", frame_index=0, pts=None, media_time=0.0,
-                                                   action="slate", list_name=tricky, category='cat"x'))  # fmt: skip
+            r.moderation.record_fact(GuardEvent(type=MATCH_STARTED, stream_id="s1", frame_index=0, pts=None,
+                                                   media_time=0.0, action="slate", list_name=tricky,
+                                                   category='cat"x'))  # fmt: skip
         async with http.get(f"{r.base}/metrics") as response:
             text = await response.text()
     assert 'list="list \\"with quotes\\" and \\\\backslash\\\\\\nand a newline"' in text

@@ -39,7 +39,8 @@ JSON = "application/json"
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, body: Any = None, *, token: str | None = None,
-               raw: str | bytes | None = None, content_type: str = JSON, headers: dict | None = None) -> Reply:  # fmt: skip
+               raw: str | bytes | None = None, content_type: str = JSON,
+               headers: dict | None = None) -> Reply:  # fmt: skip
     """One request; ``body`` is sent as JSON, ``raw`` as is (both with ``content_type``)."""
     data = json.dumps(body) if body is not None else raw
     return await send(http, method, url, data, token=token, content_type=content_type, headers=headers)

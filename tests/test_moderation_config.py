@@ -196,7 +196,8 @@ def test_token_errors_do_not_echo_the_token(tmp_path: Path) -> None:
             r"moderation\.tokens\.alice: token of 'alice': use at least 16 characters",
         ),
         (
-            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\ntoken_env = 'ALICE_TOKEN'\nrole = 'observer'\n",
+            "[moderation.tokens.alice]\ntoken = 'alice-token-0123456789'\n"
+            "token_env = 'ALICE_TOKEN'\nrole = 'observer'\n",
             {"ALICE_TOKEN": "alice-token-0123456789"},
             r"moderation\.tokens\.alice: give token or token_env, not both",
         ),
@@ -233,7 +234,8 @@ def test_token_errors_do_not_echo_the_token(tmp_path: Path) -> None:
             r"webhooks\[0\]\.secret_env: environment variable 'HOOK' is not set",
         ),
         (
-            "[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\n[[webhooks]]\nurl = 'ftp://b.example/in'\nsecret = 's'\n",
+            "[[webhooks]]\nurl = 'https://a.example/in'\nsecret = 's'\n"
+            "[[webhooks]]\nurl = 'ftp://b.example/in'\nsecret = 's'\n",
             {},
             r"webhooks\[1\]: webhook url 'ftp://b\.example/in': expected http\(s\)://host/",
         ),

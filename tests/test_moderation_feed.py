@@ -42,7 +42,9 @@ async def test_subscribers_share_one_serialised_copy_of_each_new_event_and_query
         first, *_ = _record(moderation, 5)
         a = moderation.recent.after(first.seq - 1, 100)
         b = moderation.recent.after(first.seq - 1, 100)
-        assert len(a) == 5 and all(x is y for x, y in zip(a, b)), "each event serialised once, for every subscriber"
+        assert len(a) == 5 and all(x is y for x, y in zip(a, b, strict=True)), (
+            "each event serialised once, for every subscriber"
+        )
         assert moderation.recent.after(a[-1].event.seq, 100) == []
         assert queries == []
     finally:

@@ -21,7 +21,7 @@ def reference(rgb: np.ndarray) -> tuple[str, int, list[str]]:
     """Hex hash, quality and dihedral hexes the way python-threatexchange prints them."""
 
     def to_hex(vector: np.ndarray) -> str:
-        return "%064x" % int("".join(str(int(b)) for b in vector), 2)
+        return format(int("".join(str(int(b)) for b in vector), 2), "064x")
 
     vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb))
     return to_hex(vectors[0]), quality, [to_hex(v) for v in vectors]

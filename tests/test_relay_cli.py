@@ -53,8 +53,9 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
     port = unused_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"),
-                    "--ice-host", "127.0.0.1", "--stream-key", "studio=s3cret-key")  # fmt: skip
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"),
+                    "--db", str(tmp_path / "ev.db"), "--ice-host", "127.0.0.1",
+                    "--stream-key", "studio=s3cret-key")  # fmt: skip
     try:
         banner = _wait_for_line(server, "relay on")
         assert f"http://127.0.0.1:{port}" in banner
@@ -141,8 +142,8 @@ def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path)
 @pytest.mark.skipif(os.environ.get("LIVESAFE_TEST_NETNS") == "0", reason="needs the private network namespace")
 def test_watch_reports_an_unknown_stream_clearly(tmp_path):
     port = unused_port()
-    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"), "--ice-host", "127.0.0.1",
-                    "--db", str(tmp_path / "ev.db"))  # fmt: skip
+    server = _start("serve", "--port", str(port), "--blocklist", str(SAMPLES / "blocklist.txt"),
+                    "--ice-host", "127.0.0.1", "--db", str(tmp_path / "ev.db"))  # fmt: skip
     try:
         _wait_for_line(server, "relay on")
         result = _run("watch", f"http://127.0.0.1:{port}/whep/nobody", "--duration", "1")

@@ -646,7 +646,7 @@ async def test_stream_keys_never_reach_the_logs(http, offer, caplog):
             assert not any(s in repr(r.relay.settings) for s in (STUDIO_KEY, OTHER_KEY, SHOW_KEY, SHOW_VIEW))
     messages = [record.getMessage() for record in caplog.records]
     assert any("publisher session started" in m for m in messages), messages  # the log was captured
-    for record, message in zip(caplog.records, messages):
+    for record, message in zip(caplog.records, messages, strict=True):
         text = f"{message} {record.args!r} {record.exc_text or ''}"
         for secret in (STUDIO_KEY, OTHER_KEY, SHOW_KEY, SHOW_VIEW, wrong_guess, "bad-view"):
             assert secret not in text, (secret, record.name, message)

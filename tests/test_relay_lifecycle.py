@@ -278,7 +278,7 @@ async def test_frames_in_the_delay_buffer_leave_when_the_source_goes_quiet(benig
     from livesafe.relay.stream import LiveStream, Viewer
 
     with av.open(str(benign_clip)) as container:
-        frames = [frame for _, frame in zip(range(20), container.decode(video=0))]
+        frames = [frame for _, frame in zip(range(20), container.decode(video=0), strict=False)]
     guard = StreamGuard(sample_lists(), GuardSettings())
     stream = LiveStream(
         "s", guard, StreamSettings(max_delay_seconds=0.4), on_event=lambda e: None, on_ended=lambda s: None

@@ -157,11 +157,15 @@ def test_rewrite_sdp_replaces_announced_addresses_in_candidates_and_c_lines_only
     out = IceSettings(announce={"10.0.0.5": "203.0.113.7"}).rewrite_sdp(ANSWER)
     before, after = ANSWER.split("\r\n"), out.split("\r\n")
     assert len(before) == len(after) and out.endswith("\r\n")
-    changed = {b: a for b, a in zip(before, after) if a != b}
+    changed = {b: a for b, a in zip(before, after, strict=True) if a != b}
     assert changed == {
         "c=IN IP4 10.0.0.5": "c=IN IP4 203.0.113.7",
-        "a=candidate:1 1 udp 2130706431 10.0.0.5 40001 typ host": "a=candidate:1 1 udp 2130706431 203.0.113.7 40001 typ host",
-        "a=candidate:4 1 udp 2130706431 10.0.0.5 40004 typ host": "a=candidate:4 1 udp 2130706431 203.0.113.7 40004 typ host",
+        "a=candidate:1 1 udp 2130706431 10.0.0.5 40001 typ host": (
+            "a=candidate:1 1 udp 2130706431 203.0.113.7 40001 typ host"
+        ),
+        "a=candidate:4 1 udp 2130706431 10.0.0.5 40004 typ host": (
+            "a=candidate:4 1 udp 2130706431 203.0.113.7 40004 typ host"
+        ),
     }
     # Untouched: the o= line, a=rtcp, the candidate on another address, and the srflx
     # candidate whose *related* address (raddr) is the announced one.
@@ -176,11 +180,16 @@ def test_rewrite_sdp_replaces_announced_addresses_in_candidates_and_c_lines_only
 
 
 def test_rewrite_sdp_maps_several_addresses_and_ipv6():
-    sdp = "c=IN IP6 fd00::5\r\na=candidate:1 1 udp 1 fd00::5 5000 typ host\r\na=candidate:2 1 udp 1 10.0.0.6 5002 typ host"
+    sdp = (
+        "c=IN IP6 fd00::5\r\n"
+        "a=candidate:1 1 udp 1 fd00::5 5000 typ host\r\n"
+        "a=candidate:2 1 udp 1 10.0.0.6 5002 typ host"
+    )
     out = IceSettings(announce={"fd00::5": "2001:db8::7", "10.0.0.6": "203.0.113.8"}).rewrite_sdp(sdp)
-    assert (
-        out
-        == "c=IN IP6 2001:db8::7\r\na=candidate:1 1 udp 1 2001:db8::7 5000 typ host\r\na=candidate:2 1 udp 1 203.0.113.8 5002 typ host"
+    assert out == (
+        "c=IN IP6 2001:db8::7\r\n"
+        "a=candidate:1 1 udp 1 2001:db8::7 5000 typ host\r\n"
+        "a=candidate:2 1 udp 1 203.0.113.8 5002 typ host"
     )
 
 

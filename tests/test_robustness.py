@@ -115,7 +115,7 @@ def test_family_renders_full_frames_deterministically(name: str) -> None:
         renders.append((family.bin_of(params), [shown.frames(i) for i in (0, 17, 35)]))
     (bin_a, frames_a), (bin_b, frames_b) = renders
     assert bin_a == bin_b and bin_a in family.bins
-    for a, b in zip(frames_a, frames_b):
+    for a, b in zip(frames_a, frames_b, strict=True):
         assert a.shape == (HEIGHT, WIDTH, 3) and a.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
 

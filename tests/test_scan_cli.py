@@ -474,7 +474,7 @@ def test_hash_png_matches_the_pdq_reference(tmp_path: Path, capsys: pytest.Captu
     png = tmp_path / "astronaut.png"
     assert cv2.imwrite(str(png), rgb[..., ::-1])
     vector, quality = pdqhash.compute(rgb)
-    reference = "%064x" % int("".join(str(int(b)) for b in vector), 2)
+    reference = format(int("".join(str(int(b)) for b in vector), 2), "064x")
 
     code, stdout, err = run_cli(capsys, "hash", png)
     assert code == 0, err

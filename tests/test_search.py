@@ -92,7 +92,7 @@ def test_batched_box_hashes_are_the_exact_hashes_of_the_same_pixels(fine: bool) 
             boxes.append((x0, y0, x1, y1))
     level = p.fine if fine else p.coarse
     batch = box_dcts(p, level, np.array(boxes, np.float64))
-    for box, block in zip(boxes, batch):
+    for box, block in zip(boxes, batch, strict=True):
         # The same box snapped to the level's grid, cut out with its edges repeated, hashed alone.
         x0, y0, x1, y1 = (int(v) for v in np.rint(np.array(box) / level.pixels))
         rows, cols = level.luma.shape
@@ -124,9 +124,10 @@ def test_masked_views_of_one_picture_hash_as_each_would_alone() -> None:
     p = planes_of(pip("coffee", (200, 100, 1000, 600)))
     box = (200.0, 100.0, 1000.0, 600.0)
     views = [View("masked", box=box, fill=(200.0, 520.0, 1000.0, 600.0)), View("box", box=box),
-             View("masked", box=box, fill=(850.0, 120.0, 980.0, 220.0)), View("masked", box=box, fill=(0.0, 0.0, 1.0, 1.0))]  # fmt: skip
+             View("masked", box=box, fill=(850.0, 120.0, 980.0, 220.0)),
+             View("masked", box=box, fill=(0.0, 0.0, 1.0, 1.0))]  # fmt: skip
     blocks = dcts(p, views, coarse=True)
-    for view, block in zip(views, blocks):
+    for view, block in zip(views, blocks, strict=True):
         if view.fill is not None:
             assert (block == _dct_hash(view_image(p, view))).all(), view.fill
     assert len({block.tobytes() for block in blocks[[0, 2, 3]]}) == 3
@@ -153,7 +154,7 @@ def test_a_misplaced_window_is_refined_into_a_match() -> None:
     assert 31 < before <= 48
     view, after, quality = search.refine(p, off, 0, goal, before, 31)
     assert after <= 31 and quality >= 50
-    assert all(abs(a - b) <= 8 for a, b in zip(view.box, box)), view.box
+    assert all(abs(a - b) <= 8 for a, b in zip(view.box, box, strict=True)), view.box
 
 
 def test_a_small_tilt_is_refined_as_a_quad() -> None:

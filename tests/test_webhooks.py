@@ -170,8 +170,8 @@ async def until(condition: Callable[[], Awaitable[bool] | bool], what: str, time
 
 def fake_report(stream: str, n: int, at: float | None = None) -> Event:
     """A viewer report as the service would record it (no live stream needed to queue one)."""
-    data = {"reason": f"report {n}", "category": None, "client": f"c{n}", "reporters_in_window": 1, "profile": "default",
-            "redacts": False}  # fmt: skip
+    data = {"reason": f"report {n}", "category": None, "client": f"c{n}", "reporters_in_window": 1,
+            "profile": "default", "redacts": False}  # fmt: skip
     return Event("report.received", stream, "warning", data, **({"at": at} if at is not None else {}))
 
 
@@ -179,7 +179,8 @@ def outbox(path: Path) -> list[tuple[str, str, str, int]]:
     """(endpoint, event id, state, attempts) of every outbox row, read straight from the SQLite file."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute(
-            "SELECT o.endpoint, e.id, o.state, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq ORDER BY o.event_seq"
+            "SELECT o.endpoint, e.id, o.state, o.attempts"
+            " FROM outbox o JOIN events e ON e.seq = o.event_seq ORDER BY o.event_seq"
         ).fetchall()
 
 
@@ -205,7 +206,7 @@ async def test_a_standard_webhooks_receiver_verifies_every_event_of_a_stream(htt
     assert "match.cleared" in [e["type"] for e in events]
     # Every stored event arrived once, in the store's order, each verified by the independent library.
     assert hook.ids() == [e["id"] for e in events]
-    for hit, event in zip(hook.hits, events):
+    for hit, event in zip(hook.hits, events, strict=True):
         envelope = verifier.verify(hit.body, hit.headers)
         assert set(envelope) == {"type", "timestamp", "data"}
         assert envelope["type"] == event["type"] and envelope["data"] == event
@@ -343,7 +344,8 @@ async def test_filters_by_category_and_severity_on_a_child_profile_stream(http, 
                 r.moderation.record(
                     Event("guard.error", "kid", "warning", {"error": "a warning, for the severity filter"})
                 )
-                async with http.post(f"{r.base}/api/streams/kid/actions", json={"action": "confirm", "reason": "seen it"},
+                async with http.post(f"{r.base}/api/streams/kid/actions",
+                                     json={"action": "confirm", "reason": "seen it"},
                                      headers={"Authorization": f"Bearer {MOD.token}"}) as response:  # fmt: skip
                     assert response.status == 200, await response.text()
                     action = (await response.json())["event"]
@@ -386,7 +388,7 @@ async def test_a_500_is_retried_with_growing_backoff_one_attempt_at_a_time(http,
     # Three events, five failures: one attempt per failure (not one per queued event), then one each.
     assert len(hook.hits) == fail_first + 3 and set(hook.ids()) == set(queued)
     arrivals = [h.at for h in hook.hits[: fail_first + 1]]
-    for n, (before, after) in enumerate(zip(arrivals, arrivals[1:])):
+    for n, (before, after) in enumerate(zip(arrivals, arrivals[1:], strict=False)):
         wait = min(backoff * 2**n, cap)
         assert after - before >= 0.9 * wait, (
             f"retry {n + 1} came {after - before:.3f} s after the failure, backoff is {wait} s"
