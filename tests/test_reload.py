@@ -1,16 +1,24 @@
-"""Lists change on disk while a stream runs: the watcher swaps them in whole."""
+"""Lists change on disk while a stream runs: the watcher swaps them in whole, for as long as the app runs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from aiohttp import web
+from harness import ICE
 
 from livesafe.guard.matcher import LiveMatcher
+from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
 from livesafe.lists.live import ListWatcher
+from livesafe.moderation.settings import ModerationSettings
+from livesafe.proxy import build_proxy
+from livesafe.relay.settings import RelaySettings
 
 HASH_A = "pdq " + "ab" * 32
 HASH_B = "pdq " + "cd" * 32
@@ -49,3 +57,33 @@ def test_watcher_swaps_changed_list_and_keeps_old_on_error(tmp_path: Path) -> No
         assert np.array_equal(second.blocklists[0].hashes["pdq"][1], np.frombuffer(bytes.fromhex("cd" * 32), np.uint8))
     finally:
         watcher.stop()
+
+
+async def test_the_proxy_app_runs_the_watcher_for_as_long_as_it_runs(tmp_path: Path) -> None:
+    """Hot reload belongs to the app's lifecycle: it starts with the app and stops when the app is cleaned up."""
+    path = tmp_path / "list.txt"
+    path.write_text(HASH_A + "\n")
+    lists = LiveMatcher([ListSpec(path=path, name="l")])
+    proxy = build_proxy(
+        RelaySettings(ice=ICE),
+        lambda: lists.current,
+        GuardSettings(),
+        ModerationSettings(database=":memory:"),
+        ListWatcher(lists, interval=0.05),
+    )
+
+    def watching() -> bool:
+        return any(t.name == "livesafe-list-watcher" for t in threading.enumerate())
+
+    assert not watching()
+    runner = web.AppRunner(proxy.app)
+    await runner.setup()
+    try:
+        assert watching()
+        first = lists.current
+        _rewrite(path, HASH_A + "\n" + HASH_B + "\n")
+        assert await asyncio.to_thread(_wait_for, lambda: lists.current is not first)
+        assert len(lists.current.blocklists[0]) == 2
+    finally:
+        await runner.cleanup()
+    assert not watching()
