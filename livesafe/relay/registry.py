@@ -122,6 +122,10 @@ class Relay:
 
     # ------------------------------------------------------------- streams
 
+    def profile(self, stream_id: str) -> PolicyProfile:
+        """The stream's policy profile, from configuration (never from the broadcaster)."""
+        return self.settings.profile_for(stream_id)
+
     def stream_for_publisher(self, stream_id: str) -> LiveStream:
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -225,9 +229,6 @@ class Relay:
             self._sink(event)
 
     # ---------------------------------------------- StreamControl (moderation)
-
-    def profile(self, stream_id: str) -> PolicyProfile:
-        return self.settings.profile_for(stream_id)
 
     def latest_frame(self, stream_id: str) -> av.VideoFrame | None:
         return self.streams[stream_id].latest_frame if self.is_live(stream_id) else None
