@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import random
 from dataclasses import dataclass, field
 
@@ -27,7 +26,6 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from livesafe.relay import compat
 
-log = logging.getLogger(__name__)
 _aioice_host_addresses = compat.aioice_host_addresses
 
 
