@@ -80,3 +80,13 @@ from sample_streams import synthetic  # noqa: E402  (needs scikit-image)
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     return {**synthetic.blocked_images(), **synthetic.benign_images()}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A fresh, empty ``redis-server`` on 127.0.0.1 for one test."""
+    from redis_harness import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
