@@ -16,7 +16,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import av
 from aiohttp import web
@@ -42,6 +42,17 @@ from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import LiveStream
 
 log = logging.getLogger(__name__)
+
+
+class Placement(Protocol):
+    """Which node takes a new stream (the cluster's; a single node takes every stream itself)."""
+
+    async def place(self, stream_id: str, request: web.Request) -> bool:
+        """Take ``stream_id`` here (True: newly, so :meth:`release` it if the publisher does not
+        get through), or raise the HTTP answer that sends the publisher elsewhere."""
+        ...
+
+    async def release(self, stream_id: str) -> None: ...
 
 
 @dataclass
@@ -116,6 +127,8 @@ class Relay:
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.ended_totals = EndedTotals()  # streams leave self.streams and their counts land here, on the loop
         self.sessions: dict[str, Session] = {}
+        self.cluster_streams: list[dict[str, Any]] = []  # other nodes' live streams, when clustered
+        self.placement: Placement | None = None  # set when clustered
         self.shedder = LoadShedder(settings.overload)
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
@@ -171,8 +184,10 @@ class Relay:
         return stream.summary() | {"profile": self.profile(stream.id).name}
 
     def summaries(self) -> list[dict[str, Any]]:
+        """Every stream here, live then recently ended, and (clustered) the other nodes' live ones."""
         live = [self._summary(s) for s in self.streams.values()]
-        return live + [s for k, s in self.ended.items() if k not in self.streams]
+        elsewhere = [s for s in self.cluster_streams if s["id"] not in self.streams]
+        return live + elsewhere + [s for k, s in self.ended.items() if k not in self.streams]
 
     # ------------------------------------------------------------ sessions
 

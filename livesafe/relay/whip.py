@@ -26,6 +26,8 @@ async def whip_post(request: web.Request) -> web.Response:
     if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
         raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
     offer = await read_offer(request)
+    placement = relay.placement
+    placed = placement is not None and await placement.place(stream_id, request)  # or a 307/503 raised
     session = relay.new_session("whip", stream_id, token)
     try:
         answer = await negotiate(session, offer)
@@ -40,6 +42,8 @@ async def whip_post(request: web.Request) -> web.Response:
         stream = relay.stream_for_publisher(stream_id)
     except web.HTTPException:
         await relay.discard(session)
+        if placed and placement is not None:
+            await placement.release(stream_id)
         raise
     previous = stream.attach_publisher(session, video, audio, receiver)
     if previous is not None:
