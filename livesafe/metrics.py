@@ -30,6 +30,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
 from livesafe.moderation.api import MODERATION
 from livesafe.moderation.service import Moderation
@@ -51,7 +52,7 @@ def add_metrics(app: web.Application) -> None:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    text = render(request.app[RELAY], request.app.get(MODERATION))
+    text = render(request.app[RELAY], request.app.get(MODERATION), request.app.get(CLUSTER))
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
@@ -116,13 +117,28 @@ class Exposition:
 # ----------------------------------------------------------------- values
 
 
-def render(relay: Relay, moderation: Moderation | None) -> str:
+def render(relay: Relay, moderation: Moderation | None, cluster: ClusterNode | None = None) -> str:
     """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats)."""
     out = Exposition()
     _relay_metrics(out, relay)
     if moderation is not None:
         _moderation_metrics(out, moderation)
+    if cluster is not None:
+        _cluster_metrics(out, cluster)
     return out.text()
+
+
+def _cluster_metrics(out: Exposition, node: ClusterNode) -> None:
+    out.gauge("cluster_registry_up", "1 if the last call to the cluster's Redis succeeded", node.registry.reachable)
+    out.gauge("cluster_nodes", "Live nodes in the cluster, at this node's last heartbeat", node.known_nodes)
+    out.gauge("cluster_leases", "Streams this node holds the lease of (is the origin of)", len(node.leases.held))
+    out.gauge("cluster_draining", "1 while this node drains (takes no new streams)", node.draining)
+    out.family(
+        "cluster_placements_total",
+        "counter",
+        "Publishers this node placed: here (local), sent to another node (redirected), or refused (503)",
+        [("", {"outcome": outcome}, count) for outcome, count in sorted(node.placements.items())],
+    )
 
 
 def _relay_metrics(out: Exposition, relay: Relay) -> None:

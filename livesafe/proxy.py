@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from livesafe.cluster.access import ClusteredStore, SharedAccess
-from livesafe.cluster.node import ClusterNode
+from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.cluster.nodes import connect
 from livesafe.cluster.settings import ClusterSettings
 from livesafe.events import Fact
@@ -87,6 +87,7 @@ def build_proxy(
         node = ClusterNode(cluster, relay, redis)
         node.registry.on_refresh.append(shared.sync)
         relay.placement = node
+        app[CLUSTER] = node
         app.middlewares.append(node.forwarding())
 
         async def _join(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from cluster_harness import SECRET, RunningNode, cluster_node, node_settings
 from harness import FAST_END, ICE, ROOT, make_offer, sample_lists, serving, unused_port
 
@@ -97,6 +98,17 @@ async def test_placement_sends_a_publisher_to_the_node_with_room_and_a_reconnect
         await until(lambda: "studio" not in a.relay.streams, what="the stream to end on a")
         await until(lambda: not a.node.leases.held, what="a to release the lease")
         assert await a.node.leases.holder("studio") is None
+        async with http.get(f"{b.base}/healthz") as response:
+            health = await response.json()
+        assert health["cluster"] | {"seconds_since_registry": 0} == {
+            "node": "b", "registry": "ok", "seconds_since_registry": 0, "nodes": 2, "leases": 0, "draining": False
+        }  # fmt: skip
+        async with http.get(f"{b.base}/metrics") as response:
+            families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+        placed = {s.labels["outcome"]: s.value for s in families["livesafe_cluster_placements"].samples}
+        assert placed == {"local": 0, "redirected": 3, "refused": 0}  # two POSTs, one publisher, all sent to a
+        assert families["livesafe_cluster_registry_up"].samples[0].value == 1
+        assert families["livesafe_cluster_nodes"].samples[0].value == 2
 
 
 async def test_a_moderator_acting_on_another_node_reaches_the_origin_and_the_revocation_is_everywhere(

@@ -69,11 +69,13 @@ class ClusterNode:
         self.registry = NodeRegistry(settings, self.redis, self._load)
         self.leases = StreamLeases(settings, self.redis)
         self.leases.on_lost = self._lease_lost
-        self.registry.on_refresh += [self.leases.renew, self._share_streams]
+        self.registry.on_refresh += [self._prune_leases, self.leases.renew, self._share_streams]
         self.draining = False
         self.placements = {"local": 0, "redirected": 0, "refused": 0}
         self.extra_load: Callable[[], dict[str, Any]] = dict  # edge counts etc., filled by whoever has them
         self.admitting: Callable[[], bool] = lambda: True  # e.g. lists current (refuse mode)
+        self.known_nodes = 0  # live nodes at the last heartbeat that could ask
+        self._placing: dict[str, float] = {}  # stream -> when its lease was taken for a publisher negotiating
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -182,6 +184,7 @@ class ClusterNode:
                 self._refuse(f"stream {stream_id!r} is being placed on node {lease.node}")
             self._redirect(node, request)
         self.placements["local"] += 1
+        self._placing[stream_id] = time.monotonic()
         return True
 
     async def _wait_for_lapse(self, holder: Lease) -> None:
@@ -201,7 +204,28 @@ class ClusterNode:
         raise web.HTTPServiceUnavailable(text=f"{reason}\n", headers={"Retry-After": "5"})
 
     async def release(self, stream_id: str) -> None:
+        self._placing.pop(stream_id, None)
         await self.leases.release(stream_id)
+
+    async def _prune_leases(self) -> None:
+        """Give up leases of streams not here (a publisher that never got through, a missed end)."""
+        now = time.monotonic()
+        limit = self.relay.settings.connect_timeout_seconds + 5
+        self._placing = {k: t for k, t in self._placing.items() if now - t < limit and k not in self.relay.streams}
+        for stream_id in list(self.leases.held):
+            if stream_id not in self.relay.streams and stream_id not in self._placing:
+                await self.leases.release(stream_id)
+
+    def status(self) -> dict[str, Any]:
+        """What ``/healthz`` says of the cluster (no secrets, no Redis password)."""
+        return {
+            "node": self.name,
+            "registry": "ok" if self.registry.reachable else "unreachable",
+            "seconds_since_registry": round(time.monotonic() - self.registry.last_contact, 1),
+            "nodes": self.known_nodes,
+            "leases": len(self.leases.held),
+            "draining": self.draining,
+        }
 
     def on_fact(self, fact: Fact) -> None:
         """The relay's events: a stream that ended gives up its lease."""
@@ -241,7 +265,9 @@ class ClusterNode:
                 json.dumps(mine),
                 px=int(self.settings.node_ttl_seconds * 1000),
             )
-            others = [n.name for n in await self.registry.nodes() if n.name != self.name]
+            nodes = await self.registry.nodes()
+            self.known_nodes = len(nodes)
+            others = [n.name for n in nodes if n.name != self.name]
             values = await self.redis.mget([self.settings.key("node", n, "streams") for n in others]) if others else []
         except (RedisError, RegistryUnavailable):
             return  # keep showing what we last knew; it is refreshed when Redis is back
@@ -304,3 +330,6 @@ def listen_url(host: str, port: int) -> str:
     """The URL a node listening on ``host:port`` advertises by default."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+
+
+CLUSTER: web.AppKey[ClusterNode] = web.AppKey("cluster")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -51,7 +52,10 @@ def create_app(relay: Relay) -> web.Application:
 
 async def healthz(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
-    return web.json_response({"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)})
+    health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
+    if relay.placement is not None:
+        health["cluster"] = relay.placement.status()
+    return web.json_response(health)
 
 
 async def api_streams(request: web.Request) -> web.Response:

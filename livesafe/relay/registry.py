@@ -54,6 +54,10 @@ class Placement(Protocol):
 
     async def release(self, stream_id: str) -> None: ...
 
+    def status(self) -> dict[str, Any]:
+        """For ``/healthz``: how placement stands (e.g. whether the cluster's registry answers)."""
+        ...
+
 
 @dataclass
 class Session:
