@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from cluster_harness import SECRET, RunningNode, cluster_node, node_settings
 from harness import FAST_END, ICE, ROOT, make_offer, sample_lists, serving, unused_port
+from prometheus_client.parser import text_string_to_metric_families
 
 from livesafe.clients import ClientError, publish
 from livesafe.cluster.auth import HEADER, ClusterAuth
