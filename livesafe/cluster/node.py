@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 # Moderator and viewer requests about one stream, answered by the node that guards it.
 _STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
 _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
-_PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
+_PLACED = "node"
+PEER = "livesafe.cluster.peer"  # request key: the node a verified inter-node request came from  # query parameter of a placement redirect: the node it sent the publisher to
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,8 @@ class ClusterNode:
 
     def forwarding(self) -> Middleware:
         """Middleware: a stream's actions, reports and preview asked of a node that does not guard it
-        go to the node that does, signed; signed requests from other nodes are checked here."""
+        go to the node that does, signed.  Every signed request from another node is checked here,
+        once (its nonce is spent): handlers of inter-node routes trust ``request[PEER]``, the sender."""
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -286,7 +288,7 @@ class ClusterNode:
                 forwarded = request.clone(remote=client) if client else request
                 body = await forwarded.read()
                 try:
-                    self.auth.verify(request.method, request.path_qs, request.headers[HEADER], body)
+                    forwarded[PEER] = self.auth.verify(request.method, request.path_qs, request.headers[HEADER], body)
                 except ClusterAuthError as exc:
                     raise web.HTTPUnauthorized(text=f"{exc}\n") from None
                 return await handler(forwarded)
