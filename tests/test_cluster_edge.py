@@ -363,3 +363,33 @@ async def test_origin_lost_gives_edge_viewers_the_slate_then_a_hang_up(blocked_c
     assert after and after[-1], "the last frames the viewer saw were the slate"
     first_slate = next(i for i, slate in enumerate(after) if slate)
     assert all(after[first_slate:]), "nothing but the slate once the origin was lost"
+
+
+async def test_edge_reconnects_within_the_grace_period_slate_in_between(blocked_cut_360p: Path) -> None:
+    """The link breaks but the origin is still there (another route to it): slate, then guarded frames again."""
+    async with origin_node() as (a, links):
+        cable = Cable(int(a.base.rsplit(":", 1)[1]))
+        async with edge_node(await cable.start()) as (b, edges), contextlib.AsyncExitStack() as cleanup:
+            cleanup.push_async_callback(cable.close)
+            async with publishing(a, blocked_cut_360p, "s1", loop=True):
+                frames: list[tuple[float, bool]] = []
+
+                def on_frame(frame: av.VideoFrame, t: float) -> None:
+                    frames.append(
+                        (time.monotonic(), looks_like_slate(frame.to_ndarray(format="yuv420p")[: frame.height]))
+                    )
+
+                viewer = asyncio.ensure_future(watch(b.url("whep", "s1"), ice=ICE, duration=5, on_frame=on_frame))
+                await b.wait_for(lambda relay: len(frames) >= 20, timeout=15)
+
+                async def direct(stream: str) -> Origin | None:
+                    return Origin("node-a", a.base, FENCE)
+
+                edges.origin_of = direct
+                cable.cut()
+                result = await asyncio.wait_for(viewer, 15)
+                assert edges.streams == 1 and len(links.links) == 1, "the link is back"
+    assert not result.ended_by_server and edges.counters.reconnects == 1
+    kinds = [slate for _, slate in frames]
+    first_slate = kinds.index(True)
+    assert kinds[first_slate:].count(False) > 10, "guarded frames resumed after the slate"
