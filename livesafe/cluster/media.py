@@ -4,8 +4,8 @@ An edge node with viewers of a stream guarded elsewhere opens one WebSocket
 per stream to the stream's origin (``GET /cluster/media/{stream}``, signed with
 :class:`~livesafe.cluster.auth.ClusterAuth`, fenced with the origin's lease
 token).  The origin registers one :class:`~livesafe.relay.delivery.Viewer`
-per codec the edge asks for, so the link gets exactly what a local WHEP viewer
-gets -- packets that went through ``Delivery.fan_out``: guarded frames or the
+per video codec the edge asks for, and one for audio, so the link gets exactly
+what a local WHEP viewer gets -- packets that went through ``Delivery.fan_out``: guarded frames or the
 slate, already encoded.  Raw media never leaves the origin, and the edge
 forwards the packets as they are, without decoding them.
 
@@ -127,7 +127,7 @@ def parse_codecs(value: str) -> frozenset[str]:
 
 
 class MediaLinks:
-    """The origin's media links, one per edge and stream, each one viewer per codec on the stream."""
+    """The origin's media links, one per edge and stream, each a viewer per codec (and one for audio)."""
 
     def __init__(self, relay: Relay, auth: ClusterAuth, fence_of: Callable[[str], int | None]) -> None:
         """``fence_of(stream)``: this node's lease token for the stream (None: not clustered, nothing to check)."""
