@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from livesafe.cluster.access import ClusteredStore, SharedAccess
+from livesafe.cluster.edge import EdgeStreams
+from livesafe.cluster.media import add_media_routes
 from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.cluster.nodes import connect
 from livesafe.cluster.settings import ClusterSettings
@@ -89,10 +91,14 @@ def build_proxy(
         relay.placement = node
         app[CLUSTER] = node
         app.middlewares.append(node.forwarding())
+        add_media_routes(app, relay, node.auth, node.fence_of)  # edges pull guarded streams from here
+        edges = relay.edges = EdgeStreams(relay_settings, node.auth, node.origin_of)
+        node.extra_load = lambda: {"edge_streams": edges.streams, "edge_viewers": edges.viewers}
 
         async def _join(app: web.Application) -> AsyncIterator[None]:
             await node.start()
             yield
+            await edges.close()
             await node.stop()
 
         app.cleanup_ctx.insert(0, _join)  # joined before the relay serves, left after it shut down

@@ -24,7 +24,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -34,7 +33,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from redis.exceptions import RedisError
 
-from livesafe.cluster.auth import HEADER, ClusterAuth, ClusterAuthError
+from livesafe.cluster.auth import HEADER, PEER, ClusterAuth, ClusterAuthError
+from livesafe.cluster.edge import Origin
 from livesafe.cluster.leases import Lease, StreamLeases
 from livesafe.cluster.nodes import NodeInfo, NodeLoad, NodeRegistry, RegistryUnavailable
 from livesafe.cluster.placement import choose, is_fresh
@@ -47,17 +47,7 @@ log = logging.getLogger(__name__)
 # Moderator and viewer requests about one stream, answered by the node that guards it.
 _STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
 _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
-_PLACED = "node"
-PEER = "livesafe.cluster.peer"  # request key: the node a verified inter-node request came from  # query parameter of a placement redirect: the node it sent the publisher to
-
-
-@dataclass(frozen=True)
-class Origin:
-    """The node guarding a stream, and the fencing token it holds the stream with."""
-
-    node: str
-    url: str
-    token: int
+_PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
 
 
 class ClusterNode:

@@ -16,7 +16,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 from aiohttp import web
@@ -40,6 +40,9 @@ from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import LiveStream
+
+if TYPE_CHECKING:
+    from livesafe.cluster.edge import EdgeStreams
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,8 @@ class Relay:
         self.cluster_streams: list[dict[str, Any]] = []  # other nodes' live streams, when clustered
         self.placement: Placement | None = None  # set when clustered
         self.shedder = LoadShedder(settings.overload)
+        # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
+        self.edges: EdgeStreams | None = None
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
 
@@ -217,6 +222,8 @@ class Relay:
                 stream.publisher_left(session)
             else:
                 await stream.remove_viewer(session.id)
+        if session.kind == "whep" and self.edges is not None:
+            await self.edges.remove_viewer(session.stream_id, session.id)
         await session.pc.close()
 
     def watch_connection(self, session: Session) -> None:
