@@ -16,10 +16,23 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cluster_harness import SECRET, RunningNode, cluster_node, node_settings
-from harness import FAST_END, ICE, ROOT, make_offer, sample_lists, serving, unused_port
+from harness import (
+    FAST_END,
+    ICE,
+    ROOT,
+    SAMPLES,
+    classify,
+    make_offer,
+    publishing,
+    read_recording,
+    sample_lists,
+    serving,
+    source_luma,
+    unused_port,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from livesafe.clients import ClientError, publish
+from livesafe.clients import ClientError, publish, watch
 from livesafe.cluster.auth import HEADER, ClusterAuth
 from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable
 from livesafe.events import ACTION_TAKEN, STREAM_CUT
@@ -227,3 +240,33 @@ def test_serve_with_a_redis_that_does_not_answer_exits_2_with_one_line(tmp_path)
         env={k: v for k, v in os.environ.items() if k != "LIVESAFE_CLUSTER_SECRET"},
     )  # fmt: skip
     assert missing.returncode == 2 and "LIVESAFE_CLUSTER_SECRET" in missing.stderr
+
+
+async def test_published_on_a_watched_on_b_and_c_the_blocked_segment_is_redacted_on_every_viewer(
+    redis_server, tmp_path, blocked_cut_360p
+) -> None:
+    segment = json.loads((SAMPLES / "blocked_cut.truth.json").read_text())["segments"][0]
+    async with (
+        cluster_node(redis_server.url, "a", tmp_path) as a,
+        cluster_node(redis_server.url, "b", tmp_path) as b,
+        cluster_node(redis_server.url, "c", tmp_path) as c,
+    ):
+        async with publishing(a, blocked_cut_360p, "studio"):
+            results = await asyncio.gather(
+                *(
+                    watch(n.url("whep", "studio"), record=tmp_path / f"{n.name}.mkv", ice=ICE, duration=20)
+                    for n in (b, c)
+                )
+            )
+            assert b.relay.edges is not None and b.relay.edges.counters.links_opened == 1
+            assert "studio" not in b.relay.streams and "studio" not in c.relay.streams  # edges: no pipeline
+    assert all(r.ended_by_server for r in results)
+    source = source_luma(blocked_cut_360p)
+    for name in ("b", "c"):
+        seen = classify(read_recording(tmp_path / f"{name}.mkv"), source)
+        inside = {k: v for k, v in seen.items() if segment["start"] <= k <= segment["end"]}
+        assert len(inside) >= 0.8 * (segment["end"] - segment["start"] + 1), f"{name} got {len(inside)} frames"
+        leaked = sorted(k for k, v in inside.items() if v != "slate")
+        assert not leaked, f"viewer on {name} saw frames {leaked} of the blocked segment"
+        before = {k: v for k, v in seen.items() if k < segment["start"]}
+        assert len(before) > 30 and all(v == "source" for v in before.values()), f"{name}: {before}"

@@ -51,7 +51,7 @@ import av
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from livesafe.cluster.auth import HEADER as AUTH_HEADER
-from livesafe.cluster.auth import PEER, ClusterAuth, ClusterAuthError
+from livesafe.cluster.auth import ClusterAuth, ClusterAuthError
 from livesafe.http import stream_name
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.encoder import CODECS
@@ -138,12 +138,10 @@ class MediaLinks:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /cluster/media/{stream}?codecs=vp8[,h264]&fence=N``, upgraded to a WebSocket."""
-        node = request.get(PEER)  # verified by the cluster's middleware already (its nonce is spent)
-        if node is None:
-            try:
-                node = self._auth.verify("GET", request.path_qs, request.headers.get(AUTH_HEADER))
-            except ClusterAuthError as exc:
-                raise web.HTTPUnauthorized(text=f"{exc}\n") from None
+        try:
+            node = self._auth.verify("GET", request.path_qs, request.headers.get(AUTH_HEADER))
+        except ClusterAuthError as exc:
+            raise web.HTTPUnauthorized(text=f"{exc}\n") from None
         stream_id = stream_name(request)
         try:
             codecs = parse_codecs(request.query.get("codecs", ""))

@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from redis.exceptions import RedisError
 
-from livesafe.cluster.auth import HEADER, PEER, ClusterAuth, ClusterAuthError
+from livesafe.cluster.auth import HEADER, ClusterAuth, ClusterAuthError
 from livesafe.cluster.edge import Origin
 from livesafe.cluster.leases import Lease, StreamLeases
 from livesafe.cluster.nodes import NodeInfo, NodeLoad, NodeRegistry, RegistryUnavailable
@@ -268,22 +268,24 @@ class ClusterNode:
 
     def forwarding(self) -> Middleware:
         """Middleware: a stream's actions, reports and preview asked of a node that does not guard it
-        go to the node that does, signed.  Every signed request from another node is checked here,
-        once (its nonce is spent): handlers of inter-node routes trust ``request[PEER]``, the sender."""
+        go to the node that does, signed; the receiving node checks the signature here (and only
+        then believes the ``X-Forwarded-For`` it names the client by)."""
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if HEADER in request.headers:
+            match = _STREAM_API.match(request.path)
+            if match is None or request.method != "POST":
+                return await handler(request)  # inter-node routes (/cluster/...) check signatures themselves
+            if HEADER in request.headers:  # another node passing a request on: answer it here
                 client = request.headers.get("X-Forwarded-For")  # believed only once the signature checks
                 forwarded = request.clone(remote=client) if client else request
                 body = await forwarded.read()
                 try:
-                    forwarded[PEER] = self.auth.verify(request.method, request.path_qs, request.headers[HEADER], body)
+                    self.auth.verify(request.method, request.path_qs, request.headers[HEADER], body)
                 except ClusterAuthError as exc:
                     raise web.HTTPUnauthorized(text=f"{exc}\n") from None
                 return await handler(forwarded)
-            match = _STREAM_API.match(request.path)
-            if match is None or request.method != "POST" or self.relay.is_live(unquote(match.group(1))):
+            if self.relay.is_live(unquote(match.group(1))):
                 return await handler(request)
             try:
                 origin = await self.origin_of(unquote(match.group(1)))
