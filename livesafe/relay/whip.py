@@ -25,6 +25,10 @@ async def whip_post(request: web.Request) -> web.Response:
             raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
     if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
         raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
+    if relay.refusing is not None:
+        raise web.HTTPServiceUnavailable(
+            text=f"not taking publishers: {relay.refusing}\n", headers={"Retry-After": "5"}
+        )
     offer = await read_offer(request)
     session = relay.new_session("whip", stream_id, token)
     try:
