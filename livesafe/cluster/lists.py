@@ -480,18 +480,22 @@ class SharedLists:
 
     async def sync(self) -> None:
         """Read the index once and bring every list in line with it; raises RedisError."""
+        for tracked in self._tracked.values():
+            await self._track(tracked)
         read_at = time.monotonic()
         index = {_text(name): raw for name, raw in (await self._redis.hgetall(self._index_key)).items()}
         self._problem = ""
         for name, tracked in self._tracked.items():
             await self._sync_list(tracked, index.get(name), read_at)
 
-    async def _sync_list(self, tracked: _Tracked, raw: bytes | str | None, read_at: float) -> None:
+    async def _track(self, tracked: _Tracked) -> None:
+        """Notice what LiveLists holds now: first sight (at start), or reloaded from this node's file."""
         current = self._loaded(tracked.name)
         if current is not tracked.blocklist:
-            # First sight (at start), or reloaded from this node's file since the last round.
             tracked.unpublished = tracked.blocklist is not None
             tracked.track(current, await asyncio.to_thread(pack, current), None)
+
+    async def _sync_list(self, tracked: _Tracked, raw: bytes | str | None, read_at: float) -> None:
         entry = None
         if raw is not None:
             try:
@@ -563,21 +567,26 @@ class SharedLists:
         """Fetch, verify, index and swap in the cluster's version; a bad entry leaves the list in force."""
         if tracked.failed == (entry.version, entry.digest) and time.monotonic() - tracked.failed_at < RETRY_SECONDS:
             return
-        assert tracked.blocklist is not None
-        spec = tracked.blocklist.spec
+        in_force = tracked.blocklist
+        assert in_force is not None
+        spec = in_force.spec
         try:
-            blocklist = await asyncio.to_thread(self._fetch_and_install, spec, entry)
+            blocklist = await asyncio.to_thread(self._fetch_and_install, in_force, entry)
         except SharedListError as exc:
             tracked.failed, tracked.failed_at = (entry.version, entry.digest), time.monotonic()
-            in_force = f"version {tracked.version}" if tracked.version is not None else "this node's file"
-            self._report(tracked, f"kept {in_force}: version {entry.version} from {entry.by} is unusable: {exc}")
+            kept = f"version {tracked.version}" if tracked.version is not None else "this node's file"
+            self._report(tracked, f"kept {kept}: version {entry.version} from {entry.by} is unusable: {exc}")
+            return
+        if blocklist is None:
+            self._wake.set()  # the file changed while we fetched: the next round publishes that on top
             return
         log.info("cluster: list %r now version %d from %s (%d hashes)", spec.name, entry.version, entry.by, entry.count)
         tracked.blocklist, tracked.digest = blocklist, entry.digest
         tracked.confirm(entry.version, read_at)
 
-    def _fetch_and_install(self, spec: ListSpec, entry: Entry) -> Blocklist:
-        """In a worker thread: the whole transfer, decompression, parse and index build."""
+    def _fetch_and_install(self, in_force: Blocklist, entry: Entry) -> Blocklist | None:
+        """In a worker thread: the whole transfer, decompression, parse and index build (None: see ``install``)."""
+        spec = in_force.spec
         blob = self._bulk.get(self.settings.key("list", spec.name, "v", str(entry.version)))
         if blob is None:
             raise SharedListError("its content is missing from Redis (replaced or lost); will look again")
@@ -586,8 +595,7 @@ class SharedLists:
         blocklist = unpack(spec, blob, entry.digest)
         if len(blocklist) != entry.count:
             raise SharedListError(f"content has {len(blocklist)} hashes, the index says {entry.count}")
-        self._lists.install(blocklist)
-        return blocklist
+        return blocklist if self._lists.install(blocklist, replacing=in_force) else None
 
     def _report(self, tracked: _Tracked, error: str) -> None:
         if error != tracked.error:

@@ -86,22 +86,28 @@ class LiveLists(Generic[Compiled]):
         """The Blocklists ``current`` was compiled from, in spec order."""
         return tuple(self._loaded)
 
-    def install(self, blocklist: Blocklist) -> None:
-        """Enforce ``blocklist`` in place of the list of the same name, which did not come from its file.
+    def install(self, blocklist: Blocklist, *, replacing: Blocklist) -> bool:
+        """Enforce ``blocklist``, which did not come from its file, in place of ``replacing``.
 
         Compiles (slow for a big list: call it off the event loop) and swaps
-        ``current`` like a reload.  The file is still watched: when it changes
-        on disk, the file's content replaces this one.
+        ``current`` like a reload.  Returns False, changing nothing, if the list
+        in force is no longer ``replacing``: it was reloaded from its file
+        meanwhile, and that newer local change must not be overwritten unseen.
+        The file is still watched: when it changes, its content replaces this.
         """
         names = [source.spec.name for source in self._sources]
         if blocklist.spec.name not in names:
             raise KeyError(f"no list named {blocklist.spec.name!r} here (have {', '.join(names)})")
+        at = names.index(blocklist.spec.name)
         with self._reload_lock:
+            if self._loaded[at] is not replacing:
+                return False
             loaded = list(self._loaded)
-            loaded[names.index(blocklist.spec.name)] = blocklist
+            loaded[at] = blocklist
             compiled = self._compile(loaded)
             self._loaded = loaded
             self.current = compiled
+        return True
 
 
 class ListWatcher:
