@@ -64,7 +64,7 @@ def cluster(url: str, name: str, **extra: object) -> ClusterSettings:
 class Node:
     """One node's lists: its own file, the guard's LiveMatcher, the file watcher and the shared versions."""
 
-    def __init__(self, tmp_path: Path, url: str, name: str, content: str, **extra: object) -> None:
+    def __init__(self, tmp_path: Path, url: str, name: str, content: str, poll: float = POLL, **extra: object) -> None:
         self.path = tmp_path / name / "l.txt"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(content)
@@ -72,7 +72,7 @@ class Node:
         self.lists = LiveMatcher([ListSpec(path=self.path, name="l", action="slate")])
         self.watcher = ListWatcher(self.lists, interval=0.05)
         self.redis = connect(self.settings)
-        self.shared = SharedLists(self.settings, self.redis, self.lists, poll_seconds=POLL)
+        self.shared = SharedLists(self.settings, self.redis, self.lists, poll_seconds=poll)
 
     async def start(self) -> Node:
         self.watcher.start()
@@ -169,6 +169,19 @@ async def test_a_change_on_one_node_is_enforced_by_every_node_within_seconds(tmp
         assert b.path.read_text() == text(*HEXES[:2]) and b.hashes == set(HEXES[:3])
 
 
+async def test_the_pubsub_hint_brings_a_change_long_before_the_next_poll(tmp_path: Path, redis_server) -> None:
+    a = await Node(tmp_path, redis_server.url, "a", text(HEXES[0]), poll=10.0).start()
+    b = await Node(tmp_path, redis_server.url, "b", text(HEXES[0]), poll=10.0).start()
+    try:
+        await asyncio.sleep(0.3)  # b's subscription is up (it looks at the index once more when it is)
+        rewrite(a.path, text(*HEXES[:2]))
+        took = await until(lambda: b.matches(HEXES[1]), 5.0, "B hears of A's change")
+        assert took < 2.0, f"took {took:.2f} s: polled, not hinted"
+    finally:
+        await b.stop()
+        await a.stop()
+
+
 async def test_two_nodes_changing_at_once_end_on_one_version_everywhere(tmp_path: Path, redis_server) -> None:
     """Compare-and-set: both changes are published, one on top of the other, never two version 2s."""
     async with nodes(tmp_path, redis_server.url, [text(HEXES[0])] * 3) as (a, b, c):
@@ -248,6 +261,49 @@ async def test_an_emptied_redis_is_refilled_and_the_nodes_converge(tmp_path: Pat
         # Publishing carries on from there.
         rewrite(b.path, text(*HEXES[:3]))
         await until(lambda: a.matches(HEXES[2]) and a.version == 3, 5.0, "A takes B's change as version 3")
+
+
+def write_big_list(path: Path, rows: int) -> np.ndarray:
+    """``rows`` random PDQ hashes as ``pdq HEX`` lines, written with numpy (a million in well under a second)."""
+    hashes = np.random.default_rng(7).integers(0, 256, (rows, 32), dtype=np.uint8)
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    lines = np.empty((rows, 69), dtype=np.uint8)
+    lines[:, :4] = np.frombuffer(b"pdq ", dtype=np.uint8)
+    lines[:, 4:68:2], lines[:, 5:69:2] = digits[hashes >> 4], digits[hashes & 15]
+    lines[:, 68] = ord("\n")
+    path.write_bytes(lines.tobytes())
+    return hashes
+
+
+async def test_a_million_hash_list_is_shared_without_holding_the_event_loop(tmp_path: Path, redis_server) -> None:
+    """Packing, the 32 MB transfer, parsing and indexing all happen in threads: the loop keeps ticking."""
+    big = tmp_path / "big.txt"
+    hashes = write_big_list(big, 1_000_000)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        a = Node(tmp_path, redis_server.url, "a", big.read_text())
+        await a.start()
+        b = Node(tmp_path, redis_server.url, "b", text(HEXES[0]))
+        try:
+            await b.start()
+            assert b.version == 1 and len(b.lists.current.blocklists[0]) == 1_000_000
+            assert b.matches(hashes[123_456].tobytes().hex())
+        finally:
+            await b.stop()
+            await a.stop()
+    finally:
+        ticking.cancel()
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f} s"
 
 
 # ------------------------------------------------------------------ failing safe
