@@ -19,6 +19,11 @@ buffer), in the buckets of ``PUSH_SECONDS_BUCKETS``.  Label values that come
 from configuration (list names, categories, webhook names) are escaped as the
 format requires; stream names are never used as labels (publishers choose
 them, so they would be unbounded).
+
+A clustered node (``relay.app.add_lists_health``) also reports its shared
+lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``
+(since it last confirmed with Redis that it enforces the current versions) and
+``lists_stale`` (1 while that age is over ``max_list_age_seconds``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from harness import (
     make_offer,
     publishing,
     read_recording,
+    sample_lists,
     send,
     serving,
 )
@@ -33,14 +35,17 @@ from livesafe.cluster.lists import Entry, SharedListError, SharedLists, canonica
 from livesafe.cluster.nodes import connect
 from livesafe.cluster.settings import ClusterSettings
 from livesafe.guard.matcher import LiveMatcher
-from livesafe.guard.stream_guard import GuardSettings
+from livesafe.guard.stream_guard import GuardSettings, StreamGuard
 from livesafe.lists import ListSpec, load_blocklist
 from livesafe.lists.live import ListWatcher
 from livesafe.moderation.settings import ModerationSettings
+from livesafe.policy import Action
 from livesafe.proxy import build_proxy
 from livesafe.relay.app import add_lists_health
+from livesafe.relay.encoder import Encoded
+from livesafe.relay.fanout import PacketTrack
 from livesafe.relay.settings import RelaySettings
-from livesafe.relay.stream import StreamSettings
+from livesafe.relay.stream import LiveStream, StreamSettings, Viewer
 
 SECRET = "cluster-secret-for-tests-only"
 HEXES = [f"{i:02x}" * 32 for i in range(1, 8)]
@@ -410,3 +415,45 @@ async def test_a_node_that_never_reaches_redis_is_stale_from_the_start(tmp_path:
         assert reply.status == 503 and reply.json()["lists"]["versions"]["l"]["version"] is None
         body = (await send(http, "GET", f"{r.base}/metrics")).text
         assert metric(body, "livesafe_lists_age_seconds") == float("inf")
+
+
+async def test_a_relay_wide_hold_composes_with_the_failsafe_s_own_slate() -> None:
+    """Held: only the slate passes; released: guarded frames again, unless the worker failed meanwhile."""
+
+    def frame(slate: bool = False) -> Encoded:
+        packet = av.Packet(b"\x00" * 10)
+        packet.is_keyframe = True
+        return Encoded(time.monotonic(), Action.SLATE if slate else Action.PASS, {"vp8": [packet]}, slate=slate)
+
+    events: list = []
+    stream = LiveStream(
+        "s",
+        StreamGuard(sample_lists(), GuardSettings()),
+        StreamSettings(),
+        on_event=events.append,
+        on_ended=lambda s: None,
+    )
+    track = PacketTrack("video", capacity=100, max_age=10)
+
+    async def close() -> None:
+        pass
+
+    stream.add_viewer(Viewer("v", "vp8", track, None, close))
+    try:
+        stream.failsafe.deliver([frame()])
+        assert len(track._queue) == 1
+        stream.failsafe.hold("lists stale: test")
+        stream.failsafe.hold("lists stale: again")  # reported once
+        stream.failsafe.deliver([frame(), frame(slate=True)])
+        assert len(track._queue) == 2 and stream.counters.slate_frames == 1, "held: the slate only"
+        assert [e.details["error"] for e in events if e.type == "guard.error"] == ["lists stale: test"]
+        stream.failsafe.release()
+        stream.failsafe.deliver([frame(), frame(slate=True)])
+        assert len(track._queue) == 3 and stream.counters.slate_frames == 1, "released: guarded frames only"
+        stream.failsafe.hold("lists stale: test")
+        stream.failsafe.worker_failed("boom")
+        stream.failsafe.release()
+        stream.failsafe.deliver([frame()])
+        assert len(track._queue) == 3 and stream.failsafe.active, "a failed worker keeps the slate after release"
+    finally:
+        await stream.end()

@@ -281,8 +281,9 @@ class _Tracked:
     failed: tuple[int, str] | None = None  # (version, digest) of the entry that could not be used
     failed_at: float = 0.0  # monotonic time it failed
 
-    def track(self, blocklist: Blocklist, packed: Packed, version: int | None) -> None:
-        self.blocklist, self.digest, self.packed, self.version = blocklist, packed.digest, packed, version
+    def track(self, blocklist: Blocklist, packed: Packed) -> None:
+        """A list LiveLists holds that Redis has not confirmed yet (its version is unknown until then)."""
+        self.blocklist, self.digest, self.packed, self.version = blocklist, packed.digest, packed, None
 
     def confirm(self, version: int, at: float) -> None:
         self.version, self.confirmed, self.error, self.failed = version, at, None, None
@@ -326,7 +327,6 @@ class SharedLists:
         self._channel = settings.key("lists", "changed")
         self._tracked = {blocklist.spec.name: _Tracked(blocklist.spec.name) for blocklist in lists.loaded}
         self._problem = "not yet in touch with Redis"  # why the last round failed ("" if it did not)
-        self._started = time.monotonic()
         self._relay: Relay | None = None
         self._stale = False
         self._wake = asyncio.Event()
@@ -493,7 +493,7 @@ class SharedLists:
         current = self._loaded(tracked.name)
         if current is not tracked.blocklist:
             tracked.unpublished = tracked.blocklist is not None
-            tracked.track(current, await asyncio.to_thread(pack, current), None)
+            tracked.track(current, await asyncio.to_thread(pack, current))
 
     async def _sync_list(self, tracked: _Tracked, raw: bytes | str | None, read_at: float) -> None:
         entry = None
