@@ -245,6 +245,7 @@ async def test_bad_files_and_bad_entries_never_replace_a_good_list(tmp_path: Pat
 
 async def test_an_emptied_redis_is_refilled_and_the_nodes_converge(tmp_path: Path, redis_server) -> None:
     async with nodes(tmp_path, redis_server.url, [text(HEXES[0])] * 2) as (a, b):
+        (a.path.parent / "old.txt").write_text(a.path.read_text())
         rewrite(a.path, text(*HEXES[:2]))
         await until(lambda: a.version == b.version == 2 and b.matches(HEXES[1]), 5.0, "version 2 everywhere")
         digest = (await index(redis_server.url))["l"].digest
@@ -263,6 +264,21 @@ async def test_an_emptied_redis_is_refilled_and_the_nodes_converge(tmp_path: Pat
         assert (restored["l"].version, restored["l"].digest) == (2, digest), "the version in force, not a new one"
         await until(lambda: a.version == b.version == 2 and not a.shared.stale and not b.shared.stale, 3.0, "fresh")
         assert a.hashes == b.hashes == set(HEXES[:2])
+        # A node that booted on an old file while Redis was empty got its copy in as version 1:
+        # the nodes enforcing version 2 put theirs back over it, and everyone converges on 2.
+        old = pack(load_blocklist(ListSpec(path=a.path.parent / "old.txt", name="l")))
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await client.set("livesafe:list:l:v:1", old.blob)
+            await client.hset("livesafe:lists", "l", Entry(1, old.digest, old.count, time.time(), "d").to_json())
+        finally:
+            await client.aclose()
+        late = await Node(tmp_path, redis_server.url, "d", text(HEXES[0])).start()
+        try:
+            await until(lambda: late.version == 2 and late.hashes == set(HEXES[:2]), 5.0, "the old copy loses")
+            assert (await index(redis_server.url))["l"].digest == digest
+        finally:
+            await late.stop()
         # Publishing carries on from there.
         rewrite(b.path, text(*HEXES[:3]))
         await until(lambda: a.matches(HEXES[2]) and a.version == 3, 5.0, "A takes B's change as version 3")
@@ -407,10 +423,12 @@ async def test_with_refuse_a_stale_node_turns_publishers_away_and_keeps_running_
             assert (await send(http, "GET", f"{r.base}/healthz")).status == 200
 
 
-async def test_a_node_that_never_reaches_redis_is_stale_from_the_start(tmp_path: Path, http) -> None:
+async def test_a_node_that_never_reaches_redis_is_stale_from_the_start(tmp_path: Path, benign_clip: Path, http) -> None:
     node = Node(tmp_path, "redis://127.0.0.1:1/0", "a", text(HEXES[0]))
     async with clustered_relay(node) as r:
         assert r.relay.held is not None and "never confirmed" in r.relay.held
+        async with publishing(r, benign_clip, "s"):
+            assert r.relay.streams["s"].failsafe.held == r.relay.held, "a stream started while stale is held too"
         reply = await send(http, "GET", f"{r.base}/healthz")
         assert reply.status == 503 and reply.json()["lists"]["versions"]["l"]["version"] is None
         body = (await send(http, "GET", f"{r.base}/metrics")).text

@@ -484,6 +484,8 @@ class SharedLists:
             await self._track(tracked)
         read_at = time.monotonic()
         index = {_text(name): raw for name, raw in (await self._redis.hgetall(self._index_key)).items()}
+        if self._problem.startswith("Redis unreachable"):
+            log.info("cluster: Redis reachable again for the lists")
         self._problem = ""
         for name, tracked in self._tracked.items():
             await self._sync_list(tracked, index.get(name), read_at)
