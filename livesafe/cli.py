@@ -24,6 +24,9 @@ import numpy as np
 from aiohttp import web
 
 from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
+from livesafe.cluster.node import listen_url
+from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable
+from livesafe.cluster.settings import ClusterSettings
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
@@ -89,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         help="allow publishing STREAM with bearer token KEY (repeatable; prefer key_env in --config: "
         "command lines are visible to other users)",
     )
+    serve.add_argument("--redis", metavar="URL", help="join a cluster through this Redis ([cluster] redis_url)")
+    serve.add_argument("--node", metavar="NAME", help="this node's name in the cluster (default: the host name)")
+    serve.add_argument("--advertise", metavar="URL", help="how publishers and other nodes reach this node")
     serve.set_defaults(run=_run_serve)
 
     demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
@@ -216,8 +222,29 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
 
 def _run_serve(args: argparse.Namespace) -> int:
     config, lists = _relay_config(args)
+    config = replace(config, cluster=_cluster_settings(args, config))
     asyncio.run(_serve(config, lists))
     return EXIT_CLEAN
+
+
+def _cluster_settings(args: argparse.Namespace, config: Config) -> ClusterSettings | None:
+    """``[cluster]`` with ``--redis/--node/--advertise`` over it (the flags alone make a cluster too)."""
+    flags = {
+        key: value
+        for key, value in (("redis_url", args.redis), ("node_name", args.node), ("advertise_url", args.advertise))
+        if value
+    }
+    base = config.cluster
+    if base is None and not flags:
+        return None
+    if base is None and "redis_url" not in flags:
+        raise UsageError("--node/--advertise need --redis URL (or [cluster] redis_url in --config)")
+    if base is None:
+        secret = os.environ.get(ClusterSettings.SECRET_ENV, "")
+        if not secret:
+            raise UsageError(f"a cluster needs the nodes' shared secret in {ClusterSettings.SECRET_ENV}")
+        return ClusterSettings(secret=secret, **flags)
+    return replace(base, **flags)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -243,13 +270,23 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     logging.getLogger("livesafe").setLevel(logging.INFO)
     try:
         proxy = build_proxy(
-            settings, lambda: lists.current, config.guard, config.moderation, ListWatcher(lists, config.reload_seconds)
+            settings,
+            lambda: lists.current,
+            config.guard,
+            config.moderation,
+            ListWatcher(lists, config.reload_seconds),
+            cluster=config.cluster.with_advertise(listen_url(settings.host, settings.port)) if config.cluster else None,
         )
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     relay = proxy.relay
     runner = web.AppRunner(proxy.app, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # a cluster node joins here
+    except RegistryUnavailable as exc:
+        raise UsageError(f"cluster: {exc}") from None
+    except NodeNameTaken as exc:
+        raise UsageError(f"cluster: {exc}: give each node its own --node NAME") from None
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
@@ -279,6 +316,9 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     else:
         print(f"livesafe: dashboard at {base}/dashboard", file=sys.stderr)
     print(f"livesafe: events stored in {config.moderation.database}", file=sys.stderr)
+    if proxy.cluster is not None:
+        node = proxy.cluster
+        print(f"livesafe: cluster node {node.name!r} at {node.settings.advertise_url}", file=sys.stderr)
     stop = asyncio.Event()
     tasks = []
     if demo is not None:
@@ -288,11 +328,20 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         print(f"livesafe: preparing {sample} to publish on a loop...", file=sys.stderr)
         tasks.append(asyncio.ensure_future(_announce_when_live(relay, stream, f"{base}/watch/{stream}")))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    drain = False
+
+    def _terminate() -> None:
+        nonlocal drain
+        drain = proxy.cluster is not None  # a cluster node drains first: its viewers finish elsewhere
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, _terminate)
     try:
         await stop.wait()
     finally:
+        if drain and proxy.cluster is not None:
+            await proxy.cluster.drain(proxy.cluster.settings.drain_seconds)
         print("livesafe: shutting down", file=sys.stderr)
         for task in tasks:
             task.cancel()

@@ -50,6 +50,12 @@ Example::
     token_env = "ALICE_TOKEN"
     role = "moderator"      # or "observer" (read only)
 
+    [cluster]               # several nodes sharing one Redis (optional; see the README)
+    redis_url = "redis://10.0.0.2:6379/0"
+    node_name = "node-a"    # unique in the cluster (default: the host name)
+    advertise_url = "https://node-a.example.com"   # how publishers and other nodes reach this one
+    # the shared secret nodes sign requests with: LIVESAFE_CLUSTER_SECRET (or secret_env = "VAR")
+
     [[webhooks]]
     url = "https://hooks.example.com/livesafe"
     secret_env = "HOOK_SECRET"   # Standard Webhooks secret (whsec_... or any string)
@@ -69,6 +75,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from livesafe.cluster.settings import ClusterSettings
 from livesafe.guard.search import SearchSettings
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
@@ -92,6 +99,7 @@ class Config:
     reload_seconds: float = 2.0
     relay: RelaySettings = field(default_factory=RelaySettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    cluster: ClusterSettings | None = None  # None: one node on its own
 
     def with_lists(self, extra: list[ListSpec]) -> Config:
         return replace(self, lists=self.lists + tuple(extra))
@@ -114,7 +122,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
-    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks"}, "")
+    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks", "cluster"}, "")
     guard_data = dict(_table(data, "guard", ""))
     if "regions" in guard_data:
         raise ConfigError("guard.regions: replaced by [guard.search] (see the README's configuration)")
@@ -146,7 +154,25 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
         reload_seconds=float(reload_seconds),
         relay=relay,
         moderation=moderation,
+        cluster=_cluster(data, env) if "cluster" in data else None,
     )
+
+
+# What [cluster] keys are type-checked against (redis_url and the secret have no default).
+_CLUSTER_TEMPLATE = ClusterSettings("redis://127.0.0.1:6379/0", "x" * 16)
+
+
+def _cluster(data: dict[str, Any], env: Mapping[str, str]) -> ClusterSettings:
+    """``[cluster]``: ``redis_url`` required; the secret from the environment, never the file."""
+    section = dict(_table(data, "cluster", ""))
+    if "secret" in section:
+        raise ConfigError(f"cluster.secret: keep it out of the file: set {ClusterSettings.SECRET_ENV} or secret_env")
+    var = section.pop("secret_env", ClusterSettings.SECRET_ENV)
+    if not isinstance(var, str) or not env.get(var):
+        raise ConfigError(f"cluster: needs the nodes' shared secret in the environment variable {var!r}")
+    if not isinstance(section.get("redis_url"), str):
+        raise ConfigError('cluster.redis_url: required, e.g. "redis://127.0.0.1:6379/0"')
+    return _build(ClusterSettings, section | {"secret": env[var]}, "cluster", _CLUSTER_TEMPLATE)
 
 
 def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> ModerationSettings:
@@ -365,10 +391,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """An instance of the settings dataclass ``cls``, each value type-checked against its default."""
+def _build(cls: type, data: dict[str, Any], where: str, defaults: Any = None) -> Any:
+    """An instance of the settings dataclass ``cls``, each value type-checked against its default
+    (``defaults``: an instance to take them from, for a class without defaults for everything)."""
     _only(data, {f.name for f in fields(cls)}, where)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     values: dict[str, Any] = {}
     for key, value in data.items():
         default = getattr(defaults, key)

@@ -62,7 +62,7 @@ def cors(origin: str) -> Any:
             response = exc
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag, Accept-Patch, Accept-Post"
-        if isinstance(response, web.HTTPException) and response.status >= 400:
+        if isinstance(response, web.HTTPException):  # raised again: aiohttp deprecates returning one
             raise response
         return response
 

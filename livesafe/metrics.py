@@ -35,6 +35,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
 from livesafe.lists.health import ListsHealth
 from livesafe.moderation.api import MODERATION
@@ -59,7 +60,12 @@ def add_metrics(app: web.Application) -> None:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     lists = request.app.get(LISTS_HEALTH)
-    text = render(request.app[RELAY], request.app.get(MODERATION), lists() if lists is not None else None)
+    text = render(
+        request.app[RELAY],
+        request.app.get(MODERATION),
+        request.app.get(CLUSTER),
+        lists() if lists is not None else None,
+    )
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
@@ -124,7 +130,9 @@ class Exposition:
 # ----------------------------------------------------------------- values
 
 
-def render(relay: Relay, moderation: Moderation | None, lists: ListsHealth | None = None) -> str:
+def render(
+    relay: Relay, moderation: Moderation | None, cluster: ClusterNode | None = None, lists: ListsHealth | None = None
+) -> str:
     """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats).
 
     ``lists``: the shared lists' versions and age (clustered nodes only).
@@ -135,7 +143,22 @@ def render(relay: Relay, moderation: Moderation | None, lists: ListsHealth | Non
         _list_metrics(out, lists)
     if moderation is not None:
         _moderation_metrics(out, moderation)
+    if cluster is not None:
+        _cluster_metrics(out, cluster)
     return out.text()
+
+
+def _cluster_metrics(out: Exposition, node: ClusterNode) -> None:
+    out.gauge("cluster_registry_up", "1 if the last call to the cluster's Redis succeeded", node.registry.reachable)
+    out.gauge("cluster_nodes", "Live nodes in the cluster, at this node's last heartbeat", node.known_nodes)
+    out.gauge("cluster_leases", "Streams this node holds the lease of (is the origin of)", len(node.leases.held))
+    out.gauge("cluster_draining", "1 while this node drains (takes no new streams)", node.draining)
+    out.family(
+        "cluster_placements_total",
+        "counter",
+        "Publishers this node placed: here (local), sent to another node (redirected), or refused (503)",
+        [("", {"outcome": outcome}, count) for outcome, count in sorted(node.placements.items())],
+    )
 
 
 def _relay_metrics(out: Exposition, relay: Relay) -> None:

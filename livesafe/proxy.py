@@ -11,6 +11,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from livesafe.cluster.access import ClusteredStore, SharedAccess
+from livesafe.cluster.edge import EdgeStreams
+from livesafe.cluster.media import add_media_routes
+from livesafe.cluster.node import CLUSTER, ClusterNode
+from livesafe.cluster.nodes import connect
+from livesafe.cluster.settings import ClusterSettings
+from livesafe.events import Fact
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists.live import ListWatcher
@@ -18,6 +25,7 @@ from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
+from livesafe.moderation.store.interfaces import Store
 from livesafe.moderation.store.sqlite import SqliteStore
 from livesafe.relay.app import create_app
 from livesafe.relay.registry import Relay
@@ -29,6 +37,7 @@ class Proxy:
     app: web.Application
     relay: Relay
     moderation: Moderation
+    cluster: ClusterNode | None = None
 
 
 def build_proxy(
@@ -37,22 +46,62 @@ def build_proxy(
     guard: GuardSettings,
     moderation_settings: ModerationSettings,
     watcher: ListWatcher | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> Proxy:
     """Open the event store (creating it if new) and build the app; the store closes with the app.
 
-    ``watcher`` (the lists' hot reload) runs while the app does.
+    ``watcher`` (the lists' hot reload) runs while the app does.  With ``cluster``
+    the app joins the cluster when it starts (raising ``RegistryUnavailable`` or
+    ``NodeNameTaken`` from ``AppRunner.setup``) and leaves it when it stops.
     """
-    store = SqliteStore(moderation_settings.database)
+    store: Store = SqliteStore(moderation_settings.database)
+    relay: Relay
+    moderation: Moderation
+    redis = connect(cluster) if cluster is not None else None
+    if cluster is not None and redis is not None:
+        shared = SharedAccess(
+            store.access,
+            cluster,
+            redis,
+            on_revoked=lambda stream_id, key: relay.revoked_keys.add((stream_id, key)),
+            on_allowed=lambda item: moderation.allowlist.add(item),
+        )
+        store = ClusteredStore(store, shared)
     moderation = Moderation(moderation_settings, store, relay_settings.profile_for)
+
+    node: ClusterNode | None = None
+
+    def on_event(fact: Fact) -> None:
+        moderation.record_fact(fact)
+        if node is not None:
+            node.on_fact(fact)
+
     relay = Relay(
         relay_settings,
         matcher,
         guard,
-        on_event=moderation.record_fact,
+        on_event=on_event,
         allow=moderation.allowlist.allows,
         revoked_keys=store.access.revoked_keys(),
     )
     app = create_app(relay)
+    if cluster is not None and redis is not None:
+        node = ClusterNode(cluster, relay, redis)
+        node.registry.on_refresh.append(shared.sync)
+        relay.placement = node
+        app[CLUSTER] = node
+        app.middlewares.append(node.forwarding())
+        add_media_routes(app, relay, node.auth, node.fence_of)  # edges pull guarded streams from here
+        edges = relay.edges = EdgeStreams(relay_settings, node.auth, node.origin_of)
+        node.extra_load = lambda: {"edge_streams": edges.streams, "edge_viewers": edges.viewers}
+
+        async def _join(app: web.Application) -> AsyncIterator[None]:
+            await node.start()
+            yield
+            await edges.close()
+            await node.stop()
+
+        app.cleanup_ctx.insert(0, _join)  # joined before the relay serves, left after it shut down
     add_moderation(app, moderation)
     add_metrics(app)
     if watcher is not None:
@@ -63,4 +112,4 @@ def build_proxy(
             watcher.stop()
 
         app.cleanup_ctx.append(_watch_lists)
-    return Proxy(app, relay, moderation)
+    return Proxy(app, relay, moderation, node)

@@ -39,19 +39,38 @@ def user_agent(recording: bool = False) -> str:
     return f"livesafe-watch/{CLIENT_VERSION} (recording)" if recording else f"livesafe/{CLIENT_VERSION}"
 
 
+# RFC 9725 section 4.5: a WHIP endpoint may redirect (a cluster sends publishers to the node that takes them).
+_MAX_REDIRECTS = 5
+
+
 async def negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: str = user_agent()) -> str:
-    """POST our offer (every candidate in it), apply the answer; returns the session URL."""
+    """POST our offer (every candidate in it), apply the answer; returns the session URL.
+
+    A ``307``/``308`` is followed with the same offer and token, which aiohttp
+    would drop on a redirect to another host: the token is meant for the
+    service, whichever of its nodes answers.
+    """
     await pc.setLocalDescription(await pc.createOffer())
     headers = {"Content-Type": "application/sdp", "User-Agent": agent}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         async with aiohttp.ClientSession(timeout=_SIGNALLING_TIMEOUT) as http:
-            async with http.post(url, data=pc.localDescription.sdp, headers=headers) as response:
-                body = await response.text()
-                if response.status != 201:
-                    raise ClientError(f"{url}: {response.status} {response.reason}: {body.strip()}")
-                location = response.headers.get("Location")
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with http.post(
+                    url, data=pc.localDescription.sdp, headers=headers, allow_redirects=False
+                ) as response:
+                    body = await response.text()
+                    target = response.headers.get("Location")
+                    if response.status in (307, 308) and target:
+                        url = urljoin(url, target)
+                        continue
+                    if response.status != 201:
+                        raise ClientError(f"{url}: {response.status} {response.reason}: {body.strip()}")
+                    location = target
+                    break
+            else:
+                raise ClientError(f"{url}: more than {_MAX_REDIRECTS} redirects")
     except aiohttp.ClientError as exc:
         raise ClientError(f"{url}: {exc}") from None
     except TimeoutError:

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 
 HEADER = "X-Livesafe-Cluster"
+PEER = "livesafe.cluster.peer"  # request key: the node a verified inter-node request came from
 MAX_SKEW_SECONDS = 30.0
 _MAX_NONCES = 200_000  # bounded: at ~1000 inter-node requests/s, a minute of them
 

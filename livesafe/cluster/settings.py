@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -31,6 +31,7 @@ class ClusterSettings:
     lease_ttl_seconds: float = 3.0
     max_list_age_seconds: float = 30.0  # lists not confirmed current for this long are stale
     stale_lists: str = "slate"  # what a node with stale lists does: slate its streams, or refuse new ones
+    drain_seconds: float = 30.0  # on SIGTERM: how long viewers may keep watching before the node leaves
 
     def __post_init__(self) -> None:
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -47,8 +48,12 @@ class ClusterSettings:
             raise ValueError("expected 2 * heartbeat_seconds < lease_ttl_seconds <= node_ttl_seconds")
         if self.max_list_age_seconds <= 0:
             raise ValueError("max_list_age_seconds must be > 0")
+        if self.drain_seconds < 0:
+            raise ValueError("drain_seconds must be >= 0")
         if self.stale_lists not in STALE_LIST_ACTIONS:
             raise ValueError(f"stale_lists {self.stale_lists!r}: expected one of {', '.join(STALE_LIST_ACTIONS)}")
+
+    SECRET_ENV = "LIVESAFE_CLUSTER_SECRET"
 
     def key(self, *parts: str) -> str:
         """A Redis key of this cluster: ``prefix:part:part``."""
@@ -58,4 +63,4 @@ class ClusterSettings:
         """These settings with ``advertise_url`` defaulted (to the address the node listens on)."""
         if self.advertise_url:
             return self
-        return ClusterSettings(**{**self.__dict__, "advertise_url": url.rstrip("/")})
+        return replace(self, advertise_url=url.rstrip("/"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -64,16 +65,18 @@ def add_lists_health(app: web.Application, health: Callable[[], ListsHealth]) ->
 
 async def healthz(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
-    body: dict[str, object] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
+    health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
+    if relay.placement is not None:
+        health["cluster"] = relay.placement.status()
     provider = request.app.get(LISTS_HEALTH)
     if provider is None:
-        return web.json_response(body)
+        return web.json_response(health)
     lists = provider()
-    body["lists"] = lists.to_json()
+    health["lists"] = lists.to_json()
     if not lists.stale:
-        return web.json_response(body)
-    body |= {"status": "stale_lists", "reason": lists.reason}
-    return web.json_response(body, status=503)
+        return web.json_response(health)
+    health |= {"status": "stale_lists", "reason": lists.reason}
+    return web.json_response(health, status=503)
 
 
 async def api_streams(request: web.Request) -> web.Response:

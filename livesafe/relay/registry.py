@@ -16,7 +16,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 from aiohttp import web
@@ -41,7 +41,25 @@ from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import LiveStream
 
+if TYPE_CHECKING:
+    from livesafe.cluster.edge import EdgeStreams
+
 log = logging.getLogger(__name__)
+
+
+class Placement(Protocol):
+    """Which node takes a new stream (the cluster's; a single node takes every stream itself)."""
+
+    async def place(self, stream_id: str, request: web.Request) -> bool:
+        """Take ``stream_id`` here (True: newly, so :meth:`release` it if the publisher does not
+        get through), or raise the HTTP answer that sends the publisher elsewhere."""
+        ...
+
+    async def release(self, stream_id: str) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """For ``/healthz``: how placement stands (e.g. whether the cluster's registry answers)."""
+        ...
 
 
 @dataclass
@@ -116,9 +134,13 @@ class Relay:
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.ended_totals = EndedTotals()  # streams leave self.streams and their counts land here, on the loop
         self.sessions: dict[str, Session] = {}
+        self.cluster_streams: list[dict[str, Any]] = []  # other nodes' live streams, when clustered
+        self.placement: Placement | None = None  # set when clustered
         self.shedder = LoadShedder(settings.overload)
         self.held: str | None = None  # why every stream shows the slate (``hold_streams``), if they do
         self.refusing: str | None = None  # why new publishers are refused (``refuse_publishers``), if they are
+        # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
+        self.edges: EdgeStreams | None = None
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
 
@@ -177,7 +199,11 @@ class Relay:
             stream.failsafe.release()
 
     def refuse_publishers(self, reason: str | None) -> None:
-        """While ``reason`` is set, WHIP answers 503 with it to every new publisher; running streams carry on."""
+        """While ``reason`` is set, WHIP answers 503 with it to every new publisher; running streams carry on.
+
+        A publisher reconnecting to a stream still here is let in: it is a running stream.  In a cluster,
+        placement runs first, so a publisher is sent to a node that can take it when there is one.
+        """
         self.refusing = reason
 
     def _stream_ended(self, stream: LiveStream) -> None:
@@ -197,8 +223,10 @@ class Relay:
         return stream.summary() | {"profile": self.profile(stream.id).name}
 
     def summaries(self) -> list[dict[str, Any]]:
+        """Every stream here, live then recently ended, and (clustered) the other nodes' live ones."""
         live = [self._summary(s) for s in self.streams.values()]
-        return live + [s for k, s in self.ended.items() if k not in self.streams]
+        elsewhere = [s for s in self.cluster_streams if s["id"] not in self.streams]
+        return live + elsewhere + [s for k, s in self.ended.items() if k not in self.streams]
 
     # ------------------------------------------------------------ sessions
 
@@ -224,6 +252,8 @@ class Relay:
                 stream.publisher_left(session)
             else:
                 await stream.remove_viewer(session.id)
+        if session.kind == "whep" and self.edges is not None:
+            await self.edges.remove_viewer(session.stream_id, session.id)
         await session.pc.close()
 
     def watch_connection(self, session: Session) -> None:

@@ -25,11 +25,15 @@ async def whip_post(request: web.Request) -> web.Response:
             raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
     if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
         raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
-    if relay.refusing is not None:
+    offer = await read_offer(request)
+    placement = relay.placement
+    placed = placement is not None and await placement.place(stream_id, request)  # or a 307/503 raised
+    if relay.refusing is not None and stream_id not in relay.streams:  # placement found no better node
+        if placed and placement is not None:
+            await placement.release(stream_id)
         raise web.HTTPServiceUnavailable(
             text=f"not taking publishers: {relay.refusing}\n", headers={"Retry-After": "5"}
         )
-    offer = await read_offer(request)
     session = relay.new_session("whip", stream_id, token)
     try:
         answer = await negotiate(session, offer)
@@ -44,6 +48,8 @@ async def whip_post(request: web.Request) -> web.Response:
         stream = relay.stream_for_publisher(stream_id)
     except web.HTTPException:
         await relay.discard(session)
+        if placed and placement is not None:
+            await placement.release(stream_id)
         raise
     previous = stream.attach_publisher(session, video, audio, receiver)
     if previous is not None:

@@ -1,0 +1,327 @@
+"""This process as one node of a cluster: registration, leases, placement, and asking other nodes.
+
+``ClusterNode`` is what the relay and the moderation API see of the cluster:
+
+- :meth:`ClusterNode.place` decides, for a WHIP POST, whether this node takes
+  the stream (and holds its lease) or answers ``307`` to the node that should
+  (RFC 9725 section 4.5): the stream's origin while it is alive, else the least
+  loaded node with room.  A registry that does not answer is a 503: nobody can
+  know who guards the stream.
+- :meth:`ClusterNode.origin_of` names the node guarding a stream, for edges
+  and for moderator requests made on another node (:meth:`forwarding`
+  passes them to the origin, signed, and returns its answer).
+- Each heartbeat renews the leases, syncs revoked keys and allowed hashes
+  (:mod:`~livesafe.cluster.access`), and publishes this node's streams so
+  ``/api/streams`` on any node lists the whole cluster.
+- A lease found taken cuts the stream here: two nodes never both guard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+from urllib.parse import unquote
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from redis.exceptions import RedisError
+
+from livesafe.cluster.auth import HEADER, PEER, ClusterAuth, ClusterAuthError
+from livesafe.cluster.edge import Origin
+from livesafe.cluster.leases import Lease, StreamLeases
+from livesafe.cluster.nodes import NodeInfo, NodeLoad, NodeRegistry, RegistryUnavailable
+from livesafe.cluster.placement import choose, is_fresh
+from livesafe.cluster.settings import ClusterSettings
+from livesafe.events import STREAM_ENDED, Fact
+from livesafe.relay.registry import Relay
+
+log = logging.getLogger(__name__)
+
+# Moderator and viewer requests about one stream, answered by the node that guards it.
+_STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
+_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
+
+
+class ClusterNode:
+    def __init__(self, settings: ClusterSettings, relay: Relay, redis: aioredis.Redis) -> None:
+        """``redis``: a client from :func:`~livesafe.cluster.nodes.connect` (closed by :meth:`stop`)."""
+        self.settings = settings
+        self.relay = relay
+        self.redis = redis
+        self.auth = ClusterAuth(settings.secret, settings.node_name)
+        self.registry = NodeRegistry(settings, self.redis, self._load)
+        self.leases = StreamLeases(settings, self.redis)
+        self.leases.on_lost = self._lease_lost
+        self.registry.on_refresh += [self._prune_leases, self.leases.renew, self._share_streams]
+        self.draining = False
+        self.placements = {"local": 0, "redirected": 0, "refused": 0}
+        self.extra_load: Callable[[], dict[str, Any]] = dict  # edge counts etc., filled by whoever has them
+        self.admitting: Callable[[], bool] = lambda: True  # e.g. lists current (refuse mode)
+        self.known_nodes = 0  # live nodes at the last heartbeat that could ask
+        self._placing: dict[str, float] = {}  # stream -> when its lease was taken for a publisher negotiating
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.node_name
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Join the cluster; raises RegistryUnavailable (Redis does not answer) or NodeNameTaken."""
+        self._http = aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT)
+        try:
+            await self.registry.join()
+        except BaseException:
+            await self._close_clients()
+            raise
+
+    async def stop(self) -> None:
+        """Give up every lease and leave the registry clean (after the relay has shut down)."""
+        for stream_id in list(self.leases.held):
+            await self.leases.release(stream_id)
+        await self.registry.leave()
+        try:
+            await self.redis.delete(self.settings.key("node", self.name, "streams"))
+        except RedisError:
+            pass  # expires on its own
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self.redis.aclose()
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Take no new streams; let viewers watch until they leave or ``grace_seconds`` pass."""
+        self.draining = True
+        await self.registry.refresh()  # others stop placing streams here now, not at the next heartbeat
+        log.info("cluster: node %s draining (up to %.0f s for viewers to leave)", self.name, grace_seconds)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and any(s.viewers for s in self.relay.streams.values()):
+            await asyncio.sleep(0.2)
+
+    def _load(self) -> NodeLoad:
+        relay, shedder = self.relay, self.relay.shedder
+        live = [s for s in relay.streams.values() if s.publisher is not None]
+        measured = shedder.cpu / len(live) if live else 0.0
+        cost = max(measured, 0.5 * shedder.settings.stream_cost_cores) if live else shedder.settings.stream_cost_cores
+        extra = self.extra_load()
+        return NodeLoad(
+            streams=len(live),
+            edge_streams=int(extra.get("edge_streams", 0)),
+            viewers=sum(len(s.viewers) for s in relay.streams.values()) + int(extra.get("edge_viewers", 0)),
+            cpu_cores=round(shedder.cpu, 3),
+            headroom_cores=round(shedder.settings.max_cpu_fraction * shedder.cores - shedder.cpu, 3),
+            stream_cost_cores=round(cost, 3),
+            admitting=not (self.draining or shedder.overloaded)
+            and self.admitting()
+            and len(relay.streams) < relay.settings.max_streams,
+        )
+
+    # -------------------------------------------------------------- placement
+
+    async def place(self, stream_id: str, request: web.Request) -> bool:
+        """Take ``stream_id`` here (True: a new lease, to release if negotiation fails; False: ours already).
+
+        Raises ``HTTPTemporaryRedirect`` to the node that should take it, or 503.
+        """
+        try:
+            return await self._place(stream_id, request)
+        except RegistryUnavailable as exc:
+            if stream_id in self.leases.held and stream_id in self.relay.streams:
+                return False  # our own stream reconnecting: we still guard it, Redis or not
+            self.placements["refused"] += 1
+            raise web.HTTPServiceUnavailable(
+                text=f"cluster registry unreachable, cannot place a stream now: {exc}\n", headers={"Retry-After": "5"}
+            ) from None
+
+    async def _place(self, stream_id: str, request: web.Request) -> bool:
+        holder = await self.leases.holder(stream_id)
+        if holder is not None and holder.node == self.name:
+            self.leases.held.setdefault(stream_id, holder)
+            return False
+        if holder is not None:
+            node = await self.registry.node(holder.node)
+            if node is not None and is_fresh(node, time.time(), self.settings.heartbeat_seconds):
+                self._redirect(node, request)  # a reconnecting publisher goes back to its origin
+            await self._wait_for_lapse(holder)  # its node is gone: its lease lapses within the TTL
+        if self.draining:
+            target = choose([n for n in await self.registry.nodes() if n.name != self.name], self.name)
+            if target is None:
+                self._refuse("this node is draining and no other node has room")
+            self._redirect(target, request)
+        if request.query.get(_PLACED) != self.name:  # sent here by placement: take it if we can at all
+            nodes = [
+                n for n in await self.registry.nodes() if is_fresh(n, time.time(), self.settings.heartbeat_seconds)
+            ]
+            target = choose(nodes, self.name)
+            if target is None:
+                self._refuse("no node in the cluster has room for another stream")
+            if target.name != self.name:
+                self._redirect(target, request)
+        lease = await self.leases.acquire(stream_id)
+        if lease.node != self.name:  # another node took it a moment ago
+            node = await self.registry.node(lease.node)
+            if node is None:
+                self._refuse(f"stream {stream_id!r} is being placed on node {lease.node}")
+            self._redirect(node, request)
+        self.placements["local"] += 1
+        self._placing[stream_id] = time.monotonic()
+        return True
+
+    async def _wait_for_lapse(self, holder: Lease) -> None:
+        deadline = time.monotonic() + self.settings.lease_ttl_seconds + 0.5
+        while time.monotonic() < deadline:
+            if await self.leases.holder(holder.stream_id) != holder:
+                return
+            await asyncio.sleep(0.1)
+        self._refuse(f"stream {holder.stream_id!r} is still held by node {holder.node}")
+
+    def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
+        self.placements["redirected"] += 1
+        raise web.HTTPTemporaryRedirect(f"{node.url}{request.path}?{_PLACED}={node.name}")
+
+    def _refuse(self, reason: str) -> NoReturn:
+        self.placements["refused"] += 1
+        raise web.HTTPServiceUnavailable(text=f"{reason}\n", headers={"Retry-After": "5"})
+
+    async def release(self, stream_id: str) -> None:
+        self._placing.pop(stream_id, None)
+        await self.leases.release(stream_id)
+
+    async def _prune_leases(self) -> None:
+        """Give up leases of streams not here (a publisher that never got through, a missed end)."""
+        now = time.monotonic()
+        limit = self.relay.settings.connect_timeout_seconds + 5
+        self._placing = {k: t for k, t in self._placing.items() if now - t < limit and k not in self.relay.streams}
+        for stream_id in list(self.leases.held):
+            if stream_id not in self.relay.streams and stream_id not in self._placing:
+                await self.leases.release(stream_id)
+
+    def status(self) -> dict[str, Any]:
+        """What ``/healthz`` says of the cluster (no secrets, no Redis password)."""
+        return {
+            "node": self.name,
+            "registry": "ok" if self.registry.reachable else "unreachable",
+            "seconds_since_registry": round(time.monotonic() - self.registry.last_contact, 1),
+            "nodes": self.known_nodes,
+            "leases": len(self.leases.held),
+            "draining": self.draining,
+        }
+
+    def on_fact(self, fact: Fact) -> None:
+        """The relay's events: a stream that ended gives up its lease."""
+        if fact.type == STREAM_ENDED and fact.stream_id not in self.relay.streams:
+            asyncio.ensure_future(self.leases.release(fact.stream_id))
+
+    async def _lease_lost(self, ours: Lease, now: Lease | None) -> None:
+        stream = self.relay.streams.get(ours.stream_id)
+        if stream is not None:
+            taker = now.node if now is not None else "another node"
+            await self.relay.cut(stream, f"cluster: the stream is now guarded by {taker}")
+
+    # ----------------------------------------------------------------- origins
+
+    async def origin_of(self, stream_id: str) -> Origin | None:
+        """The live node guarding ``stream_id`` (None: none does); raises RegistryUnavailable."""
+        lease = await self.leases.holder(stream_id)
+        if lease is None:
+            return None
+        node = await self.registry.node(lease.node)
+        if node is None:
+            return None
+        return Origin(node.name, node.url, lease.token)
+
+    def fence_of(self, stream_id: str) -> int | None:
+        lease = self.leases.held.get(stream_id)
+        return lease.token if lease is not None else None
+
+    # ------------------------------------------------------ streams everywhere
+
+    async def _share_streams(self) -> None:
+        """Publish our live streams and read everyone else's (what ``/api/streams`` lists)."""
+        mine = [s | {"node": self.name} for s in self.relay.summaries() if "node" not in s and s["state"] != "ended"]
+        try:
+            await self.redis.set(
+                self.settings.key("node", self.name, "streams"),
+                json.dumps(mine),
+                px=int(self.settings.node_ttl_seconds * 1000),
+            )
+            nodes = await self.registry.nodes()
+            self.known_nodes = len(nodes)
+            others = [n.name for n in nodes if n.name != self.name]
+            values = await self.redis.mget([self.settings.key("node", n, "streams") for n in others]) if others else []
+        except (RedisError, RegistryUnavailable):
+            return  # keep showing what we last knew; it is refreshed when Redis is back
+        self.relay.cluster_streams = [s for v in values if v for s in json.loads(v)]
+
+    # ----------------------------------------------------- requests between nodes
+
+    def forwarding(self) -> Middleware:
+        """Middleware: a stream's actions, reports and preview asked of a node that does not guard it
+        go to the node that does, signed.  Every signed request from another node is checked here,
+        once (its nonce is spent): handlers of inter-node routes trust ``request[PEER]``, the sender."""
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if HEADER in request.headers:
+                client = request.headers.get("X-Forwarded-For")  # believed only once the signature checks
+                forwarded = request.clone(remote=client) if client else request
+                body = await forwarded.read()
+                try:
+                    forwarded[PEER] = self.auth.verify(request.method, request.path_qs, request.headers[HEADER], body)
+                except ClusterAuthError as exc:
+                    raise web.HTTPUnauthorized(text=f"{exc}\n") from None
+                return await handler(forwarded)
+            match = _STREAM_API.match(request.path)
+            if match is None or request.method != "POST" or self.relay.is_live(unquote(match.group(1))):
+                return await handler(request)
+            try:
+                origin = await self.origin_of(unquote(match.group(1)))
+            except RegistryUnavailable:
+                origin = None
+            if origin is None or origin.node == self.name:
+                return await handler(request)
+            return await self._forward(request, origin)
+
+        return middleware
+
+    async def _forward(self, request: web.Request, origin: Origin) -> web.Response:
+        assert self._http is not None  # started
+        body = await request.read()
+        headers = {
+            k: request.headers[k] for k in ("Authorization", "Content-Type", "User-Agent") if k in request.headers
+        }
+        headers |= self.auth.sign(request.method, request.path_qs, origin.node, body)
+        headers["X-Forwarded-For"] = request.remote or ""
+        try:
+            async with self._http.request(
+                request.method, origin.url + request.path_qs, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                payload = await response.read()
+                kept = {k: response.headers[k] for k in ("Retry-After", "Cache-Control") if k in response.headers}
+                return web.Response(
+                    status=response.status, body=payload, headers=kept, content_type=response.content_type
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise web.HTTPBadGateway(
+                text=f"node {origin.node}, which guards this stream, did not answer: {exc}\n"
+            ) from None
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL a node listening on ``host:port`` advertises by default."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+
+
+CLUSTER: web.AppKey[ClusterNode] = web.AppKey("cluster")
