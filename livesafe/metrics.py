@@ -19,6 +19,11 @@ buffer), in the buckets of ``PUSH_SECONDS_BUCKETS``.  Label values that come
 from configuration (list names, categories, webhook names) are escaped as the
 format requires; stream names are never used as labels (publishers choose
 them, so they would be unbounded).
+
+A clustered node (``relay.app.add_lists_health``) also reports its shared
+lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``
+(since it last confirmed with Redis that it enforces the current versions) and
+``lists_stale`` (1 while that age is over ``max_list_age_seconds``).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from aiohttp import web
 
 from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
+from livesafe.lists.health import ListsHealth
 from livesafe.moderation.api import MODERATION
 from livesafe.moderation.service import Moderation
+from livesafe.relay.app import LISTS_HEALTH
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.stream import StreamState
 
@@ -52,7 +59,13 @@ def add_metrics(app: web.Application) -> None:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    text = render(request.app[RELAY], request.app.get(MODERATION), request.app.get(CLUSTER))
+    lists = request.app.get(LISTS_HEALTH)
+    text = render(
+        request.app[RELAY],
+        request.app.get(MODERATION),
+        request.app.get(CLUSTER),
+        lists() if lists is not None else None,
+    )
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
@@ -117,10 +130,17 @@ class Exposition:
 # ----------------------------------------------------------------- values
 
 
-def render(relay: Relay, moderation: Moderation | None, cluster: ClusterNode | None = None) -> str:
-    """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats)."""
+def render(
+    relay: Relay, moderation: Moderation | None, cluster: ClusterNode | None = None, lists: ListsHealth | None = None
+) -> str:
+    """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats).
+
+    ``lists``: the shared lists' versions and age (clustered nodes only).
+    """
     out = Exposition()
     _relay_metrics(out, relay)
+    if lists is not None:
+        _list_metrics(out, lists)
     if moderation is not None:
         _moderation_metrics(out, moderation)
     if cluster is not None:
@@ -209,6 +229,31 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
         PUSH_SECONDS_BUCKETS,
         buckets,
         seconds,
+    )
+
+
+def _list_metrics(out: Exposition, lists: ListsHealth) -> None:
+    out.family(
+        "list_version",
+        "gauge",
+        "The cluster's version of each list this node enforces (0: not yet confirmed with Redis).",
+        [("", {"list": state.name}, state.version or 0) for state in lists.lists],
+    )
+    out.family(
+        "list_hashes",
+        "gauge",
+        "Hashes in each list this node enforces.",
+        [("", {"list": state.name}, state.hashes) for state in lists.lists],
+    )
+    out.gauge(
+        "lists_age_seconds",
+        "Seconds since this node last confirmed with Redis that it enforces the current lists (+Inf: never).",
+        lists.age_seconds,
+    )
+    out.gauge(
+        "lists_stale",
+        f"1 while the lists are stale (age over {lists.max_age_seconds:g} s): the node {lists.on_stale}s.",
+        int(lists.stale),
     )
 
 

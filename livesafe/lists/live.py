@@ -6,6 +6,11 @@ path), then swaps a single reference, so a stream never sees a half-loaded
 list and never waits for a reload.  A reload that fails keeps the previous
 lists and reports why.  ``ListWatcher`` polls on a thread of its own; the app
 that enforces the lists starts and stops it with its own lifecycle.
+
+In a cluster a list may also arrive from elsewhere (another node published it):
+``install`` swaps such a Blocklist in through the same single reference, and
+``on_loaded`` tells whoever shares the lists which ones changed *on this
+node's disk*, so only a real local change is published.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class LiveLists(Generic[Compiled]):
         self._compile = compile
         self._skip_bad_lines = skip_bad_lines
         self._reload_lock = threading.Lock()
+        # Called (on the reloading thread) with each list reloaded from its file; not for ``install``.
+        self.on_loaded: list[Callable[[Blocklist], None]] = []
         # Loading at start-up raises: a bad list must stop the service, not run it unguarded.
         self._loaded = [source.load(skip_bad_lines=skip_bad_lines) for source in self._sources]
         self.current: Compiled = compile(self._loaded)
@@ -64,11 +71,43 @@ class LiveLists(Generic[Compiled]):
                 )
             if changed:
                 compiled = self._compile(loaded)
-                self._loaded = loaded
+                before, self._loaded = self._loaded, loaded
                 self.current = compiled  # one reference assignment: atomic for readers
+                for old, new in zip(before, loaded, strict=True):
+                    if new is not old:
+                        for listener in self.on_loaded:
+                            listener(new)
         for message in messages:
             log.info("%s", message)
         return messages
+
+    @property
+    def loaded(self) -> tuple[Blocklist, ...]:
+        """The Blocklists ``current`` was compiled from, in spec order."""
+        return tuple(self._loaded)
+
+    def install(self, blocklist: Blocklist, *, replacing: Blocklist) -> bool:
+        """Enforce ``blocklist``, which did not come from its file, in place of ``replacing``.
+
+        Compiles (slow for a big list: call it off the event loop) and swaps
+        ``current`` like a reload.  Returns False, changing nothing, if the list
+        in force is no longer ``replacing``: it was reloaded from its file
+        meanwhile, and that newer local change must not be overwritten unseen.
+        The file is still watched: when it changes, its content replaces this.
+        """
+        names = [source.spec.name for source in self._sources]
+        if blocklist.spec.name not in names:
+            raise KeyError(f"no list named {blocklist.spec.name!r} here (have {', '.join(names)})")
+        at = names.index(blocklist.spec.name)
+        with self._reload_lock:
+            if self._loaded[at] is not replacing:
+                return False
+            loaded = list(self._loaded)
+            loaded[at] = blocklist
+            compiled = self._compile(loaded)
+            self._loaded = loaded
+            self.current = compiled
+        return True
 
 
 class ListWatcher:

@@ -3,21 +3,29 @@
 Handlers live beside what they serve (``whip``, ``whep``, ``sessions``); this
 module only wires them, and starts and stops what runs with the app (the load
 shedder; on shutdown every session and stream).
+
+``/healthz`` is ``ok`` unless a lists-health provider is added
+(``add_lists_health``, in a cluster): then it also shows the lists' shared
+versions and age, and answers 503 with the reason while they are stale, so a
+load balancer stops sending streams to a node that cannot vouch for its lists.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from livesafe.http import asset, cors, page
+from livesafe.lists.health import ListsHealth
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import endpoint_options, session_delete, session_options, session_patch
 from livesafe.relay.whep import whep_post
 from livesafe.relay.whip import whip_post
+
+LISTS_HEALTH: web.AppKey[Callable[[], ListsHealth]] = web.AppKey("lists_health")
 
 
 def create_app(relay: Relay) -> web.Application:
@@ -50,12 +58,25 @@ def create_app(relay: Relay) -> web.Application:
     return app
 
 
+def add_lists_health(app: web.Application, health: Callable[[], ListsHealth]) -> None:
+    """Have ``/healthz`` and ``/metrics`` report ``health()`` (the shared lists' versions and age)."""
+    app[LISTS_HEALTH] = health
+
+
 async def healthz(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
     if relay.placement is not None:
         health["cluster"] = relay.placement.status()
-    return web.json_response(health)
+    provider = request.app.get(LISTS_HEALTH)
+    if provider is None:
+        return web.json_response(health)
+    lists = provider()
+    health["lists"] = lists.to_json()
+    if not lists.stale:
+        return web.json_response(health)
+    health |= {"status": "stale_lists", "reason": lists.reason}
+    return web.json_response(health, status=503)
 
 
 async def api_streams(request: web.Request) -> web.Response:

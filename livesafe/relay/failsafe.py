@@ -6,7 +6,10 @@ Guarded frames (from the worker) and slate frames both come through
 - guarded frames, normally;
 - the slate, while the worker spends longer than ``stall_seconds`` on one
   frame (back to guarded frames when it catches up), after it died (until the
-  stream ends) and after the publisher left (through the grace period).
+  stream ends) and after the publisher left (through the grace period);
+- the slate, while the relay holds every stream (:meth:`Failsafe.hold`): it
+  cannot vouch for the guard's lists (a cluster node whose lists are stale),
+  and guarding with lists that may be out of date must never pass silently.
 
 A watchdog on the event loop checks every 50 ms.  While the slate holds the
 stream it makes a slate keyframe ``slate_fps`` times a second: through the
@@ -71,13 +74,19 @@ class Failsafe:
         self._spawn = spawn
         self._encoders = Encoders(settings.video_bitrate)
         self._slate = Slate.OFF
+        self._held: str | None = None  # why the relay holds the stream (see ``hold``), if it does
         self._busy = False  # a slate frame is being encoded
         self._last_slate = 0.0
 
     @property
     def active(self) -> bool:
         """Does the slate own the viewers now?"""
-        return self._slate is not Slate.OFF
+        return self._slate is not Slate.OFF or self._held is not None
+
+    @property
+    def held(self) -> str | None:
+        """Why the relay holds this stream on the slate, or None."""
+        return self._held
 
     # ------------------------------------------------------------ frames in
 
@@ -112,6 +121,27 @@ class Failsafe:
         if self.active:
             self._last_slate = 0.0  # send the newcomer a slate at once
 
+    def hold(self, reason: str) -> None:
+        """The slate, whatever the guard finds, until ``release``; reported once as a guard error saying why.
+
+        Orthogonal to the guard's own states: a stall or a publisher leaving
+        during a hold still counts, and ``release`` hands the viewers back to
+        guarded frames only if nothing else holds the slate.
+        """
+        if self._held is not None:
+            return
+        if not self.active:
+            self._last_slate = 0.0
+        self._held = reason
+        self._emit_error(reason)
+
+    def release(self) -> None:
+        if self._held is None:
+            return
+        self._held = None
+        if self._slate is Slate.OFF:
+            self._resync()
+
     def worker_failed(self, error: str) -> None:
         self._emit_error(f"worker failed: {error}")
         self._begin(Slate.FAILED)
@@ -145,6 +175,10 @@ class Failsafe:
 
     def _end(self) -> None:
         self._slate = Slate.OFF
+        if self._held is None:
+            self._resync()
+
+    def _resync(self) -> None:
         # Guarded packets resume mid-GOP; viewers' decoders need a keyframe first.
         self._delivery.gate()
         self._keyframes.resync(self._delivery.codecs)

@@ -137,6 +137,8 @@ class Relay:
         self.cluster_streams: list[dict[str, Any]] = []  # other nodes' live streams, when clustered
         self.placement: Placement | None = None  # set when clustered
         self.shedder = LoadShedder(settings.overload)
+        self.held: str | None = None  # why every stream shows the slate (``hold_streams``), if they do
+        self.refusing: str | None = None  # why new publishers are refused (``refuse_publishers``), if they are
         # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
         self.edges: EdgeStreams | None = None
         apply_ice_settings(settings.ice)
@@ -174,7 +176,35 @@ class Relay:
             self.streams[stream_id] = stream
             self.ended.pop(stream_id, None)
             self._lifecycle(STREAM_STARTED, stream, {"profile": self.profile(stream_id).name})
+            if self.held is not None:
+                stream.failsafe.hold(self.held)
         return stream
+
+    # --------------------------------------------------- relay-wide holds
+
+    def hold_streams(self, reason: str) -> None:
+        """Every stream, and every stream started until ``release_streams``, shows the slate (audio muted).
+
+        For when the relay cannot vouch for its guard (a cluster node whose
+        lists are stale): the guards keep running, viewers see only the slate.
+        Each stream reports it once, as a guard error giving ``reason``.
+        """
+        self.held = reason
+        for stream in list(self.streams.values()):
+            stream.failsafe.hold(reason)
+
+    def release_streams(self) -> None:
+        self.held = None
+        for stream in list(self.streams.values()):
+            stream.failsafe.release()
+
+    def refuse_publishers(self, reason: str | None) -> None:
+        """While ``reason`` is set, WHIP answers 503 with it to every new publisher; running streams carry on.
+
+        A publisher reconnecting to a stream still here is let in: it is a running stream.  In a cluster,
+        placement runs first, so a publisher is sent to a node that can take it when there is one.
+        """
+        self.refusing = reason
 
     def _stream_ended(self, stream: LiveStream) -> None:
         if self.streams.get(stream.id) is stream:

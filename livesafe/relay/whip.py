@@ -28,6 +28,12 @@ async def whip_post(request: web.Request) -> web.Response:
     offer = await read_offer(request)
     placement = relay.placement
     placed = placement is not None and await placement.place(stream_id, request)  # or a 307/503 raised
+    if relay.refusing is not None and stream_id not in relay.streams:  # placement found no better node
+        if placed and placement is not None:
+            await placement.release(stream_id)
+        raise web.HTTPServiceUnavailable(
+            text=f"not taking publishers: {relay.refusing}\n", headers={"Retry-After": "5"}
+        )
     session = relay.new_session("whip", stream_id, token)
     try:
         answer = await negotiate(session, offer)
