@@ -276,6 +276,7 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
             config.moderation,
             ListWatcher(lists, config.reload_seconds),
             cluster=config.cluster.with_advertise(listen_url(settings.host, settings.port)) if config.cluster else None,
+            lists=lists,
         )
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None

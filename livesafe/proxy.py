@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from livesafe.cluster.access import ClusteredStore, SharedAccess
 from livesafe.cluster.edge import EdgeStreams
+from livesafe.cluster.lists import SharedLists
 from livesafe.cluster.media import add_media_routes
 from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.cluster.nodes import connect
@@ -20,14 +22,14 @@ from livesafe.cluster.settings import ClusterSettings
 from livesafe.events import Fact
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
-from livesafe.lists.live import ListWatcher
+from livesafe.lists.live import ListWatcher, LiveLists
 from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.moderation.store.interfaces import Store
 from livesafe.moderation.store.sqlite import SqliteStore
-from livesafe.relay.app import create_app
+from livesafe.relay.app import add_lists_health, create_app
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 
@@ -47,13 +49,17 @@ def build_proxy(
     moderation_settings: ModerationSettings,
     watcher: ListWatcher | None = None,
     cluster: ClusterSettings | None = None,
+    lists: LiveLists[Any] | None = None,
 ) -> Proxy:
     """Open the event store (creating it if new) and build the app; the store closes with the app.
 
     ``watcher`` (the lists' hot reload) runs while the app does.  With ``cluster``
     the app joins the cluster when it starts (raising ``RegistryUnavailable`` or
-    ``NodeNameTaken`` from ``AppRunner.setup``) and leaves it when it stops.
+    ``NodeNameTaken`` from ``AppRunner.setup``) and leaves it when it stops;
+    ``lists`` (the ones ``matcher`` reads) are then kept at the cluster's versions.
     """
+    if cluster is not None and lists is None:
+        raise ValueError("a cluster node needs its lists (to keep them at the cluster's versions)")
     store: Store = SqliteStore(moderation_settings.database)
     relay: Relay
     moderation: Moderation
@@ -94,10 +100,21 @@ def build_proxy(
         add_media_routes(app, relay, node.auth, node.fence_of)  # edges pull guarded streams from here
         edges = relay.edges = EdgeStreams(relay_settings, node.auth, node.origin_of)
         node.extra_load = lambda: {"edge_streams": edges.streams, "edge_viewers": edges.viewers}
+        assert lists is not None  # checked above
+        shared_lists = SharedLists(cluster, redis, lists)
+        shared_lists.protect(relay)  # before start: a node that cannot reach Redis is held at once
+        node.admitting = lambda: not shared_lists.stale  # placement sends publishers to fresh nodes
+        add_lists_health(app, shared_lists.health)
 
         async def _join(app: web.Application) -> AsyncIterator[None]:
-            await node.start()
+            await shared_lists.start()  # first: the node registers with its lists' freshness known
+            try:
+                await node.start()
+            except BaseException:
+                await shared_lists.stop()
+                raise
             yield
+            await shared_lists.stop()
             await edges.close()
             await node.stop()
 

@@ -7,17 +7,18 @@ Timings are shortened (heartbeat 0.2 s, node TTL 1 s, lease 0.6 s) so failures s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import FAST_END, ICE, RunningRelay, sample_lists, serving, unused_port
+from harness import BLOCKLIST, FAST_END, ICE, RunningRelay, serving, unused_port
 
 from livesafe.cluster.node import ClusterNode
 from livesafe.cluster.settings import ClusterSettings
-from livesafe.guard.matcher import Matcher
+from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.stream_guard import GuardSettings
+from livesafe.lists import ListSpec
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings
@@ -49,16 +50,19 @@ async def cluster_node(
     *,
     relay: RelaySettings | None = None,
     moderation: ModerationSettings | None = None,
-    matcher: Callable[[], Matcher] | None = None,
+    lists: LiveMatcher | None = None,
     **cluster: Any,
 ) -> AsyncIterator[RunningNode]:
+    """``lists``: the node's blocklists (default: the sample list, this node's own copy)."""
     port = unused_port()
+    lists = lists or LiveMatcher([ListSpec(path=BLOCKLIST, name="samples", category="test", action="slate")])
     proxy = build_proxy(
         relay or RelaySettings(ice=ICE, stream=FAST_END),
-        matcher or sample_lists(),
+        lambda: lists.current,
         GuardSettings(hold_seconds=0.5),
         moderation or ModerationSettings(database=str(tmp_path / f"{name}.db")),
         cluster=node_settings(redis_url, name, port, **cluster),
+        lists=lists,
     )
     assert proxy.cluster is not None
     async with serving(proxy.app, port) as base:

@@ -13,13 +13,20 @@ from livesafe.cluster.nodes import NodeInfo
 def choose(nodes: Sequence[NodeInfo], me: str) -> NodeInfo | None:
     """The node a new stream should start on (None: no node has room).
 
-    Most CPU headroom first (per-stream cost as admission measures it), then
-    fewer streams; on a tie this node, to save the publisher a redirect.
+    Room for the most streams first (CPU headroom over the per-stream cost
+    admission measures: whole streams, so that CPU noise between idle nodes
+    does not bounce publishers around), then fewer streams; on a tie this
+    node, to save the publisher a redirect.
     """
     candidates = [n for n in nodes if n.has_room]
     if not candidates:
         return None
-    return max(candidates, key=lambda n: (round(n.load.headroom_cores, 1), -n.load.streams, n.name == me))
+    return max(candidates, key=lambda n: (slots(n), -n.load.streams, n.name == me))
+
+
+def slots(node: NodeInfo) -> int:
+    """How many more streams ``node`` can take, as admission would count them."""
+    return int(node.load.headroom_cores // max(node.load.stream_cost_cores, 1e-3))
 
 
 def is_fresh(node: NodeInfo, now: float, heartbeat_seconds: float) -> bool:
