@@ -73,7 +73,7 @@ RELAYED = "cluster.events.relayed"  # seq: every own event up to it is in the st
 HANDED = "cluster.events.handed"  # seq: every own event up to it was queued for delivery by some node
 MIRRORED = "cluster.events.mirrored"  # stream entry id: the mirror has stored everything up to it
 EPOCH = "cluster.events.epoch"  # the stream's epoch the cursors above belong to
-_BACKLOG_CAP = 100_000  # a backlog is counted up to this (``status`` is read on every scrape)
+_BACKLOG_CAP = 10_000  # a backlog is counted up to this (``status`` is read on every scrape)
 
 # KEYS: stream, epoch.  ARGV: a new epoch, group.  The epoch (set if there is none) is returned.
 _SETUP = """
@@ -295,8 +295,9 @@ class ClusterEvents:
         seen_all = len(own) < len(rows) or len(rows) < self.tuning.batch
         delivered = _stream_id(group["last-delivered-id"])
         oldest_pending: StreamId | None = None
-        if self.webhook_pending:
-            oldest_pending = _stream_id((await self.redis.xpending(self._stream, GROUP))["min"])
+        if self.webhook_pending:  # (acked since, perhaps: then there is no oldest)
+            oldest = (await self.redis.xpending(self._stream, GROUP))["min"]
+            oldest_pending = _stream_id(oldest) if oldest is not None else None
         entries = await self.redis.mget([self.settings.key("events", "id", e.id) for e in own]) if own else []
         handed = self._handed
         for event, entry in zip(own, entries, strict=True):

@@ -8,6 +8,10 @@ given at construction, the same the relay decides with), is stored with its outb
 wakes the live feed and the webhook dispatcher.  The relay is reached only
 through :class:`StreamControl`, so the actions work the same against a
 relay in another process once there is a bus (DESIGN: growing past one machine).
+
+In a cluster (``livesafe.cluster.events``) this node's events are marked with its name
+and relayed; other nodes' arrive through :meth:`Moderation.mirror`, and the node the
+cluster hands an event to queues its webhooks (:meth:`Moderation.take_webhooks`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Each caller takes only the part it needs (the live feed the event log, the webhook
 dispatcher the outbox), so another implementation of a part replaces it without the
-callers changing.  DESIGN's growth path needs one: several proxies sharing one event
-log on Redis Streams.  ``sqlite.SqliteStore`` is what a single proxy runs.
+callers changing.  ``sqlite.SqliteStore`` is what every proxy runs; in a cluster each node
+keeps its own and ``livesafe.cluster.events`` carries events between them over a Redis
+Stream (:meth:`EventLog.adopt` stores another node's, :class:`NodeState` keeps the cursors).
 
 The event log and the outbox are one unit: an event and its deliveries are written
 together (:meth:`EventLog.append`), a delivery reads its event (:meth:`Outbox.due`),
