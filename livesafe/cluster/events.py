@@ -244,7 +244,7 @@ class ClusterEvents:
         if events:
             self._relayed = events[-1].stored_seq
             self._state.put(RELAYED, str(self._relayed))
-        await self._confirm()
+        await self._confirm(epoch)
         if len(events) < self.tuning.batch:
             await self.moderation.wait_for_events(self._relayed, self.tuning.block_seconds)
 
@@ -275,7 +275,7 @@ class ClusterEvents:
         self._mirror_from_start = True
         self._own_pending = True
 
-    async def _confirm(self) -> None:
+    async def _confirm(self, epoch: str) -> None:
         """Move the handed cursor over own events whose entries the group has handed out and had acked."""
         try:
             groups = await self.redis.xinfo_groups(self._stream)
@@ -298,7 +298,14 @@ class ClusterEvents:
         if self.webhook_pending:  # (acked since, perhaps: then there is no oldest)
             oldest = (await self.redis.xpending(self._stream, GROUP))["min"]
             oldest_pending = _stream_id(oldest) if oldest is not None else None
-        entries = await self.redis.mget([self.settings.key("events", "id", e.id) for e in own]) if own else []
+        # The epoch read in the same command as the markers: markers missing because Redis was reset (after the
+        # group was read, perhaps) must not pass for expired ones, which would confirm what no node has queued.
+        current, *entries = await self.redis.mget(
+            [self._epoch_key, *(self.settings.key("events", "id", e.id) for e in own)]
+        )
+        if current is None or _text(current) != epoch:
+            self._epoch = None
+            return
         handed = self._handed
         for event, entry in zip(own, entries, strict=True):
             # No marker: it expired (marker_seconds after relaying), and nothing can tell any more.
