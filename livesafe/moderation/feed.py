@@ -28,11 +28,11 @@ class FeedItem:
 
 
 class RecentEvents:
-    """The last ``size`` events recorded by this process, in ``seq`` order.
+    """The last ``size`` events stored by this process, in ``seq`` order.
 
     Complete from its oldest item on, because every event is stored through
-    ``Moderation.record``, which adds it here right after the store gave it its
-    ``seq`` (on the one event loop, so in order).
+    ``Moderation`` (``record``; in a cluster also ``mirror`` and ``take_webhooks``), which
+    adds it here right after the store gave it its ``seq`` (on the one event loop, so in order).
     """
 
     def __init__(self, events: EventLog, size: int = 1024) -> None:

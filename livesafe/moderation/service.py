@@ -8,6 +8,10 @@ given at construction, the same the relay decides with), is stored with its outb
 wakes the live feed and the webhook dispatcher.  The relay is reached only
 through :class:`StreamControl`, so the actions work the same against a
 relay in another process once there is a bus (DESIGN: growing past one machine).
+
+In a cluster (``livesafe.cluster.events``) this node's events are marked with its name
+and relayed; other nodes' arrive through :meth:`Moderation.mirror`, and the node the
+cluster hands an event to queues its webhooks (:meth:`Moderation.take_webhooks`).
 """
 
 from __future__ import annotations
@@ -105,10 +109,13 @@ class Moderation:
         self.control: StreamControl | None = None
         self.webhooks = WebhookDispatcher(settings, store.outbox, self._webhook_failed)
         self.reports = ReportDesk(settings.reports_per_client, settings.report_client_window_seconds)
-        self.counts: Counter[str] = Counter()  # events recorded, by type (for /metrics)
-        self.matches: Counter[tuple[str, str]] = Counter()  # match.started by (list, category)
+        # Events by type (for /metrics): each event in this node's log once, however it got here (recorded
+        # here, mirrored or handed over for delivery), so in a cluster every node counts the whole cluster.
+        self.counts: Counter[str] = Counter()
+        self.matches: Counter[tuple[str, str]] = Counter()  # match.started by (list, category), counted as counts
         self.lost = 0  # events the store failed to take
         self.recent = RecentEvents(store.events)  # what live feeds read
+        self.node: str | None = None  # this node's name in a cluster (join_cluster); None: a single node
         self._episodes: dict[str, Event] = {}  # stream -> the event that opened its current/last redaction
         self._new_event = asyncio.Event()
         self.closed = False
@@ -123,25 +130,72 @@ class Moderation:
 
     # ------------------------------------------------------------- recording
 
-    def record(self, event: Event, *, skip_endpoint: str | None = None) -> Event:
-        """Store ``event``, queue it for every webhook that wants it, wake the feed."""
+    def record(self, event: Event) -> Event:
+        """Store ``event``, queue it for every webhook that wants it, wake the feed.
+
+        In a cluster (:meth:`join_cluster`) the event is marked as this node's and no delivery is
+        queued here: the cluster hands each event to one node, which queues it (:meth:`take_webhooks`).
+        """
         if self.closed:
             log.debug("store closed; event %s (%s) not stored", event.id, event.type)
             return event
-        endpoints = [w.name for w in self.settings.webhooks if w.name != skip_endpoint and w.accepts(event)]
+        if self.node is not None:
+            event = Event(
+                event.type, event.stream_id, event.severity, event.data | {"node": self.node}, event.id, event.at
+            )
+        endpoints = self.endpoints_for(event) if self.node is None else []
         try:
             stored = self.store.events.append(event, endpoints)
         except Exception:  # noqa: BLE001 - the relay must keep guarding even if the disk fails
             self.lost += 1
             log.exception("could not store event %s (%s)", event.id, event.type)
             return event
-        self.counts[event.type] += 1
-        self.recent.add(stored)
+        self._stored(stored)
         if endpoints:
             self.webhooks.wake()
+        return stored
+
+    def endpoints_for(self, event: Event) -> list[str]:
+        """The webhook endpoints ``event`` goes to.  A ``webhook.failed`` is not queued for the endpoint that
+        failed: that would feed its own backlog."""
+        failed = event.data.get("endpoint") if event.type == WEBHOOK_FAILED else None
+        return [w.name for w in self.settings.webhooks if w.name != failed and w.accepts(event)]
+
+    def join_cluster(self, node: str) -> None:
+        """From now on this node's events are marked ``data["node"]`` and delivered by the cluster."""
+        self.node = node
+
+    def mirror(self, event: Event) -> Event | None:
+        """Keep another node's event here (its feed, history and dashboard show the whole cluster);
+        None if it is here already."""
+        stored = self.store.events.adopt(event)
+        if stored is not None:
+            self._adopted(stored)
+        return stored
+
+    def take_webhooks(self, event: Event) -> None:
+        """The cluster handed ``event`` to this node for delivery: queue it in this node's outbox, storing
+        the event first if the mirror has not yet.  Raises if the store cannot take it (the cluster then
+        hands it out again)."""
+        endpoints = self.endpoints_for(event)
+        stored = self.store.events.adopt(event, endpoints)
+        if stored is not None:
+            self._adopted(stored)
+        if endpoints:
+            self.webhooks.wake()
+
+    def _adopted(self, stored: Event) -> None:
+        """Another node's event, new here: counted as :meth:`record_fact` counts this node's matches."""
+        self._stored(stored)
+        if stored.type == MATCH_STARTED:
+            self.matches[(stored.data.get("list_name") or "", stored.category or "")] += 1
+
+    def _stored(self, stored: Event) -> None:
+        """``stored`` is new in this node's log: count it once, add it to the feed, wake who waits for it."""
+        self.counts[stored.type] += 1
+        self.recent.add(stored)
         self._new_event.set()
         self._new_event = asyncio.Event()
-        return stored
 
     def record_fact(self, event: Fact) -> None:
         """The relay's event sink (on the loop): guard and stream lifecycle facts."""
@@ -176,8 +230,7 @@ class Moderation:
         if gave_up_on is not None:
             data |= {"event_id": gave_up_on.id, "event_type": gave_up_on.type}
         stream = gave_up_on.stream_id if gave_up_on is not None else None
-        # Not queued for the endpoint that failed: that would feed its own backlog.
-        self.record(Event(WEBHOOK_FAILED, stream, "warning", data), skip_endpoint=endpoint.name)
+        self.record(Event(WEBHOOK_FAILED, stream, "warning", data))  # not queued for ``endpoint`` (endpoints_for)
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:
         """Whether an event after ``seq`` ``after`` exists, waiting for one up to ``timeout``."""

@@ -1,9 +1,10 @@
-"""The store as the parts its callers use: an event log, an outbox, an audit log, access lists.
+"""The store as the parts its callers use: an event log, an outbox, an audit log, access lists, node state.
 
 Each caller takes only the part it needs (the live feed the event log, the webhook
 dispatcher the outbox), so another implementation of a part replaces it without the
-callers changing.  DESIGN's growth path needs one: several proxies sharing one event
-log on Redis Streams.  ``sqlite.SqliteStore`` is what a single proxy runs.
+callers changing.  ``sqlite.SqliteStore`` is what every proxy runs; in a cluster each node
+keeps its own and ``livesafe.cluster.events`` carries events between them over a Redis
+Stream (:meth:`EventLog.adopt` stores another node's, :class:`NodeState` keeps the cursors).
 
 The event log and the outbox are one unit: an event and its deliveries are written
 together (:meth:`EventLog.append`), a delivery reads its event (:meth:`Outbox.due`),
@@ -54,10 +55,24 @@ class EventLog(Protocol):
         stream_id: str | None = None,
         types: Sequence[str] = (),
         since_time: float | None = None,
+        origin: str | None = None,
         limit: int = 100,
     ) -> list[Event]:
         """Up to ``limit`` events after ``seq`` ``after``, oldest first; only of ``stream_id``, of one of
-        ``types`` and at or after ``since_time``, for each given."""
+        ``types``, at or after ``since_time`` and recorded by cluster node ``origin`` (``data["node"]``),
+        for each given."""
+        ...
+
+    def adopt(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event | None:
+        """Queue a delivery of ``event`` to each of ``endpoints``, storing the event first if it is not
+        stored yet (another cluster node recorded it), atomically as :meth:`append`.  Idempotent: an
+        event stored already is not stored again, a delivery queued already (even one finished since)
+        is not queued again.  Returns the event as newly stored, None if it was stored already."""
+        ...
+
+    def count(self, after: int, *, origin: str, limit: int) -> int:
+        """How many events after ``seq`` ``after`` were recorded by node ``origin``, counting up to
+        ``limit`` (a backlog read on every ``/metrics`` scrape must not cost in proportion to the log)."""
         ...
 
     def read_before(
@@ -185,8 +200,17 @@ class AccessLists(Protocol):
         ...
 
 
+class NodeState(Protocol):
+    """Small named values this node keeps across restarts beside its events: the cluster's cursors
+    (how far the relay and the mirror have got), so a restart resumes where it stopped."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+
 class Store(Protocol):
-    """The four parts, opened as one (``build_proxy``) and closed as one (``Moderation.close``)."""
+    """The five parts, opened as one (``build_proxy``) and closed as one (``Moderation.close``)."""
 
     @property
     def events(self) -> EventLog: ...
@@ -199,6 +223,9 @@ class Store(Protocol):
 
     @property
     def access(self) -> AccessLists: ...
+
+    @property
+    def state(self) -> NodeState: ...
 
     def close(self) -> None:
         """After the last event: nothing is written after this."""

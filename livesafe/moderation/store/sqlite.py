@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from livesafe.events import Event
-from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, Outbox
+from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, NodeState, Outbox
 from livesafe.moderation.store.records import Allowed, AuditEntry, Delivery
 from livesafe.moderation.store.sqlite_db import SqliteDatabase
 
 
 class SqliteStore:
-    """The four parts on the file at ``path`` (``:memory:``: in memory, for tests), as ``build_proxy`` opens it."""
+    """The five parts on the file at ``path`` (``:memory:``: in memory, for tests), as ``build_proxy`` opens it."""
 
     def __init__(self, path: str | Path, **checkpoints: Any) -> None:
         """``checkpoints``: settings of the checkpoint thread (see ``sqlite_db._Checkpointer``), for tests."""
@@ -29,6 +29,7 @@ class SqliteStore:
         self.outbox: Outbox = SqliteOutbox(self.database)
         self.audit: AuditLog = SqliteAuditLog(self.database)
         self.access: AccessLists = SqliteAccessLists(self.database)
+        self.state: NodeState = SqliteNodeState(self.database)
 
     def close(self) -> None:
         self.database.close()
@@ -57,6 +58,33 @@ class SqliteEventLog:
             )
         return event.stored_as(seq)
 
+    def adopt(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event | None:
+        """One transaction; ``INSERT OR IGNORE`` on the event's id and on each (endpoint, event) row."""
+        with self._db.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO events (id, type, stream_id, at, severity, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.id, event.type, event.stream_id, event.at, event.severity, _body(event)),
+            )
+            new = cursor.rowcount == 1
+            seq = (
+                cursor.lastrowid
+                if new
+                else db.execute("SELECT seq FROM events WHERE id = ?", (event.id,)).fetchone()[0]
+            )
+            assert seq is not None
+            due = time.time() if now is None else now
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (endpoint, event_seq, next_attempt) VALUES (?, ?, ?)",
+                [(name, seq, due) for name in endpoints],
+            )
+        return event.stored_as(seq) if new else None
+
+    def count(self, after: int, *, origin: str, limit: int) -> int:
+        return self._db.connection.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE seq > ? AND json_extract(body, '$.node') = ? LIMIT ?)",
+            (after, origin, limit),
+        ).fetchone()[0]
+
     def get(self, event_id: str) -> Event | None:
         rows = self._select("WHERE id = ?", (event_id,), 1)
         return rows[0] if rows else None
@@ -76,9 +104,12 @@ class SqliteEventLog:
         stream_id: str | None = None,
         types: Sequence[str] = (),
         since_time: float | None = None,
+        origin: str | None = None,
         limit: int = 100,
     ) -> list[Event]:
         where, args = self._filters(stream_id, types, since_time)
+        if origin is not None:
+            where, args = f"{where} AND json_extract(body, '$.node') = ?", (*args, origin)
         return self._select("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
 
     def read_before(
@@ -298,6 +329,20 @@ class SqliteAccessLists:
 
     def revoked_keys(self) -> set[tuple[str, str]]:
         return set(self._db.connection.execute("SELECT stream_id, key_sha256 FROM revoked_keys").fetchall())
+
+
+class SqliteNodeState:
+    """Named values of this node: the ``state`` table."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    def get(self, key: str) -> str | None:
+        row = self._db.connection.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        self._db.write("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
 
 def _fields(entry: AuditEntry) -> dict[str, Any]:

@@ -4,7 +4,10 @@ Tables: ``events`` (everything moderators are told, in order), ``outbox``
 (one row per event and webhook endpoint, written in the same transaction as
 the event, so a delivery cannot be lost between "stored" and "queued"),
 ``audit`` (what moderators did), ``allowlist`` (hashes moderators marked as
-false positives) and ``revoked_keys`` (stream keys of terminated streams).
+false positives), ``revoked_keys`` (stream keys of terminated streams) and
+``state`` (named values of this node: the cluster's cursors).  The schema is
+created ``IF NOT EXISTS``, so a database from an older version gains a new
+table when it is opened.
 
 The database is used from the event loop only.  Each write is one short
 transaction; with WAL and ``synchronous=NORMAL`` a commit does not wait for
@@ -104,6 +107,10 @@ CREATE TABLE IF NOT EXISTS revoked_keys (
     actor TEXT NOT NULL,
     PRIMARY KEY (stream_id, key_sha256)
 );
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
