@@ -153,6 +153,22 @@ def _cluster_metrics(out: Exposition, node: ClusterNode) -> None:
     out.gauge("cluster_nodes", "Live nodes in the cluster, at this node's last heartbeat", node.known_nodes)
     out.gauge("cluster_leases", "Streams this node holds the lease of (is the origin of)", len(node.leases.held))
     out.gauge("cluster_draining", "1 while this node drains (takes no new streams)", node.draining)
+    events = node.reports.get("events")
+    if events is not None:
+        shared = events()
+        out.gauge(
+            "cluster_events_up", "1 if the events relay to the cluster's stream is connected", shared["connected"]
+        )
+        out.gauge(
+            "cluster_events_backlog", "This node's events not yet in the cluster's stream", shared["relay_backlog"]
+        )
+        out.gauge(
+            "cluster_events_unconfirmed",
+            "This node's events in the cluster's stream that no node has queued for delivery yet",
+            shared["unconfirmed"],
+        )
+        out.counter("cluster_events_mirrored_total", "Other nodes' events stored here", shared["mirrored"])
+        out.counter("cluster_events_malformed_total", "Entries of the cluster's stream skipped", shared["malformed"])
     out.family(
         "cluster_placements_total",
         "counter",

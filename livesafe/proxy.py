@@ -14,6 +14,7 @@ from aiohttp import web
 
 from livesafe.cluster.access import ClusteredStore, SharedAccess
 from livesafe.cluster.edge import EdgeStreams
+from livesafe.cluster.events import ClusterEvents
 from livesafe.cluster.lists import SharedLists
 from livesafe.cluster.media import add_media_routes
 from livesafe.cluster.node import CLUSTER, ClusterNode
@@ -105,6 +106,9 @@ def build_proxy(
         shared_lists.protect(relay)  # before start: a node that cannot reach Redis is held at once
         node.admitting = lambda: not shared_lists.stale  # placement sends publishers to fresh nodes
         add_lists_health(app, shared_lists.health)
+        events = ClusterEvents(cluster, redis, moderation)
+        moderation.join_cluster(cluster.node_name)  # webhooks go out once across the cluster, not from here
+        node.reports["events"] = events.status
 
         async def _join(app: web.Application) -> AsyncIterator[None]:
             await shared_lists.start()  # first: the node registers with its lists' freshness known
@@ -113,7 +117,9 @@ def build_proxy(
             except BaseException:
                 await shared_lists.stop()
                 raise
+            await events.start()
             yield
+            await events.stop()  # after the relay's last events; relayed on the next start if not now
             await shared_lists.stop()
             await edges.close()
             await node.stop()

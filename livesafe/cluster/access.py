@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from livesafe.cluster.settings import ClusterSettings
-from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, Outbox, Store
+from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, NodeState, Outbox, Store
 from livesafe.moderation.store.records import Allowed
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,10 @@ class ClusteredStore:
     @property
     def access(self) -> AccessLists:
         return self._access
+
+    @property
+    def state(self) -> NodeState:
+        return self._inner.state
 
     def close(self) -> None:
         self._inner.close()

@@ -65,6 +65,7 @@ class ClusterNode:
         self.placements = {"local": 0, "redirected": 0, "refused": 0}
         self.extra_load: Callable[[], dict[str, Any]] = dict  # edge counts etc., filled by whoever has them
         self.admitting: Callable[[], bool] = lambda: True  # e.g. lists current (refuse mode)
+        self.reports: dict[str, Callable[[], dict[str, Any]]] = {}  # more of the node's state for /healthz
         self.known_nodes = 0  # live nodes at the last heartbeat that could ask
         self._placing: dict[str, float] = {}  # stream -> when its lease was taken for a publisher negotiating
         self._http: aiohttp.ClientSession | None = None
@@ -216,7 +217,7 @@ class ClusterNode:
             "nodes": self.known_nodes,
             "leases": len(self.leases.held),
             "draining": self.draining,
-        }
+        } | {name: report() for name, report in self.reports.items()}
 
     def on_fact(self, fact: Fact) -> None:
         """The relay's events: a stream that ended gives up its lease."""
