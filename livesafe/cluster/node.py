@@ -14,6 +14,11 @@
   (:mod:`~livesafe.cluster.access`), and publishes this node's streams so
   ``/api/streams`` on any node lists the whole cluster.
 - A lease found taken cuts the stream here: two nodes never both guard it.
+- Behind a port shared by several nodes of one machine (``serve --workers``,
+  :attr:`ClusterNode.shared_port`), a WHIP or WHEP offer is answered with a
+  ``307`` to the chosen node's own port, even when that is this node: the
+  session's resource (``DELETE``, ``PATCH``) must reach the process that holds
+  it, and through the shared port the kernel picks a process at random.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # Moderator and viewer requests about one stream, answered by the node that guards it.
 _STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
+_WHEP_OFFER = re.compile(r"^/whep/([^/]+)$")
 _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 _PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
 
@@ -74,6 +80,8 @@ class ClusterNode:
         self.placements = {"local": 0, "redirected": 0, "refused": 0}
         self.extra_load: Callable[[], dict[str, Any]] = dict  # edge counts etc., filled by whoever has them
         self.admitting: Callable[[], bool] = lambda: True  # e.g. lists current (refuse mode)
+        self.shared_port: int | None = None  # a port other nodes of this machine listen on too
+        self.claim_wait_seconds = 0.0  # how long a starting node waits for a dead predecessor's name to expire
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -86,7 +94,7 @@ class ClusterNode:
         """Join the cluster; raises RegistryUnavailable (Redis does not answer) or NodeNameTaken."""
         self._http = aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT)
         try:
-            await self.registry.join()
+            await self.registry.join(self.claim_wait_seconds)
         except BaseException:
             await self._close_clients()
             raise
@@ -154,6 +162,8 @@ class ClusterNode:
     async def _place(self, stream_id: str, request: web.Request) -> bool:
         holder = await self.leases.holder(stream_id)
         if holder is not None and holder.node == self.name:
+            if self._via_shared_port(request):
+                self._redirect(self.registry.info(), request)
             self.leases.held.setdefault(stream_id, holder)
             return False
         if holder is not None:
@@ -173,8 +183,10 @@ class ClusterNode:
             target = choose(nodes, self.name)
             if target is None:
                 self._refuse("no node in the cluster has room for another stream")
-            if target.name != self.name:
+            if target.name != self.name or self._via_shared_port(request):
                 self._redirect(target, request)
+        elif self._via_shared_port(request):
+            self._redirect(self.registry.info(), request)
         lease = await self.leases.acquire(stream_id)
         if lease.node != self.name:  # another node took it a moment ago
             node = await self.registry.node(lease.node)
@@ -195,6 +207,13 @@ class ClusterNode:
     def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
         self.placements["redirected"] += 1
         raise web.HTTPTemporaryRedirect(f"{node.url}{request.path}?{_PLACED}={node.name}")
+
+    def _via_shared_port(self, request: web.Request) -> bool:
+        """Did ``request`` come in on the port other nodes share (whichever of us the kernel picked)?"""
+        if self.shared_port is None or request.transport is None:
+            return False
+        sockname = request.transport.get_extra_info("sockname")
+        return isinstance(sockname, tuple) and len(sockname) >= 2 and sockname[1] == self.shared_port
 
     def _refuse(self, reason: str) -> NoReturn:
         self.placements["refused"] += 1
@@ -264,6 +283,16 @@ class ClusterNode:
                 except ClusterAuthError as exc:
                     raise web.HTTPUnauthorized(text=f"{exc}\n") from None
                 return await handler(forwarded)
+            offer = _WHEP_OFFER.match(request.path)
+            if offer is not None and request.method == "POST" and self._via_shared_port(request):
+                try:
+                    origin = await self.origin_of(unquote(offer.group(1)))
+                except RegistryUnavailable:
+                    origin = None
+                if origin is not None:  # a viewer goes to the node guarding the stream, as a publisher does
+                    self.placements["redirected"] += 1
+                    raise web.HTTPTemporaryRedirect(f"{origin.url}{request.path_qs}")
+                return await handler(request)  # not live anywhere: this node's own 404
             match = _STREAM_API.match(request.path)
             if match is None or request.method != "POST" or self.relay.is_live(unquote(match.group(1))):
                 return await handler(request)
