@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     _relay_options(demo)
     demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_cut.mp4"), help="video to publish")
     demo.add_argument("--stream", default="demo", help="stream name")
+    demo.add_argument("--workers", help=argparse.SUPPRESS)  # refused with a word on what runs several
     demo.set_defaults(run=_run_demo)
 
     publish = sub.add_parser("publish", help="publish a video file over WHIP at real-time pace")
@@ -133,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         "--passthrough",
         action="store_true",
         help="send the file's H.264 packets without re-encoding (needs H.264 without B-frames)",
+    )
+    publish.add_argument(
+        "--retry",
+        type=int,
+        default=0,
+        metavar="N",
+        help="if the server does not answer, answers 5xx/429, or the session drops: start again, up to N times",
     )
     _ice_option(publish)
     publish.set_defaults(run=_run_publish)
@@ -467,6 +475,8 @@ async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSet
 def _run_publish(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
+    if args.retry < 0:
+        raise UsageError(f"--retry {args.retry}: expected 0 or more")
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
         result = asyncio.run(
@@ -479,6 +489,7 @@ def _run_publish(args: argparse.Namespace) -> int:
                 codec=args.codec,
                 passthrough=args.passthrough,
                 ice=_ice_settings(args),
+                retries=args.retry,
             )
         )
     except ClientError as exc:
