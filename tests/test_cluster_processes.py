@@ -325,6 +325,24 @@ async def _any_guards(urls: dict[int, str]) -> bool:
     return any([await guards(url) for url in urls.values()])
 
 
+def test_a_worker_that_keeps_failing_to_restart_stops_the_supervisor_with_one_line(redis_server, tmp_path) -> None:
+    supervisor = Process(
+        ["serve", "--workers", "2", "--node", "w", "--port", str(unused_port()), "--redis", redis_server.url,
+         "--db", str(tmp_path / "ev.db"), "--blocklist", str(BLOCKLIST)]
+    )  # fmt: skip
+    with running(supervisor):
+        supervisor.wait_for(" -- 2 workers (w-0 on ", timeout=40)
+        workers = _workers(_children(supervisor.process.pid))
+        redis_server.stop()  # restarts now fail: the worker cannot join
+        os.kill(workers[0], signal.SIGKILL)
+        code = supervisor.process.wait(timeout=35)
+    errors = [line for line in supervisor.lines if line.startswith("livesafe: error:")]
+    assert code == 2 and len(errors) == 1, supervisor.output
+    assert "worker w-0 failed 5 times in a row" in errors[0] and "cluster: Redis at" in errors[0]
+    assert supervisor.output.count("restarting in") == 4
+    assert not any(_alive(pid) for pid in workers.values())
+
+
 def test_a_second_node_with_a_taken_name_exits_2_with_one_line(redis_server, tmp_path) -> None:
     config = cluster_config(tmp_path, redis_server.url)
     first = Node(config, "a", tmp_path)

@@ -309,7 +309,7 @@ class Supervisor:
             if failures >= MAX_FAILURES:
                 self._fail(f"worker {worker.name} failed {failures} times in a row ({how}); last: {last_error}")
                 return
-            delay = _BACKOFF_SECONDS[min(failures, len(_BACKOFF_SECONDS) - 1)]
+            delay = _BACKOFF_SECONDS[min(max(failures - 1, 0), len(_BACKOFF_SECONDS) - 1)]
             detail = f": {last_error}" if last_error and not was_ready else ""
             print(f"livesafe: worker {worker.name} stopped ({how}){detail}; restarting in {delay:g} s", file=sys.stderr)
             with contextlib.suppress(TimeoutError):
