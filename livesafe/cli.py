@@ -279,7 +279,7 @@ def _supervise(args: argparse.Namespace, config: Config, workers: int) -> int:
     base = cluster.node_name if cluster is not None else args.node or socket.gethostname()
     names = [f"{base}-{i}" for i in range(workers)]
     if not NODE_NAME.match(names[-1]):
-        raise UsageError(f"--node {base!r}: worker names like {names[-1]!r} must be letters, digits, '.', '_', '-'")
+        raise UsageError(f"node name {base!r}: worker names like {names[-1]!r} must be letters, digits, '.', '_', '-'")
     redis = PrivateRedis() if private else None
     try:
         if redis is not None:

@@ -152,9 +152,9 @@ async def guards(base: str, stream: str = "studio") -> bool:
     return listed is not None and "node" not in listed and listed["state"] != "ended" and listed["frames_in"] > 0
 
 
-async def post_offer(url: str) -> tuple[int, str]:
+async def post_offer(url: str, host: str | None = None) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http:
-        headers = {"Content-Type": "application/sdp"}
+        headers = {"Content-Type": "application/sdp"} | ({"Host": host} if host else {})
         async with http.post(url, data=await make_offer(), headers=headers, allow_redirects=False) as response:
             return response.status, response.headers.get("Location", "")
 
@@ -294,6 +294,10 @@ async def test_workers_share_one_port_and_the_supervisor_restarts_a_killed_worke
         # Through the public port an offer goes to one worker's own port, whichever process took it.
         status, location = await post_offer(f"{base}/whip/other")
         assert status == 307 and location.split("/whip/")[0] in own.values(), (status, location)
+        # A publisher that reached the machine by another name is sent to that name, the worker's port.
+        status, location = await post_offer(f"{base}/whip/other", host=f"relay.example:{public}")
+        ports = [str(public + 1 + i) for i in own]
+        assert status == 307 and location.split("/whip/")[0] in [f"http://relay.example:{p}" for p in ports], location
         async with background(publish(blocked_cut_360p, f"{base}/whip/studio", loop=True, ice=ICE)):
             await until(lambda: _any_guards(own), 20, "the stream live on a worker")
             origin = [i for i, url in own.items() if await guards(url)][0]

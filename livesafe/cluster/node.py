@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -206,7 +206,7 @@ class ClusterNode:
 
     def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
         self.placements["redirected"] += 1
-        raise web.HTTPTemporaryRedirect(f"{node.url}{request.path}?{_PLACED}={node.name}")
+        raise web.HTTPTemporaryRedirect(f"{for_client(node.url, request)}{request.path}?{_PLACED}={node.name}")
 
     def _via_shared_port(self, request: web.Request) -> bool:
         """Did ``request`` come in on the port other nodes share (whichever of us the kernel picked)?"""
@@ -291,7 +291,7 @@ class ClusterNode:
                     origin = None
                 if origin is not None:  # a viewer goes to the node guarding the stream, as a publisher does
                     self.placements["redirected"] += 1
-                    raise web.HTTPTemporaryRedirect(f"{origin.url}{request.path_qs}")
+                    raise web.HTTPTemporaryRedirect(f"{for_client(origin.url, request)}{request.path_qs}")
                 return await handler(request)  # not live anywhere: this node's own 404
             match = _STREAM_API.match(request.path)
             if match is None or request.method != "POST" or self.relay.is_live(unquote(match.group(1))):
@@ -327,6 +327,25 @@ class ClusterNode:
             raise web.HTTPBadGateway(
                 text=f"node {origin.node}, which guards this stream, did not answer: {exc}\n"
             ) from None
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def for_client(url: str, request: web.Request) -> str:
+    """A node's advertised ``url`` as the client of ``request`` should dial it.
+
+    A loopback address means "this machine" (the default of nodes listening on
+    every interface without ``--advertise``, and of ``--workers``): a client that
+    reached us by another name gets that name, with the node's port.  The name
+    comes from the client's own Host header, so it can only send itself elsewhere.
+    """
+    parts = urlsplit(url)
+    host = request.url.host
+    if parts.hostname not in _LOOPBACK or not host or host in _LOOPBACK:
+        return url
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}:{parts.port}" if parts.port else f"{parts.scheme}://{shown}"
 
 
 def listen_url(host: str, port: int) -> str:
