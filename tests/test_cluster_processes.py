@@ -244,6 +244,34 @@ async def test_sigterm_drains_a_node_keeps_its_viewer_then_leaves_the_registry_c
         assert not [o for o in owners if o and o.startswith("a|")], owners
 
 
+async def test_a_draining_node_alone_refuses_new_streams_and_leaves_when_the_grace_period_ends(
+    redis_server, tmp_path, blocked_cut_360p
+) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    a = Node(cluster_config(tmp_path, redis_server.url, drain_seconds=2), "a", tmp_path)
+    with running(a):
+        await a.printed(READY)
+        async with background(publish(blocked_cut_360p, a.url("whip/studio"), loop=True, ice=ICE)):
+            await until(lambda: guards(a.base), 15, "the stream live on a")
+            async with background(watch(a.url("whep/studio"), ice=ICE)) as viewer:
+
+                async def watched() -> bool:
+                    return (await streams(a.base))["studio"]["viewers"] == 1
+
+                await until(watched, 15, "a viewer on a")
+                a.process.send_signal(signal.SIGTERM)
+                draining = time.monotonic()
+                await a.printed("draining", timeout=5)
+                status, _ = await post_offer(a.url("whip/other"))
+                assert status == 503  # no other node to send it to
+                code = await asyncio.to_thread(a.process.wait, 15)
+                took = time.monotonic() - draining
+                watched_until_the_end = await asyncio.wait_for(viewer, 15)
+                assert watched_until_the_end.ended_by_server  # the viewer stayed; the node hung up as it left
+        assert code == 0 and 1.5 < took < 8, (code, took, a.output)
+        assert not client.exists("livesafe:node:a") and not list(client.scan_iter("livesafe:stream:*:owner"))
+
+
 def _children(pid: int) -> dict[int, str]:
     """The processes whose parent is ``pid``: their command lines."""
     found = {}
