@@ -296,6 +296,8 @@ class Supervisor:
                 preexec_fn=_die_with_parent,
                 process_group=0,  # signals come from us, once, not also from the terminal
             )
+            if self._stopping is not None:  # the signal came while it was being started
+                worker.process.send_signal(self._stopping)
             was_ready, last_error = await self._follow(worker, worker.process)
             code = await worker.process.wait()
             if self._stop.is_set():
