@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -26,7 +27,16 @@ from aiohttp import web
 from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.cluster.node import listen_url
 from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable
-from livesafe.cluster.settings import ClusterSettings
+from livesafe.cluster.settings import NODE_NAME, ClusterSettings
+from livesafe.cluster.workers import (
+    READY_LINE,
+    PrivateRedis,
+    Supervisor,
+    WorkersError,
+    WorkerSlot,
+    check_ports,
+    resolve_workers,
+)
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
@@ -53,10 +63,11 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --workers repeats to each worker
     logging.basicConfig(level=logging.WARNING, format="livesafe: %(levelname)s: %(message)s")
     try:
         return int(args.run(args))
-    except (UsageError, ScanError, ConfigError, BlocklistError, ValueError) as exc:
+    except (UsageError, ScanError, ConfigError, BlocklistError, WorkersError, ValueError) as exc:
         print(f"livesafe: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -95,12 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", metavar="URL", help="join a cluster through this Redis ([cluster] redis_url)")
     serve.add_argument("--node", metavar="NAME", help="this node's name in the cluster (default: the host name)")
     serve.add_argument("--advertise", metavar="URL", help="how publishers and other nodes reach this node")
+    serve.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="run N processes ('auto': one per core) behind --port, each a cluster node; worker I also "
+        "listens on port + 1 + I (open those too); coordinated through --redis, else a private "
+        "redis-server ([server] workers; default 1)",
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for each worker
     serve.set_defaults(run=_run_serve)
 
     demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
     _relay_options(demo)
     demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_cut.mp4"), help="video to publish")
     demo.add_argument("--stream", default="demo", help="stream name")
+    demo.add_argument("--workers", help=argparse.SUPPRESS)  # refused with a word on what runs several
     demo.set_defaults(run=_run_demo)
 
     publish = sub.add_parser("publish", help="publish a video file over WHIP at real-time pace")
@@ -114,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         "--passthrough",
         action="store_true",
         help="send the file's H.264 packets without re-encoding (needs H.264 without B-frames)",
+    )
+    publish.add_argument(
+        "--retry",
+        type=int,
+        default=0,
+        metavar="N",
+        help="if the server does not answer, answers 5xx/429, or the session drops: start again, up to N times",
     )
     _ice_option(publish)
     publish.set_defaults(run=_run_publish)
@@ -222,9 +249,57 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
 
 def _run_serve(args: argparse.Namespace) -> int:
     config, lists = _relay_config(args)
+    workers = resolve_workers(args.workers, config.relay.workers)
+    if args.worker_index is not None:
+        slot = WorkerSlot(args.worker_index, workers, config.relay.port)
+        cluster = _cluster_settings(args, config)
+        if cluster is None:
+            raise UsageError("--worker-index is set by --workers for its workers, with --redis")
+        asyncio.run(_serve(slot.config(config, cluster), lists, worker=slot))
+        return EXIT_CLEAN
+    if workers > 1:
+        del lists  # validated; the workers load their own
+        return _supervise(args, config, workers)
+    if args.workers is None and config.relay.workers == 1 and (os.cpu_count() or 1) > 1:
+        print(
+            f"livesafe: one process; --workers auto would run one per core ({os.cpu_count()}) behind this port",
+            file=sys.stderr,
+        )
     config = replace(config, cluster=_cluster_settings(args, config))
     asyncio.run(_serve(config, lists))
     return EXIT_CLEAN
+
+
+def _supervise(args: argparse.Namespace, config: Config, workers: int) -> int:
+    """``serve --workers N``: the workers, on the configured Redis or a private one (see cluster.workers)."""
+    settings = config.relay
+    check_ports(settings.port, workers)
+    private = args.redis is None and config.cluster is None
+    cluster = None if private else _cluster_settings(args, config)
+    base = cluster.node_name if cluster is not None else args.node or socket.gethostname()
+    names = [f"{base}-{i}" for i in range(workers)]
+    if not NODE_NAME.match(names[-1]):
+        raise UsageError(f"node name {base!r}: worker names like {names[-1]!r} must be letters, digits, '.', '_', '-'")
+    redis = PrivateRedis() if private else None
+    try:
+        if redis is not None:
+            redis.start()
+        supervisor = Supervisor(
+            args.argv,
+            names,
+            public_url=_base_url(settings.host, settings.port),
+            public_port=settings.port,
+            redis=redis,
+            drain_seconds=cluster.drain_seconds if cluster is not None else ClusterSettings.drain_seconds,
+        )
+        return asyncio.run(supervisor.run())
+    finally:
+        if redis is not None:
+            redis.stop()  # last: the workers have left the cluster through it
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 def _cluster_settings(args: argparse.Namespace, config: Config) -> ClusterSettings | None:
@@ -248,6 +323,8 @@ def _cluster_settings(args: argparse.Namespace, config: Config) -> ClusterSettin
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        raise UsageError("--workers: the demo runs in one process (livesafe serve --workers N runs several)")
     if not args.sample.is_file():
         raise UsageError(f"{args.sample}: no such file (run from the repository root, or pass --sample FILE)")
     samples = args.sample.parent / "blocklist.txt"
@@ -265,7 +342,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
-async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None) -> None:
+async def _serve(
+    config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None, worker: WorkerSlot | None = None
+) -> None:
+    """Serve until SIGINT (stop) or SIGTERM (a cluster node drains first).
+
+    ``worker``: one of ``serve --workers``: it listens on its own port and, shared
+    with its siblings (``SO_REUSEPORT``), on the public one; on SIGTERM it closes
+    the shared port first, so the kernel sends new connections to the others.
+    """
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
     try:
@@ -281,6 +366,10 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     relay = proxy.relay
+    if worker is not None and proxy.cluster is not None and config.cluster is not None:
+        proxy.cluster.shared_port = worker.public_port
+        # A worker restarted after a crash finds its old name held until the key expires.
+        proxy.cluster.claim_wait_seconds = config.cluster.node_ttl_seconds + config.cluster.heartbeat_seconds
     runner = web.AppRunner(proxy.app, access_log=None)
     try:
         await runner.setup()  # a cluster node joins here
@@ -288,15 +377,19 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         raise UsageError(f"cluster: {exc}") from None
     except NodeNameTaken as exc:
         raise UsageError(f"cluster: {exc}: give each node its own --node NAME") from None
-    site = web.TCPSite(runner, settings.host, settings.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-    base = f"http://{'[' + settings.host + ']' if ':' in settings.host else settings.host}:{settings.port}"
+    sites = [(settings.port, web.TCPSite(runner, settings.host, settings.port))]
+    if worker is not None:
+        sites.append((worker.public_port, web.TCPSite(runner, settings.host, worker.public_port, reuse_port=True)))
+    for port, site in sites:
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UsageError(f"cannot listen on {settings.host}:{port}: {exc.strerror or exc}") from None
+    base = _base_url(settings.host, settings.port)
     hashes = sum(len(bl) for bl in lists.current.blocklists)
-    print(f"livesafe: relay on {base} -- {len(lists.current.blocklists)} list(s), {hashes} hashes", file=sys.stderr)
+    behind = f" (worker {worker.index} of {worker.count} behind port {worker.public_port})" if worker else ""
+    print(f"{READY_LINE}{base}{behind} -- {len(lists.current.blocklists)} list(s), {hashes} hashes", file=sys.stderr)
     if settings.dev_mode:
         print(
             "livesafe: WARNING: DEV MODE -- no stream key configured, so ANYONE who can reach this port may publish "
@@ -342,6 +435,8 @@ async def _serve(config: Config, lists: LiveMatcher, demo: tuple[Path, str] | No
         await stop.wait()
     finally:
         if drain and proxy.cluster is not None:
+            if worker is not None:
+                await sites[-1][1].stop()  # the shared port: new connections go to the other workers
             await proxy.cluster.drain(proxy.cluster.settings.drain_seconds)
         print("livesafe: shutting down", file=sys.stderr)
         for task in tasks:
@@ -381,6 +476,8 @@ async def _demo_publisher(sample: Path, url: str, token: str | None, ice: IceSet
 def _run_publish(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
+    if args.retry < 0:
+        raise UsageError(f"--retry {args.retry}: expected 0 or more")
     token = args.token or os.environ.get("LIVESAFE_TOKEN")
     try:
         result = asyncio.run(
@@ -393,6 +490,7 @@ def _run_publish(args: argparse.Namespace) -> int:
                 codec=args.codec,
                 passthrough=args.passthrough,
                 ice=_ice_settings(args),
+                retries=args.retry,
             )
         )
     except ClientError as exc:

@@ -24,6 +24,7 @@ Example::
     [server]                # livesafe serve
     host = "127.0.0.1"
     port = 8080
+    workers = 1             # processes behind this port (serve --workers; each its own port after it)
 
     [server.ice]
     servers = []                      # no STUN/TURN unless you list one

@@ -24,6 +24,7 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert spec.path == tmp_path / "sample_streams" / "blocklist.txt"  # relative to the config file
     relay = config.relay
     assert (relay.host, relay.port, relay.ice.servers, relay.ice.host_addresses) == ("127.0.0.1", 8080, (), ())
+    assert relay.workers == 1
     assert relay.stream.stall_seconds == 0.5 and relay.stream.ingest_frames == 4
     assert relay.overload.max_cpu_fraction == 0.85 and relay.overload.sustain_seconds == 2.0
     assert relay.streams["studio"].key == "from-the-environment" and not relay.dev_mode

@@ -516,6 +516,8 @@ def test_config_key_env_reads_the_passed_env_not_os_environ(tmp_path, monkeypatc
         # types of plain settings
         ("[server]\nport = '8080'\n", {}, r"server\.port: expected int, got '8080'"),
         ("[server]\nmax_body_bytes = 10\n", {}, r"server: max_body_bytes must be at least 1024"),
+        ("[server]\nworkers = 0\n", {}, r"server: workers must be at least 1"),
+        ("[server]\nworkers = 'auto'\n", {}, r"server\.workers: expected int, got 'auto'"),
         ("[server.stream]\nstall_seconds = 0\n", {}, r"server\.stream: stall_seconds must be > 0"),
         ("[server]\nice = 1\n", {}, r"server\.ice: expected a table"),
     ],

@@ -14,7 +14,19 @@ from livesafe.relay.ice import IceSettings, apply_ice_settings
 
 
 class ClientError(Exception):
-    """The server refused or the media could not flow (message says which)."""
+    """The server refused or the media could not flow (message says which).
+
+    ``status``: the HTTP status of a refusal (None: no answer, or the media failed),
+    so a retrying client can tell "try again" (5xx, 429, no answer) from "you may not" (4xx).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def worth_retrying(self) -> bool:
+        return self.status is None or self.status >= 500 or self.status == 429
 
 
 def peer_connection(ice: IceSettings | None) -> RTCPeerConnection:
@@ -66,7 +78,9 @@ async def negotiate(pc: RTCPeerConnection, url: str, token: str | None, agent: s
                         url = urljoin(url, target)
                         continue
                     if response.status != 201:
-                        raise ClientError(f"{url}: {response.status} {response.reason}: {body.strip()}")
+                        raise ClientError(
+                            f"{url}: {response.status} {response.reason}: {body.strip()}", status=response.status
+                        )
                     location = target
                     break
             else:

@@ -14,6 +14,11 @@
   (:mod:`~livesafe.cluster.access`), and publishes this node's streams so
   ``/api/streams`` on any node lists the whole cluster.
 - A lease found taken cuts the stream here: two nodes never both guard it.
+- Behind a port shared by several nodes of one machine (``serve --workers``,
+  :attr:`ClusterNode.shared_port`), a WHIP or WHEP offer is answered with a
+  ``307`` to the chosen node's own port, even when that is this node: the
+  session's resource (``DELETE``, ``PATCH``) must reach the process that holds
+  it, and through the shared port the kernel picks a process at random.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # Moderator and viewer requests about one stream, answered by the node that guards it.
 _STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
+_WHEP_OFFER = re.compile(r"^/whep/([^/]+)$")
 _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 _PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
 
@@ -68,6 +74,8 @@ class ClusterNode:
         self.reports: dict[str, Callable[[], dict[str, Any]]] = {}  # more of the node's state for /healthz
         self.known_nodes = 0  # live nodes at the last heartbeat that could ask
         self._placing: dict[str, float] = {}  # stream -> when its lease was taken for a publisher negotiating
+        self.shared_port: int | None = None  # a port other nodes of this machine listen on too
+        self.claim_wait_seconds = 0.0  # how long a starting node waits for a dead predecessor's name to expire
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -80,7 +88,7 @@ class ClusterNode:
         """Join the cluster; raises RegistryUnavailable (Redis does not answer) or NodeNameTaken."""
         self._http = aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT)
         try:
-            await self.registry.join()
+            await self.registry.join(self.claim_wait_seconds)
         except BaseException:
             await self._close_clients()
             raise
@@ -148,6 +156,8 @@ class ClusterNode:
     async def _place(self, stream_id: str, request: web.Request) -> bool:
         holder = await self.leases.holder(stream_id)
         if holder is not None and holder.node == self.name:
+            if self._via_shared_port(request):
+                self._redirect(self.registry.info(), request)
             self.leases.held.setdefault(stream_id, holder)
             return False
         if holder is not None:
@@ -167,8 +177,10 @@ class ClusterNode:
             target = choose(nodes, self.name)
             if target is None:
                 self._refuse("no node in the cluster has room for another stream")
-            if target.name != self.name:
+            if target.name != self.name or self._via_shared_port(request):
                 self._redirect(target, request)
+        elif self._via_shared_port(request):
+            self._redirect(self.registry.info(), request)
         lease = await self.leases.acquire(stream_id)
         if lease.node != self.name:  # another node took it a moment ago
             node = await self.registry.node(lease.node)
@@ -189,7 +201,14 @@ class ClusterNode:
 
     def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
         self.placements["redirected"] += 1
-        raise web.HTTPTemporaryRedirect(f"{node.url}{request.path}?{_PLACED}={node.name}")
+        raise web.HTTPTemporaryRedirect(f"{for_client(node.url, request)}{request.path}?{_PLACED}={node.name}")
+
+    def _via_shared_port(self, request: web.Request) -> bool:
+        """Did ``request`` come in on the port other nodes share (whichever of us the kernel picked)?"""
+        if self.shared_port is None or request.transport is None:
+            return False
+        sockname = request.transport.get_extra_info("sockname")
+        return isinstance(sockname, tuple) and len(sockname) >= 2 and sockname[1] == self.shared_port
 
     def _refuse(self, reason: str) -> NoReturn:
         self.placements["refused"] += 1
@@ -270,10 +289,22 @@ class ClusterNode:
     def forwarding(self) -> Middleware:
         """Middleware: a stream's actions, reports and preview asked of a node that does not guard it
         go to the node that does, signed; the receiving node checks the signature here (and only
-        then believes the ``X-Forwarded-For`` it names the client by)."""
+        then believes the ``X-Forwarded-For`` it names the client by).  A WHEP offer arriving on
+        a port the workers of one machine share goes to the origin worker's own port (see
+        ``_via_shared_port``)."""
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            offer = _WHEP_OFFER.match(request.path)
+            if offer is not None and request.method == "POST" and self._via_shared_port(request):
+                try:
+                    origin = await self.origin_of(unquote(offer.group(1)))
+                except RegistryUnavailable:
+                    origin = None
+                if origin is not None:  # a viewer goes to the node guarding the stream, as a publisher does
+                    self.placements["redirected"] += 1
+                    raise web.HTTPTemporaryRedirect(f"{for_client(origin.url, request)}{request.path_qs}")
+                return await handler(request)  # not live anywhere: this node's own 404
             match = _STREAM_API.match(request.path)
             if match is None or request.method != "POST":
                 return await handler(request)  # inter-node routes (/cluster/...) check signatures themselves
@@ -319,6 +350,25 @@ class ClusterNode:
             raise web.HTTPBadGateway(
                 text=f"node {origin.node}, which guards this stream, did not answer: {exc}\n"
             ) from None
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def for_client(url: str, request: web.Request) -> str:
+    """A node's advertised ``url`` as the client of ``request`` should dial it.
+
+    A loopback address means "this machine" (the default of nodes listening on
+    every interface without ``--advertise``, and of ``--workers``): a client that
+    reached us by another name gets that name, with the node's port.  The name
+    comes from the client's own Host header, so it can only send itself elsewhere.
+    """
+    parts = urlsplit(url)
+    host = request.url.host
+    if parts.hostname not in _LOOPBACK or not host or host in _LOOPBACK:
+        return url
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}:{parts.port}" if parts.port else f"{parts.scheme}://{shown}"
 
 
 def listen_url(host: str, port: int) -> str:

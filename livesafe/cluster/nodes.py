@@ -111,15 +111,23 @@ class NodeRegistry:
     def info(self) -> NodeInfo:
         return NodeInfo(self.name, self.settings.advertise_url, self.instance, self.started, time.time(), self._load())
 
-    async def join(self) -> None:
-        """Claim the name and start refreshing; raises NodeNameTaken or RegistryUnavailable."""
+    async def join(self, wait_seconds: float = 0.0) -> None:
+        """Claim the name and start refreshing; raises NodeNameTaken or RegistryUnavailable.
+
+        ``wait_seconds``: how long a name still held may take to be freed before we give up.
+        A process restarted after a crash (``--workers`` restarting a killed worker) finds its
+        old registration alive until its TTL runs out; a name a live node keeps refreshing is
+        refused after the wait all the same.
+        """
         key = self.settings.key("node", self.name)
+        deadline = time.monotonic() + wait_seconds
         try:
-            claimed = await self.redis.set(key, self.info().to_json(), nx=True, px=self._ttl_ms)
-            if not claimed:
-                holder = await self.redis.get(key)
-                url = NodeInfo.from_json(holder).url if holder else "?"
-                raise NodeNameTaken(f"node name {self.name!r} is in use by a live node ({url})")
+            while not await self.redis.set(key, self.info().to_json(), nx=True, px=self._ttl_ms):
+                if time.monotonic() >= deadline:
+                    holder = await self.redis.get(key)
+                    url = NodeInfo.from_json(holder).url if holder else "?"
+                    raise NodeNameTaken(f"node name {self.name!r} is in use by a live node ({url})")
+                await asyncio.sleep(min(0.2, self.settings.heartbeat_seconds))
             await self.redis.sadd(self.settings.key("nodes"), self.name)
         except RedisError as exc:
             raise RegistryUnavailable(f"Redis at {safe_url(self.settings.redis_url)}: {exc}") from None

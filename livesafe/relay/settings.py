@@ -44,6 +44,7 @@ class RelaySettings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     profiles: dict[str, PolicyProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
+    workers: int = 1  # ``livesafe serve`` processes on this machine, behind this port ([server] workers, --workers)
 
     def __post_init__(self) -> None:
         if "default" not in self.profiles:
@@ -55,6 +56,8 @@ class RelaySettings:
                 raise ValueError(
                     f"stream {name!r}: unknown profile {access.profile!r} (known: {', '.join(sorted(self.profiles))})"
                 )
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 
