@@ -87,8 +87,8 @@ async def test_placement_sends_a_publisher_to_the_node_with_room_and_a_reconnect
     redis_server, tmp_path, blocked_cut_360p, http
 ) -> None:
     async with (
-        cluster_node(redis_server.url, "a", tmp_path, relay=KEYED) as a,
-        cluster_node(redis_server.url, "b", tmp_path, relay=KEYED) as b,
+        cluster_node(redis_server.url, "a", tmp_path, relay=KEYED, signalling="redirect") as a,
+        cluster_node(redis_server.url, "b", tmp_path, relay=KEYED, signalling="redirect") as b,
     ):
         b.node.admitting = lambda: False  # b is full: placement must send new streams to a
         await asyncio.sleep(0.5)  # b's next heartbeat says so
@@ -116,15 +116,41 @@ async def test_placement_sends_a_publisher_to_the_node_with_room_and_a_reconnect
         assert await a.node.leases.holder("studio") is None
         async with http.get(f"{b.base}/healthz") as response:
             health = await response.json()
-        assert health["cluster"] | {"seconds_since_registry": 0} == {
-            "node": "b", "registry": "ok", "seconds_since_registry": 0, "nodes": 2, "leases": 0, "draining": False
+        cluster = health["cluster"]
+        assert {k: cluster[k] for k in ("node", "registry", "nodes", "leases", "draining")} == {
+            "node": "b", "registry": "ok", "nodes": 2, "leases": 0, "draining": False
         }  # fmt: skip
+        assert cluster["events"]["connected"] and cluster["events"]["relay_backlog"] == 0
         async with http.get(f"{b.base}/metrics") as response:
             families = {f.name: f for f in text_string_to_metric_families(await response.text())}
         placed = {s.labels["outcome"]: s.value for s in families["livesafe_cluster_placements"].samples}
         assert placed == {"local": 0, "redirected": 3, "refused": 0}  # two POSTs, one publisher, all sent to a
         assert families["livesafe_cluster_registry_up"].samples[0].value == 1
         assert families["livesafe_cluster_nodes"].samples[0].value == 2
+
+
+async def test_proxied_an_offer_to_any_node_is_answered_by_the_node_that_takes_it(
+    redis_server, tmp_path, blocked_cut_360p, http
+) -> None:
+    """The default: the stream key reaches the origin (clients drop it on a redirect to another host)."""
+    async with (
+        cluster_node(redis_server.url, "a", tmp_path, relay=KEYED) as a,
+        cluster_node(redis_server.url, "b", tmp_path, relay=KEYED) as b,
+    ):
+        b.node.admitting = lambda: False
+        await asyncio.sleep(0.5)
+        status, answer, headers = await post_offer(http, b.url("whip", "studio"))
+        assert status == 201 and answer.startswith("v=0"), answer
+        assert headers["Location"].startswith(f"{a.base}/whip/studio/")  # absolute: the session lives on a
+        assert len(a.relay.sessions) == 1 and not b.relay.sessions
+        async with http.delete(headers["Location"], headers={"Authorization": f"Bearer {KEY}"}) as response:
+            assert response.status == 200
+        assert not a.relay.sessions
+        status, text, _ = await post_offer(http, b.url("whip", "studio"), key="wrong-key-0123456789")
+        assert status == 403, text  # b refuses a wrong key itself, before passing anything on
+        async with publisher(b.url("whip", "studio"), blocked_cut_360p):
+            await until(lambda: live_frames(a) > 10, what="frames on node a")
+            assert "studio" not in b.relay.streams
 
 
 async def test_a_moderator_acting_on_another_node_reaches_the_origin_and_the_revocation_is_everywhere(

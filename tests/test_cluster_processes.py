@@ -153,10 +153,15 @@ async def guards(base: str, stream: str = "studio") -> bool:
 
 
 async def post_offer(url: str, host: str | None = None) -> tuple[int, str]:
+    """An offer POSTed once (no redirect followed); a session it opened is hung up again."""
     async with aiohttp.ClientSession() as http:
         headers = {"Content-Type": "application/sdp"} | ({"Host": host} if host else {})
         async with http.post(url, data=await make_offer(), headers=headers, allow_redirects=False) as response:
-            return response.status, response.headers.get("Location", "")
+            status, location = response.status, response.headers.get("Location", "")
+        if status == 201 and location.startswith("http://127.0.0.1"):
+            async with http.delete(location) as response:
+                assert response.status == 200, "the absolute Location is the session on the node holding it"
+        return status, location
 
 
 def owner(client: redis.Redis, stream: str = "studio") -> str | None:
@@ -228,7 +233,7 @@ async def test_sigterm_drains_a_node_keeps_its_viewer_then_leaves_the_registry_c
                 a.process.send_signal(signal.SIGTERM)
                 await a.printed("draining", timeout=5)
                 status, location = await post_offer(a.url("whip/other"))
-                assert status == 307 and location.startswith(b.url("whip/other")), (status, location)
+                assert status == 201 and location.startswith(b.url("whip/other")), (status, location)  # proxied
                 await asyncio.sleep(1.5)
                 assert a.process.poll() is None, "a left while its viewer was still watching"
                 assert not viewer.done()
@@ -319,13 +324,13 @@ async def test_workers_share_one_port_and_the_supervisor_restarts_a_killed_worke
         environ = (Path("/proc") / str(workers[0]) / "environ").read_bytes().split(b"\0")
         secret = next(v for v in environ if v.startswith(b"LIVESAFE_CLUSTER_SECRET=")).split(b"=", 1)[1].decode()
         assert len(secret) >= 32 and not any(secret in cmd for cmd in children.values())  # generated, env only
-        # Through the public port an offer goes to one worker's own port, whichever process took it.
+        # Through the public port an offer is answered by one worker, whose own port the session is on.
         status, location = await post_offer(f"{base}/whip/other")
-        assert status == 307 and location.split("/whip/")[0] in own.values(), (status, location)
-        # A publisher that reached the machine by another name is sent to that name, the worker's port.
+        assert status == 201 and location.split("/whip/")[0] in own.values(), (status, location)
+        # A publisher that reached the machine by another name gets that name, with the worker's port.
         status, location = await post_offer(f"{base}/whip/other", host=f"relay.example:{public}")
         ports = [str(public + 1 + i) for i in own]
-        assert status == 307 and location.split("/whip/")[0] in [f"http://relay.example:{p}" for p in ports], location
+        assert status == 201 and location.split("/whip/")[0] in [f"http://relay.example:{p}" for p in ports], location
         async with background(publish(blocked_cut_360p, f"{base}/whip/studio", loop=True, ice=ICE)):
             await until(lambda: _any_guards(own), 20, "the stream live on a worker")
             origin = [i for i, url in own.items() if await guards(url)][0]

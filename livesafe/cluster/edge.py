@@ -33,11 +33,13 @@ from typing import Any
 
 import aiohttp
 import av
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from livesafe.cluster.auth import ClusterAuth
 from livesafe.cluster.media import HEADER, MAX_PACKET_BYTES, WireError, decode_packet
+from livesafe.cluster.nodes import RegistryUnavailable
+from livesafe.cluster.tasks import cancel_and_wait
 from livesafe.guard.redact import slate_frame
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.encoder import AUDIO_CLOCK, VIDEO_CLOCK, Encoders
@@ -129,6 +131,27 @@ class EdgeStreams:
         """The origin a viewer of ``stream_id`` would be fed from (None: the stream is not live anywhere)."""
         link = self.links.get(stream_id)
         return link.origin if link is not None else await self.origin_of(stream_id)
+
+    async def admit(self, stream_id: str) -> Callable[[Viewer], Awaitable[None]]:
+        """How to attach a new viewer of ``stream_id`` (``relay.registry.RemoteStreams``); raises the HTTP
+        answer when it cannot be watched through this edge (no origin, registry away, full)."""
+        if self.viewer_count(stream_id) >= self.settings.max_viewers_per_stream:
+            raise web.HTTPServiceUnavailable(text="this stream has as many viewers as it may have\n")
+        try:
+            origin = await self.locate(stream_id)
+        except RegistryUnavailable:
+            raise web.HTTPServiceUnavailable(text="the cluster registry is unavailable; try again\n") from None
+        if origin is None:
+            raise web.HTTPNotFound(text=f"no live stream named {stream_id!r}\n")
+
+        async def attach(viewer: Viewer) -> None:
+            try:
+                await self.add_viewer(stream_id, origin, viewer)
+            except EdgeUnavailable as exc:
+                status = {404: web.HTTPNotFound, 503: web.HTTPServiceUnavailable}.get(exc.status, web.HTTPBadGateway)
+                raise status(text=f"{exc}\n") from None
+
+        return attach
 
     async def add_viewer(self, stream_id: str, origin: Origin, viewer: Viewer) -> None:
         """Feed ``viewer`` from the stream's link, opening it (to ``origin``) if there is none.
@@ -445,8 +468,7 @@ class EdgeLink:
             self._linger.cancel()
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not asyncio.current_task():
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+            await cancel_and_wait([supervisor])  # it asks Redis for the origin: see cluster.tasks
         if self._ws is not None:
             await self._ws.close()
             self._ws = None

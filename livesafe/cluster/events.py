@@ -62,6 +62,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from livesafe.cluster.settings import ClusterSettings
+from livesafe.cluster.tasks import cancel_and_wait
 from livesafe.events import Event
 from livesafe.moderation.service import Moderation
 
@@ -179,9 +180,7 @@ class ClusterEvents:
 
     async def stop(self) -> None:
         """Before the store closes.  What is unrelayed or unacked waits (in SQLite, in the group) for the next start."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def status(self) -> dict[str, Any]:

@@ -79,6 +79,7 @@ from redis.exceptions import RedisError
 
 from livesafe.cluster.nodes import safe_url
 from livesafe.cluster.settings import ClusterSettings
+from livesafe.cluster.tasks import cancel_and_wait
 from livesafe.lists.formats import NO_METADATA
 from livesafe.lists.health import ListsHealth, ListState
 from livesafe.lists.live import LiveLists
@@ -354,9 +355,7 @@ class SharedLists:
     async def stop(self) -> None:
         if self._file_loaded in self._lists.on_loaded:
             self._lists.on_loaded.remove(self._file_loaded)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await asyncio.to_thread(self._bulk.close)
 

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -53,7 +53,17 @@ log = logging.getLogger(__name__)
 _STREAM_API = re.compile(r"^/api/streams/([^/]+)/(actions|reports|preview)$")
 _WHEP_OFFER = re.compile(r"^/whep/([^/]+)$")
 _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+# What a proxied offer carries to the node that answers it, and what of its answer comes back.
+_PASSED_ON = ("Authorization", "Content-Type", "User-Agent")
+_PASSED_BACK = ("Content-Type", "Location", "ETag", "Link", "Retry-After", "Accept-Post")
 _PLACED = "node"  # query parameter of a placement redirect: the node it sent the publisher to
+
+
+class _Handoff(Exception):
+    """Placement's verdict: another node answers this offer."""
+
+    def __init__(self, node: NodeInfo) -> None:
+        self.node = node
 
 
 class ClusterNode:
@@ -138,13 +148,15 @@ class ClusterNode:
 
     # -------------------------------------------------------------- placement
 
-    async def place(self, stream_id: str, request: web.Request) -> bool:
-        """Take ``stream_id`` here (True: a new lease, to release if negotiation fails; False: ours already).
-
-        Raises ``HTTPTemporaryRedirect`` to the node that should take it, or 503.
+    async def place(self, stream_id: str, request: web.Request) -> bool | web.Response:
+        """Take ``stream_id`` here (True: a new lease, to release if negotiation fails; False: ours already),
+        or the answer that sends the publisher to the node that should: that node's own answer
+        (``signalling = "proxy"``) or a 307 to it.  Raises 503 when no node can take it.
         """
         try:
             return await self._place(stream_id, request)
+        except _Handoff as handoff:
+            return await self.hand_off(handoff.node, request)
         except RegistryUnavailable as exc:
             if stream_id in self.leases.held and stream_id in self.relay.streams:
                 return False  # our own stream reconnecting: we still guard it, Redis or not
@@ -200,8 +212,35 @@ class ClusterNode:
         self._refuse(f"stream {holder.stream_id!r} is still held by node {holder.node}")
 
     def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
+        raise _Handoff(node)
+
+    async def hand_off(self, node: NodeInfo | Origin, request: web.Request) -> web.Response:
+        """Send this WHIP/WHEP offer to ``node``: a 307, or (proxy) its answer passed back.
+
+        Proxied, the answer's ``Location`` is made absolute on that node, so the
+        session's DELETE goes straight to the process that holds it; ICE then runs
+        between the client and that node, as its answer's candidates say.
+        """
         self.placements["redirected"] += 1
-        raise web.HTTPTemporaryRedirect(f"{for_client(node.url, request)}{request.path}?{_PLACED}={node.name}")
+        name = node.name if isinstance(node, NodeInfo) else node.node
+        base = for_client(node.url, request)
+        target = f"{base}{request.path}?{_PLACED}={name}"
+        if self.settings.signalling == "redirect":
+            raise web.HTTPTemporaryRedirect(target)
+        assert self._http is not None  # started
+        headers = {k: request.headers[k] for k in _PASSED_ON if k in request.headers}
+        try:
+            async with self._http.post(
+                node.url + request.path, params={_PLACED: name}, data=await request.read(), headers=headers,
+                allow_redirects=False,
+            ) as response:  # fmt: skip
+                body = await response.read()
+                kept = {k: response.headers[k] for k in _PASSED_BACK if k in response.headers}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise web.HTTPBadGateway(text=f"node {name}, which takes this stream, did not answer: {exc}\n") from None
+        if "Location" in kept:
+            kept["Location"] = urljoin(base + "/", kept["Location"])
+        return web.Response(status=response.status, body=body, headers=kept)
 
     def _via_shared_port(self, request: web.Request) -> bool:
         """Did ``request`` come in on the port other nodes share (whichever of us the kernel picked)?"""
@@ -302,8 +341,7 @@ class ClusterNode:
                 except RegistryUnavailable:
                     origin = None
                 if origin is not None:  # a viewer goes to the node guarding the stream, as a publisher does
-                    self.placements["redirected"] += 1
-                    raise web.HTTPTemporaryRedirect(f"{for_client(origin.url, request)}{request.path_qs}")
+                    return await self.hand_off(origin, request)
                 return await handler(request)  # not live anywhere: this node's own 404
             match = _STREAM_API.match(request.path)
             if match is None or request.method != "POST":

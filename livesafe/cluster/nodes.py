@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from livesafe.cluster.settings import ClusterSettings
+from livesafe.cluster.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,7 @@ class NodeRegistry:
     async def leave(self) -> None:
         """Stop refreshing and remove the registration (a drained node leaves the registry clean)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
         try:
             key = self.settings.key("node", self.name)

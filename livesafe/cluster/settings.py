@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 STALE_LIST_ACTIONS = ("slate", "refuse")
+SIGNALLING = ("proxy", "redirect")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class ClusterSettings:
     lease_ttl_seconds: float = 3.0
     max_list_age_seconds: float = 30.0  # lists not confirmed current for this long are stale
     stale_lists: str = "slate"  # what a node with stale lists does: slate its streams, or refuse new ones
+    # How a WHIP/WHEP offer another node must answer gets there: "proxy" (this node passes it on and
+    # returns that node's answer, with an absolute Location) or "redirect" (307, RFC 9725 section 4.5).
+    # Proxy by default: OBS (libcurl), browsers (fetch) and aiohttp drop the Authorization header on a
+    # redirect to another host or port, so a redirected stream key or viewer token never arrives.
+    signalling: str = "proxy"
     drain_seconds: float = 30.0  # on SIGTERM: how long viewers may keep watching before the node leaves
 
     def __post_init__(self) -> None:
@@ -48,6 +54,8 @@ class ClusterSettings:
             raise ValueError("expected 2 * heartbeat_seconds < lease_ttl_seconds <= node_ttl_seconds")
         if self.max_list_age_seconds <= 0:
             raise ValueError("max_list_age_seconds must be > 0")
+        if self.signalling not in SIGNALLING:
+            raise ValueError(f"signalling {self.signalling!r}: expected one of {', '.join(SIGNALLING)}")
         if self.drain_seconds < 0:
             raise ValueError("drain_seconds must be >= 0")
         if self.stale_lists not in STALE_LIST_ACTIONS:

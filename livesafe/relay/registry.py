@@ -14,9 +14,9 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import av
 from aiohttp import web
@@ -36,13 +36,11 @@ from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.policy import Action, PolicyProfile
 from livesafe.relay.compat import accept_rsa_peers
+from livesafe.relay.delivery import Viewer
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import RelaySettings
 from livesafe.relay.stream import LiveStream
-
-if TYPE_CHECKING:
-    from livesafe.cluster.edge import EdgeStreams
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +48,9 @@ log = logging.getLogger(__name__)
 class Placement(Protocol):
     """Which node takes a new stream (the cluster's; a single node takes every stream itself)."""
 
-    async def place(self, stream_id: str, request: web.Request) -> bool:
+    async def place(self, stream_id: str, request: web.Request) -> bool | web.Response:
         """Take ``stream_id`` here (True: newly, so :meth:`release` it if the publisher does not
-        get through), or raise the HTTP answer that sends the publisher elsewhere."""
+        get through), or the response that sends the publisher elsewhere (raises when none can)."""
         ...
 
     async def release(self, stream_id: str) -> None: ...
@@ -60,6 +58,19 @@ class Placement(Protocol):
     def status(self) -> dict[str, Any]:
         """For ``/healthz``: how placement stands (e.g. whether the cluster's registry answers)."""
         ...
+
+
+class RemoteStreams(Protocol):
+    """Streams guarded on another node and watched from this one (a cluster's edge)."""
+
+    async def admit(self, stream_id: str) -> Callable[[Viewer], Awaitable[None]]:
+        """How to attach a new viewer of ``stream_id``; raises the HTTP answer if it cannot be watched
+        here (404: not live anywhere; 503: full, or the cluster cannot say)."""
+        ...
+
+    def request_keyframe(self, stream_id: str, codec: str) -> None: ...
+
+    async def remove_viewer(self, stream_id: str, viewer_id: str) -> None: ...
 
 
 @dataclass
@@ -140,7 +151,7 @@ class Relay:
         self.held: str | None = None  # why every stream shows the slate (``hold_streams``), if they do
         self.refusing: str | None = None  # why new publishers are refused (``refuse_publishers``), if they are
         # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
-        self.edges: EdgeStreams | None = None
+        self.edges: RemoteStreams | None = None  # set when clustered: streams guarded elsewhere
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
 

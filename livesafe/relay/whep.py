@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from aiortc.sdp import SessionDescription
 
-from livesafe.cluster.edge import EdgeStreams, EdgeUnavailable
-from livesafe.cluster.nodes import RegistryUnavailable
 from livesafe.http import bearer, stream_name, unauthorized
 from livesafe.relay.compat import route_keyframe_requests
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.fanout import PacketTrack
-from livesafe.relay.registry import RELAY, Relay
+from livesafe.relay.registry import RELAY, Relay, RemoteStreams
 from livesafe.relay.sessions import created, negotiate, read_offer
 
 
@@ -33,70 +33,46 @@ async def whep_post(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no live stream named {stream_id!r}\n")
     if len(stream.viewers) >= relay.settings.max_viewers_per_stream:
         raise web.HTTPServiceUnavailable(text="this stream has as many viewers as it may have\n")
-    offer = await read_offer(request)
-    session = relay.new_session("whep", stream_id, token)
-    limits = relay.settings.stream
-    capacity, max_age = limits.viewer_queue_packets, limits.viewer_queue_seconds
-    video = PacketTrack(
-        "video", capacity, request_keyframe=lambda: stream.request_keyframe(codec or "vp8"), max_age=max_age
-    )
-    audio = PacketTrack("audio", capacity, max_age=max_age)
-    codec: str | None = None
-    kinds: set[str] = set()
 
-    def add_tracks() -> None:
-        kinds.update(t.kind for t in session.pc.getTransceivers())
-        for kind, track in (("video", video), ("audio", audio)):
-            if kind in kinds:
-                session.pc.addTrack(track)
+    async def attach(viewer: Viewer) -> None:
+        stream.add_viewer(viewer)
 
-    try:
-        answer = await negotiate(session, offer, add_tracks)
-        codec = _video_codec(answer)
-        if codec is None:
-            raise web.HTTPBadRequest(text="no video codec in common (this relay sends VP8 or H264)\n")
-    except web.HTTPException:
-        await relay.discard(session)
-        raise
-    video_sender = next(t.sender for t in session.pc.getTransceivers() if t.sender.track is video)
-    # aiortc forwards packets as they are, ignoring keyframe requests (PLI/FIR);
-    # route them to the stream's one encoder instead.
-    route_keyframe_requests(video_sender, lambda: stream.request_keyframe(codec))
-    stream.add_viewer(
-        Viewer(
-            id=session.id,
-            codec=codec,
-            video=video,
-            audio=audio if "audio" in kinds else None,
-            close=session.pc.close,
-        )
-    )
-    relay.watch_connection(session)
-    return created(request, session, answer)
+    return await _viewer_session(request, relay, stream_id, token, stream.request_keyframe, attach)
 
 
 async def _edge_post(
-    request: web.Request, relay: Relay, edges: EdgeStreams, stream_id: str, token: str | None
+    request: web.Request, relay: Relay, edges: RemoteStreams, stream_id: str, token: str | None
 ) -> web.Response:
     """A viewer of a stream guarded on another node: fed from the origin's link, packets as they came.
 
     Authorised and profile-checked like any viewer (by the caller); the same
     limits, the same session resource.
     """
-    if edges.viewer_count(stream_id) >= relay.settings.max_viewers_per_stream:
-        raise web.HTTPServiceUnavailable(text="this stream has as many viewers as it may have\n")
-    try:
-        origin = await edges.locate(stream_id)
-    except RegistryUnavailable:
-        raise web.HTTPServiceUnavailable(text="the cluster registry is unavailable; try again\n") from None
-    if origin is None:
-        raise web.HTTPNotFound(text=f"no live stream named {stream_id!r}\n")
+    attach = await edges.admit(stream_id)
+
+    def keyframe(codec: str) -> None:
+        edges.request_keyframe(stream_id, codec)
+
+    return await _viewer_session(request, relay, stream_id, token, keyframe, attach)
+
+
+async def _viewer_session(
+    request: web.Request,
+    relay: Relay,
+    stream_id: str,
+    token: str | None,
+    request_keyframe: Callable[[str], None],
+    attach: Callable[[Viewer], Awaitable[None]],
+) -> web.Response:
+    """What every viewer's session is, wherever its packets come from: the offer negotiated with
+    one bounded track per kind, keyframe requests (PLI/FIR, queue resyncs) sent to ``request_keyframe``
+    for the negotiated codec, and the viewer handed to ``attach`` (which may refuse it)."""
     offer = await read_offer(request)
     session = relay.new_session("whep", stream_id, token)
     limits = relay.settings.stream
     capacity, max_age = limits.viewer_queue_packets, limits.viewer_queue_seconds
     codec: str | None = None
-    video = PacketTrack("video", capacity, lambda: edges.request_keyframe(stream_id, codec or "vp8"), max_age=max_age)
+    video = PacketTrack("video", capacity, lambda: request_keyframe(codec or "vp8"), max_age=max_age)
     audio = PacketTrack("audio", capacity, max_age=max_age)
     kinds: set[str] = set()
 
@@ -111,17 +87,14 @@ async def _edge_post(
         codec = _video_codec(answer)
         if codec is None:
             raise web.HTTPBadRequest(text="no video codec in common (this relay sends VP8 or H264)\n")
-        viewer = Viewer(session.id, codec, video, audio if "audio" in kinds else None, close=session.pc.close)
-        await edges.add_viewer(stream_id, origin, viewer)
-    except EdgeUnavailable as exc:
-        await relay.discard(session)
-        status = {404: web.HTTPNotFound, 503: web.HTTPServiceUnavailable}.get(exc.status, web.HTTPBadGateway)
-        raise status(text=f"{exc}\n") from None
+        await attach(Viewer(session.id, codec, video, audio if "audio" in kinds else None, close=session.pc.close))
     except web.HTTPException:
         await relay.discard(session)
         raise
     video_sender = next(t.sender for t in session.pc.getTransceivers() if t.sender.track is video)
-    route_keyframe_requests(video_sender, lambda: edges.request_keyframe(stream_id, codec))
+    # aiortc forwards packets as they are, ignoring keyframe requests (PLI/FIR): route them to
+    # the one encoder (here, or up the edge's link to the origin's).
+    route_keyframe_requests(video_sender, lambda: request_keyframe(codec or "vp8"))
     relay.watch_connection(session)
     return created(request, session, answer)
 

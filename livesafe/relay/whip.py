@@ -27,7 +27,9 @@ async def whip_post(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
     offer = await read_offer(request)
     placement = relay.placement
-    placed = placement is not None and await placement.place(stream_id, request)  # or a 307/503 raised
+    placed = placement is not None and await placement.place(stream_id, request)
+    if isinstance(placed, web.Response):
+        return placed  # another node of the cluster answered (or a 307 to it)
     if relay.refusing is not None and stream_id not in relay.streams:  # placement found no better node
         if placed and placement is not None:
             await placement.release(stream_id)
