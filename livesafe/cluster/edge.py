@@ -238,6 +238,7 @@ class EdgeLink:
         self._linger: asyncio.TimerHandle | None = None
         self._outbox: dict[str, object] = {}  # control messages not sent yet (coalesced)
         self._keyframe_sent: dict[str, float] = {}
+        self._keyframe_deferred: set[str] = set()  # codecs with a request waiting out KEYFRAME_SPACING
         self._video = _Rebase(3000)
         self._audio = _Rebase(960)
         self._size: tuple[int, int] = (1280, 720)  # the origin's picture size, from its heartbeats
@@ -287,10 +288,22 @@ class EdgeLink:
             self._send({"codecs": sorted(codecs)})
 
     def request_keyframe(self, codec: str) -> None:
-        now = time.monotonic()
-        if codec in self._codecs and now - self._keyframe_sent.get(codec, 0.0) >= KEYFRAME_SPACING:
-            self._keyframe_sent[codec] = now
-            self._send({"keyframe": codec})
+        """Ask the origin's encoder for a keyframe; one asked for too soon after the last is deferred, not
+        dropped (a viewer joining right after another must get its keyframe too)."""
+        if codec not in self._codecs or codec in self._keyframe_deferred:
+            return
+        wait = self._keyframe_sent.get(codec, 0.0) + KEYFRAME_SPACING - time.monotonic()
+        if wait > 0:
+            self._keyframe_deferred.add(codec)
+            asyncio.get_running_loop().call_later(wait, self._deferred_keyframe, codec)
+            return
+        self._keyframe_sent[codec] = time.monotonic()
+        self._send({"keyframe": codec})
+
+    def _deferred_keyframe(self, codec: str) -> None:
+        self._keyframe_deferred.discard(codec)
+        if not self._closed:
+            self.request_keyframe(codec)
 
     def _send(self, message: dict[str, object]) -> None:
         """A control message up the link, in order, without blocking the caller (a PLI handler, say)."""

@@ -131,15 +131,14 @@ class ClusterNode:
     def _load(self) -> NodeLoad:
         relay, shedder = self.relay, self.relay.shedder
         live = [s for s in relay.streams.values() if s.publisher is not None]
-        measured = shedder.cpu / len(live) if live else 0.0
-        cost = max(measured, 0.5 * shedder.settings.stream_cost_cores) if live else shedder.settings.stream_cost_cores
+        headroom, cost = shedder.room(time.monotonic(), len(live))  # as admission will count them
         extra = self.extra_load()
         return NodeLoad(
             streams=len(live),
             edge_streams=int(extra.get("edge_streams", 0)),
             viewers=sum(len(s.viewers) for s in relay.streams.values()) + int(extra.get("edge_viewers", 0)),
             cpu_cores=round(shedder.cpu, 3),
-            headroom_cores=round(shedder.settings.max_cpu_fraction * shedder.cores - shedder.cpu, 3),
+            headroom_cores=round(headroom, 3),
             stream_cost_cores=round(cost, 3),
             admitting=not (self.draining or shedder.overloaded)
             and self.admitting()
@@ -186,6 +185,8 @@ class ClusterNode:
             nodes = [
                 n for n in await self.registry.nodes() if is_fresh(n, time.time(), self.settings.heartbeat_seconds)
             ]
+            if not self._load().has_room:  # fresher than what this node last registered
+                nodes = [n for n in nodes if n.name != self.name]
             target = choose(nodes, self.name)
             if target is None:
                 self._refuse("no node in the cluster has room for another stream")

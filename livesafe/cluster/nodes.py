@@ -49,6 +49,11 @@ class NodeLoad:
     stream_cost_cores: float = 0.35  # what one more stream is expected to cost
     admitting: bool = True  # not overloaded, not draining, lists current
 
+    @property
+    def has_room(self) -> bool:
+        """Would admission take one more stream here?"""
+        return self.admitting and self.headroom_cores >= self.stream_cost_cores
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -61,7 +66,7 @@ class NodeInfo:
 
     @property
     def has_room(self) -> bool:
-        return self.load.admitting and self.load.headroom_cores >= self.load.stream_cost_cores
+        return self.load.has_room
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

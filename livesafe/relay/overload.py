@@ -79,15 +79,20 @@ class LoadShedder:
         self.shed = 0
         self.overloaded = False  # sustained: new publishers are refused
 
-    def admit(self, now: float, live_streams: int) -> bool:
-        """May one more stream start now?  (If so, it is counted as ramping up.)"""
+    def room(self, now: float, live_streams: int) -> tuple[float, float]:
+        """(cores left for new streams, what one more is expected to cost), as :meth:`admit` counts them:
+        what a cluster's placement weighs, so that it and admission agree."""
         self._admitted = [t for t in self._admitted if now - t < self.settings.ramp_seconds]
         ramping = len(self._admitted)  # including any still negotiating (not live yet)
         settled = max(0, live_streams - ramping)
         per_stream = self.cpu / settled if settled else self.settings.stream_cost_cores
         per_stream = max(per_stream, 0.5 * self.settings.stream_cost_cores)  # an idle stream is not free
-        projected = self.cpu + per_stream * (ramping + 1)
-        if self.overloaded or projected > self.settings.max_cpu_fraction * self.cores:
+        return self.settings.max_cpu_fraction * self.cores - self.cpu - per_stream * ramping, per_stream
+
+    def admit(self, now: float, live_streams: int) -> bool:
+        """May one more stream start now?  (If so, it is counted as ramping up.)"""
+        left, per_stream = self.room(now, live_streams)
+        if self.overloaded or per_stream > left:
             return False
         self._admitted.append(now)
         return True
