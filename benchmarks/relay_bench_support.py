@@ -208,8 +208,9 @@ def _ready(payload: dict | None = None) -> None:
     sys.stdout.flush()
 
 
-async def _wait_stop(max_seconds: float) -> None:
-    """Until the parent writes ``stop`` (or closes stdin), or max_seconds pass."""
+async def _wait_stop(max_seconds: float, on_line: Any = None) -> None:
+    """Until the parent writes ``stop`` (or closes stdin), or max_seconds pass; any other line
+    is handed to ``on_line`` (bench_cluster's commands to a running child, e.g. ``republish``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -218,6 +219,8 @@ async def _wait_stop(max_seconds: float) -> None:
         if not line or line.strip() == "stop":
             loop.remove_reader(sys.stdin.fileno())
             stop.set()
+        elif on_line is not None and line.strip():
+            on_line(line.strip())
 
     loop.add_reader(sys.stdin.fileno(), readable)
     try:
@@ -355,31 +358,32 @@ def _guarded_app(ice: Any, config: dict) -> tuple[Any, Any]:
 
     lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action="slate")])
     relay = Relay(RelaySettings(ice=ice), lambda: lists.current, GuardSettings())
+    return create_app(relay), lambda: guarded_stats(relay)
 
-    def stats() -> dict:
-        streams = []
-        for stream in relay.streams.values():
-            summary = stream.summary()
-            summary["relay_latency_ms"] = _percentiles(1000 * x for x in list(stream.latency))
-            summary["guard_seconds"] = stream.guard.stats.guard_seconds
-            summary["guard_samples"] = stream.guard.stats.samples
-            summary["viewer_packets_dropped"] = sum(v.video.packets_dropped for v in stream.viewers.values() if v.video)
-            summary["frames_out"] = stream.counters.frames_out
-            queues = [len(v.video._queue) for v in stream.viewers.values() if v.video is not None]
-            summary["viewer_queue_max_frames"] = max(queues, default=0)  # av.Packets = frames waiting per viewer
-            summary["ingest_waiting_frames"] = stream.worker.waiting
-            decoder = getattr(getattr(stream.publisher, "pc", None), "getReceivers", list)()
-            backlog = [getattr(r, "_RTCRtpReceiver__decoder_queue", None) for r in decoder if r.track.kind == "video"]
-            summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)
-            summary["ingest_packets_lost"] = _packets_lost(decoder)
-            tracks = [r.track for r in decoder if r.track.kind == "video"]
-            summary["decoded_waiting_frames"] = max(
-                (t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0
-            )
-            streams.append(summary)
-        return {"kind": "guarded", "sessions": len(relay.sessions), "streams": streams}
 
-    return create_app(relay), stats
+def guarded_stats(relay: Any) -> dict:
+    """livesafe's relay as ``/bench/stats`` reports it: per stream its counters and queue depths."""
+    streams = []
+    for stream in relay.streams.values():
+        summary = stream.summary()
+        summary["relay_latency_ms"] = _percentiles(1000 * x for x in list(stream.latency))
+        summary["guard_seconds"] = stream.guard.stats.guard_seconds
+        summary["guard_samples"] = stream.guard.stats.samples
+        summary["viewer_packets_dropped"] = sum(v.video.packets_dropped for v in stream.viewers.values() if v.video)
+        summary["frames_out"] = stream.counters.frames_out
+        queues = [len(v.video._queue) for v in stream.viewers.values() if v.video is not None]
+        summary["viewer_queue_max_frames"] = max(queues, default=0)  # av.Packets = frames waiting per viewer
+        summary["ingest_waiting_frames"] = stream.worker.waiting
+        decoder = getattr(getattr(stream.publisher, "pc", None), "getReceivers", list)()
+        backlog = [getattr(r, "_RTCRtpReceiver__decoder_queue", None) for r in decoder if r.track.kind == "video"]
+        summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)
+        summary["ingest_packets_lost"] = _packets_lost(decoder)
+        tracks = [r.track for r in decoder if r.track.kind == "video"]
+        summary["decoded_waiting_frames"] = max(
+            (t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0
+        )
+        streams.append(summary)
+    return {"kind": "guarded", "sessions": len(relay.sessions), "streams": streams}
 
 
 def _plain_app(ice: Any, config: dict) -> tuple[Any, Any]:
