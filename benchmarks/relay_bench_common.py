@@ -75,6 +75,21 @@ class Child:
             raise RuntimeError(f"{self.role} failed; see {self.log}:\n{self.tail()}")
         return json.loads(line[6:])
 
+    async def line(self, prefix: str, timeout: float) -> dict:
+        """The JSON of the child's next stdout line starting with ``prefix`` (a report it makes while running)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), max(0.0, left))
+            except TimeoutError:
+                raise RuntimeError(f"{self.role}: no {prefix} within {timeout:.0f} s; see {self.log}") from None
+            if not line:
+                raise RuntimeError(f"{self.role} exited before {prefix}; see {self.log}:\n{self.tail()}")
+            if line.startswith(prefix.encode() + b" "):
+                return json.loads(line[len(prefix) + 1 :])
+
     async def stop(self, timeout: float = 20.0) -> dict | None:
         if self.proc is None:
             return None
