@@ -70,7 +70,7 @@ PHASES = ("capacity", "edge", "latency", "lists", "failover")
 SECRET = "bench-cluster-" + secrets.token_hex(12)
 BLOCKLIST = support.SAMPLES / "blocklist.txt"
 GRACE = 1.5
-STAGGER = 1.2  # seconds between publishers: more than a heartbeat, so placement sees each new stream
+STAGGER = 1.2  # seconds between publishers (default): more than a heartbeat, so placement sees each new stream
 
 
 def unused_port() -> int:
@@ -253,7 +253,7 @@ async def capacity_run(args: Any, workdir: Path, nodes: int, streams: int) -> di
     import aiohttp
 
     names = [f"s{k}" for k in range(streams)]
-    life = 120 + streams * STAGGER + args.warmup + args.capacity_seconds
+    life = 120 + streams * args.stagger + args.warmup + args.capacity_seconds
     tag = f"cap{nodes}-{streams}"
     cluster = await start_cluster(workdir, tag, [f"n{i}" for i in range(nodes)], life, cpu_share=nodes)
     publisher, viewer = Child("publish", workdir, tag), Child("view", workdir, tag)
@@ -264,8 +264,8 @@ async def capacity_run(args: Any, workdir: Path, nodes: int, streams: int) -> di
         entry = cluster.nodes[0]
         published = await publisher.configure(
             {"base": entry.base, "streams": names, "clip": str(support.clip_path(CACHE)), "max_seconds": life,
-             "stagger": STAGGER},
-            60 + streams * STAGGER,
+             "stagger": args.stagger},
+            60 + streams * args.stagger,
         )  # fmt: skip
         refused = published.get("refused", [])
         admitted = [n for n in names if n not in refused]
@@ -328,7 +328,11 @@ def brief(r: dict) -> str:
 
 
 async def phase_capacity(args: Any, workdir: Path, report: dict) -> list[str]:
-    print(f"\n== 1. capacity: 1 and 2 nodes, N streams x 1 viewer ({args.capacity_seconds:g} s each)", flush=True)
+    print(
+        f"\n== 1. capacity: {args.capacity_nodes} nodes, N streams x 1 viewer ({args.capacity_seconds:g} s each, "
+        f"publishers {args.stagger:g} s apart)",
+        flush=True,
+    )
     runs: dict[int, list[dict]] = {}
     sustained: dict[int, int] = {}
     for nodes in args.capacity_nodes:
@@ -342,6 +346,7 @@ async def phase_capacity(args: Any, workdir: Path, report: dict) -> list[str]:
     lines = [
         "### 1. Guarded 720p30 streams sustained by 1 and 2 node processes (one viewer each, on the stream's origin)",
         "",
+        f"Publishers enter through node 0, {args.stagger:g} s apart. "
         "Sustained as in bench_relay: every viewer ≥ 95 % of the frames published in the window, latency p95 of",
         "the window's last third ≤ 50 ms above its first third; a refused stream (503) counts as not delivered.",
         "",
@@ -823,6 +828,7 @@ def parse_args() -> Any:
     parser.add_argument("--capacity-seconds", type=float, default=None)
     parser.add_argument("--capacity-nodes", type=ints, default=[1, 2])
     parser.add_argument("--max-streams", type=int, default=None)
+    parser.add_argument("--stagger", type=float, default=STAGGER, help="seconds between capacity publishers")
     parser.add_argument("--edge-viewers", type=ints, default=None, help="viewer counts on the edge (default 1,10,30)")
     parser.add_argument("--edge-seconds", type=float, default=None)
     parser.add_argument(
