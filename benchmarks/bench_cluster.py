@@ -761,6 +761,12 @@ async def failover_once(args: Any, workdir: Path, k: int) -> dict:
 EDGE_LOSS = ("origins_lost", "reconnects", "slate_frames")
 
 
+def gap(r: dict) -> float | None:
+    """From the republished publisher's connection to the viewer's first guarded frame."""
+    a, b = r.get("republish_to_connected_s"), r.get("republish_to_guarded_frames_s")
+    return b - a if a is not None and b is not None else None
+
+
 def fmt_s(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f} s"
 
@@ -777,12 +783,14 @@ async def phase_failover(args: Any, workdir: Path, report: dict) -> list[str]:
     lines = [
         "### 5. Failover: publisher on A, a full viewer on edge B; `kill -9` A, the publisher republishes through B",
         "",
-        "The republish starts at once after the kill (a retry loop, 0.2 s between attempts); 'guarded frames' = the",
+        "The republish starts at once after the kill (a retry loop, 0.2 s between attempts) and from the clip's next",
+        "IDR (a restarted encoder starts with a keyframe); 'guarded frames' = the",
         "first frame the viewer decodes whose barcode shows it was published after the republish started.",
         "",
-        "| run | republish → 201 s | → publisher connected s | → guarded frames at the viewer s | attempts (errors) "
+        "| run | republish → 201 s | → publisher connected s | → guarded frames at the viewer s "
+        "| publisher connected → guarded frames s | attempts (errors) "
         "| viewer | B's edge: origins lost / links restored / slate frames | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(runs):
         if "error" in r:
@@ -796,7 +804,7 @@ async def phase_failover(args: Any, workdir: Path, report: dict) -> list[str]:
         )
         lines.append(
             f"| {k + 1} | {fmt_s(r['republish_to_answer_s'])} | {fmt_s(r['republish_to_connected_s'])} "
-            f"| **{fmt_s(r['republish_to_guarded_frames_s'])}** "
+            f"| **{fmt_s(r['republish_to_guarded_frames_s'])}** | {fmt_s(gap(r))} "
             f"| {r['attempts']} ({', '.join(r['error_kinds']) or '—'}) "
             f"| {viewer} | {e.get('origins_lost', '—')} / {e.get('reconnects', '—')} / {e.get('slate_frames', '—')} "
             f"| {r['load']:.2f} |"

@@ -535,7 +535,9 @@ async def role_publish(config: dict) -> None:
         """Pre-encoded frames as av.Packets at real-time pace; aiortc only packetizes them.
 
         ``previous``: the track this one takes over from (a republish): the frame numbers,
-        and the record of when each was sent, carry on from it."""
+        and the record of when each was sent, carry on from it -- from the clip's next IDR, as
+        a restarted encoder starts with a keyframe (the frames skipped are recorded as never
+        sent, NaN)."""
 
         kind = "video"
 
@@ -543,11 +545,13 @@ async def role_publish(config: dict) -> None:
             super().__init__()
             self.first_seq = previous.first_seq if previous else first_seq  # frame number of sent[0]
             self.phase = phase
-            self.seq = previous.seq if previous else first_seq
+            self.seq = -(-previous.seq // CLIP_GOP) * CLIP_GOP if previous else first_seq
             self.pace_from = self.seq
             self.t0: float | None = None
             self.sent: list[float] = previous.sent if previous else []
             self.late: list[float] = previous.late if previous else []
+            if previous:
+                self.sent += [float("nan")] * (self.seq - previous.seq)
 
         async def recv(self) -> av.Packet:
             if self.readyState != "live":
