@@ -550,8 +550,7 @@ async def role_publish(config: dict) -> None:
             self.t0: float | None = None
             self.sent: list[float] = previous.sent if previous else []
             self.late: list[float] = previous.late if previous else []
-            if previous:
-                self.sent += [float("nan")] * (self.seq - previous.seq)
+            self.sent += [float("nan")] * (self.seq - self.first_seq - len(self.sent))  # once, whatever the retries
 
         async def recv(self) -> av.Packet:
             if self.readyState != "live":
