@@ -12,6 +12,8 @@ Roles, each a separate process started by the benchmark (``python relay_bench_su
   packets as they arrive and decode keyframes alone (to read a barcode and anchor the RTP
   clock to frame numbers), numbering the frames in between by RTP timestamp, so that
   fifty of them cost the client process little.
+- ``node`` (bench_cluster.py): a cluster node, ``livesafe serve`` itself (``livesafe.cli.main``)
+  with ``/bench/stats`` added to its app and a watch on when each hash enters its matcher.
 
 Protocol: the parent writes one JSON line (the config) on stdin, later ``stop``; the child
 prints ``READY {json}`` when set up and writes its results to ``config["result"]``.  Every
@@ -208,8 +210,9 @@ def _ready(payload: dict | None = None) -> None:
     sys.stdout.flush()
 
 
-async def _wait_stop(max_seconds: float) -> None:
-    """Until the parent writes ``stop`` (or closes stdin), or max_seconds pass."""
+async def _wait_stop(max_seconds: float, on_line: Any = None) -> None:
+    """Until the parent writes ``stop`` (or closes stdin), or max_seconds pass; any other line
+    is handed to ``on_line`` (bench_cluster's commands to a running child, e.g. ``republish``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -218,6 +221,8 @@ async def _wait_stop(max_seconds: float) -> None:
         if not line or line.strip() == "stop":
             loop.remove_reader(sys.stdin.fileno())
             stop.set()
+        elif on_line is not None and line.strip():
+            on_line(line.strip())
 
     loop.add_reader(sys.stdin.fileno(), readable)
     try:
@@ -270,6 +275,23 @@ async def role_relay(config: dict) -> None:
     else:
         app, stats = _plain_app(ice, config)
 
+    add_bench_stats(app, stats)
+    if config.get("renice_threads"):
+        renice_task = asyncio.ensure_future(_renice_other_threads(config["renice_threads"]))  # noqa: F841
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    _ready({"port": site._server.sockets[0].getsockname()[1], "pid": os.getpid()})
+    await _wait_stop(config["max_seconds"])
+    os._exit(0)  # no graceful hang-up of dozens of peer connections: the parent is done with us
+
+
+def add_bench_stats(app: Any, stats: Any) -> None:
+    """``GET /bench/stats[?since=T]``: ``stats()`` plus how late the event loop ran (since T), the
+    thread count and CPU seconds by kind of thread; the loop watcher starts with the app."""
+    from aiohttp import web
+
     lags: list[tuple[float, float]] = []
 
     async def watch_loop() -> None:
@@ -289,17 +311,11 @@ async def role_relay(config: dict) -> None:
         data["thread_cpu_s"] = _thread_cpu()
         return web.json_response(data)
 
-    lag_task = asyncio.ensure_future(watch_loop())  # noqa: F841 - runs until the process exits
-    if config.get("renice_threads"):
-        renice_task = asyncio.ensure_future(_renice_other_threads(config["renice_threads"]))  # noqa: F841
+    async def start(app: Any) -> None:
+        app["bench_lag_task"] = asyncio.ensure_future(watch_loop())  # runs until the process exits
+
+    app.on_startup.append(start)
     app.router.add_get("/bench/stats", bench_stats_with_loop)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    _ready({"port": site._server.sockets[0].getsockname()[1], "pid": os.getpid()})
-    await _wait_stop(config["max_seconds"])
-    os._exit(0)  # no graceful hang-up of dozens of peer connections: the parent is done with us
 
 
 _THREAD_CPU: dict[int, tuple[str, float]] = {}  # every thread seen: kind, CPU seconds when last seen
@@ -355,31 +371,30 @@ def _guarded_app(ice: Any, config: dict) -> tuple[Any, Any]:
 
     lists = LiveMatcher([ListSpec(path=SAMPLES / "blocklist.txt", name="samples", category="test", action="slate")])
     relay = Relay(RelaySettings(ice=ice), lambda: lists.current, GuardSettings())
+    return create_app(relay), lambda: guarded_stats(relay)
 
-    def stats() -> dict:
-        streams = []
-        for stream in relay.streams.values():
-            summary = stream.summary()
-            summary["relay_latency_ms"] = _percentiles(1000 * x for x in list(stream.latency))
-            summary["guard_seconds"] = stream.guard.stats.guard_seconds
-            summary["guard_samples"] = stream.guard.stats.samples
-            summary["viewer_packets_dropped"] = sum(v.video.packets_dropped for v in stream.viewers.values() if v.video)
-            summary["frames_out"] = stream.counters.frames_out
-            queues = [len(v.video._queue) for v in stream.viewers.values() if v.video is not None]
-            summary["viewer_queue_max_frames"] = max(queues, default=0)  # av.Packets = frames waiting per viewer
-            summary["ingest_waiting_frames"] = stream.worker.waiting
-            decoder = getattr(getattr(stream.publisher, "pc", None), "getReceivers", list)()
-            backlog = [getattr(r, "_RTCRtpReceiver__decoder_queue", None) for r in decoder if r.track.kind == "video"]
-            summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)
-            summary["ingest_packets_lost"] = _packets_lost(decoder)
-            tracks = [r.track for r in decoder if r.track.kind == "video"]
-            summary["decoded_waiting_frames"] = max(
-                (t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0
-            )
-            streams.append(summary)
-        return {"kind": "guarded", "sessions": len(relay.sessions), "streams": streams}
 
-    return create_app(relay), stats
+def guarded_stats(relay: Any) -> dict:
+    """livesafe's relay as ``/bench/stats`` reports it: per stream its counters and queue depths."""
+    streams = []
+    for stream in relay.streams.values():
+        summary = stream.summary()
+        summary["relay_latency_ms"] = _percentiles(1000 * x for x in list(stream.latency))
+        summary["guard_seconds"] = stream.guard.stats.guard_seconds
+        summary["guard_samples"] = stream.guard.stats.samples
+        summary["viewer_packets_dropped"] = sum(v.video.packets_dropped for v in stream.viewers.values() if v.video)
+        summary["frames_out"] = stream.counters.frames_out
+        queues = [len(v.video._queue) for v in stream.viewers.values() if v.video is not None]
+        summary["viewer_queue_max_frames"] = max(queues, default=0)  # av.Packets = frames waiting per viewer
+        summary["ingest_waiting_frames"] = stream.worker.waiting
+        decoder = getattr(getattr(stream.publisher, "pc", None), "getReceivers", list)()
+        backlog = [getattr(r, "_RTCRtpReceiver__decoder_queue", None) for r in decoder if r.track.kind == "video"]
+        summary["decoder_backlog_frames"] = max((q.qsize() for q in backlog if q is not None), default=0)
+        summary["ingest_packets_lost"] = _packets_lost(decoder)
+        tracks = [r.track for r in decoder if r.track.kind == "video"]
+        summary["decoded_waiting_frames"] = max((t._queue.qsize() for t in tracks if hasattr(t, "_queue")), default=0)
+        streams.append(summary)
+    return {"kind": "guarded", "sessions": len(relay.sessions), "streams": streams}
 
 
 def _plain_app(ice: Any, config: dict) -> tuple[Any, Any]:
@@ -503,6 +518,11 @@ def _packets_lost(receivers: list) -> int:
 
 
 async def role_publish(config: dict) -> None:
+    """WHIP publishers, one per name in ``config["streams"]``, all at once or ``stagger`` seconds
+    apart (so a cluster's placement sees each new stream's load before the next arrives), to
+    ``{base}/whip/{name}{whip_query}``.  ``republish BASE`` on stdin (bench_cluster's failover):
+    hang up and publish every stream again through BASE, retrying until it is taken, the clip
+    continuing where it was; prints ``REPUBLISHED {json}`` with when that started and succeeded."""
     import aiohttp
     from aiortc import RTCPeerConnection
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -512,28 +532,37 @@ async def role_publish(config: dict) -> None:
     period = 1 / FPS
 
     class ClipTrack(MediaStreamTrack):
-        """Pre-encoded frames as av.Packets at real-time pace; aiortc only packetizes them."""
+        """Pre-encoded frames as av.Packets at real-time pace; aiortc only packetizes them.
+
+        ``previous``: the track this one takes over from (a republish): the frame numbers,
+        and the record of when each was sent, carry on from it -- from the clip's next IDR, as
+        a restarted encoder starts with a keyframe (the frames skipped are recorded as never
+        sent, NaN)."""
 
         kind = "video"
 
-        def __init__(self, first_seq: int, phase: float) -> None:
+        def __init__(self, first_seq: int, phase: float, previous: ClipTrack | None = None) -> None:
             super().__init__()
-            self.first_seq = first_seq
+            self.first_seq = previous.first_seq if previous else first_seq  # frame number of sent[0]
             self.phase = phase
-            self.seq = first_seq
+            self.seq = -(-previous.seq // CLIP_GOP) * CLIP_GOP if previous else first_seq
+            self.pace_from = self.seq
             self.t0: float | None = None
-            self.sent: list[float] = []
-            self.late: list[float] = []
+            self.sent: list[float] = previous.sent if previous else []
+            self.late: list[float] = previous.late if previous else []
+            self.sent += [float("nan")] * (self.seq - self.first_seq - len(self.sent))  # once, whatever the retries
 
         async def recv(self) -> av.Packet:
             if self.readyState != "live":
                 raise MediaStreamError
             if self.t0 is None:
                 self.t0 = time.monotonic() + self.phase
-            due = self.t0 + (self.seq - self.first_seq) * period
+            due = self.t0 + (self.seq - self.pace_from) * period
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if self.readyState != "live":
+                raise MediaStreamError  # hung up while waiting: this frame was never sent
             packet = av.Packet(clip[self.seq % len(clip)])
             packet.pts, packet.time_base = self.seq * TICKS, CLOCK
             now = time.monotonic()
@@ -543,22 +572,40 @@ async def role_publish(config: dict) -> None:
             return packet
 
     streams = config["streams"]
+    stagger = float(config.get("stagger", 0.0))
+    query = config.get("whip_query", "")
     tracks: dict[str, ClipTrack] = {}
-    pcs = []
+    pcs: dict[str, Any] = {}
+    background: set[asyncio.Task] = set()
+
+    def write_result() -> None:
+        result = {}
+        for name, track in tracks.items():
+            result[name] = {
+                "first_seq": track.first_seq,
+                "sent": track.sent,
+                "late_ms": _percentiles(1000 * x for x in track.late),
+            }
+        Path(config["result"]).write_text(json.dumps(result))
+
+    def new_pc(track: ClipTrack) -> Any:
+        pc = RTCPeerConnection(ice.rtc_configuration())
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(_h264_preferences())
+        return pc
+
     async with aiohttp.ClientSession() as http:
         refused: list[str] = []
 
         async def start(k: int, name: str) -> None:
+            await asyncio.sleep(k * stagger)
             # Streams start at different places in the clip and at different phases of the frame clock.
             track = ClipTrack(
                 first_seq=(k * 7 * CLIP_GOP) % len(clip), phase=(k * period / max(1, len(streams))) % period
             )
-            pc = RTCPeerConnection(ice.rtc_configuration())
-            pcs.append(pc)
-            transceiver = pc.addTransceiver(track, direction="sendonly")
-            transceiver.setCodecPreferences(_h264_preferences())
+            pc = pcs[name] = new_pc(track)
             try:
-                await _negotiate(http, pc, f"{config['base']}/whip/{name}")
+                await _negotiate(http, pc, f"{config['base']}/whip/{name}{query}")
             except RuntimeError as exc:
                 if ": 503 " not in str(exc):
                     raise
@@ -568,17 +615,53 @@ async def role_publish(config: dict) -> None:
             tracks[name] = track
             await _connected(pc, 15)
 
+        async def republish(base: str) -> None:
+            report: dict[str, Any] = {"base": base, "streams": {}}
+            for name in list(tracks):
+                old = tracks[name]
+                old.stop()  # no more frames counted as sent to the old node
+                background.add(asyncio.ensure_future(pcs[name].close()))
+                started, attempts, errors = time.monotonic(), 0, []
+                answered = connected = None
+                while time.monotonic() < started + config.get("retry_seconds", 20.0):
+                    attempts += 1
+                    track = ClipTrack(0, 0.0, previous=old)
+                    pc = new_pc(track)
+                    try:
+                        await asyncio.wait_for(_negotiate(http, pc, f"{base}/whip/{name}"), 10)
+                        answered = time.monotonic()
+                        await _connected(pc, 10)
+                        connected = time.monotonic()
+                    except (RuntimeError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                        track.stop()
+                        await pc.close()
+                        answered = None
+                        await asyncio.sleep(0.2)  # the retry loop of a publisher that lost its node
+                        continue
+                    tracks[name], pcs[name] = track, pc
+                    break
+                kinds = sorted({e.split(":")[0] for e in errors})
+                report["streams"][name] = {
+                    "started": started, "answered": answered, "connected": connected,
+                    "attempts": attempts, "errors": errors[-5:], "error_kinds": kinds,
+                }  # fmt: skip
+            sys.stdout.write("REPUBLISHED " + json.dumps(report) + "\n")
+            sys.stdout.flush()
+
+        def command(line: str) -> None:
+            verb, _, arg = line.partition(" ")
+            if verb == "republish":
+                background.add(asyncio.ensure_future(republish(arg)))
+            elif verb == "dump":  # the record so far, for a parent that keeps this publisher running
+                write_result()
+                sys.stdout.write("DUMPED {}\n")
+                sys.stdout.flush()
+
         await asyncio.gather(*(start(k, name) for k, name in enumerate(streams)))
         _ready({"streams": len(tracks), "refused": refused})
-        await _wait_stop(config["max_seconds"])
-    result = {}
-    for name, track in tracks.items():
-        result[name] = {
-            "first_seq": track.first_seq,
-            "sent": track.sent,
-            "late_ms": _percentiles(1000 * x for x in track.late),
-        }
-    Path(config["result"]).write_text(json.dumps(result))
+        await _wait_stop(config["max_seconds"], command)
+    write_result()
     os._exit(0)
 
 
@@ -613,6 +696,8 @@ class Probe:
         self.decode_errors = 0
         self.lost_packets = 0
         self.packets = 0
+        self.last_packet = time.monotonic()  # of the last RTP packet (from the start: none yet)
+        self.joined = time.monotonic()
         self._receiver = receiver
         self._original = receiver._handle_rtp_packet
         self._markers: dict[int, float] = {}  # full: RTP timestamp -> arrival of its last packet
@@ -630,6 +715,7 @@ class Probe:
     # ----------------------------------------------------------- full viewers
 
     async def on_rtp_full(self, packet: Any, arrival_time_ms: int) -> None:
+        self.last_packet = time.monotonic()
         if packet.marker:
             self._markers[packet.timestamp] = time.monotonic()
             if len(self._markers) > 512:
@@ -657,6 +743,7 @@ class Probe:
     async def on_rtp(self, packet: Any, arrival_time_ms: int) -> None:
         if packet.payload_type not in self._h264_types():
             return  # RTX (never asked for: we send no NACKs)
+        self.last_packet = time.monotonic()
         self.packets += 1
         seq, payload = packet.sequence_number, packet.payload
         gap = self._last_seq is not None and seq != (self._last_seq + 1) & 0xFFFF
@@ -731,6 +818,7 @@ class Probe:
             "decode_errors": self.decode_errors,
             "lost_packets": self.lost_packets,
             "packets": self.packets,
+            "joined": self.joined,
         }
 
 
@@ -778,37 +866,161 @@ def _install_probes() -> None:
 
 
 async def role_view(config: dict) -> None:
+    """WHEP viewers: ``targets`` is a list of ``[stream, count]`` (at ``base``) or ``[stream, count,
+    base]`` (bench_cluster: viewers on a given node).  ``reconnect`` (bench_cluster's failover):
+    a viewer whose connection fails, closes or brings nothing for ``silence_seconds`` joins again,
+    as a player would, retrying until it is let in; each connection is a probe of its own."""
     import aiohttp
     from aiortc import RTCPeerConnection
 
     ice = _setup_ice()
     _install_probes()
     full = config["mode"] == "full"
-    plan = [name for name, count in config["targets"] for _ in range(count)]
+    plan = [(t[0], t[2] if len(t) > 2 else config["base"]) for t in config["targets"] for _ in range(t[1])]
     probes: list[Probe] = []
     failures: list[str] = []
+    rejoins: list[dict] = []
+    pcs: list[Any] = []
     limit = asyncio.Semaphore(config.get("connect_concurrency", 4))
+    silence = float(config.get("silence_seconds", 2.0))
+    stopping = False
     async with aiohttp.ClientSession() as http:
 
-        async def join(name: str) -> None:
+        async def connect(name: str, base: str) -> tuple[Any, Probe]:
+            pc = RTCPeerConnection(ice.rtc_configuration())
+            transceiver = pc.addTransceiver("video", direction="recvonly")
+            transceiver.setCodecPreferences(_h264_preferences())
+            probe = Probe(name, full, transceiver.receiver)
+            _PROBES[transceiver.receiver._RTCRtpReceiver__decoder_queue] = probe
+            probes.append(probe)
+            try:
+                await _negotiate(http, pc, f"{base}/whep/{name}")
+                await _connected(pc, 20)
+            except BaseException:
+                await pc.close()
+                raise
+            pcs.append(pc)
+            return pc, probe
+
+        async def keep(name: str, base: str, pc: Any, probe: Probe) -> None:
+            while not stopping:
+                lost = pc.connectionState in ("failed", "closed") or time.monotonic() - probe.last_packet > silence
+                if not lost:
+                    await asyncio.sleep(0.05)
+                    continue
+                record = {"lost": time.monotonic(), "state": pc.connectionState, "attempts": 0}
+                rejoins.append(record)
+                await pc.close()
+                while not stopping:
+                    record["attempts"] += 1
+                    try:
+                        pc, probe = await connect(name, base)
+                        record["joined"] = time.monotonic()
+                        break
+                    except Exception as exc:  # noqa: BLE001 - a player retries whatever it was
+                        record["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                        await asyncio.sleep(0.2)
+
+        keepers: list[asyncio.Task] = []
+
+        async def join(name: str, base: str) -> None:
             async with limit:
-                pc = RTCPeerConnection(ice.rtc_configuration())
-                transceiver = pc.addTransceiver("video", direction="recvonly")
-                transceiver.setCodecPreferences(_h264_preferences())
-                probe = Probe(name, full, transceiver.receiver)
-                _PROBES[transceiver.receiver._RTCRtpReceiver__decoder_queue] = probe
-                probes.append(probe)
                 try:
-                    await _negotiate(http, pc, f"{config['base']}/whep/{name}")
-                    await _connected(pc, 20)
+                    pc, probe = await connect(name, base)
                 except Exception as exc:  # noqa: BLE001 - reported to the parent
                     failures.append(f"{name}: {exc}")
+                    return
+            if config.get("reconnect"):
+                keepers.append(asyncio.ensure_future(keep(name, base, pc, probe)))
 
-        await asyncio.gather(*(join(name) for name in plan))
+        await asyncio.gather(*(join(name, base) for name, base in plan))
         _ready({"viewers": len(plan), "failed": failures})
         await _wait_stop(config["max_seconds"])
-    Path(config["result"]).write_text(json.dumps({"viewers": [p.result() for p in probes], "failed": failures}))
+        stopping = True
+        if config.get("hang_up"):  # bench_cluster: the node must not keep feeding viewers gone without a word
+            await asyncio.wait([asyncio.ensure_future(pc.close()) for pc in pcs], timeout=5)
+    result = {"viewers": [p.result() for p in probes], "failed": failures, "rejoins": rejoins}
+    Path(config["result"]).write_text(json.dumps(result))
     os._exit(0)
+
+
+# ------------------------------------------------------------- cluster nodes
+
+_BACKGROUND: set[asyncio.Task] = set()  # the node role's helpers, alive as long as the process
+
+
+def role_node(config: dict) -> None:
+    """A cluster node exactly as ``livesafe serve`` runs it -- ``livesafe.cli.main(config["argv"])``,
+    the cluster secret in the environment -- plus, on its app, ``/bench/stats`` (the relay's
+    streams, its edge's counters, CPU by kind of thread) and a watch on its matcher that notes
+    when each hash first appears in it (``lists_seen``: hex -> monotonic time), so the parent
+    times a list change to enforcement on this node without polling it over HTTP.
+
+    The additions ride on ``livesafe.cli.build_proxy``, wrapped before ``main`` calls it.
+    READY comes once the node's port accepts connections (it has joined the cluster by then).
+    """
+    import livesafe.cli as cli
+    from livesafe.cluster.settings import ClusterSettings
+
+    original = cli.build_proxy
+    port = config["port"]
+    seen: dict[str, float] = {}
+
+    def build_proxy(*args: Any, **kwargs: Any) -> Any:
+        proxy = original(*args, **kwargs)
+        lists = kwargs["lists"]
+
+        def stats() -> dict:
+            import dataclasses
+
+            data = guarded_stats(proxy.relay)
+            edges = proxy.relay.edges
+            if edges is not None:
+                data["edge"] = {"streams": edges.streams, "viewers": edges.viewers} | dataclasses.asdict(edges.counters)
+            data["placements"] = proxy.cluster.placements if proxy.cluster is not None else None
+            data["lists_seen"] = seen
+            return data
+
+        add_bench_stats(proxy.app, stats)
+
+        async def watch_lists() -> None:
+            current = None
+            while True:
+                if lists.current is not current:
+                    current, now = lists.current, time.monotonic()
+                    for blocklist in current.blocklists:
+                        for rows in blocklist.hashes.values():
+                            for row in rows:
+                                seen.setdefault(row.tobytes().hex(), now)
+                await asyncio.sleep(0.005)
+
+        async def announce() -> None:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            _ready({"port": port, "pid": os.getpid()})
+
+        async def stop_on_parent() -> None:
+            await _wait_stop(config["max_seconds"])
+            os._exit(0)  # as the relay role: no graceful hang-up, the parent is done with us
+
+        async def start(app: Any) -> None:
+            for work in (watch_lists(), announce(), stop_on_parent()):
+                _BACKGROUND.add(asyncio.ensure_future(work))
+
+        proxy.app.on_startup.append(start)
+        return proxy
+
+    cli.build_proxy = build_proxy
+    os.environ[ClusterSettings.SECRET_ENV] = config["secret"]
+    code = cli.main(config["argv"])
+    sys.stdout.write(f"EXIT {code}\n")
+    sys.stdout.flush()
+    os._exit(int(code))
 
 
 def main() -> None:
@@ -820,7 +1032,11 @@ def main() -> None:
 
     if role == "relay":
         import livesafe.relay.app  # noqa: F401
+    elif role == "node":
+        import livesafe.cli  # noqa: F401
     config = json.loads(sys.stdin.readline())
+    if role == "node":
+        role_node(config)  # runs livesafe's own event loop (livesafe.cli.main)
     runner = {"relay": role_relay, "publish": role_publish, "view": role_view}[role]
     asyncio.run(runner(config))
 
