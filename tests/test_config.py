@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness import config_error, config_from
+
 from livesafe.config import load_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_example_config_loads(tmp_path: Path) -> None:
-    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
+    configuration = README.read_text().split("\n## Configuration", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", configuration, re.S)
     assert block, "README has a TOML example"
     config_path = tmp_path / "livesafe.toml"
     config_path.write_text(block.group(1))
@@ -34,3 +37,27 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert [(p.name, p.role) for p in moderation.tokens] == [("alice", "moderator")]
     (hook,) = moderation.webhooks
     assert hook.categories == ("csam", "ncii") and hook.signing_key == b"secret"
+
+
+def test_cluster_section_takes_its_secret_from_the_environment(tmp_path) -> None:
+    text = '[cluster]\nredis_url = "redis://10.0.0.2:6379/0"\nnode_name = "node-a"\nheartbeat_seconds = 0.5\n'
+    config = config_from(tmp_path, text, env={"LIVESAFE_CLUSTER_SECRET": "s" * 24})
+    assert config.cluster is not None
+    assert (config.cluster.redis_url, config.cluster.node_name, config.cluster.heartbeat_seconds) == (
+        "redis://10.0.0.2:6379/0", "node-a", 0.5
+    )  # fmt: skip
+    assert "s" * 24 not in repr(config.cluster)
+    named = config_from(tmp_path, text + 'secret_env = "MY_SECRET"\n', env={"MY_SECRET": "t" * 20})
+    assert named.cluster is not None and named.cluster.secret == "t" * 20
+    assert config_from(tmp_path, "").cluster is None
+    for bad, message in (
+        (text, "shared secret in the environment variable 'LIVESAFE_CLUSTER_SECRET'"),
+        (text + 'secret = "in-the-file-0123456789"\n', "keep it out of the file"),
+        ('[cluster]\nnode_name = "a"\n', "cluster.redis_url: required"),
+        (text + "colour = 1\n", "unknown key(s) ['colour']"),
+        (text.replace("0.5", '"fast"'), "cluster.heartbeat_seconds: expected float"),
+        (text.replace("node-a", "node a"), "node_name 'node a'"),
+        (text + 'signalling = "carrier-pigeon"\n', "signalling 'carrier-pigeon'"),
+    ):
+        env = {} if "environment" in message else {"LIVESAFE_CLUSTER_SECRET": "s" * 24}
+        assert message in config_error(tmp_path, bad, env=env), bad
