@@ -168,19 +168,19 @@ class ClusterNode:
         holder = await self.leases.holder(stream_id)
         if holder is not None and holder.node == self.name:
             if self._via_shared_port(request):
-                self._redirect(self.registry.info(), request)
+                self._send_to(self.registry.info(), request)
             self.leases.held.setdefault(stream_id, holder)
             return False
         if holder is not None:
             node = await self.registry.node(holder.node)
             if node is not None and is_fresh(node, time.time(), self.settings.heartbeat_seconds):
-                self._redirect(node, request)  # a reconnecting publisher goes back to its origin
+                self._send_to(node, request)  # a reconnecting publisher goes back to its origin
             await self._wait_for_lapse(holder)  # its node is gone: its lease lapses within the TTL
         if self.draining:
             target = choose([n for n in await self.registry.nodes() if n.name != self.name], self.name)
             if target is None:
                 self._refuse("this node is draining and no other node has room")
-            self._redirect(target, request)
+            self._send_to(target, request)
         if request.query.get(_PLACED) != self.name:  # sent here by placement: take it if we can at all
             nodes = [
                 n for n in await self.registry.nodes() if is_fresh(n, time.time(), self.settings.heartbeat_seconds)
@@ -191,15 +191,15 @@ class ClusterNode:
             if target is None:
                 self._refuse("no node in the cluster has room for another stream")
             if target.name != self.name or self._via_shared_port(request):
-                self._redirect(target, request)
+                self._send_to(target, request)
         elif self._via_shared_port(request):
-            self._redirect(self.registry.info(), request)
+            self._send_to(self.registry.info(), request)
         lease = await self.leases.acquire(stream_id)
         if lease.node != self.name:  # another node took it a moment ago
             node = await self.registry.node(lease.node)
             if node is None:
                 self._refuse(f"stream {stream_id!r} is being placed on node {lease.node}")
-            self._redirect(node, request)
+            self._send_to(node, request)
         self.placements["local"] += 1
         self._placing[stream_id] = time.monotonic()
         return True
@@ -212,7 +212,8 @@ class ClusterNode:
             await asyncio.sleep(0.1)
         self._refuse(f"stream {holder.stream_id!r} is still held by node {holder.node}")
 
-    def _redirect(self, node: NodeInfo, request: web.Request) -> NoReturn:
+    def _send_to(self, node: NodeInfo, request: web.Request) -> NoReturn:
+        """This offer is for ``node`` (see :meth:`hand_off`)."""
         raise _Handoff(node)
 
     async def hand_off(self, node: NodeInfo | Origin, request: web.Request) -> web.Response:
