@@ -10,9 +10,10 @@ running several nodes on it:
   node ``NODE-I`` (NODE: ``--node``, ``[cluster] node_name`` or the host name),
   listening on the public port with ``SO_REUSEPORT`` (the kernel spreads new
   connections over the workers) and on a port of its own, public + 1 + I,
-  which it advertises: placement's ``307`` and the nodes' requests of each
-  other must reach one exact process.  Through the public port every WHIP and
-  WHEP offer is redirected to a worker's own port (see ``cluster.node``).
+  which it advertises: sessions, placement's hand-offs and the nodes' requests
+  of each other must reach one exact process.  Through the public port every
+  WHIP and WHEP offer is answered from a worker's own port, with the session's
+  ``Location`` there (see ``ClusterNode.hand_off``).
 - Coordination is the cluster's: the configured Redis if there is one, else a
   private ``redis-server`` the supervisor starts on a unix socket in a private
   directory (no TCP port, no persistence), with a cluster secret it generates
