@@ -467,7 +467,7 @@ class SharedLists:
             except (RedisError, OSError):
                 await asyncio.sleep(self._poll)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
 
     async def _watch(self) -> None:
         """Staleness is checked on its own timer: a round stuck on a dead Redis must not delay failing safe."""
