@@ -26,7 +26,7 @@ from aiohttp import web
 
 from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.cluster.node import listen_url
-from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable
+from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable, SecretMismatch
 from livesafe.cluster.settings import NODE_NAME, ClusterSettings
 from livesafe.cluster.workers import (
     READY_LINE,
@@ -377,6 +377,8 @@ async def _serve(
         raise UsageError(f"cluster: {exc}") from None
     except NodeNameTaken as exc:
         raise UsageError(f"cluster: {exc}: give each node its own --node NAME") from None
+    except SecretMismatch as exc:
+        raise UsageError(f"cluster: {exc}") from None
     sites = [(settings.port, web.TCPSite(runner, settings.host, settings.port))]
     if worker is not None:
         sites.append((worker.public_port, web.TCPSite(runner, settings.host, worker.public_port, reuse_port=True)))

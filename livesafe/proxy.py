@@ -111,12 +111,9 @@ def build_proxy(
         node.reports["events"] = events.status
 
         async def _join(app: web.Application) -> AsyncIterator[None]:
-            await shared_lists.start()  # first: the node registers with its lists' freshness known
-            try:
-                await node.start()
-            except BaseException:
-                await shared_lists.stop()
-                raise
+            await node.start()  # raises first if Redis does not answer or the name or secret is wrong
+            await shared_lists.start()
+            await node.registry.refresh()  # registered again now that its lists' freshness is known
             await events.start()
             yield
             await events.stop()  # after the relay's last events; relayed on the next start if not now

@@ -8,14 +8,17 @@ import pytest
 
 from livesafe.cluster.auth import ClusterAuth, ClusterAuthError
 from livesafe.cluster.leases import Lease, StreamLeases
-from livesafe.cluster.nodes import NodeLoad, NodeNameTaken, NodeRegistry, RegistryUnavailable, connect
+from livesafe.cluster.nodes import NodeLoad, NodeNameTaken, NodeRegistry, RegistryUnavailable, SecretMismatch, connect
 from livesafe.cluster.settings import ClusterSettings
 
 SECRET = "cluster-secret-for-tests-only"
 
 
+FAST_TIMING = {"heartbeat_seconds": 0.2, "node_ttl_seconds": 1.0, "lease_ttl_seconds": 0.6}
+
+
 def settings(url: str, name: str, **extra: float) -> ClusterSettings:
-    timing = {"heartbeat_seconds": 0.2, "node_ttl_seconds": 1.0, "lease_ttl_seconds": 0.6} | extra
+    timing = FAST_TIMING | extra
     return ClusterSettings(url, SECRET, node_name=name, **timing)
 
 
@@ -121,3 +124,22 @@ def test_cluster_settings_refuse_what_would_not_work() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             ClusterSettings(**({"redis_url": "redis://127.0.0.1:6379", "secret": SECRET} | kwargs))
+
+
+async def test_a_node_with_another_secret_is_refused_at_join(redis_server) -> None:
+    first = NodeRegistry(settings(redis_server.url, "a"), connect(settings(redis_server.url, "a")), NodeLoad)
+    await first.join()
+    other = ClusterSettings(redis_server.url, "not-the-cluster-secret", node_name="b", **FAST_TIMING)
+    stranger = NodeRegistry(other, connect(other), NodeLoad)
+    with pytest.raises(SecretMismatch, match="LIVESAFE_CLUSTER_SECRET is not the one") as info:
+        await stranger.join()
+    assert "not-the-cluster-secret" not in str(info.value) and SECRET not in str(info.value)
+    assert [n.name for n in await first.nodes()] == ["a"]  # it never registered
+    stored = await first.redis.get("livesafe:secret-check")
+    assert stored is not None and SECRET.encode() not in stored
+    await first.leave()
+
+
+def test_advertise_url_is_kept_without_a_trailing_slash() -> None:
+    s = ClusterSettings("redis://127.0.0.1:6379", SECRET, advertise_url="http://10.0.0.5:8080/")
+    assert s.advertise_url == "http://10.0.0.5:8080"

@@ -11,6 +11,8 @@ taken over while it was cut off stops claiming it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -35,6 +37,10 @@ class RegistryUnavailable(Exception):
 
 class NodeNameTaken(Exception):
     """Another live process holds this node name."""
+
+
+class SecretMismatch(Exception):
+    """This node's cluster secret is not the one the cluster's other nodes use."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class NodeRegistry:
         key = self.settings.key("node", self.name)
         deadline = time.monotonic() + wait_seconds
         try:
+            await self._check_secret()
             while not await self.redis.set(key, self.info().to_json(), nx=True, px=self._ttl_ms):
                 if time.monotonic() >= deadline:
                     holder = await self.redis.get(key)
@@ -139,6 +146,21 @@ class NodeRegistry:
             raise RegistryUnavailable(f"Redis at {safe_url(self.settings.redis_url)}: {exc}") from None
         self.reachable, self.last_contact = True, time.monotonic()
         self._task = asyncio.ensure_future(self._heartbeat())
+
+    async def _check_secret(self) -> None:
+        """Refuse to join with another secret than the cluster's: such a node would register, be placed
+        streams and viewers, and have every request it makes of the others refused (401).
+
+        Redis keeps an HMAC of a fixed text under the secret (never the secret), set by the first node.
+        """
+        proof = hmac.new(self.settings.secret.encode(), b"livesafe cluster secret check", hashlib.sha256).hexdigest()
+        key = self.settings.key("secret-check")
+        await self.redis.set(key, proof, nx=True)
+        held = await self.redis.get(key)
+        if held is not None and not hmac.compare_digest(_text(held).encode(), proof.encode()):
+            raise SecretMismatch(
+                f"this node's {ClusterSettings.SECRET_ENV} is not the one the cluster's other nodes use"
+            )
 
     async def leave(self) -> None:
         """Stop refreshing and remove the registration (a drained node leaves the registry clean)."""

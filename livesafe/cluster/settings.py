@@ -48,6 +48,7 @@ class ClusterSettings:
             parts = urlsplit(self.advertise_url)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
                 raise ValueError(f"advertise_url {self.advertise_url!r}: expected http(s)://HOST[:PORT]")
+            object.__setattr__(self, "advertise_url", self.advertise_url.rstrip("/"))
         if len(self.secret) < 16:
             raise ValueError("the cluster secret (LIVESAFE_CLUSTER_SECRET) must be at least 16 characters")
         if not 0 < self.heartbeat_seconds * 2 < self.lease_ttl_seconds <= self.node_ttl_seconds:

@@ -68,15 +68,15 @@ async def healthz(request: web.Request) -> web.Response:
     health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
     if relay.placement is not None:
         health["cluster"] = relay.placement.status()
+        if health["cluster"].get("draining") and health["status"] == "ok":
+            health["status"] = "draining"  # a load balancer's health check stops sending clients here
     provider = request.app.get(LISTS_HEALTH)
-    if provider is None:
-        return web.json_response(health)
-    lists = provider()
-    health["lists"] = lists.to_json()
-    if not lists.stale:
-        return web.json_response(health)
-    health |= {"status": "stale_lists", "reason": lists.reason}
-    return web.json_response(health, status=503)
+    if provider is not None:
+        lists = provider()
+        health["lists"] = lists.to_json()
+        if lists.stale:
+            health |= {"status": "stale_lists", "reason": lists.reason}
+    return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
 
 async def api_streams(request: web.Request) -> web.Response:
