@@ -29,7 +29,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 PIPELINE = (
     "webrtcbin name=send bundle-policy=max-bundle "
     "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 ! videoconvert ! queue ! "
-    "vp8enc deadline=1 target-bitrate=800000 ! rtpvp8pay pt=96 ! "
+    # A keyframe every second, as a live encoder sends them: when the relay sheds a decoder backlog at
+    # start-up it asks for one, and webrtcbin does not always pass that request (PLI) to vp8enc.
+    "vp8enc deadline=1 target-bitrate=800000 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! "
     "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000 ! send. "
     "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=111 ! "
     "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! send."

@@ -162,7 +162,7 @@ async def test_gstreamer_webrtcbin_publishes_and_our_viewer_watches():
             await r.wait_for(
                 lambda relay: "gst" in relay.streams and relay.streams["gst"].counters.frames_in > 30, timeout=30
             )
-            result = await watch(r.url("whep", "gst"), ice=ICE, duration=3)
+            result = await watch(r.url("whep", "gst"), ice=ICE, duration=6)  # room for one shed backlog
             summary = r.summary("gst")
             output = (await asyncio.wait_for(client.communicate(), 30))[0].decode()
         finally:
