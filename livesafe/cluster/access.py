@@ -19,6 +19,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from livesafe.cluster.nodes import text
 from livesafe.cluster.settings import ClusterSettings
 from livesafe.moderation.store.interfaces import AccessLists, AuditLog, EventLog, NodeState, Outbox, Store
 from livesafe.moderation.store.records import Allowed
@@ -100,13 +101,13 @@ class SharedAccess:
         allowed = await self._redis.hkeys(self._allowed_key)
         have_keys = self._inner.revoked_keys()
         for raw in revoked:
-            stream_id, _, key_sha256 = _text(raw).partition(_SEP)
+            stream_id, _, key_sha256 = text(raw).partition(_SEP)
             if (stream_id, key_sha256) not in have_keys:
                 self._inner.revoke(stream_id, key_sha256, "cluster")
                 self._on_revoked(stream_id, key_sha256)
         have_items = {_allowed_field(a) for a in self._inner.allowlist()}
         for raw in allowed:
-            field = _text(raw)
+            field = text(raw)
             if field in have_items:
                 continue
             signal, digest, stream = field.split(_SEP)
@@ -117,10 +118,6 @@ class SharedAccess:
 
 def _allowed_field(item: Allowed) -> str:
     return _SEP.join((item.signal, item.hash.lower(), item.stream_id or ""))
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class ClusteredStore:

@@ -61,6 +61,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from livesafe.cluster.nodes import text
 from livesafe.cluster.settings import ClusterSettings
 from livesafe.cluster.tasks import cancel_and_wait
 from livesafe.events import Event
@@ -252,7 +253,7 @@ class ClusterEvents:
         if self._epoch is not None:
             return self._epoch
         reply = await self._setup(keys=[self._stream, self._epoch_key], args=[secrets.token_hex(8), GROUP])
-        epoch = _text(reply)
+        epoch = text(reply)
         known = self._state.get(EPOCH)
         if known is not None and known != epoch:
             self._reset()
@@ -281,7 +282,7 @@ class ClusterEvents:
         except ResponseError:  # no stream: Redis was reset
             self._epoch = None
             return
-        group = next((g for g in groups if _text(g["name"]) == GROUP), None)
+        group = next((g for g in groups if text(g["name"]) == GROUP), None)
         if group is None:
             self._epoch = None
             return
@@ -302,7 +303,7 @@ class ClusterEvents:
         current, *entries = await self.redis.mget(
             [self._epoch_key, *(self.settings.key("events", "id", e.id) for e in own)]
         )
-        if current is None or _text(current) != epoch:
+        if current is None or text(current) != epoch:
             self._epoch = None
             return
         handed = self._handed
@@ -333,7 +334,7 @@ class ClusterEvents:
             event = self._parse(entry_id, fields, count=True)
             if event is not None and event.data["node"] != self.node and self.moderation.mirror(event) is not None:
                 self.stats["mirrored"] += 1
-            self._mirrored = _text(entry_id)
+            self._mirrored = text(entry_id)
         if entries:
             self._state.put(MIRRORED, self._mirrored)
             moved, self._mirror_moved = self._mirror_moved, asyncio.Event()
@@ -418,7 +419,7 @@ class ClusterEvents:
         except (ValueError, KeyError, TypeError) as exc:
             if count:
                 self.stats["malformed"] += 1
-                log.warning("cluster events: skipped malformed stream entry %s: %s", _text(entry_id), exc)
+                log.warning("cluster events: skipped malformed stream entry %s: %s", text(entry_id), exc)
             return None
 
 
@@ -450,9 +451,5 @@ def _entries(reply: Any) -> list[Entry]:
 
 
 def _stream_id(value: str | bytes) -> StreamId:
-    ms, _, seq = _text(value).partition("-")
+    ms, _, seq = text(value).partition("-")
     return int(ms), int(seq or 0)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from livesafe.cluster.nodes import RegistryUnavailable
+from livesafe.cluster.nodes import RegistryUnavailable, text
 from livesafe.cluster.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ class Lease:
 
     @classmethod
     def parse(cls, stream_id: str, value: str | bytes) -> Lease:
-        text = value.decode() if isinstance(value, bytes) else value
-        node, _, token = text.rpartition("|")
+        node, _, token = text(value).rpartition("|")
         return cls(stream_id, node, int(token))
 
 

@@ -77,7 +77,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from livesafe.cluster.nodes import safe_url
+from livesafe.cluster.nodes import safe_url, text
 from livesafe.cluster.settings import ClusterSettings
 from livesafe.cluster.tasks import cancel_and_wait
 from livesafe.lists.formats import NO_METADATA
@@ -482,7 +482,7 @@ class SharedLists:
         for tracked in self._tracked.values():
             await self._track(tracked)
         read_at = time.monotonic()
-        index = {_text(name): raw for name, raw in (await self._redis.hgetall(self._index_key)).items()}
+        index = {text(name): raw for name, raw in (await self._redis.hgetall(self._index_key)).items()}
         if self._problem.startswith("Redis unreachable"):
             log.info("cluster: Redis reachable again for the lists")
         self._problem = ""
@@ -602,7 +602,3 @@ class SharedLists:
         if error != tracked.error:
             log.error("cluster: list %r: %s", tracked.name, error)
         tracked.error = error
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -157,7 +157,7 @@ class NodeRegistry:
         key = self.settings.key("secret-check")
         await self.redis.set(key, proof, nx=True)
         held = await self.redis.get(key)
-        if held is not None and not hmac.compare_digest(_text(held).encode(), proof.encode()):
+        if held is not None and not hmac.compare_digest(text(held).encode(), proof.encode()):
             raise SecretMismatch(
                 f"this node's {ClusterSettings.SECRET_ENV} is not the one the cluster's other nodes use"
             )
@@ -214,7 +214,7 @@ class NodeRegistry:
     async def nodes(self) -> list[NodeInfo]:
         """The live nodes (this one included while registered); raises RegistryUnavailable."""
         try:
-            names = sorted(_text(n) for n in await self.redis.smembers(self.settings.key("nodes")))
+            names = sorted(text(n) for n in await self.redis.smembers(self.settings.key("nodes")))
             values = await self.redis.mget([self.settings.key("node", n) for n in names]) if names else []
         except RedisError as exc:
             raise RegistryUnavailable(str(exc)) from None
@@ -228,7 +228,8 @@ class NodeRegistry:
         return NodeInfo.from_json(value) if value is not None else None
 
 
-def _text(value: str | bytes) -> str:
+def text(value: str | bytes) -> str:
+    """A Redis reply as text (the client returns bytes unless told to decode)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
