@@ -156,6 +156,39 @@ async def test_the_decoder_queue_is_drained_but_keeps_aiortcs_stop_sentinel():
     assert compat.drain_decoder_queue(receiver) == 0, "an empty queue"
 
 
+def test_vp8_frames_decoded_from_keyframes_say_so():
+    """FFmpeg's libvpx decoder leaves key_frame False on every frame; after the hook it follows the stream."""
+    import fractions
+
+    import aiortc.rtcrtpreceiver
+    import av
+    import numpy as np
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    compat.mark_vp8_keyframes()
+    compat.mark_vp8_keyframes()  # idempotent: one wrapper, not two
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    decoder = aiortc.rtcrtpreceiver.get_decoder(vp8)
+    assert not isinstance(getattr(decoder, "_decoder", None), type(decoder)), "wrapped once"
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = {"g": "8", "lag-in-frames": "0"}
+    sent, decoded = [], []
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        for packet in encoder.encode(frame):
+            sent.append(packet.is_keyframe)
+            decoded += [f.key_frame for f in decoder.decode(JitterFrame(data=bytes(packet), timestamp=i * 3000))]
+    assert sent.count(True) >= 3 and decoded == sent
+    h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+    assert type(aiortc.rtcrtpreceiver.get_decoder(h264)).__name__ == "H264Decoder", "H.264 is left alone"
+
+
 async def test_a_pli_goes_to_every_source_the_receiver_hears(monkeypatch):
     receiver = RTCRtpReceiver("video", OPEN_TRANSPORT)
     sent = []

@@ -10,7 +10,9 @@ helpers in ``aiortc.contrib``; these are ours):
   :mod:`livesafe.relay.ice`);
 - shedding aiortc's unbounded decoder queue under overload and asking the
   publisher for a keyframe afterwards (:func:`decoder_backlog`,
-  :func:`drain_decoder_queue`, :func:`send_pli`);
+  :func:`drain_decoder_queue`, :func:`send_pli`), and telling that keyframe
+  apart: FFmpeg's libvpx decoder leaves ``key_frame`` unset on every VP8
+  frame it decodes (:func:`mark_vp8_keyframes`);
 - keyframe requests from viewers: aiortc hands a PLI/FIR to its own encoder,
   which our senders (forwarding already-encoded packets) do not have
   (:func:`route_keyframe_requests`).
@@ -20,7 +22,8 @@ warning is logged once; if something this module relies on is gone, importing
 it raises :class:`CompatError`.  Loudly, not silently, because every hook
 carries a safety or latency property and a quiet no-op would lose it where
 nobody looks: without the decoder shedding an overloaded stream falls seconds
-behind (and the overload controller cuts it), without keyframe routing a
+behind (and the overload controller cuts it), without the keyframe marks a
+VP8 stream that was shed once waits for a keyframe it cannot see, without keyframe routing a
 viewer that lost a packet stays broken until the 100 s safety keyframe,
 without the host-address hook the relay announces every interface and ignores
 the configured ports, without the RSA suites GStreamer publishers fail with
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -97,6 +101,8 @@ def verify() -> None:
     _require(RTCRtpReceiver, "_send_rtcp_pli")
     _require(RTCRtpReceiver, "getSynchronizationSources")
     _require_use(RTCRtpReceiver, "__init__", _DECODER_QUEUE)
+    _require(aiortc.rtcrtpreceiver, _GET_DECODER)
+    _require_use(aiortc.rtcrtpreceiver, "decoder_worker", _GET_DECODER)
     _require(aioice.ice, "get_host_addresses")
     _require(aioice.ice, "Connection")
     _require_use(aioice.ice.Connection, "gather_candidates", "get_host_addresses")
@@ -208,6 +214,49 @@ def drain_decoder_queue(receiver: RTCRtpReceiver) -> int:
     except queue.Empty:
         pass
     return shed
+
+
+_GET_DECODER = "get_decoder"  # aiortc.rtcrtpreceiver imports it from aiortc.codecs, not as its own API
+_aiortc_get_decoder = getattr(aiortc.rtcrtpreceiver, _GET_DECODER)
+
+
+class _Vp8KeyframeMarks:
+    """aiortc's VP8 decoder, marking the frames decoded from keyframes as such.
+
+    A VP8 frame's first byte says whether it is a keyframe (RFC 6386 §9.1:
+    bit 0 of the frame tag, 0 for a key frame); aiortc's ``JitterFrame`` holds
+    the whole depacketised frame, so the bit is right there.
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        frames: list[Any] = self._decoder.decode(encoded_frame)
+        if encoded_frame.data and not encoded_frame.data[0] & 1:
+            for frame in frames:
+                frame.key_frame = True
+        return frames
+
+
+def mark_vp8_keyframes() -> None:
+    """Make aiortc's decoded VP8 frames say whether they are keyframes, as H.264's do; idempotent, process-wide.
+
+    The ingest drops what is decoded after a shed until a keyframe arrives; with
+    ``key_frame`` always False on VP8 (FFmpeg's libvpx wrapper never sets it)
+    it would wait for ever.  aiortc looks ``get_decoder`` up in its module each
+    time a receiver's decoder thread starts, so patching it reaches every
+    receiver created afterwards.
+    """
+    if getattr(getattr(aiortc.rtcrtpreceiver, _GET_DECODER), "_livesafe", False):
+        return
+
+    def get_decoder(codec: Any) -> Any:
+        decoder = _aiortc_get_decoder(codec)
+        return _Vp8KeyframeMarks(decoder) if codec.mimeType.lower() == "video/vp8" else decoder
+
+    get_decoder._livesafe = True  # type: ignore[attr-defined]
+    setattr(aiortc.rtcrtpreceiver, _GET_DECODER, get_decoder)
 
 
 async def send_pli(receiver: RTCRtpReceiver) -> None:

@@ -10,7 +10,10 @@ relay.  Two things are measured on the way in:
   front of us (kernel buffers, the decoder); the overload controller reads it.
 - aiortc's decoder backlog: if the decoder itself falls behind, what waits in
   it is discarded and a keyframe requested; the frames decoded until that
-  keyframe lack their references (broken pictures) and are dropped too.
+  keyframe lack their references (broken pictures) and are dropped too.  The
+  request is repeated every second (a PLI is one unreliable RTCP packet); a
+  publisher that sends no keyframe within ``keyframe_wait_seconds`` gets its
+  frames shown as they decode rather than a picture frozen for good.
 """
 
 from __future__ import annotations
@@ -69,20 +72,31 @@ class Ingest:
 
     async def _pump_video(self, session: Any, track: MediaStreamTrack, receiver: Any) -> None:
         try:
-            awaiting_keyframe = False
+            shed_at: float | None = None  # when the decoder backlog was last shed, until a keyframe comes
+            asked_at = 0.0  # when a keyframe was last requested
             self._transit_floor = None  # a new publisher: a new media clock
             while self._publishing(session):
                 frame = await track.recv()
                 assert isinstance(frame, av.VideoFrame)  # aiortc's remote video tracks yield decoded frames
                 self._counters.frames_in += 1
                 self._measure_lateness(frame)
+                now = time.monotonic()
                 if self._shed_decoder_backlog(receiver):
-                    awaiting_keyframe = True
-                if awaiting_keyframe and not frame.key_frame:
-                    # Decoded without its references: a broken picture, not worth showing.
-                    self._counters.frames_dropped += 1
-                    continue
-                awaiting_keyframe = False
+                    shed_at = asked_at = now
+                if shed_at is not None and not frame.key_frame:
+                    if now - shed_at < self._settings.keyframe_wait_seconds:
+                        # Decoded without its references: a broken picture, not worth showing.
+                        self._counters.frames_dropped += 1
+                        if now - asked_at >= 1.0:
+                            asked_at = now
+                            self._spawn(compat.send_pli(receiver))
+                        continue
+                    log.warning(
+                        "stream %s: no keyframe %.0f s after a decoder shed; showing frames as they decode",
+                        self._id,
+                        self._settings.keyframe_wait_seconds,
+                    )
+                shed_at = None
                 self._worker.submit(frame)
         except MediaStreamError:
             pass

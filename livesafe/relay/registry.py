@@ -35,7 +35,7 @@ from livesafe.events import (
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.policy import Action, PolicyProfile
-from livesafe.relay.compat import accept_rsa_peers
+from livesafe.relay.compat import accept_rsa_peers, mark_vp8_keyframes
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
@@ -154,6 +154,7 @@ class Relay:
         self.edges: RemoteStreams | None = None  # set when clustered: streams guarded elsewhere
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
+        mark_vp8_keyframes()
 
     # ------------------------------------------------------------- streams
 

@@ -42,6 +42,7 @@ class StreamSettings:
     audio_bitrate: int = 64_000
     ingest_frames: int = 4  # decoded frames waiting for the guard; beyond this the oldest is dropped
     decoder_backlog_frames: int = 15  # encoded frames waiting in aiortc's decoder before we shed them
+    keyframe_wait_seconds: float = 3.0  # after a shed, drop broken pictures this long at most, awaiting a keyframe
     viewer_queue_packets: int = 30  # per viewer and track; overflow resyncs that viewer at a keyframe
     viewer_queue_seconds: float = 0.3  # a viewer's oldest packet older than this: resync it too
     stall_seconds: float = 0.5  # one frame in the guard/encoder longer than this -> slate (fail closed)
@@ -62,7 +63,14 @@ class StreamSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("stall_seconds", "keyframe_interval", "slate_fps", "viewer_queue_seconds", "max_delay_seconds"):
+        for name in (
+            "stall_seconds",
+            "keyframe_interval",
+            "keyframe_wait_seconds",
+            "slate_fps",
+            "viewer_queue_seconds",
+            "max_delay_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.ended_grace_seconds < 0:
