@@ -373,12 +373,10 @@ async def _serve(
     runner = web.AppRunner(proxy.app, access_log=None)
     try:
         await runner.setup()  # a cluster node joins here
-    except RegistryUnavailable as exc:
-        raise UsageError(f"cluster: {exc}") from None
-    except NodeNameTaken as exc:
-        raise UsageError(f"cluster: {exc}: give each node its own --node NAME") from None
-    except SecretMismatch as exc:
-        raise UsageError(f"cluster: {exc}") from None
+    except (RegistryUnavailable, NodeNameTaken, SecretMismatch) as exc:
+        await runner.cleanup()  # what started before the join stops again; the event store is closed
+        hint = ": give each node its own --node NAME" if isinstance(exc, NodeNameTaken) else ""
+        raise UsageError(f"cluster: {exc}{hint}") from None
     sites = [(settings.port, web.TCPSite(runner, settings.host, settings.port))]
     if worker is not None:
         sites.append((worker.public_port, web.TCPSite(runner, settings.host, worker.public_port, reuse_port=True)))
