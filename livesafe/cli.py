@@ -42,6 +42,7 @@ from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import ListWatcher
+from livesafe.lists.sources import SourceContext, SourceState
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
 from livesafe.proxy import build_proxy
@@ -208,8 +209,18 @@ def _config_with_lists(args: argparse.Namespace, default_lists: Sequence[ListSpe
     return config
 
 
-def _load_lists(args: argparse.Namespace, config: Config) -> LiveMatcher:
-    lists = LiveMatcher(config.lists, skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines)
+def _load_lists(args: argparse.Namespace, config: Config, state_database: str = ":memory:") -> LiveMatcher:
+    """The lists, fetched; sources keep checkpoints and last good copies in ``state_database`` (the event store)."""
+    try:
+        state = SourceState(state_database)
+    except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
+        raise UsageError(f"event store {state_database}: {exc}") from None
+    lists = LiveMatcher(
+        config.lists,
+        skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines,
+        context=SourceContext(state=state, env=os.environ),
+        reload_seconds=config.reload_seconds,
+    )
     for bl in lists.current.blocklists:
         if bl.skipped:
             print(
@@ -244,7 +255,7 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
             raise UsageError("--webhook-url needs --webhook-secret SECRET (or LIVESAFE_WEBHOOK_SECRET)")
         moderation = replace(moderation, webhooks=moderation.webhooks + (WebhookEndpoint(args.webhook_url, secret),))
     config = replace(config, relay=relay, moderation=moderation)
-    return config, _load_lists(args, config)
+    return config, _load_lists(args, config, moderation.database)
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -135,17 +135,22 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
     files = lists_data.pop("file", [])
     if not isinstance(files, list):
         raise ConfigError("lists.file: expected an array of tables ([[lists.file]])")
-    _only(lists_data, {"skip_bad_lines", "reload_seconds"}, "lists")
+    _only(lists_data, {"skip_bad_lines", "reload_seconds", "source"}, "lists")
     skip = lists_data.get("skip_bad_lines", False)
     if not isinstance(skip, bool):
         raise ConfigError(f"lists.skip_bad_lines: expected true or false, got {skip!r}")
     reload_seconds = lists_data.get("reload_seconds", 2.0)
     if not _is_number(reload_seconds) or reload_seconds <= 0:
         raise ConfigError(f"lists.reload_seconds: expected a positive number, got {reload_seconds!r}")
-    specs = [_list_spec(entry, f"lists.file[{i}]", base) for i, entry in enumerate(files)]
+    sources = lists_data.pop("source", [])
+    if not isinstance(sources, list):
+        raise ConfigError("lists.source: expected an array of tables ([[lists.source]])")
+    specs = [_list_spec({"kind": "file", **entry} if isinstance(entry, dict) else entry, f"lists.file[{i}]", base)
+             for i, entry in enumerate(files)]  # fmt: skip
+    specs += [_list_spec(entry, f"lists.source[{i}]", base) for i, entry in enumerate(sources)]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ConfigError("lists.file: list names must be unique")
+        raise ConfigError("lists: list names must be unique (across [[lists.file]] and [[lists.source]])")
     relay = _relay(data, env)
     moderation = _moderation(data, base, env)
     return Config(
@@ -349,25 +354,35 @@ def _is_ip(value: str) -> bool:
 
 
 def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:
+    """One ``[[lists.source]]`` (or ``[[lists.file]]``): the keys every kind has; the rest are the kind's options.
+
+    The source itself checks its options (``make_source``), when the lists are
+    built at start, so a typo is still an error before anything is served.
+    """
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a table with path, name, category, action, thresholds")
-    _only(entry, {"path", "name", "category", "action", "thresholds"}, where)
-    if "path" not in entry:
+        raise ConfigError(f"{where}: expected a table with kind, name, category, action and path or url")
+    entry = dict(entry)
+    kind = entry.pop("kind", None)
+    if not isinstance(kind, str):
+        raise ConfigError(f'{where}.kind: required, e.g. "file", "url", "ncmec"')
+    if kind == "file" and "path" not in entry:
         raise ConfigError(f"{where}: path is required")
-    for key in ("path", "name", "category", "action"):
+    for key in ("path", "url", "name", "category", "action"):
         if key in entry and not isinstance(entry[key], str):
             raise ConfigError(f"{where}.{key}: expected a string, got {entry[key]!r}")
-    thresholds = entry.get("thresholds", {})
+    thresholds = entry.pop("thresholds", {})
     if not isinstance(thresholds, dict):
         raise ConfigError(f"{where}.thresholds: expected a table like {{ pdq = 31 }}, got {thresholds!r}")
-    path = Path(entry["path"])
+    path = Path(entry.pop("path")) if "path" in entry else None
+    common = {key: entry.pop(key) for key in ("name", "category", "action", "url", "poll_seconds", "max_stale_seconds")
+              if key in entry}  # fmt: skip
     try:
         return ListSpec(
-            path=path if path.is_absolute() else base / path,
-            name=entry.get("name", ""),
-            category=entry.get("category", "test"),
-            action=entry.get("action", "blur"),
+            path=(path if path.is_absolute() else base / path) if path is not None else None,
+            kind=kind,
             thresholds=thresholds,
+            options=entry,
+            **common,
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None

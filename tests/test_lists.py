@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livesafe.lists import Blocklist, BlocklistError, ListEntry, ListSource, ListSpec, load_blocklist
+from livesafe.lists import Blocklist, BlocklistError, ListEntry, ListSpec, load_blocklist
+from livesafe.lists.sources import FileSource
 from livesafe.signals import SIGNALS
 
 RNG = np.random.default_rng(1234)
@@ -42,7 +43,7 @@ def raises_at(path: Path, line: int, *fragments: str) -> None:
         load(path)
     message = str(caught.value)
     assert message.startswith(f"{path}:{line}: "), message
-    assert caught.value.line == line and caught.value.path == path
+    assert caught.value.line == line and caught.value.where == str(path)
     for fragment in fragments:
         assert fragment in message, message
 
@@ -353,53 +354,53 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_list_source_detects_rewrites_and_replacements(tmp_path: Path) -> None:
     a, b = random_hex(), random_hex()
     path = write(tmp_path, f"pdq {a}\n")
-    source = ListSource(ListSpec(path))
+    source = FileSource(ListSpec(path))
     assert source.changed()
-    assert as_hex(source.load(), "pdq") == [a]
+    assert as_hex(source.fetch(False), "pdq") == [a]
     assert not source.changed()
 
     path.write_text(f"pdq {a}\npdq {b}\n")
     assert source.changed()
-    assert as_hex(source.load(), "pdq") == [a, b]
+    assert as_hex(source.fetch(False), "pdq") == [a, b]
     assert not source.changed()
 
     before = path.stat()
     path.write_text(f"pdq {b}\npdq {a}\n")  # same size: only the mtime tells
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
     assert source.changed()
-    source.load()
+    source.fetch(False)
 
     before = path.stat()
     replacement = write(tmp_path, f"pdq {a}\npdq {b}\n", "new.txt")
     os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime: only the inode tells
     os.replace(replacement, path)
     assert source.changed()
-    assert as_hex(source.load(), "pdq") == [a, b]
+    assert as_hex(source.fetch(False), "pdq") == [a, b]
     assert not source.changed()
 
 
 def test_failed_reload_leaves_the_old_list_and_is_not_retried_until_the_file_changes(tmp_path: Path) -> None:
     a = random_hex()
     path = write(tmp_path, f"pdq {a}\n")
-    source = ListSource(ListSpec(path))
-    current = source.load()
+    source = FileSource(ListSpec(path))
+    current = source.fetch(False)
 
     path.write_text(f"pdq {a}\npdq nothex\n")
     assert source.changed()
     with pytest.raises(BlocklistError, match=":2: "):
-        current = source.load()
+        current = source.fetch(False)
     assert as_hex(current, "pdq") == [a]
     assert not source.changed()
 
     path.unlink()
     assert source.changed()
     with pytest.raises(BlocklistError, match="no such file"):
-        source.load()
+        source.fetch(False)
     assert not source.changed()
 
     path.write_text(f"pdq {a}\n")
     assert source.changed()
-    assert len(source.load()) == 1
+    assert len(source.fetch(False)) == 1
 
 
 # --- spec ------------------------------------------------------------------------------------

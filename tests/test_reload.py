@@ -73,7 +73,7 @@ async def test_the_proxy_app_runs_the_watcher_for_as_long_as_it_runs(tmp_path: P
     )
 
     def watching() -> bool:
-        return any(t.name == "livesafe-list-watcher" for t in threading.enumerate())
+        return any(t.name.startswith("livesafe-list-watcher") for t in threading.enumerate())
 
     assert not watching()
     runner = web.AppRunner(proxy.app)

@@ -17,6 +17,7 @@ from livesafe.guard.search import ORIENTATIONS
 from livesafe.index import HammingIndex
 from livesafe.lists import Blocklist, ListSpec
 from livesafe.lists.live import LiveLists
+from livesafe.lists.sources import SourceContext
 from livesafe.signals import signal_named
 
 
@@ -129,5 +130,12 @@ class Matcher:
 class LiveMatcher(LiveLists[Matcher]):
     """The live lists, compiled for matching (``current`` is a ``Matcher``)."""
 
-    def __init__(self, specs: Sequence[ListSpec], *, skip_bad_lines: bool = False) -> None:
-        super().__init__(specs, Matcher, skip_bad_lines=skip_bad_lines)
+    def __init__(
+        self,
+        specs: Sequence[ListSpec],
+        *,
+        skip_bad_lines: bool = False,
+        context: SourceContext | None = None,
+        reload_seconds: float = 2.0,
+    ) -> None:
+        super().__init__(specs, Matcher, skip_bad_lines=skip_bad_lines, context=context, reload_seconds=reload_seconds)

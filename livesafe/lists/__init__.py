@@ -1,9 +1,9 @@
-"""Hash blocklists: file formats, loading with ``file:line`` errors, and change detection for hot reload."""
+"""Hash blocklists: formats, loading with ``file:line`` errors, sources (files, URLs, exchanges), live reload."""
 
 from __future__ import annotations
 
 from livesafe.lists.formats import FORMATS, CsvFormat, ListFormat, TextFormat
-from livesafe.lists.loader import ListSource, load_blocklist
+from livesafe.lists.loader import build_blocklist, load_blocklist, parse_list
 from livesafe.lists.model import ACTIONS, Blocklist, BlocklistError, ListEntry, ListSpec
 
 __all__ = [
@@ -14,8 +14,9 @@ __all__ = [
     "CsvFormat",
     "ListEntry",
     "ListFormat",
-    "ListSource",
     "ListSpec",
     "TextFormat",
+    "build_blocklist",
     "load_blocklist",
+    "parse_list",
 ]

@@ -18,7 +18,16 @@ from types import MappingProxyType
 
 import numpy as np
 
-from livesafe.lists.formats import NO_METADATA, FormatError, LineError, NumberedLine, Row, decode_hex, detect_format
+from livesafe.lists.formats import (
+    NO_METADATA,
+    BulkRows,
+    FormatError,
+    LineError,
+    NumberedLine,
+    Row,
+    decode_hex,
+    detect_format,
+)
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec, located
 from livesafe.signals import SIGNALS, SignalType, signal_named
 
@@ -27,18 +36,18 @@ MAX_STORED_ERRORS = 100
 Stamp = tuple[int, int, int]
 
 
-def _stamp(st: os.stat_result) -> Stamp:
+def file_stamp(st: os.stat_result) -> Stamp:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def _read(path: Path) -> tuple[bytes, Stamp]:
+def read_list_file(path: Path) -> tuple[bytes, Stamp]:
     """The file's bytes and the stamp of the very file read (not of whatever the path names later)."""
     try:
         with open(path, "rb") as file:
             st = os.fstat(file.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise BlocklistError(path, "not a regular file")
-            return file.read(), _stamp(st)
+            return file.read(), file_stamp(st)
     except FileNotFoundError:
         raise BlocklistError(path, "no such file") from None
     except IsADirectoryError:
@@ -47,7 +56,7 @@ def _read(path: Path) -> tuple[bytes, Stamp]:
         raise BlocklistError(path, f"cannot read: {error.strerror or error}") from None
 
 
-def _text_body(path: Path, data: bytes) -> bytes:
+def _text_body(path: Path | str, data: bytes) -> bytes:
     """``data`` without its BOM, once known to be UTF-8 text."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise BlocklistError(path, "is UTF-16 text; save it as UTF-8")
@@ -128,8 +137,9 @@ def _parse_lines(rows: Iterable[Row | LineError], problems: list[tuple[int, str]
     return columns
 
 
-def _parse(spec: ListSpec, data: bytes, skip_bad_lines: bool) -> Blocklist:
-    body = _text_body(spec.path, data)
+def parse_list(spec: ListSpec, data: bytes, skip_bad_lines: bool = False) -> Blocklist:
+    """A list file's bytes (any format of ``FORMATS``) as a Blocklist; errors name ``spec.where``."""
+    body = _text_body(spec.where, data)
     codes, starts, ends = _split_lines(body)
 
     def numbered(indices: np.ndarray) -> Iterator[NumberedLine]:
@@ -144,8 +154,32 @@ def _parse(spec: ListSpec, data: bytes, skip_bad_lines: bool) -> Blocklist:
     try:
         columns = _parse_lines(fmt.parse(numbered(np.flatnonzero(~bulk.handled))), problems)
     except FormatError as error:
-        raise BlocklistError(spec.path, error.reason, error.line) from None
+        raise BlocklistError(spec.where, error.reason, error.line) from None
+    return _blocklist(spec, columns, bulk, problems, skip_bad_lines, hashlib.sha256(data).hexdigest()[:16])
 
+
+def build_blocklist(
+    spec: ListSpec, rows: Iterable[tuple[str, str, Mapping[str, str]]], version: str, skip_bad_rows: bool = False
+) -> Blocklist:
+    """A Blocklist from ``(signal name, hex, metadata)`` rows (an exchange's entries, a bank's hashes).
+
+    Rows are checked exactly as file lines are (unknown signal, wrong length,
+    non-hex); "line" in their errors is the row's 1-based position.
+    """
+    problems: list[tuple[int, str]] = []
+    numbered = ((at, signal, hex_text, meta) for at, (signal, hex_text, meta) in enumerate(rows, 1))
+    columns = _parse_lines(numbered, problems)
+    return _blocklist(spec, columns, BulkRows(handled=np.zeros(0, dtype=bool)), problems, skip_bad_rows, version)
+
+
+def _blocklist(
+    spec: ListSpec,
+    columns: dict[str, _Column],
+    bulk: BulkRows,
+    problems: list[tuple[int, str]],
+    skip_bad_lines: bool,
+    version: str,
+) -> Blocklist:
     hashes: dict[str, np.ndarray] = {}
     row_lines: dict[str, np.ndarray] = {}
     row_metadata: dict[str, list[Mapping[str, str]]] = {}
@@ -168,53 +202,22 @@ def _parse(spec: ListSpec, data: bytes, skip_bad_lines: bool) -> Blocklist:
         hashes[name], row_lines[name], row_metadata[name] = values, lines, metadata
     if problems and not skip_bad_lines:
         line, reason = min(problems)
-        raise BlocklistError(spec.path, reason, line)
+        raise BlocklistError(spec.where, reason, line)
     problems.sort()
     return Blocklist(
         spec=spec,
         hashes=MappingProxyType(hashes),
         metadata=MappingProxyType(row_metadata),
         skipped=len(problems),
-        errors=[located(spec.path, line, reason) for line, reason in problems[:MAX_STORED_ERRORS]],
-        version=hashlib.sha256(data).hexdigest()[:16],
+        errors=[located(spec.where, line, reason) for line, reason in problems[:MAX_STORED_ERRORS]],
+        version=version,
         lines=MappingProxyType(row_lines),
     )
 
 
 def load_blocklist(spec: ListSpec, *, skip_bad_lines: bool = False) -> Blocklist:
     """The list at ``spec.path``; BlocklistError at the first bad line unless ``skip_bad_lines``."""
-    data, _ = _read(spec.path)
-    return _parse(spec, data, skip_bad_lines)
-
-
-class ListSource:
-    """One list file, polled for changes by its (mtime_ns, size, inode), which costs a single ``stat``.
-
-    ``changed()`` compares against the last load *attempt*, failed or not: a
-    broken file is reported once rather than re-parsed every poll, and is tried
-    again as soon as it is rewritten.  ``load`` returns a new Blocklist or raises,
-    so the caller keeps serving its old list on failure.
-    """
-
-    def __init__(self, spec: ListSpec) -> None:
-        self.spec = spec
-        self._attempted: Stamp | None = None
-        self._ever_loaded = False
-
-    def changed(self) -> bool:
-        return not self._ever_loaded or self._current_stamp() != self._attempted
-
-    def load(self, skip_bad_lines: bool = False) -> Blocklist:
-        self._ever_loaded = True
-        try:
-            data, self._attempted = _read(self.spec.path)
-        except BlocklistError:
-            self._attempted = self._current_stamp()
-            raise
-        return _parse(self.spec, data, skip_bad_lines)
-
-    def _current_stamp(self) -> Stamp | None:
-        try:
-            return _stamp(os.stat(self.spec.path))
-        except OSError:
-            return None
+    if spec.path is None:
+        raise BlocklistError(spec.where, "not a file list")
+    data, _ = read_list_file(spec.path)
+    return parse_list(spec, data, skip_bad_lines)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -20,35 +21,54 @@ def located(path: Path | str, line: int | None, reason: str) -> str:
 
 
 class BlocklistError(ValueError):
-    """A list file that cannot be used; ``str()`` says where (``path:line: reason``) and why."""
+    """A list that cannot be used; ``str()`` says where (``path:line: reason``, a URL, ``kind:name``) and why."""
 
-    def __init__(self, path: Path | str, reason: str, line: int | None = None) -> None:
-        super().__init__(located(path, line, reason))
-        self.path = Path(path)
+    def __init__(self, where: Path | str, reason: str, line: int | None = None) -> None:
+        super().__init__(located(where, line, reason))
+        self.where = str(where)
         self.line = line
         self.reason = reason
 
 
 @dataclass(frozen=True)
 class ListSpec:
-    """Where a list lives and what a match against it means.
+    """Where a list comes from and what a match against it means.
 
-    ``name`` defaults to the file stem so a bare CLI path is enough.  ``thresholds``
-    overrides a signal's default Hamming threshold for this list only; it is left
-    out of the hash because mappings are not hashable (equality still compares it).
+    ``kind`` names the source (``file``, ``url``, an exchange; see
+    ``livesafe.lists.sources``); ``path`` is a file source's file, ``url`` a
+    URL source's or an exchange's address.  ``name`` defaults to the file stem
+    so a bare CLI path is enough.  ``thresholds`` overrides a signal's default
+    Hamming threshold for this list only.  ``poll_seconds`` is how often the
+    source is asked for changes (None: ``[lists] reload_seconds``);
+    ``max_stale_seconds`` how long it may fail before that is a high-severity
+    ``lists.stale`` event (None: never).  ``options`` holds what only one kind
+    of source reads (a public key, the environment variable of a token); the
+    source checks them when it is built.  Mappings are left out of the hash
+    (not hashable; equality still compares them).
     """
 
-    path: Path
+    path: Path | None = None
     name: str = ""
     category: str = "test"
     action: str = "blur"
     thresholds: Mapping[str, int] = field(default_factory=dict, hash=False)
+    kind: str = "file"
+    url: str = ""
+    poll_seconds: float | None = None
+    max_stale_seconds: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        path = Path(self.path)
-        name = self.name or path.stem
+        path = Path(self.path) if self.path is not None else None
+        name = self.name or (path.stem if path is not None else "")
+        if not name:
+            raise ValueError(f"a {self.kind} list needs a name")
         if self.action not in ACTIONS:
             raise ValueError(f"list {name!r}: action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+        for key in ("poll_seconds", "max_stale_seconds"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"list {name!r}: {key} must be a positive number of seconds, got {value!r}")
         thresholds: dict[str, int] = {}
         for signal_name, value in self.thresholds.items():
             signal = signal_named(signal_name)
@@ -60,6 +80,14 @@ class ListSpec:
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "thresholds", MappingProxyType(thresholds))
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    @property
+    def where(self) -> str:
+        """What error messages name: the file, the URL, or ``kind:name`` for an exchange."""
+        if self.path is not None:
+            return str(self.path)
+        return self.url or f"{self.kind}:{self.name}"
 
     def threshold_for(self, signal: str) -> int:
         """Largest Hamming distance that counts as a match for ``signal`` in this list."""
