@@ -374,8 +374,7 @@ def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:
     if not isinstance(thresholds, dict):
         raise ConfigError(f"{where}.thresholds: expected a table like {{ pdq = 31 }}, got {thresholds!r}")
     path = Path(entry.pop("path")) if "path" in entry else None
-    common = {key: entry.pop(key) for key in ("name", "category", "action", "url", "poll_seconds", "max_stale_seconds")
-              if key in entry}  # fmt: skip
+    common = {key: entry.pop(key) for key in _COMMON_LIST_KEYS if key in entry}
     try:
         return ListSpec(
             path=(path if path.is_absolute() else base / path) if path is not None else None,
@@ -386,6 +385,19 @@ def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+# The keys every kind of list has (ListSpec's own fields); the rest of an entry is its source's options.
+_COMMON_LIST_KEYS = (
+    "name",
+    "category",
+    "action",
+    "url",
+    "poll_seconds",
+    "max_stale_seconds",
+    "flood_streams",
+    "flood_window_seconds",
+)
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -41,6 +41,11 @@ STREAM_CUT = "stream.cut"
 ACTION_TAKEN = "action.taken"
 REPORT_RECEIVED = "report.received"
 WEBHOOK_FAILED = "webhook.failed"
+# The lists' own: a source failing longer than its max_stale_seconds (and its recovery); a list entry
+# matching more distinct streams than its flood limit allows (quarantined: still redacting, paging).
+LISTS_STALE = "lists.stale"
+LISTS_RECOVERED = "lists.recovered"
+LISTS_FLOOD = "lists.flood"
 
 
 def _new_id() -> str:

@@ -20,6 +20,11 @@ from configuration (list names, categories, webhook names) are escaped as the
 format requires; stream names are never used as labels (publishers choose
 them, so they would be unbounded).
 
+Each list's source (``list_source_*``, labelled by list name and kind): the
+entries in force, when the source last answered and how long ago, its failed
+fetches, and whether it is failing now or stale (failing past its
+``max_stale_seconds``).
+
 A clustered node (``relay.app.add_lists_health``) also reports its shared
 lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``
 (since it last confirmed with Redis that it enforces the current versions) and
@@ -31,14 +36,17 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from aiohttp import web
 
 from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS
 from livesafe.lists.health import ListsHealth
+from livesafe.lists.sources import SourceStatus
 from livesafe.moderation.api import MODERATION
+from livesafe.moderation.lists_api import LISTS
 from livesafe.moderation.service import Moderation
 from livesafe.relay.app import LISTS_HEALTH
 from livesafe.relay.registry import RELAY, Relay
@@ -60,11 +68,13 @@ def add_metrics(app: web.Application) -> None:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     lists = request.app.get(LISTS_HEALTH)
+    sources = request.app.get(LISTS)
     text = render(
         request.app[RELAY],
         request.app.get(MODERATION),
         request.app.get(CLUSTER),
         lists() if lists is not None else None,
+        sources.statuses if sources is not None else None,
     )
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
@@ -131,14 +141,21 @@ class Exposition:
 
 
 def render(
-    relay: Relay, moderation: Moderation | None, cluster: ClusterNode | None = None, lists: ListsHealth | None = None
+    relay: Relay,
+    moderation: Moderation | None,
+    cluster: ClusterNode | None = None,
+    lists: ListsHealth | None = None,
+    sources: Sequence[SourceStatus] | None = None,
 ) -> str:
     """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats).
 
-    ``lists``: the shared lists' versions and age (clustered nodes only).
+    ``lists``: the shared lists' versions and age (clustered nodes only);
+    ``sources``: where each list comes from and how its fetches go.
     """
     out = Exposition()
     _relay_metrics(out, relay)
+    if sources is not None:
+        _source_metrics(out, sources, time.time())
     if lists is not None:
         _list_metrics(out, lists)
     if moderation is not None:
@@ -245,6 +262,48 @@ def _relay_metrics(out: Exposition, relay: Relay) -> None:
         PUSH_SECONDS_BUCKETS,
         buckets,
         seconds,
+    )
+
+
+def _source_metrics(out: Exposition, sources: Sequence[SourceStatus], now: float) -> None:
+    def each(value: Callable[[SourceStatus], float | None]) -> list[Sample]:
+        samples = []
+        for status in sources:
+            figure = value(status)
+            if figure is not None:
+                samples.append(("", {"list": status.name, "kind": status.kind}, figure))
+        return samples
+
+    out.family("list_source_entries", "gauge", "Entries of each list in force.", each(lambda s: s.entries))
+    out.family(
+        "list_source_skipped_entries", "gauge", "Entries of each list skipped as malformed.", each(lambda s: s.skipped)
+    )
+    out.family(
+        "list_source_last_success_timestamp_seconds",
+        "gauge",
+        "When each list's source last answered (a new version or 'unchanged'), Unix time.",
+        each(lambda s: s.last_success),
+    )
+    out.family(
+        "list_source_staleness_seconds",
+        "gauge",
+        "Seconds since each list's source last answered.",
+        each(lambda s: None if s.last_success is None else max(0.0, now - s.last_success)),
+    )
+    out.family(
+        "list_source_failures_total", "counter", "Failed fetches of each list's source.", each(lambda s: s.failures)
+    )
+    out.family(
+        "list_source_failing",
+        "gauge",
+        "1 while each list's source is failing (the last good version stays in force).",
+        each(lambda s: s.failing_since is not None),
+    )
+    out.family(
+        "list_source_stale",
+        "gauge",
+        "1 while each list's source has failed for longer than its max_stale_seconds.",
+        each(lambda s: s.stale(now)),
     )
 
 

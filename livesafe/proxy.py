@@ -6,6 +6,7 @@ Kept apart from the CLI so tests and embedders build exactly what
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,14 @@ from livesafe.cluster.media import add_media_routes
 from livesafe.cluster.node import CLUSTER, ClusterNode
 from livesafe.cluster.nodes import connect
 from livesafe.cluster.settings import ClusterSettings
-from livesafe.events import Fact
+from livesafe.events import LISTS_RECOVERED, LISTS_STALE, Event, Fact
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists.live import ListWatcher, LiveLists
+from livesafe.lists.sources import SourceStatus
 from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
+from livesafe.moderation.lists_api import add_list_routes
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.moderation.store.interfaces import Store
@@ -123,6 +126,8 @@ def build_proxy(
 
         app.cleanup_ctx.insert(0, _join)  # joined before the relay serves, left after it shut down
     add_moderation(app, moderation)
+    if lists is not None:
+        _report_lists(app, lists, moderation)
     add_metrics(app)
     if watcher is not None:
 
@@ -133,3 +138,40 @@ def build_proxy(
 
         app.cleanup_ctx.append(_watch_lists)
     return Proxy(app, relay, moderation, node)
+
+
+def _report_lists(app: web.Application, lists: LiveLists[Any], moderation: Moderation) -> None:
+    """``/api/lists`` and ``/api/lookup``; flood limits from each list; sources going stale are events.
+
+    ``on_stale``/``on_recovered`` fire on a list's watcher thread: the event is
+    recorded on the loop (``call_soon_threadsafe``), like every other event.
+    """
+    add_list_routes(app, lists)
+
+    def limits(name: str) -> tuple[int, float] | None:
+        spec = lists.spec(name)
+        return (spec.flood_streams, spec.flood_window_seconds) if spec is not None else None
+
+    moderation.flood.limits = limits
+
+    async def _list_events(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def report(kind: str, severity: str) -> Callable[[SourceStatus], None]:
+            def listener(status: SourceStatus) -> None:
+                data = status.to_json() | {"list_name": status.name}
+                try:
+                    loop.call_soon_threadsafe(moderation.record, Event(kind, None, severity, data))
+                except RuntimeError:  # the loop closed while a fetch was ending: the log has it
+                    pass
+
+            return listener
+
+        stale, recovered = report(LISTS_STALE, "high"), report(LISTS_RECOVERED, "info")
+        lists.on_stale.append(stale)
+        lists.on_recovered.append(recovered)
+        yield
+        lists.on_stale.remove(stale)
+        lists.on_recovered.remove(recovered)
+
+    app.cleanup_ctx.append(_list_events)

@@ -3,6 +3,13 @@
 A ``Matcher`` is an immutable snapshot: one ``HammingIndex`` per (list,
 signal).  Loading and hot reload belong to ``livesafe.lists.live``;
 ``LiveMatcher`` is those live lists compiled into a ``Matcher`` at each change.
+
+A list whose action is ``allow`` is a *negative* list (HMA's negative banks):
+a hash within its threshold of an allow entry matches no blocklist, whatever
+the blocklists say.  That is how a platform takes a known false positive (a
+logo, a test card, a popular meme that collides) out of force without waiting
+for the list's publisher to withdraw it.  Allow lists never redact anything
+themselves and do not make the guard hash a signal it would not otherwise.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ class Matcher:
             )
             for bl in blocklists
         ]
-        self.signals: frozenset[str] = frozenset(s for c in self._lists for s in c.indexes)
+        self.signals: frozenset[str] = frozenset(s for c in self._lists if not _allows(c.blocklist) for s in c.indexes)
         self.versions: dict[str, str] = {bl.spec.name: bl.version for bl in blocklists}
 
     @property
@@ -76,13 +83,41 @@ class Matcher:
         found: list[tuple[int, int, int, int]] = []
         if len(queries) == 0:
             return found
+        allowed = self._allowed(signal, queries)
         for li, compiled in enumerate(self._lists):
             index = compiled.indexes.get(signal)
-            if index is None:
+            if index is None or _allows(compiled.blocklist):
                 continue
             radius = compiled.blocklist.spec.threshold_for(signal) + margin
             q, rows, dist = index.within(queries, radius, limit=2)
-            found += [(int(a), li, int(b), int(c)) for a, b, c in zip(q, rows, dist, strict=True)]
+            found += [
+                (int(a), li, int(b), int(c)) for a, b, c in zip(q, rows, dist, strict=True) if int(a) not in allowed
+            ]
+        return found
+
+    def _allowed(self, signal: str, queries: np.ndarray) -> set[int]:
+        """The queries within an allow list's threshold of one of its entries."""
+        allowed: set[int] = set()
+        for compiled in self._lists:
+            index = compiled.indexes.get(signal)
+            if index is not None and _allows(compiled.blocklist):
+                q, _, _ = index.within(queries, compiled.blocklist.spec.threshold_for(signal), limit=1)
+                allowed.update(int(a) for a in q)
+        return allowed
+
+    def find(self, signal: str, value: np.ndarray, limit: int = 100) -> list[tuple[Blocklist, int, int]]:
+        """Every list's entries within its threshold of one hash, allow lists included: (list, row, distance).
+
+        What ``GET /api/lookup`` answers: the lists as they stand, not a frame's verdict.
+        """
+        queries = np.asarray(value, dtype=np.uint8).reshape(1, -1)
+        found: list[tuple[Blocklist, int, int]] = []
+        for compiled in self._lists:
+            index = compiled.indexes.get(signal)
+            if index is None:
+                continue
+            _, rows, dist = index.within(queries, compiled.blocklist.spec.threshold_for(signal), limit=limit)
+            found += [(compiled.blocklist, int(row), int(d)) for row, d in zip(rows, dist, strict=True)]
         return found
 
     def entry_hash(self, signal: str, list_index: int, row: int) -> np.ndarray:
@@ -125,6 +160,10 @@ class Matcher:
             target=target,
             near_distance=blocklist.spec.threshold_for(signal_name) + margin,
         )
+
+
+def _allows(blocklist: Blocklist) -> bool:
+    return blocklist.spec.action == "allow"
 
 
 class LiveMatcher(LiveLists[Matcher]):

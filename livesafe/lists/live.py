@@ -57,8 +57,10 @@ class LiveLists(Generic[Compiled]):
         self._next_due = [0.0] * len(self._sources)
         # Called (on the fetching thread) with each list fetched from its source; not for ``install``.
         self.on_loaded: list[Callable[[Blocklist], None]] = []
-        # Called once per outage with the status of a source failing longer than its max_stale_seconds.
+        # Called once per outage with the status of a source failing longer than its max_stale_seconds,
+        # and (on_recovered) when such a source answers again; on the fetching thread.
         self.on_stale: list[Callable[[SourceStatus], None]] = []
+        self.on_recovered: list[Callable[[SourceStatus], None]] = []
         self.statuses = [
             SourceStatus(
                 source.spec.name,
@@ -91,6 +93,10 @@ class LiveLists(Generic[Compiled]):
             return kept
         self._succeeded(at, blocklist, now)
         return blocklist
+
+    def spec(self, name: str) -> ListSpec | None:
+        """The spec of the list called ``name`` here, if any."""
+        return next((source.spec for source in self._sources if source.spec.name == name), None)
 
     def poll_seconds(self, at: int) -> float:
         return self._sources[at].poll_seconds(self._reload_seconds)
@@ -155,8 +161,7 @@ class LiveLists(Generic[Compiled]):
         status.restored = False
         self._succeeded_with(status, blocklist, now)
 
-    @staticmethod
-    def _succeeded_with(status: SourceStatus, blocklist: Blocklist | None, now: float | None = None) -> None:
+    def _succeeded_with(self, status: SourceStatus, blocklist: Blocklist | None, now: float | None = None) -> None:
         if blocklist is not None:
             status.version, status.entries, status.skipped = blocklist.version, len(blocklist), blocklist.skipped
             if blocklist.skipped:
@@ -166,11 +171,16 @@ class LiveLists(Generic[Compiled]):
             if not (blocklist is not None and blocklist.skipped):
                 status.last_error = None
             status.failing_since = None
-            status.stale_reported = False
+            if status.stale_reported:
+                status.stale_reported = False
+                log.warning("list %r: its source answers again", status.name)
+                for listener in self.on_recovered:
+                    listener(status)
 
     def _failed(self, at: int, exc: Exception, now: float) -> None:
         status = self.statuses[at]
         status.last_error = str(exc)
+        status.failures += 1
         if status.failing_since is None:
             status.failing_since = now
 

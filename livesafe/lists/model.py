@@ -12,7 +12,7 @@ import numpy as np
 
 from livesafe.signals import signal_named
 
-ACTIONS = ("blur", "slate")
+ACTIONS = ("blur", "slate", "allow")  # allow: a negative list (see guard.matcher)
 
 
 def located(path: Path | str, line: int | None, reason: str) -> str:
@@ -41,7 +41,9 @@ class ListSpec:
     Hamming threshold for this list only.  ``poll_seconds`` is how often the
     source is asked for changes (None: ``[lists] reload_seconds``);
     ``max_stale_seconds`` how long it may fail before that is a high-severity
-    ``lists.stale`` event (None: never).  ``options`` holds what only one kind
+    ``lists.stale`` event (None: never).  An entry that matches more than
+    ``flood_streams`` distinct streams within ``flood_window_seconds`` is
+    quarantined (``livesafe.moderation.flood``).  ``options`` holds what only one kind
     of source reads (a public key, the environment variable of a token); the
     source checks them when it is built.  Mappings are left out of the hash
     (not hashable; equality still compares them).
@@ -56,6 +58,8 @@ class ListSpec:
     url: str = ""
     poll_seconds: float | None = None
     max_stale_seconds: float | None = None
+    flood_streams: int = 10
+    flood_window_seconds: float = 600.0
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +73,11 @@ class ListSpec:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ValueError(f"list {name!r}: {key} must be a positive number of seconds, got {value!r}")
+        if isinstance(self.flood_streams, bool) or not isinstance(self.flood_streams, int) or self.flood_streams < 1:
+            raise ValueError(f"list {name!r}: flood_streams must be a whole number >= 1, got {self.flood_streams!r}")
+        window = self.flood_window_seconds
+        if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
+            raise ValueError(f"list {name!r}: flood_window_seconds must be a positive number, got {window!r}")
         thresholds: dict[str, int] = {}
         for signal_name, value in self.thresholds.items():
             signal = signal_named(signal_name)

@@ -80,7 +80,8 @@ def open_access(relay: Relay, moderation: Moderation) -> bool:
     return not moderation.settings.tokens and relay.settings.dev_mode
 
 
-def _principal(request: web.Request, *, act: bool = False) -> Principal:
+def authorise(request: web.Request, *, act: bool = False) -> Principal:
+    """Who is asking (observer or moderator; ``act``: moderator only); 401/403 otherwise."""
     moderation = request.app[MODERATION]
     if open_access(request.app[RELAY], moderation):
         return DEV_PRINCIPAL
@@ -96,7 +97,7 @@ def _principal(request: web.Request, *, act: bool = False) -> Principal:
 
 
 async def api_whoami(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    principal = authorise(request)
     moderation = request.app[MODERATION]
     return web.json_response({"name": principal.name, "role": principal.role, "preview": moderation.settings.preview})
 
@@ -106,7 +107,7 @@ async def api_whoami(request: web.Request) -> web.Response:
 
 async def api_events(request: web.Request) -> web.Response:
     """``?stream=&type=&since=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601)."""
-    _principal(request)
+    authorise(request)
     history = request.app[MODERATION].store.events
     query = request.query
     limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
@@ -171,7 +172,7 @@ async def api_audit(request: web.Request) -> web.Response:
 
     ``after``: an entry's seq; ``last=N``: the newest N.
     """
-    _principal(request)
+    authorise(request)
     after = _int(request.query.get("after", "0"), "after", 0, 2**62)
     newest = "last" in request.query
     limit = (
@@ -185,14 +186,14 @@ async def api_audit(request: web.Request) -> web.Response:
 
 
 async def api_webhooks(request: web.Request) -> web.Response:
-    _principal(request)
+    authorise(request)
     moderation = request.app[MODERATION]
     return web.json_response({"endpoints": moderation.webhooks.status(), "pending": moderation.store.outbox.pending()})
 
 
 async def api_webhook_retry(request: web.Request) -> web.Response:
     """``{"reason"}`` -> try a failing endpoint now; the audit entry and the endpoint's status."""
-    principal = _principal(request, act=True)
+    principal = authorise(request, act=True)
     moderation = request.app[MODERATION]
     name = request.match_info["name"]
     try:
@@ -215,7 +216,7 @@ async def api_feed(request: web.Request) -> web.StreamResponse:
     back, the store), never queued per client: a slow client costs a cursor,
     not memory, and misses nothing.
     """
-    _principal(request)
+    authorise(request)
     moderation = request.app[MODERATION]
     resume = request.headers.get("Last-Event-ID") or request.query.get("since")
     after = _seq_of(request, resume) if resume else moderation.store.events.last_seq()
@@ -302,7 +303,7 @@ async def _websocket_feed(request: web.Request, moderation: Moderation, after: i
 
 async def api_action(request: web.Request) -> web.Response:
     """``{"action", "reason", "event_id"?, "scope"?}`` -> the audit entry and the ``action.taken`` event."""
-    principal = _principal(request, act=True)
+    principal = authorise(request, act=True)
     stream_id = stream_name(request)
     body = await _json(request)
     try:
@@ -315,7 +316,7 @@ async def api_action(request: web.Request) -> web.Response:
 
 async def api_preview(request: web.Request) -> web.Response:
     """The blurred greyscale preview (PNG), if enabled; a moderator's explicit, audited request (hence POST)."""
-    principal = _principal(request, act=True)
+    principal = authorise(request, act=True)
     try:
         frame = request.app[MODERATION].preview_frame(principal, stream_name(request))
     except ActionError as exc:

@@ -28,6 +28,7 @@ import av
 from livesafe.events import (
     ACTION_TAKEN,
     GUARD_ERROR,
+    LISTS_FLOOD,
     MATCH_CLEARED,
     MATCH_STARTED,
     REDACTION_IMPOSED,
@@ -42,6 +43,7 @@ from livesafe.events import (
 from livesafe.guard.matcher import Match
 from livesafe.moderation.actions import ActionError, ActionRequest
 from livesafe.moderation.feed import RecentEvents
+from livesafe.moderation.flood import FloodWatch, Key, Verdict
 from livesafe.moderation.reports import ReportDesk
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store.interfaces import Store
@@ -117,6 +119,7 @@ class Moderation:
         self.recent = RecentEvents(store.events)  # what live feeds read
         self.node: str | None = None  # this node's name in a cluster (join_cluster); None: a single node
         self._episodes: dict[str, Event] = {}  # stream -> the event that opened its current/last redaction
+        self.flood = FloodWatch()  # its limits are the lists' (proxy.build_proxy sets them)
         self._new_event = asyncio.Event()
         self.closed = False
 
@@ -189,6 +192,10 @@ class Moderation:
         self._stored(stored)
         if stored.type == MATCH_STARTED:
             self.matches[(stored.data.get("list_name") or "", stored.category or "")] += 1
+            if stored.stream_id is not None and (key := _flood_key(stored.data)) is not None:
+                self.flood.saw(key, stored.stream_id, stored.at, own=False)
+        elif stored.type == LISTS_FLOOD and (key := _flood_key(stored.data)) is not None:
+            self.flood.paged_elsewhere(key)
 
     def _stored(self, stored: Event) -> None:
         """``stored`` is new in this node's log: count it once, add it to the feed, wake who waits for it."""
@@ -207,6 +214,12 @@ class Moderation:
             severity = "warning"
         else:
             severity = "info"
+        flood = None
+        if isinstance(event, GuardEvent) and event.type == MATCH_STARTED and event.list_name and event.matched_hash:
+            flood = self.flood.saw((event.list_name, event.signal or "", event.matched_hash), event.stream_id, event.at)
+            if flood.quarantined:
+                severity = "high"
+                extra["quarantined"] = True
         episode = self._episodes.get(event.stream_id)
         if event.type == MATCH_CLEARED and episode is not None:
             # So a receiver filtering on a category hears the end of what it heard start.
@@ -216,9 +229,36 @@ class Moderation:
             self._episodes[event.stream_id] = stored  # a hold joining a match's redaction leaves the match the episode
         if isinstance(event, GuardEvent) and event.type == MATCH_STARTED:
             self.matches[(event.list_name or "", event.category or "")] += 1
+            if flood is not None and flood.page:
+                self._page_flood(event, flood)
         if event.type == STREAM_ENDED:
             self.reports.forget(event.stream_id)
             self._episodes.pop(event.stream_id, None)  # the store still has it for later verdicts
+
+    def _page_flood(self, event: GuardEvent, flood: Verdict) -> None:
+        """``lists.flood``: the entry ``event`` matched is quarantined (see ``livesafe.moderation.flood``)."""
+        assert event.list_name is not None and event.matched_hash is not None  # a match's
+        key = (event.list_name, event.signal or "", event.matched_hash)
+        log.error(
+            "list %r entry %s matched %d streams within %.0f s (limit %d): quarantined, moderators paged",
+            event.list_name,
+            event.matched_hash[:16],
+            flood.streams,
+            flood.window_seconds,
+            flood.limit,
+        )
+        data = {
+            "list_name": event.list_name,
+            "category": event.category,
+            "signal": event.signal,
+            "matched_hash": event.matched_hash,
+            "streams": flood.streams,
+            "limit": flood.limit,
+            "window_seconds": flood.window_seconds,
+            "stream_ids": self.flood.streams(key),
+            "event_id": event.id,
+        }
+        self.record(Event(LISTS_FLOOD, None, "high", data))
 
     def _webhook_failed(self, endpoint: WebhookEndpoint, error: str, gave_up_on: Event | None) -> None:
         data = {
@@ -427,3 +467,11 @@ def _episode_fields(episode: Event) -> dict[str, Any]:
     """What an event about a redaction repeats of the event that opened it, so a receiver
     filtering on a category hears its end and what moderators did about it."""
     return {"episode": episode.id, "list_name": episode.data.get("list_name"), "category": episode.category}
+
+
+def _flood_key(data: dict[str, Any]) -> Key | None:
+    """The (list, signal, hash) a stored match or flood event is about."""
+    list_name, matched_hash = data.get("list_name"), data.get("matched_hash")
+    if not isinstance(list_name, str) or not isinstance(matched_hash, str):
+        return None
+    return (list_name, str(data.get("signal") or ""), matched_hash)

@@ -119,6 +119,7 @@ class SourceStatus:
     last_attempt: float | None = None
     last_error: str | None = None
     failing_since: float | None = None
+    failures: int = 0  # failed fetches this run
     restored: bool = False  # enforcing a copy kept from an earlier run, not yet fetched this run
     stale_reported: bool = False  # a lists.stale event went out for the failure going on now
 
@@ -143,6 +144,7 @@ class SourceStatus:
             "last_attempt": self.last_attempt,
             "last_error": self.last_error,
             "failing_since": self.failing_since,
+            "failures": self.failures,
             "staleness_seconds": None if self.last_success is None else max(0.0, now - self.last_success),
             "max_stale_seconds": self.max_stale_seconds,
             "stale": self.stale(now),

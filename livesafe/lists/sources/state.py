@@ -28,7 +28,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS list_source_checkpoints (
     source TEXT PRIMARY KEY,
     checkpoint TEXT NOT NULL,
-    saved_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    saved_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE TABLE IF NOT EXISTS list_source_entries (
     source TEXT NOT NULL,
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS list_source_copies (
     source TEXT PRIMARY KEY,
     body BLOB NOT NULL,
     meta TEXT NOT NULL,
-    saved_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    saved_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 """
 
