@@ -19,13 +19,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import FAST_END, ICE, RunningRelay, chromium, publishing, running_relay, wait_for_script
+from harness import FAST_END, ICE, RunningRelay, chromium, publishing, running_relay, serving, wait_for_script
 
 from livesafe.events import STREAM_CUT, STREAM_ENDED, WEBHOOK_FAILED, Event
-from livesafe.guard.matcher import Matcher
+from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.stream_guard import GuardSettings
+from livesafe.lists import ListSpec
+from livesafe.lists.live import ListWatcher
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.moderation.store.sqlite import SqliteStore
+from livesafe.proxy import build_proxy
 from livesafe.relay.settings import RelaySettings, StreamAccess
 
 KEY = "s1-stream-key-3c9a7e"
@@ -326,3 +329,43 @@ async def test_the_feed_resumes_after_a_relay_restart_from_the_last_event_it_saw
             ended_row = q('#feed tr[data-type="stream.ended"]')
             assert await js(driver, f"return {ended_row}.dataset.live") == "0"
             assert await js(driver, f"return {STATE}.lastEventId") != missed.id
+
+
+async def test_the_lists_panel_shows_each_source_and_a_stale_one_raises_the_alarm(tmp_path: Path):
+    """A list whose source breaks shows as failing, then stale (with its error and the version kept in
+    force); its lists.stale event arrives over the feed and raises the alarm, though it has no stream."""
+    good, breaking = tmp_path / "good.txt", tmp_path / "breaking.txt"
+    good.write_text("pdq " + "ab" * 32 + "\n")
+    breaking.write_text("pdq " + "cd" * 32 + "\npdq " + "ef" * 32 + "\n")
+    lists = LiveMatcher(
+        [
+            ListSpec(path=good, name="good", category="csam"),
+            ListSpec(path=breaking, name="breaking", category="ncii", max_stale_seconds=1.0),
+        ]
+    )
+    proxy = build_proxy(
+        RelaySettings(ice=ICE, stream=FAST_END),
+        lambda: lists.current,
+        GuardSettings(),
+        ModerationSettings(database=":memory:", tokens=(ALICE, BOB)),
+        ListWatcher(lists, interval=0.1),
+        lists=lists,
+    )
+    async with serving(proxy.app) as base, browser() as driver:
+        await asyncio.to_thread(driver.get, f"{base}/dashboard")
+        await sign_in(driver, BOB.token, "bob")
+        rows = await wait(driver, f"return {STATE}.listsShown === 2 && {q('#lists tbody')}.innerText")
+        assert "good\tfile" in rows and "csam" in rows
+        breaking_row = '#lists tr[data-list="breaking"]'
+        assert await js(driver, f"return {q(breaking_row)}.dataset.state") == "ok"
+        assert "2 entries" not in await js(driver, f"return {text('#lists-summary')}")  # 3 in all
+        assert "3 entries" in await js(driver, f"return {text('#lists-summary')}")
+
+        breaking.write_text("pdq " + "cd" * 32 + "\nnot a hash\n")
+        await wait(driver, f"return {q(breaking_row)}?.dataset.state === 'stale'", timeout=20)
+        row = await js(driver, f"return {q(breaking_row)}.innerText")
+        assert "breaking.txt:2: too many fields" in row, row
+        assert "\t2\t" in row, f"the version kept in force should still show its 2 entries: {row}"
+        alarm = await wait(driver, f"return {shown('#alarm')} && {text('#alarm-text')}")
+        assert alarm.startswith("HIGH: lists.stale (list breaking)"), alarm
+        assert await js(driver, f"return {STATE}.liveTypes['lists.stale']") == 1

@@ -19,6 +19,7 @@
   const STREAMS_EVERY_MS = 1000;
   const AUDIT_EVERY_MS = 3000;
   const WEBHOOKS_EVERY_MS = 5000;
+  const LISTS_EVERY_MS = 5000;
   const MAX_BACKOFF_MS = 30000;
   const WHOAMI_RETRY_MS = 3000;
   const MAX_SSE_BUFFER = 1 << 20;
@@ -50,6 +51,7 @@
     actionsSent: 0,
     lastAction: null,
     previews: 0,
+    listsShown: 0,
     lastError: null,
     blockedByPolicy: [], // Content-Security-Policy violations: markup from data that tried to run or load
   };
@@ -392,8 +394,15 @@
       case "webhook.failed":
         return [`${plain(ev.endpoint)}: ${plain(ev.error)}`, ev.gave_up ? `gave up on ${plain(ev.event_type)}` : ""]
           .filter(Boolean).join(" · ");
+      case "lists.stale":
+      case "lists.recovered":
+        return [`${plain(ev.kind)} ${plain(ev.source)}`, ev.last_error ? plain(ev.last_error) : "",
+                `version ${plain(ev.version)} (${plain(ev.entries)} entries) kept in force`].filter(Boolean).join(" · ");
+      case "lists.flood":
+        return `entry matched ${plain(ev.streams)} streams in ${plain(ev.window_seconds)} s (limit ${plain(ev.limit)}): ` +
+          "quarantined, still redacting; allow it if it is a false positive";
       default:
-        return formatDetails(ev.details);
+        return (ev.quarantined ? "QUARANTINED entry (flood) · " : "") + formatDetails(ev.details);
     }
   }
 
@@ -573,7 +582,8 @@
 
   function alarm(ev) {
     state.alerts += 1;
-    const text = `HIGH: ${plain(ev.type)} on ${plain(ev.stream_id)}${ev.list_name ? ` (list ${plain(ev.list_name)})` : ""}` +
+    const where = ev.stream_id ? ` on ${plain(ev.stream_id)}` : "";
+    const text = `HIGH: ${plain(ev.type)}${where}${ev.list_name ? ` (list ${plain(ev.list_name)})` : ""}` +
       `${ev.reason ? ` — ${plain(ev.reason)}` : ""}${state.alerts > 1 ? ` · ${state.alerts} alerts` : ""}`;
     $("alarm-text").textContent = text;
     $("alarm").hidden = false;
@@ -703,6 +713,51 @@
     refreshWebhooks();
   }
 
+  // ------------------------------------------------------------------ lists
+
+  /** How long ago, in words a moderator reads at a glance. */
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    if (seconds < 90) return `${Math.round(seconds)} s ago`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+    return `${Math.round(seconds / 3600)} h ago`;
+  }
+
+  async function refreshLists() {
+    if (!state.whoami) return;
+    try {
+      const { lists } = await api("/api/lists");
+      const body = $("lists").tBodies[0];
+      body.replaceChildren(...lists.map((l) => {
+        const tr = el("tr");
+        const condition = l.stale ? "stale" : l.last_error && l.failing_since ? "failing" : "ok";
+        const stateCell = el("td");
+        stateCell.append(el("span", condition + (l.restored ? " (kept copy)" : ""), `list ${condition}`));
+        const quarantined = l.quarantined.map((qe) => `${plain(qe.signal)} ${short(qe.matched_hash)}: ${plain(qe.streams)} streams`);
+        tr.dataset.list = l.name;
+        tr.dataset.state = condition;
+        tr.append(cell(plain(l.name)), cell(plain(l.kind)), cell(plain(l.source), "mono wrap"), cell(plain(l.category)),
+                  cell(plain(l.action)), cell(plain(l.version), "mono"), cell(plain(l.entries), "num"), stateCell,
+                  cell(ago(l.staleness_seconds)), cell(l.last_error ? plain(l.last_error) : "", "wrap"),
+                  cell(quarantined.join("; "), quarantined.length ? "wrap quarantined" : "muted"));
+        return tr;
+      }));
+      $("no-lists").hidden = lists.length > 0;
+      const troubled = lists.filter((l) => l.stale || l.failing_since).length;
+      const entries = lists.reduce((n, l) => n + l.entries, 0);
+      $("lists-summary").textContent = `${lists.length} lists, ${entries} entries${troubled ? `, ${troubled} failing` : ""}`;
+      state.listsShown = lists.length;
+      clearError("lists");
+    } catch (e) {
+      if (e.status === 404) { // a relay embedded without its lists: nothing to show, nothing wrong
+        $("no-lists").hidden = false;
+        clearError("lists");
+        return;
+      }
+      setError("lists", `lists: ${e.message || e}`);
+    }
+  }
+
   // ------------------------------------------------------------------ start
 
   /** (Re)start everything that needs a principal: after load and after every token change. */
@@ -711,7 +766,7 @@
     if (feedAbort) feedAbort.abort();
     feedAbort = null;
     state.feedConnected = false;
-    for (const source of ["feed", "audit", "webhooks"]) clearError(source);
+    for (const source of ["feed", "audit", "webhooks", "lists"]) clearError(source);
     setFeedStatus("connecting…");
     const who = await loadWhoami();
     if (who !== "ok") {
@@ -723,11 +778,13 @@
     if (gen !== generation) return;
     refreshAudit();
     refreshWebhooks();
+    refreshLists();
     runFeed(gen);
   }
 
   setInterval(refreshAudit, AUDIT_EVERY_MS);
   setInterval(refreshWebhooks, WEBHOOKS_EVERY_MS);
+  setInterval(refreshLists, LISTS_EVERY_MS);
   pollStreams();
   start();
 })();
