@@ -9,8 +9,9 @@ is **quarantined**: a high-severity ``lists.flood`` event pages the moderators
 once, every later match of it is marked ``quarantined`` (and raised to high
 severity) so the dashboard and webhook receivers can tell them apart, and
 ``GET /api/lists`` shows it.  The quarantine lifts once the window has passed
-with the entry back within its limit; a moderator who decides it is a false
-positive adds the hash to an allow list.
+with the entry back within its limit.  A moderator who finds it benign marks
+a match of it ``false_positive`` (scope ``global``) or adds it to an ``allow``
+list.
 
 Counted from the ``match.started`` events a node stores: its own, and in a
 cluster the ones mirrored from the other nodes, so the count is the
