@@ -7,9 +7,10 @@ from livesafe.lists.sources.base import RetryLater, Source, SourceContext, Sourc
 from livesafe.lists.sources.file import FileSource
 from livesafe.lists.sources.ncmec import NcmecSource
 from livesafe.lists.sources.state import SourceState
+from livesafe.lists.sources.stopncii import StopNciiSource
 from livesafe.lists.sources.url import UrlSource
 
-SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource)}
+SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource)}
 
 
 def make_source(spec: ListSpec, context: SourceContext) -> Source:
