@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,7 +150,10 @@ def hashes(blocklist: Any) -> set[str]:
     return {row.tobytes().hex() for row in blocklist.hashes.get("pdq", [])}
 
 
-async def test_first_fetch_pages_through_with_metadata_and_credentials(clock: SimpleNamespace) -> None:
+async def test_first_fetch_pages_through_with_metadata_and_credentials(
+    clock: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ncmec.__name__)
     fake = FakeNcmec()
     images = seeded(fake)
     fake.add(Record("vid1", 7, NOW - 4000, {"md5": "b" * 32}, kind="video"))  # MD5 only: not a livesafe signal
@@ -161,6 +165,8 @@ async def test_first_fetch_pages_through_with_metadata_and_credentials(clock: Si
     assert fake.seen[0]["from"] == stamp(0) and fake.seen[0]["to"] == stamp(NOW - ncmec.SETTLE_SECONDS)
     expected = "Basic " + base64.b64encode(b"esp-user:" + ENV["NCMEC_PASSWORD"].encode()).decode()
     assert set(fake.auth) == {expected}  # from the environment variables the options name
+    assert "6 NCMEC entries read; 6 MD5 hashes not loaded (livesafe has no md5 signal" in caplog.text
+    assert "1 entries with no PDQ not enforced" in caplog.text
     by_id = {m["ncmec_id"]: m for m in blocklist.metadata["pdq"]}
     assert by_id["img3"] == {
         "source": "ncmec",

@@ -12,7 +12,7 @@ test's loop.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from harness import config_from, serving
 
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import LiveLists
-from livesafe.lists.sources import RetryLater, SourceContext, SourceState, make_source
+from livesafe.lists.sources import RetryLater, SourceContext, SourceState, make_source, stopncii
 from livesafe.lists.sources.stopncii import StopNciiSource
 
 ENV = {"STOPNCII_FETCH_KEY": "fetch-key-" + "f" * 16, "STOPNCII_SUBSCRIPTION_KEY": "sub-key-" + "s" * 16}
@@ -119,7 +119,8 @@ def hashes(blocklist: Any) -> set[str]:
     return {row.tobytes().hex() for row in blocklist.hashes.get("pdq", [])}
 
 
-async def test_first_fetch_pages_through_with_metadata_and_keys() -> None:
+async def test_first_fetch_pages_through_with_metadata_and_keys(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=stopncii.__name__)
     fake = FakeStopNcii()
     images = seeded(fake)
     fake.add(record("c" * 32, 1003, kind="VideoMD5"))  # not a livesafe signal: counted, not loaded
@@ -132,6 +133,7 @@ async def test_first_fetch_pages_through_with_metadata_and_keys() -> None:
         ("10", "2", "tok-4"),
     ]
     assert set(fake.keys) == {(ENV["STOPNCII_FETCH_KEY"], ENV["STOPNCII_SUBSCRIPTION_KEY"])}
+    assert "6 StopNCII records read; 1 VideoMD5 hashes not loaded (livesafe has no md5 signal" in caplog.text
     by_hash = {m["entry"]: m for m in blocklist.metadata["pdq"]}
     assert by_hash["ImagePDQ:" + images[2]["hashValue"]] == {
         "source": "stopncii",
@@ -268,4 +270,3 @@ page_size = 500
     (bad,) = config_from(tmp_path, text.replace("500", "5000")).lists
     with pytest.raises(ValueError, match="page_size must be 1..1000 records"):
         make_source(bad, SourceContext(env=ENV))
-    assert json.dumps(dict(spec.options))  # options are plain TOML values
