@@ -5,10 +5,12 @@ from __future__ import annotations
 from livesafe.lists.model import ListSpec
 from livesafe.lists.sources.base import RetryLater, Source, SourceContext, SourceStatus
 from livesafe.lists.sources.file import FileSource
+from livesafe.lists.sources.ncmec import NcmecSource
 from livesafe.lists.sources.state import SourceState
+from livesafe.lists.sources.stopncii import StopNciiSource
 from livesafe.lists.sources.url import UrlSource
 
-SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource)}
+SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource)}
 
 
 def make_source(spec: ListSpec, context: SourceContext) -> Source:

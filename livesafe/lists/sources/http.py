@@ -10,12 +10,15 @@ names the source, so the caller keeps its previous list.  429 and 503 become
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import requests
+from threatexchange.exchanges.clients.utils.common import TimeoutHTTPAdapter
 
 from livesafe.lists.model import BlocklistError
 from livesafe.lists.sources.base import RetryLater
@@ -44,26 +47,77 @@ def get(
     http = session or requests
     try:
         with http.get(url, headers=dict(headers or {}), timeout=timeout, stream=True, allow_redirects=True) as reply:
-            if reply.status_code in (429, 503):
-                seconds = retry_after(reply.headers.get("Retry-After"))
-                raise RetryLater(where, f"HTTP {reply.status_code} {reply.reason}", seconds)
-            if reply.status_code >= 400:
-                raise BlocklistError(where, f"HTTP {reply.status_code} {reply.reason}")
-            declared = reply.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise BlocklistError(where, f"response of {int(declared)} bytes is over the {max_bytes}-byte limit")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in reply.iter_content(chunk_size=1 << 16):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BlocklistError(where, f"response is over the {max_bytes}-byte limit; refused")
-                chunks.append(chunk)
-            return Response(reply.status_code, dict(reply.headers), b"".join(chunks))
-    except requests.exceptions.Timeout:
-        raise BlocklistError(where, f"no answer within {timeout:g} s") from None
+            return Response(reply.status_code, dict(reply.headers), check(reply, where, max_bytes))
     except requests.exceptions.RequestException as exc:
-        raise BlocklistError(where, f"cannot fetch: {_reason(exc)}") from None
+        raise failure(exc, where, timeout) from None
+
+
+def check(reply: requests.Response, where: str, max_bytes: int) -> bytes:
+    """The body of a streamed response read within ``max_bytes``, or BlocklistError / RetryLater saying why not."""
+    if reply.status_code in (429, 503):
+        seconds = retry_after(reply.headers.get("Retry-After"))
+        raise RetryLater(where, f"HTTP {reply.status_code} {reply.reason}", seconds)
+    if reply.status_code >= 400:
+        raise BlocklistError(where, f"HTTP {reply.status_code} {reply.reason}")
+    declared = reply.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BlocklistError(where, f"response of {int(declared)} bytes is over the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in reply.iter_content(chunk_size=1 << 16):
+        size += len(chunk)
+        if size > max_bytes:
+            raise BlocklistError(where, f"response is over the {max_bytes}-byte limit; refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def guard(session: requests.Session, prefix: str, *, where: str, timeout: float, max_bytes: int) -> None:
+    """Hold every request ``session`` makes under ``prefix`` to ``get``'s rules: for an exchange's own client.
+
+    The threatexchange clients build their sessions with a 60 s timeout and
+    urllib3 retries that sleep out a 429's ``Retry-After`` inside the call;
+    here the adapter for ``prefix`` has ``timeout`` and no retries (a failed
+    poll is retried on the next poll, or after ``RetryLater``), and a response
+    hook reads each body within ``max_bytes`` and turns an HTTP error into
+    BlocklistError / RetryLater before the client sees it.
+    """
+    session.mount(prefix, TimeoutHTTPAdapter(timeout=timeout))  # type: ignore[no-untyped-call] # unannotated
+
+    def checked(reply: requests.Response, *args: object, **kwargs: object) -> requests.Response:
+        try:
+            reply._content = check(reply, where, max_bytes)  # what ``reply.content`` then answers
+        finally:
+            reply.close()
+        return reply
+
+    session.hooks["response"].append(checked)
+
+
+def failure(exc: requests.exceptions.RequestException, where: str, timeout: float) -> BlocklistError:
+    """A requests failure as one line naming the source (no URL query, no headers: nothing secret)."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return BlocklistError(where, f"no answer within {timeout:g} s")
+    return BlocklistError(where, f"cannot fetch: {_reason(exc)}")
+
+
+@contextlib.contextmanager
+def client_errors(where: str, timeout: float, shape: str) -> Iterator[None]:
+    """Whatever an exchange client's call raises, as one BlocklistError line (HTTP errors come from ``guard``)."""
+    try:
+        yield
+    except BlocklistError:
+        raise
+    except requests.exceptions.JSONDecodeError as exc:
+        raise BlocklistError(where, f"malformed JSON: {exc}") from None
+    except ElementTree.ParseError as exc:
+        raise BlocklistError(where, f"malformed XML: {exc}") from None
+    except requests.exceptions.RequestException as exc:
+        raise failure(exc, where, timeout) from None
+    except Exception as exc:  # noqa: BLE001 - the clients raise bare Exception (and worse) on a shape they cannot parse
+        cause = exc.__cause__ or exc.__context__
+        detail = type(exc).__name__ + (f" from {type(cause).__name__}: {cause}" if cause is not None else f": {exc}")
+        raise BlocklistError(where, f"malformed response, not {shape} ({detail[:160]})") from None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float:
