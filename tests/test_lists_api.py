@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +11,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from harness import ICE, config_error, config_from, serving
+from list_server import ThreadedServer
 
 from livesafe.events import LISTS_FLOOD, MATCH_STARTED, GuardEvent
 from livesafe.guard.matcher import LiveMatcher, Matcher
@@ -41,45 +39,20 @@ def flipped(hex_text: str, bits: int) -> str:
     return value.hex()
 
 
-class ListServer:
-    """A list at a URL on 127.0.0.1, served from a thread and loop of its own (sources fetch synchronously)."""
+class ListServer(ThreadedServer):
+    """One list at /list.txt; ``status`` 200 serves ``body``, anything else is an outage."""
 
     def __init__(self, body: str) -> None:
+        super().__init__(self._answer)
         self.body = body
         self.status = 200
-        self.url = ""
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    @property
+    def url(self) -> str:
+        return f"{self.base}/list.txt"
+
+    async def _answer(self, request: web.Request) -> web.Response:
         return web.Response(status=self.status, text=self.body if self.status == 200 else "down")
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[ListServer]:
-        loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/list.txt", self._handle)
-        runner = web.AppRunner(app)
-        ready = threading.Event()
-
-        def serve() -> None:
-            async def start() -> None:
-                await runner.setup()
-                await web.TCPSite(runner, "127.0.0.1", 0).start()
-                self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/list.txt"
-                ready.set()
-
-            loop.run_until_complete(start())
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        assert ready.wait(10), "the list server did not start"
-        try:
-            yield self
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
 
 def proxy_with(lists: LiveMatcher, watcher: ListWatcher | None = None):  # type: ignore[no-untyped-def]

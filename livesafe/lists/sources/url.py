@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from livesafe.lists.loader import parse_list
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
 from livesafe.lists.sources import http
-from livesafe.lists.sources.base import Source, SourceContext
+from livesafe.lists.sources.base import RetryLater, Source, SourceContext
 
 
 class UrlSource(Source):
@@ -90,9 +90,14 @@ class UrlSource(Source):
         """The signature (hex) that verifies ``body``, None when unsigned lists are accepted; raises otherwise."""
         if self._key is None:
             return None
-        reply = self._get(self._signature_url, self._auth)
+        try:
+            reply = self._get(self._signature_url, self._auth)
+        except RetryLater:
+            raise
+        except BlocklistError as exc:  # said as the signature's problem: the list itself downloaded fine
+            raise BlocklistError(self.spec.where, f"signature {self._signature_url}: {exc.reason}; refused") from None
         if reply.status != 200:
-            raise BlocklistError(self.spec.where, f"signature {self._signature_url}: HTTP {reply.status}")
+            raise BlocklistError(self.spec.where, f"signature {self._signature_url}: HTTP {reply.status}; refused")
         signature = _decode_signature(reply.body.decode("ascii", "replace").strip(), self._signature_url, reply.body)
         self._check_signature(body, signature)
         return signature.hex()
