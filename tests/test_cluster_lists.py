@@ -324,7 +324,9 @@ async def test_a_million_hash_list_is_shared_without_holding_the_event_loop(tmp_
             await a.stop()
     finally:
         ticking.cancel()
-    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f} s"
+    # Any one step on the loop would stall it for over half a second (indexing a million hashes takes
+    # a second, packing them half); what threads cost it, handing the GIL to and fro, is tens of ms.
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.3f} s"
 
 
 # ------------------------------------------------------------------ failing safe

@@ -96,6 +96,7 @@ MAX_CANONICAL_BYTES = 1 << 30  # what a stored entry may decompress to (a 1M-has
 REPLACED_VERSION_TTL_MS = 120_000  # how long a replaced version stays fetchable
 RETRY_SECONDS = 5.0  # an entry that could not be used is fetched again this often, not every poll
 COMPRESSION_LEVEL = 1  # PDQ hashes barely compress: spend little CPU trying
+FETCH_CHUNK_BYTES = 1 << 20  # content is read in GETRANGE pieces of this size (see ``_fetch``)
 
 
 class SharedListError(ValueError):
@@ -146,7 +147,7 @@ def pack(blocklist: Blocklist) -> Packed:
     return Packed(hashlib.sha256(data).hexdigest(), len(blocklist), zlib.compress(data, COMPRESSION_LEVEL))
 
 
-def unpack(spec: ListSpec, blob: bytes, digest: str) -> Blocklist:
+def unpack(spec: ListSpec, blob: bytes | bytearray, digest: str) -> Blocklist:
     """The Blocklist (enforced as ``spec``) of a stored entry; SharedListError unless it is whole and matches."""
     inflate = zlib.decompressobj()
     try:
@@ -588,15 +589,35 @@ class SharedLists:
     def _fetch_and_install(self, in_force: Blocklist, entry: Entry) -> Blocklist | None:
         """In a worker thread: the whole transfer, decompression, parse and index build (None: see ``install``)."""
         spec = in_force.spec
-        blob = self._bulk.get(self.settings.key("list", spec.name, "v", str(entry.version)))
+        blob = self._fetch(self.settings.key("list", spec.name, "v", str(entry.version)))
         if blob is None:
             raise SharedListError("its content is missing from Redis (replaced or lost); will look again")
-        if not isinstance(blob, bytes):
-            raise SharedListError("its content is not bytes")
         blocklist = unpack(spec, blob, entry.digest)
         if len(blocklist) != entry.count:
             raise SharedListError(f"content has {len(blocklist)} hashes, the index says {entry.count}")
         return blocklist if self._lists.install(blocklist, replacing=in_force) else None
+
+    def _fetch(self, key: str) -> bytearray | None:
+        """A version's content, read a piece at a time; None if the key is gone (or goes while we read).
+
+        One GET of a 32 MB reply has redis-py copy the whole reply several
+        times while holding the GIL, which stalled the event loop for over a
+        quarter of a second on a loaded machine; pieces of a megabyte keep each
+        hold short.  A version's key is never rewritten, only expired, so the
+        pieces are of one content or the read finds the key gone.
+        """
+        size = self._bulk.strlen(key)
+        if not isinstance(size, int) or size == 0:
+            return None
+        if size > MAX_CANONICAL_BYTES:
+            raise SharedListError(f"its content is {size} bytes, more than a list may be")
+        blob = bytearray()
+        while len(blob) < size:
+            piece = self._bulk.getrange(key, len(blob), min(len(blob) + FETCH_CHUNK_BYTES, size) - 1)
+            if not isinstance(piece, bytes) or not piece:
+                return None
+            blob += piece
+        return blob
 
     def _report(self, tracked: _Tracked, error: str) -> None:
         if error != tracked.error:
