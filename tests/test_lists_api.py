@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -70,7 +72,7 @@ def auth(principal: Principal) -> dict[str, str]:
     return {"Authorization": f"Bearer {principal.token}"}
 
 
-async def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+async def wait_for(condition: Callable[[], Awaitable[object]], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await condition():
@@ -112,11 +114,11 @@ async def test_api_lists_metrics_and_a_stale_source_paging_then_recovering(tmp_p
 
             server.status = 500
 
-            async def stale_event() -> bool:
-                async with http.get(f"{base}/api/events?type=lists.stale", headers=auth(OBSERVER)) as reply:
-                    return bool((await reply.json())["events"])
+            async def events(kind: str) -> list[dict[str, Any]]:
+                async with http.get(f"{base}/api/events?type={kind}", headers=auth(OBSERVER)) as reply:
+                    return list((await reply.json())["events"])
 
-            assert await wait_for(stale_event), "no lists.stale event"
+            assert await wait_for(lambda: events("lists.stale")), "no lists.stale event"
             async with http.get(f"{base}/api/events?type=lists.stale", headers=auth(OBSERVER)) as reply:
                 (event,) = (await reply.json())["events"]
             assert event["severity"] == "high" and event["list_name"] == "remote" and event["category"] == "ncii"
@@ -136,13 +138,8 @@ async def test_api_lists_metrics_and_a_stale_source_paging_then_recovering(tmp_p
 
             server.status = 200
 
-            async def recovered() -> bool:
-                async with http.get(f"{base}/api/events?type=lists.recovered", headers=auth(OBSERVER)) as reply:
-                    return bool((await reply.json())["events"])
-
-            assert await wait_for(recovered), "no lists.recovered event"
-            async with http.get(f"{base}/api/events?type=lists.stale", headers=auth(OBSERVER)) as reply:
-                assert len((await reply.json())["events"]) == 1, "one outage, one page"
+            assert await wait_for(lambda: events("lists.recovered")), "no lists.recovered event"
+            assert len(await events("lists.stale")) == 1, "one outage, one page"
             async with http.get(f"{base}/metrics") as reply:
                 assert 'livesafe_list_source_stale{list="remote",kind="url"} 0' in await reply.text()
 
