@@ -227,7 +227,10 @@ async def test_md5_counts_are_on_the_status_and_warned_once_per_load(
         async with http.get(f"{base}/api/lists", headers={"Authorization": f"Bearer {OBSERVER.token}"}) as reply:
             assert reply.status == 200
             (status,) = (await reply.json())["lists"]
+        async with http.get(f"{base}/metrics") as reply:
+            metrics = await reply.text()
     assert (status["entries"], status["unmatchable"]) == (1, {"md5": 2})
+    assert 'livesafe_list_source_unmatchable_entries{list="videos",kind="file",signal="md5"} 2' in metrics
 
 
 # --- a blocked video re-streamed -------------------------------------------------------------
