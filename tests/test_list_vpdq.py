@@ -164,6 +164,8 @@ def test_a_list_from_a_url_names_the_video_after_the_urls_file() -> None:
     spec = ListSpec(kind="url", name="partner-videos", url="http://127.0.0.1:9/videos/clip-42.vpdq?sig=x")
     blocklist = parse_list(spec, f"0,100,{a},0.000\n".encode())
     assert blocklist.metadata["pdq"][0]["video"] == "clip-42"
+    a_file = parse_list(ListSpec(Path("/lists/clip #3?.vpdq")), f"0,100,{a},0.000\n".encode())
+    assert a_file.metadata["pdq"][0]["video"] == "clip #3?"  # a file's name is not a URL
 
 
 # --- MD5 lines -------------------------------------------------------------------------------

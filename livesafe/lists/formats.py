@@ -283,7 +283,7 @@ class VpdqFormat(ListFormat):
         return len(fields) == 4 and _is_count(fields[0].strip())
 
     def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
-        video = PurePosixPath(urlsplit(where).path).stem or where
+        video = PurePosixPath(urlsplit(where).path if where.startswith(("http://", "https://")) else where).stem
         run: _FrameRun | None = None
         frames = 0
         first_line: int | None = None
