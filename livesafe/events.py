@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 from livesafe.policy import SEVERITIES
@@ -48,8 +49,29 @@ LISTS_RECOVERED = "lists.recovered"
 LISTS_FLOOD = "lists.flood"
 
 
+# A matched list entry's metadata rides on its match event (details["metadata"]), within these bounds:
+# it comes from upstream (a CSV's columns, an exchange's fields), and one huge field must not make
+# every event of every stream that matches the entry huge in the store, the feed and each webhook.
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 256
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """An entry's first ``MAX_METADATA_KEYS`` keys, keys and values clipped; and how many keys were left out."""
+    kept = {
+        _clipped(str(key), MAX_METADATA_KEY_CHARS): _clipped(str(value), MAX_METADATA_VALUE_CHARS)
+        for key, value in islice(metadata.items(), MAX_METADATA_KEYS)
+    }
+    return kept, max(0, len(metadata) - MAX_METADATA_KEYS)
 
 
 @dataclass(frozen=True, slots=True)

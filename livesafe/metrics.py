@@ -21,7 +21,8 @@ format requires; stream names are never used as labels (publishers choose
 them, so they would be unbounded).
 
 Each list's source (``list_source_*``, labelled by list name and kind): the
-entries in force, when the source last answered and how long ago, its failed
+entries in force (and, by signal, the hashes held that no live frame can
+match: MD5s), when the source last answered and how long ago, its failed
 fetches, and whether it is failing now or stale (failing past its
 ``max_stale_seconds``).
 
@@ -277,6 +278,16 @@ def _source_metrics(out: Exposition, sources: Sequence[SourceStatus], now: float
     out.family("list_source_entries", "gauge", "Entries of each list in force.", each(lambda s: s.entries))
     out.family(
         "list_source_skipped_entries", "gauge", "Entries of each list skipped as malformed.", each(lambda s: s.skipped)
+    )
+    out.family(
+        "list_source_unmatchable_entries",
+        "gauge",
+        "Hashes of each list that no live frame can match (md5), by signal: loaded, never enforced.",
+        [
+            ("", {"list": s.name, "kind": s.kind, "signal": signal}, count)
+            for s in sources
+            for signal, count in sorted(s.unmatchable.items())
+        ],
     )
     out.family(
         "list_source_last_success_timestamp_seconds",

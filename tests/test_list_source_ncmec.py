@@ -156,16 +156,17 @@ async def test_first_fetch_pages_through_with_metadata_and_credentials(
     caplog.set_level(logging.INFO, logger=ncmec.__name__)
     fake = FakeNcmec()
     images = seeded(fake)
-    fake.add(Record("vid1", 7, NOW - 4000, {"md5": "b" * 32}, kind="video"))  # MD5 only: not a livesafe signal
+    fake.add(Record("vid1", 7, NOW - 4000, {"md5": "b" * 32}, kind="video"))  # MD5 only: cannot match a stream
     async with serving(fake.app()) as base:
         blocklist = await asyncio.to_thread(source(base, SourceState()).fetch, True)
     assert blocklist is not None
     assert hashes(blocklist) == {r.fingerprints["pdq"] for r in images} and blocklist.skipped == 0
+    assert set(blocklist.hashes) == {"pdq"} and dict(blocklist.unmatchable) == {"md5": 6}  # counted, never indexed
     assert len(fake.seen) == 3 and [q.get("start") for q in fake.seen] == [None, "2", "4"]  # 6 entries, 2 a page
     assert fake.seen[0]["from"] == stamp(0) and fake.seen[0]["to"] == stamp(NOW - ncmec.SETTLE_SECONDS)
     expected = "Basic " + base64.b64encode(b"esp-user:" + ENV["NCMEC_PASSWORD"].encode()).decode()
     assert set(fake.auth) == {expected}  # from the environment variables the options name
-    assert "6 NCMEC entries read; 6 MD5 hashes not loaded (livesafe has no md5 signal" in caplog.text
+    assert "6 NCMEC entries read" in caplog.text
     assert "1 entries with no PDQ not enforced" in caplog.text
     by_id = {m["ncmec_id"]: m for m in blocklist.metadata["pdq"]}
     assert by_id["img3"] == {
@@ -200,6 +201,7 @@ async def test_restart_resumes_from_the_checkpoint_and_deletes_are_tombstones(
         restarted = source(base, SourceState(database))  # a new run on the same SQLite file
         kept = restarted.restore(True)
         assert kept is not None and hashes(kept) == {r.fingerprints["pdq"] for r in images} and not fake.seen
+        assert dict(kept.unmatchable) == {"md5": 5}  # the MD5s are kept with their entries
         clock.value += 600
         added = fake.add(Record("img7", 42, first_end + 100, {"pdq": pdq()}))
         fake.add(Record(images[1].id, 42, first_end + 200, {}, deleted=True))
@@ -209,6 +211,28 @@ async def test_restart_resumes_from_the_checkpoint_and_deletes_are_tombstones(
     assert hashes(blocklist) == {r.fingerprints["pdq"] for r in images if r is not images[1]} | {
         added.fingerprints["pdq"]
     }
+    assert dict(blocklist.unmatchable) == {"md5": 4}  # the deleted entry's MD5 went with it; img7 has none
+
+
+async def test_md5s_are_on_the_status_and_warned_about_at_each_load(
+    clock: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeNcmec()
+    seeded(fake, 3)
+    async with serving(fake.app()) as base:
+        spec_source = source(base, SourceState())
+        lists = await asyncio.to_thread(lambda: LiveLists([spec_source.spec], list, context=spec_source.context))
+        assert lists.status()[0]["unmatchable"] == {"md5": 3} and lists.status()[0]["entries"] == 3
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "list 'ncmec': 3 md5 hash(es) loaded but never enforced: a file digest matches only a byte-identical "
+            "file, never a re-encoded live stream"
+        ]
+        clock.value += 600
+        fake.add(Record("img8", 42, NOW + 100, {"md5": "c" * 32, "pdq": pdq()}))
+        await asyncio.to_thread(lists.reload_if_changed)
+    assert lists.status()[0]["unmatchable"] == {"md5": 4}
+    assert sum("md5 hash(es) loaded but never enforced" in r.getMessage() for r in caplog.records) == 2
 
 
 async def test_a_failure_mid_window_resumes_at_the_next_link(tmp_path: Path, clock: SimpleNamespace) -> None:

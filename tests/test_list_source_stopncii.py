@@ -123,17 +123,18 @@ async def test_first_fetch_pages_through_with_metadata_and_keys(caplog: pytest.L
     caplog.set_level(logging.INFO, logger=stopncii.__name__)
     fake = FakeStopNcii()
     images = seeded(fake)
-    fake.add(record("c" * 32, 1003, kind="VideoMD5"))  # not a livesafe signal: counted, not loaded
+    fake.add(record("c" * 32, 1003, kind="VideoMD5"))  # cannot match a stream: counted, never indexed
     async with serving(fake.app()) as base:
         blocklist = await asyncio.to_thread(source(base, SourceState(), page_size=2).fetch, True)
     assert blocklist is not None and hashes(blocklist) == {r["hashValue"] for r in images} and not blocklist.skipped
+    assert set(blocklist.hashes) == {"pdq"} and dict(blocklist.unmatchable) == {"md5": 1}
     assert [(q["startTimestamp"], q["pageSize"], q.get("nextPageToken")) for q in fake.seen] == [
         ("10", "2", None),
         ("10", "2", "tok-2"),
         ("10", "2", "tok-4"),
     ]
     assert set(fake.keys) == {(ENV["STOPNCII_FETCH_KEY"], ENV["STOPNCII_SUBSCRIPTION_KEY"])}
-    assert "6 StopNCII records read; 1 VideoMD5 hashes not loaded (livesafe has no md5 signal" in caplog.text
+    assert "6 StopNCII records read; 0 records of other types not loaded" in caplog.text
     by_hash = {m["entry"]: m for m in blocklist.metadata["pdq"]}
     assert by_hash["ImagePDQ:" + images[2]["hashValue"]] == {
         "source": "stopncii",
@@ -158,13 +159,18 @@ async def test_restart_resumes_from_the_checkpoint_and_deletes_are_tombstones(tm
         assert kept is not None and hashes(kept) == {r["hashValue"] for r in images} and not fake.seen
         added = fake.add(record(pdq(), 2000))
         fake.add(record(images[1]["hashValue"], 2001, status="Deleted"))
+        fake.add(record("d" * 32, 2001, kind="VideoMD5"))
         blocklist = await asyncio.to_thread(restarted.fetch, True)
         assert [q["startTimestamp"] for q in fake.seen] == ["1005"]  # the last nextSetTimestamp, not the start
         assert blocklist is not None
         assert hashes(blocklist) == {r["hashValue"] for r in images if r is not images[1]} | {added["hashValue"]}
+        assert dict(blocklist.unmatchable) == {"md5": 1}
         fake.seen.clear()
         assert await asyncio.to_thread(restarted.fetch, True) is None  # nothing newer: unchanged
         assert [q["startTimestamp"] for q in fake.seen] == ["2002"]
+        fake.add(record("d" * 32, 2002, kind="VideoMD5", status="Withdrawn"))  # a tombstone for the MD5
+        blocklist = await asyncio.to_thread(restarted.fetch, True)
+        assert blocklist is not None and not blocklist.unmatchable and len(blocklist) == len(images)
 
 
 async def test_a_failure_mid_walk_resumes_at_the_saved_token(tmp_path: Path) -> None:

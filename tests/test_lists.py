@@ -179,8 +179,8 @@ def test_version_is_a_content_digest(tmp_path: Path) -> None:
 
 
 def test_unknown_signal_names_the_known_ones(tmp_path: Path) -> None:
-    path = write(tmp_path, f"pdq {random_hex()}\nmd5 {random_hex()}\n")
-    raises_at(path, 2, "unknown signal type 'md5'", "known: ahash, dhash, pdq, phash, whash")
+    path = write(tmp_path, f"pdq {random_hex()}\nsha1 {random_hex()[:40]}\n")
+    raises_at(path, 2, "unknown signal type 'sha1'", "known: ahash, dhash, pdq, phash, whash")
 
 
 def test_wrong_hex_length(tmp_path: Path) -> None:
@@ -231,7 +231,7 @@ def test_csv_errors(tmp_path: Path) -> None:
     raises_at(write(tmp_path, f"{header}pdq,{value},a,b\n", "b.csv"), 2, "too many fields (4)")
     raises_at(write(tmp_path, f"{header}pdq,,note\n", "c.csv"), 2, "missing hash in column 'signal_str'")
     raises_at(write(tmp_path, f"{header},{value},note\n", "d.csv"), 2, "missing signal type in column 'signal_type'")
-    raises_at(write(tmp_path, f"{header}# c\nmd5,{value},x\n", "e.csv"), 3, "unknown signal type 'md5'")
+    raises_at(write(tmp_path, f"{header}# c\nsha1,{value},x\n", "e.csv"), 3, "unknown signal type 'sha1'")
     raises_at(write(tmp_path, f'{header}pdq,"{value}"x,note\n', "f.csv"), 2, "bad CSV")
     raises_at(write(tmp_path, f"{header}pdq,{value[:-2]},note\n", "g.csv"), 2, "pdq hash must be 64 hex digits, got 62")
 
@@ -293,7 +293,7 @@ def test_skip_bad_lines_keeps_good_rows_and_reports_the_rest(tmp_path: Path) -> 
     assert blocklist.lines["pdq"].tolist() == [1, 4, 8]
     assert blocklist.skipped == 5
     assert [message.split(": ")[0] for message in blocklist.errors] == [f"{path}:{line}" for line in (2, 3, 5, 6, 7)]
-    assert "unknown signal type 'md5'" in blocklist.errors[0]
+    assert "md5 hash must be 32 hex digits, got 3" in blocklist.errors[0]
 
 
 def test_skip_mode_drops_metadata_of_skipped_csv_rows(tmp_path: Path) -> None:

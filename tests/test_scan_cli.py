@@ -284,8 +284,8 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
         return ["scan", BLOCKED_CUT, "--blocklist", bad], [f"{bad}:3:", "64 hex digits"]
     if case == "unknown signal":
         bad = tmp_path / "sig.txt"
-        bad.write_text(f"pdq {CHELSEA_HEX}\nmd5 d41d8cd98f00b204e9800998ecf8427e\n")
-        return ["scan", BLOCKED_CUT, "--blocklist", bad], [f"{bad}:2:", "unknown signal type 'md5'"]
+        bad.write_text(f"pdq {CHELSEA_HEX}\nsha1 da39a3ee5e6b4b0d3255bfef95601890afd80709\n")
+        return ["scan", BLOCKED_CUT, "--blocklist", bad], [f"{bad}:2:", "unknown signal type 'sha1'"]
     if case == "missing list":
         return ["scan", BLOCKED_CUT, "--blocklist", tmp_path / "gone.txt"], ["gone.txt", "no such file"]
     if case == "no blocklist":

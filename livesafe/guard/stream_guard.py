@@ -44,6 +44,7 @@ from livesafe.events import (
     REDACTION_IMPOSED,
     EventSink,
     GuardEvent,
+    bounded_metadata,
 )
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import Match, Matcher
@@ -468,9 +469,17 @@ class StreamGuard:
         *,
         details: dict[str, Any],
     ) -> None:
-        """Every event the guard raises is built here, at the frame it is about."""
+        """Every event the guard raises is built here, at the frame it is about.
+
+        A match's event carries the matched entry's metadata (bounded: see
+        ``livesafe.events.MAX_METADATA_KEYS``) in ``details["metadata"]``: what
+        the list says the entry is (a vPDQ frame's video and timestamps, an
+        exchange's case), for the moderator who has to act on it.
+        """
         fields: dict[str, Any] = {}
         if match is not None:
+            metadata, left_out = bounded_metadata(match.metadata)
+            details = {**details, "metadata": metadata} | ({"metadata_keys_left_out": left_out} if left_out else {})
             fields = dict(
                 list_name=match.list_name,
                 category=match.category,

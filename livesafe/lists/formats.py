@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import binascii
 import csv
+import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from livesafe.signals import SIGNALS
+from livesafe.signals import SIGNALS, UNMATCHABLE
 
 Row = tuple[int, str, str, Mapping[str, str]]
 NumberedLine = tuple[int, str]
@@ -91,10 +95,12 @@ class ListFormat(ABC):
         """Whether a file whose first data line is ``first_line`` is in this format."""
 
     @abstractmethod
-    def parse(self, lines: Iterable[NumberedLine]) -> Iterator[Row | LineError]:
+    def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
         """Rows and bad lines, in file order, of (line number, text without terminator) pairs.
 
-        ``lines`` are the lines ``parse_bulk`` did not take, blank ones included."""
+        ``lines`` are the lines ``parse_bulk`` did not take, blank ones included;
+        ``where`` is the list's file or URL, for a format whose rows are named
+        after it (one vPDQ file is one video)."""
 
     def parse_bulk(self, codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> BulkRows:
         """Rows read without per-line Python work from the file's bytes ``codes``, line i being
@@ -124,10 +130,13 @@ class TextFormat(ListFormat):
         return True
 
     def parse_bulk(self, codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> BulkRows:
-        """Takes exact ``name<sep>hex`` lines (lower-case name, one separator) and bare hex lines, nothing else."""
+        """Takes exact ``name<sep>hex`` lines (lower-case name, one separator) and bare hex lines, nothing else.
+
+        Unmatchable names (md5) are taken too, so a list of millions of them loads as fast as PDQ."""
         bulk = BulkRows(np.zeros(len(starts), dtype=bool))
         lengths = ends - starts
         forms = [(signal.name, signal.name.encode(), signal.bits // 4) for signal in SIGNALS.values()]
+        forms += [(name, name.encode(), digits) for name, digits in UNMATCHABLE.items()]
         forms += [(names[0], b"", digits) for digits, names in self._by_digits.items() if len(names) == 1]
         for name, prefix, digits in forms:
             width = len(prefix) + 1 + digits if prefix else digits
@@ -145,7 +154,7 @@ class TextFormat(ListFormat):
             bulk.found.setdefault(name, []).append((candidates[good] + 1, values[good]))
         return bulk
 
-    def parse(self, lines: Iterable[NumberedLine]) -> Iterator[Row | LineError]:
+    def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
         for line_no, line in lines:
             if "#" in line:
                 line = line[: line.index("#")]
@@ -171,7 +180,7 @@ class TextFormat(ListFormat):
                 f"ambiguous bare hash: {len(token)} hex digits could be {', '.join(names)}; "
                 f"prefix it with the signal name, e.g. '{names[0]} {token}'",
             )
-        if token.lower() in SIGNALS:
+        if token.lower() in SIGNALS or token.lower() in UNMATCHABLE:
             return LineError(line_no, f"missing hash after signal type {token!r}")
         return LineError(
             line_no, f"expected 'SIGNAL HEX' or a bare 64-digit pdq hash, got {_clip(token)} ({len(token)} characters)"
@@ -189,7 +198,7 @@ class CsvFormat(ListFormat):
         cells = {cell.strip().lower() for cell in next(csv.reader([first_line]), [])}
         return self.SIGNAL_COLUMN in cells or self.HASH_COLUMN in cells
 
-    def parse(self, lines: Iterable[NumberedLine]) -> Iterator[Row | LineError]:
+    def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
         numbers: list[int] = []  # file line of each line handed to the reader; records may span lines
 
         def records() -> Iterator[str]:
@@ -243,10 +252,127 @@ class CsvFormat(ListFormat):
         return LineError(line, f"missing columns {missing}: {len(row)} of {len(header)} fields")
 
 
-FORMATS: list[ListFormat] = [CsvFormat(), TextFormat()]
+class VpdqFormat(ListFormat):
+    """Meta's vPDQ hash file: one video, a ``frameNumber,quality,pdqHex,timestamp`` line per hashed frame.
+
+    The form ThreatExchange's ``vpdq-hash-video`` writes (``vpdq/cpp/io/vpdqio.cpp``:
+    four comma-separated fields, timestamp in seconds), without a header.  A live
+    stream showing the video is caught frame by frame: each frame is a ``pdq``
+    entry, whose metadata names the video (the file's stem: vPDQ files are named
+    after their video) and where in it the frame is, so a match says which part
+    was re-streamed.  vPDQ's frame/video match percentages need the whole query
+    video, which a live stream never is; any one frame within PDQ's threshold is
+    what a guard can act on before the frame leaves.
+
+    As the reference matcher does, frames of quality below ``MIN_QUALITY`` are
+    left out (too flat to tell apart: they match unrelated pictures), and
+    consecutive frames with the same hash become one entry that keeps the range
+    of frames and timestamps it covers.  A file whose every frame is too flat
+    cannot match anything and is refused as a whole.
+    """
+
+    name = "vpdq"
+    # python-threatexchange's VPDQ_QUALITY_THRESHOLD (vpdq_util.py): frames below it are not compared.
+    MIN_QUALITY: ClassVar[int] = 50
+    FIELDS: ClassVar[str] = "frameNumber,quality,pdqHex,timestamp"
+    _PDQ_HEX: ClassVar[re.Pattern[str]] = re.compile("[0-9a-fA-F]{64}")
+
+    def detects(self, first_line: str) -> bool:
+        """Four comma-separated fields starting with a frame number: never a valid text or CSV list line."""
+        fields = first_line.split(",")
+        return len(fields) == 4 and _is_count(fields[0].strip())
+
+    def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
+        video = PurePosixPath(urlsplit(where).path if where.startswith(("http://", "https://")) else where).stem
+        run: _FrameRun | None = None
+        frames = 0
+        first_line: int | None = None
+        for line_no, line in lines:
+            if not _is_data(line):
+                continue
+            frame = self._frame(line_no, line)
+            if isinstance(frame, LineError):
+                yield frame
+                continue
+            frames += 1
+            first_line = first_line or line_no
+            number, quality, hex_text, timestamp = frame
+            if quality < self.MIN_QUALITY:
+                continue
+            if run is not None and run.hex_text == hex_text:
+                run.last_frame, run.last_timestamp = number, timestamp
+                continue
+            if run is not None:
+                yield run.row(video)
+            run = _FrameRun(line_no, hex_text, number, number, timestamp, timestamp)
+        if run is not None:
+            yield run.row(video)
+        elif frames:
+            assert first_line is not None  # set with the first frame
+            raise FormatError(
+                first_line,
+                f"all {frames} frames have quality below {self.MIN_QUALITY}: too flat to match anything",
+            )
+
+    def _frame(self, line_no: int, line: str) -> tuple[int, int, str, float] | LineError:
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != 4:
+            return LineError(line_no, f"expected 4 comma-separated fields {self.FIELDS!r}, got {len(fields)}")
+        number, quality, hex_text, timestamp = fields
+        if not _is_count(number):
+            return LineError(line_no, f"frame number must be a whole number >= 0, got {_clip(number)}")
+        if not _is_count(quality) or int(quality) > 100:
+            return LineError(line_no, f"quality must be a whole number 0..100, got {_clip(quality)}")
+        if not self._PDQ_HEX.fullmatch(hex_text):
+            return LineError(
+                line_no, f"expected a 64-digit pdq hash in field 3, got {_clip(hex_text)} ({len(hex_text)} characters)"
+            )
+        try:
+            seconds = float(timestamp)
+        except ValueError:
+            seconds = -1.0
+        if not (math.isfinite(seconds) and seconds >= 0):
+            return LineError(line_no, f"timestamp must be seconds >= 0, got {_clip(timestamp)}")
+        return int(number), int(quality), hex_text.lower(), seconds
+
+
+@dataclass
+class _FrameRun:
+    """Consecutive kept frames of a vPDQ file with one hash: one entry."""
+
+    line: int
+    hex_text: str
+    first_frame: int
+    last_frame: int
+    first_timestamp: float
+    last_timestamp: float
+
+    def row(self, video: str) -> Row:
+        return (
+            self.line,
+            "pdq",
+            self.hex_text,
+            {
+                "video": video,
+                "first_frame": str(self.first_frame),
+                "last_frame": str(self.last_frame),
+                "first_timestamp": f"{self.first_timestamp:.3f}",
+                "last_timestamp": f"{self.last_timestamp:.3f}",
+            },
+        )
+
+
+def _is_count(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
+
+
+FORMATS: list[ListFormat] = [CsvFormat(), VpdqFormat(), TextFormat()]
 
 
 def detect_format(lines: Iterable[str]) -> ListFormat:
-    """The first format in ``FORMATS`` that claims the first data line (text, the fallback, claims any)."""
+    """The first format in ``FORMATS`` that claims the first data line (text, the fallback, claims any).
+
+    The content decides, not the file's name: a list from a URL has no reliable one.
+    """
     first = next((line for line in lines if _is_data(line)), "")
     return next(fmt for fmt in FORMATS if fmt.detects(first))

@@ -164,6 +164,8 @@ class LiveLists(Generic[Compiled]):
     def _succeeded_with(self, status: SourceStatus, blocklist: Blocklist | None, now: float | None = None) -> None:
         if blocklist is not None:
             status.version, status.entries, status.skipped = blocklist.version, len(blocklist), blocklist.skipped
+            status.unmatchable = dict(blocklist.unmatchable)
+            _warn_unmatchable(blocklist)
             if blocklist.skipped:
                 status.last_error = f"skipped {blocklist.skipped} bad entries: {blocklist.errors[0]}"
         if now is not None:
@@ -228,6 +230,18 @@ class LiveLists(Generic[Compiled]):
             self._loaded = loaded
             self.current = compiled
         return True
+
+
+def _warn_unmatchable(blocklist: Blocklist) -> None:
+    """Once per load: hashes a list holds that cannot match a live stream (an MD5 matches identical files only)."""
+    if blocklist.unmatchable:
+        counts = ", ".join(f"{count} {name}" for name, count in sorted(blocklist.unmatchable.items()))
+        log.warning(
+            "list %r: %s hash(es) loaded but never enforced: a file digest matches only a byte-identical file, "
+            "never a re-encoded live stream",
+            blocklist.spec.name,
+            counts,
+        )
 
 
 class ListWatcher:

@@ -4,6 +4,10 @@ The file is split into lines by byte offset with numpy; the format reads its
 plain lines in bulk from those bytes and only the rest (comments, odd spacing,
 CSV, errors) are parsed line by line in Python.  Hex from the per-line path is
 decoded for all rows of a signal at once, so every error still names its line.
+
+Hashes no frame can match (``UNMATCHABLE``: MD5) are accepted, checked like any
+other and counted on the Blocklist, but never stored with its hashes: nothing
+can index or match them, and ``LiveLists`` warns about them at each load.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -29,9 +34,10 @@ from livesafe.lists.formats import (
     detect_format,
 )
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec, located
-from livesafe.signals import SIGNALS, SignalType, signal_named
+from livesafe.signals import SIGNALS, UNMATCHABLE, SignalType, signal_named
 
 MAX_STORED_ERRORS = 100
+_HEX_DIGITS = re.compile("[0-9a-fA-F]*")
 
 Stamp = tuple[int, int, int]
 
@@ -100,17 +106,35 @@ class _Column:
         lines = np.asarray(self.lines, dtype=np.int64)
         if good.all():
             return lines, values, self.metadata, []
-        problems = [(self.lines[row], self._non_hex_reason(self.hexes[row])) for row in np.flatnonzero(~good)]
+        problems = [
+            (self.lines[row], _non_hex_reason(self.signal.name, self.hexes[row])) for row in np.flatnonzero(~good)
+        ]
         metadata = [meta for meta, is_good in zip(self.metadata, good.tolist(), strict=True) if is_good]
         return lines[good], values[good], metadata, problems
 
-    def _non_hex_reason(self, hex_text: str) -> str:
-        at = next(at for at, char in enumerate(hex_text) if char not in "0123456789abcdefABCDEF")
-        return f"{self.signal.name} hash has a non-hex character {hex_text[at]!r} at position {at + 1}"
+
+def _non_hex_reason(name: str, hex_text: str) -> str:
+    at = next(at for at, char in enumerate(hex_text) if char not in "0123456789abcdefABCDEF")
+    return f"{name} hash has a non-hex character {hex_text[at]!r} at position {at + 1}"
 
 
-def _parse_lines(rows: Iterable[Row | LineError], problems: list[tuple[int, str]]) -> dict[str, _Column]:
-    """The per-line path: check each row's signal and hex length, gather good rows by signal."""
+def _unmatchable_problem(name: str, hex_text: str) -> str | None:
+    """What is wrong with an unmatchable hash (checked like any other, though never stored), if anything."""
+    digits = UNMATCHABLE[name]
+    if len(hex_text) != digits:
+        return f"{name} hash must be {digits} hex digits, got {len(hex_text)}"
+    if not _HEX_DIGITS.fullmatch(hex_text):
+        return _non_hex_reason(name, hex_text)
+    return None
+
+
+def _parse_lines(
+    rows: Iterable[Row | LineError], problems: list[tuple[int, str]], unmatchable: dict[str, int]
+) -> dict[str, _Column]:
+    """The per-line path: check each row's signal and hex length, gather good rows by signal.
+
+    Good rows of an unmatchable kind are only counted, in ``unmatchable``.
+    """
     columns: dict[str, _Column] = {}
     by_token: dict[str, _Column] = {}  # by the name as written ("PDQ", "pdq"), to look each spelling up once
     for item in rows:
@@ -120,6 +144,14 @@ def _parse_lines(rows: Iterable[Row | LineError], problems: list[tuple[int, str]
         line, token, hex_text, metadata = item
         column = by_token.get(token)
         if column is None:
+            name = token.strip().lower()
+            if name in UNMATCHABLE:
+                reason = _unmatchable_problem(name, hex_text)
+                if reason is None:
+                    unmatchable[name] = unmatchable.get(name, 0) + 1
+                else:
+                    problems.append((line, reason))
+                continue
             try:
                 signal = signal_named(token)
             except ValueError as error:
@@ -151,11 +183,13 @@ def parse_list(spec: ListSpec, data: bytes, skip_bad_lines: bool = False) -> Blo
     )  # stops at the first data line
     bulk = fmt.parse_bulk(codes, starts, ends)
     problems: list[tuple[int, str]] = []
+    unmatchable = {name: sum(len(lines) for lines, _ in bulk.found.pop(name, [])) for name in UNMATCHABLE}
     try:
-        columns = _parse_lines(fmt.parse(numbered(np.flatnonzero(~bulk.handled))), problems)
+        columns = _parse_lines(fmt.parse(numbered(np.flatnonzero(~bulk.handled)), spec.where), problems, unmatchable)
     except FormatError as error:
         raise BlocklistError(spec.where, error.reason, error.line) from None
-    return _blocklist(spec, columns, bulk, problems, skip_bad_lines, hashlib.sha256(data).hexdigest()[:16])
+    version = hashlib.sha256(data).hexdigest()[:16]
+    return _blocklist(spec, columns, bulk, problems, skip_bad_lines, version, unmatchable)
 
 
 def build_blocklist(
@@ -167,9 +201,11 @@ def build_blocklist(
     non-hex); "line" in their errors is the row's 1-based position.
     """
     problems: list[tuple[int, str]] = []
+    unmatchable: dict[str, int] = {}
     numbered = ((at, signal, hex_text, meta) for at, (signal, hex_text, meta) in enumerate(rows, 1))
-    columns = _parse_lines(numbered, problems)
-    return _blocklist(spec, columns, BulkRows(handled=np.zeros(0, dtype=bool)), problems, skip_bad_rows, version)
+    columns = _parse_lines(numbered, problems, unmatchable)
+    bulk = BulkRows(handled=np.zeros(0, dtype=bool))
+    return _blocklist(spec, columns, bulk, problems, skip_bad_rows, version, unmatchable)
 
 
 def _blocklist(
@@ -179,6 +215,7 @@ def _blocklist(
     problems: list[tuple[int, str]],
     skip_bad_lines: bool,
     version: str,
+    unmatchable: Mapping[str, int],
 ) -> Blocklist:
     hashes: dict[str, np.ndarray] = {}
     row_lines: dict[str, np.ndarray] = {}
@@ -212,6 +249,7 @@ def _blocklist(
         errors=[located(spec.where, line, reason) for line, reason in problems[:MAX_STORED_ERRORS]],
         version=version,
         lines=MappingProxyType(row_lines),
+        unmatchable=MappingProxyType({name: count for name, count in unmatchable.items() if count}),
     )
 
 

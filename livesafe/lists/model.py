@@ -120,7 +120,9 @@ class Blocklist:
 
     Arrays are read-only.  ``lines`` gives each row's 1-based file line (0 means
     unknown, for lists built in code); ``errors`` holds at most the first 100
-    skipped-line messages while ``skipped`` counts them all.
+    skipped-line messages while ``skipped`` counts them all.  ``unmatchable``
+    counts, per name, the well-formed hashes of kinds no frame can match
+    (``livesafe.signals.UNMATCHABLE``: MD5): read, never in ``hashes``.
     """
 
     spec: ListSpec
@@ -130,6 +132,7 @@ class Blocklist:
     errors: list[str] = field(repr=False)
     version: str
     lines: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+    unmatchable: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(values) for values in self.hashes.values())

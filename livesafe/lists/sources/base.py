@@ -115,6 +115,7 @@ class SourceStatus:
     version: str | None = None
     entries: int = 0
     skipped: int = 0
+    unmatchable: dict[str, int] = field(default_factory=dict)  # per kind (md5): loaded, cannot match a stream
     last_success: float | None = None
     last_attempt: float | None = None
     last_error: str | None = None
@@ -140,6 +141,7 @@ class SourceStatus:
             "version": self.version,
             "entries": self.entries,
             "skipped": self.skipped,
+            "unmatchable": dict(self.unmatchable),
             "last_success": self.last_success,
             "last_attempt": self.last_attempt,
             "last_error": self.last_error,

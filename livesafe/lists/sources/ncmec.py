@@ -22,10 +22,12 @@ window pages through in ``next`` steps of NCMEC's own size.
 Entries are keyed ``member-id`` as threatexchange keys them (an NCMEC id is
 one member's).  An entry's PDQ fingerprint becomes a ``pdq`` entry whose
 metadata (member, classification, entry id and type) match events carry; a
-deleted entry is a tombstone.  livesafe has no MD5 signal (an MD5 matches
-only a byte-identical file, never a re-encoded live frame), so MD5s and the
-other fingerprints are not loaded: each fetch logs how many, and an entry
-with no PDQ stops being enforced.
+deleted entry is a tombstone.  Its MD5 is kept too, as an ``md5`` row keyed
+``member-id:md5``: an MD5 matches only a byte-identical file, never a
+re-encoded live frame, so the list counts it as unmatchable (the source's
+status shows how many, each load warns) and never indexes it.  Other
+fingerprints are not loaded; each fetch logs how many entries had no PDQ
+(those stop being enforced).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class NcmecSource(DeltaSource):
             end, next_, paged_at = int(checkpoint["to"]), str(checkpoint["next"]), int(checkpoint["paged_at"])
         if start >= end:
             return
-        counts = {"entries": 0, "md5": 0, "no_pdq": 0}
+        counts = {"entries": 0, "no_pdq": 0}
         while True:
             page = self._page(start, end, next_)
             upserts, deletes = self._read(page.updates, counts)
@@ -95,11 +97,9 @@ class NcmecSource(DeltaSource):
             yield Delta({"from": end}, upserts, deletes)
             break
         log.info(
-            "list %r: %d NCMEC entries read; %d MD5 hashes not loaded (livesafe has no md5 signal: an MD5 "
-            "matches only identical files, never a live frame); %d entries with no PDQ not enforced",
+            "list %r: %d NCMEC entries read; %d entries with no PDQ not enforced",
             self.spec.name,
             counts["entries"],
-            counts["md5"],
             counts["no_pdq"],
         )
 
@@ -122,29 +122,24 @@ class NcmecSource(DeltaSource):
             key = f"{update.member_id}-{update.id}"
             counts["entries"] += 1
             fingerprints = {name.lower(): value.strip() for name, value in update.fingerprints.items()}
-            counts["md5"] += "md5" in fingerprints
-            if update.deleted or (self._members and update.member_id not in self._members):
-                deletes.add(key)
-                upserts.pop(key, None)
-                continue
-            pdq = fingerprints.get("pdq")
-            if not pdq:
+            gone = update.deleted or (bool(self._members) and update.member_id not in self._members)
+            metadata = {
+                "source": "ncmec",
+                "ncmec_id": update.id,
+                "member_id": str(update.member_id),
+                "entry_type": update.entry_type.value,
+                "classification": update.classification or "",
+            }
+            if not gone and not fingerprints.get("pdq"):
                 counts["no_pdq"] += 1
-                deletes.add(key)  # it may have had one before this update
-                upserts.pop(key, None)
-                continue
-            deletes.discard(key)
-            upserts[key] = (
-                "pdq",
-                pdq,
-                {
-                    "source": "ncmec",
-                    "ncmec_id": update.id,
-                    "member_id": str(update.member_id),
-                    "entry_type": update.entry_type.value,
-                    "classification": update.classification or "",
-                },
-            )
+            for signal, row_key in (("pdq", key), ("md5", f"{key}:md5")):
+                value = fingerprints.get(signal)
+                if gone or not value:  # an update without it: it may have had one before
+                    deletes.add(row_key)
+                    upserts.pop(row_key, None)
+                else:
+                    deletes.discard(row_key)
+                    upserts[row_key] = (signal, value, metadata)
         return upserts, frozenset(deletes)
 
 

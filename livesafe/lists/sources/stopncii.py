@@ -19,10 +19,12 @@ A record is keyed ``signalType:hashValue``, its identity in the API (a later
 record of the same pair replaces it).  ``ImagePDQ`` records become ``pdq``
 entries with their case numbers, status and CSP feedback as metadata; a
 record whose status is ``Withdrawn`` or ``Deleted`` is a tombstone.
-livesafe has no MD5 signal (a video MD5 matches only a byte-identical file,
-never a re-encoded live stream): ``VideoMD5`` and the other types are not
-loaded, and each fetch logs how many.  A record the client cannot parse is
-dropped (and logged) by the client itself.
+``VideoMD5`` records become ``md5`` rows the same way, but a video MD5
+matches only a byte-identical file, never a re-encoded live stream: the list
+counts them as unmatchable (the source's status shows how many, each load
+warns) and never indexes them.  Other types are not loaded; each fetch logs
+how many.  A record the client cannot parse is dropped (and logged) by the
+client itself.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 TOKEN_SECONDS = 3600  # a nextPageToken older than this is not resumed ("not valid over long periods of time")
 MAX_PAGE_SIZE = 1000
 GONE = (StopNCIICaseStatus.Withdrawn, StopNCIICaseStatus.Deleted)
+SIGNALS = {StopNCIISignalType.ImagePDQ: "pdq", StopNCIISignalType.VideoMD5: "md5"}
 
 
 class StopNciiSource(DeltaSource):
@@ -79,7 +82,7 @@ class StopNciiSource(DeltaSource):
         token, token_at = "", now
         if checkpoint and checkpoint.get("nextPageToken") and now - int(checkpoint["tokenAt"]) <= TOKEN_SECONDS:
             token, token_at = str(checkpoint["nextPageToken"]), int(checkpoint["tokenAt"])
-        counts = {"records": 0, "md5": 0, "other": 0}
+        counts = {"records": 0, "other": 0}
         while True:
             page = self._page(start, token)
             upserts, deletes = _read(page.hashRecords, counts)
@@ -94,11 +97,9 @@ class StopNciiSource(DeltaSource):
                 yield Delta(done, upserts, deletes)
             break
         log.info(
-            "list %r: %d StopNCII records read; %d VideoMD5 hashes not loaded (livesafe has no md5 signal: an MD5 "
-            "matches only identical files, never a live stream); %d records of other types not loaded",
+            "list %r: %d StopNCII records read; %d records of other types not loaded",
             self.spec.name,
             counts["records"],
-            counts["md5"],
             counts["other"],
         )
 
@@ -120,8 +121,9 @@ def _read(records: list[StopNCIIHashRecord], counts: dict[str, int]) -> tuple[di
     for record in records:
         counts["records"] += 1
         key = f"{record.signalType.value}:{record.hashValue}"
-        if record.signalType is not StopNCIISignalType.ImagePDQ:
-            counts["md5" if record.signalType is StopNCIISignalType.VideoMD5 else "other"] += 1
+        signal = SIGNALS.get(record.signalType)
+        if signal is None:
+            counts["other"] += 1
             continue
         if record.hashStatus in GONE:
             deletes.add(key)
@@ -134,7 +136,7 @@ def _read(records: list[StopNCIIHashRecord], counts: dict[str, int]) -> tuple[di
             if f.feedbackValue in (StopNCIICSPFeedbackValue.Blocked, StopNCIICSPFeedbackValue.NotBlocked)
         )
         upserts[key] = (
-            "pdq",
+            signal,
             record.hashValue.strip(),
             {
                 "source": "stopncii",
