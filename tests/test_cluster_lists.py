@@ -155,6 +155,28 @@ def test_the_canonical_form_ignores_file_syntax_and_refuses_damaged_content(tmp_
         Entry.parse(b'{"version": "x"}')
 
 
+def test_md5s_counted_at_load_travel_with_the_shared_list(tmp_path: Path) -> None:
+    """A node that takes the list from Redis shows (and warns about) the MD5s no frame can match, as the node
+    that read the file does; they are counted, never hashes to index."""
+    path = tmp_path / "l.txt"
+    path.write_text(text(*HEXES[:2]) + f"md5 {'ab' * 16}\nmd5 {'cd' * 16}\n")
+    loaded = load_blocklist(ListSpec(path=path, name="l"))
+    assert dict(loaded.unmatchable) == {"md5": 2}
+    packed = pack(loaded)
+    back = unpack(loaded.spec, packed.blob, packed.digest)
+    assert dict(back.unmatchable) == {"md5": 2} and len(back) == 2 and set(back.hashes) == {"pdq"}
+    other = tmp_path / "other.txt"
+    other.write_text(text(HEXES[3]))
+    lists = LiveMatcher([ListSpec(path=other, name="l")])
+    assert lists.install(back, replacing=lists.loaded[0])
+    (status,) = lists.status()
+    assert (status["entries"], status["unmatchable"], status["version"]) == (2, {"md5": 2}, back.version)
+    path.write_text(text(*HEXES[:2]))
+    assert b"unmatchable" not in canonical(load_blocklist(ListSpec(path=path, name="l"))), (
+        "lists without MD5s keep their form"
+    )
+
+
 # ------------------------------------------------------------------ converging
 
 

@@ -135,9 +135,10 @@ def canonical(blocklist: Blocklist) -> bytes:
         rows = blocklist.metadata.get(name)
         if rows is not None and any(rows):
             metadata[name] = [dict(row) for row in rows]
-    header = json.dumps(
-        {"signals": signals, "metadata": metadata}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    fields: dict[str, Any] = {"signals": signals, "metadata": metadata}
+    if blocklist.unmatchable:  # MD5s counted at load: every node shows and warns about them, none indexes them
+        fields["unmatchable"] = dict(blocklist.unmatchable)
+    header = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return b"".join([MAGIC, len(header).to_bytes(8, "big"), header, *chunks])
 
 
@@ -169,7 +170,8 @@ def unpack(spec: ListSpec, blob: bytes | bytearray, digest: str) -> Blocklist:
         header = json.loads(data[start:end])
         signals = [(str(name), int(rows), int(width)) for name, rows, width in header["signals"]]
         metadata = header["metadata"]
-    except (ValueError, TypeError, KeyError) as exc:
+        unmatchable = {str(name): int(count) for name, count in header.get("unmatchable", {}).items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SharedListError(f"content header is malformed ({exc})") from None
     hashes: dict[str, np.ndarray] = {}
     row_metadata: dict[str, list[Mapping[str, str]]] = {}
@@ -204,6 +206,7 @@ def unpack(spec: ListSpec, blob: bytes | bytearray, digest: str) -> Blocklist:
         skipped=0,
         errors=[],
         version=digest[:16],
+        unmatchable=MappingProxyType(unmatchable),
     )
 
 

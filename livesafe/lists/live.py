@@ -229,6 +229,13 @@ class LiveLists(Generic[Compiled]):
             compiled = self._compile(loaded)
             self._loaded = loaded
             self.current = compiled
+        status = self.statuses[at]  # what is enforced now; the source's own fetch times stay its own
+        status.version, status.entries, status.unmatchable = (
+            blocklist.version,
+            len(blocklist),
+            dict(blocklist.unmatchable),
+        )
+        _warn_unmatchable(blocklist)
         return True
 
 
