@@ -335,7 +335,7 @@ async def test_the_lists_panel_shows_each_source_and_a_stale_one_raises_the_alar
     """A list whose source breaks shows as failing, then stale (with its error and the version kept in
     force); its lists.stale event arrives over the feed and raises the alarm, though it has no stream."""
     good, breaking = tmp_path / "good.txt", tmp_path / "breaking.txt"
-    good.write_text("pdq " + "ab" * 32 + "\n")
+    good.write_text("pdq " + "ab" * 32 + "\nmd5 " + "12" * 16 + "\n")
     breaking.write_text("pdq " + "cd" * 32 + "\npdq " + "ef" * 32 + "\n")
     lists = LiveMatcher(
         [
@@ -356,6 +356,8 @@ async def test_the_lists_panel_shows_each_source_and_a_stale_one_raises_the_alar
         await sign_in(driver, BOB.token, "bob")
         rows = await wait(driver, f"return {STATE}.listsShown === 2 && {q('#lists tbody')}.innerText")
         assert "good\tfile" in rows and "csam" in rows
+        good_row = await js(driver, f"return {q('#lists tr[data-list=good]')}.innerText")
+        assert "+ 1 md5 (cannot match live)" in good_row, good_row
         breaking_row = '#lists tr[data-list="breaking"]'
         assert await js(driver, f"return {q(breaking_row)}.dataset.state") == "ok"
         assert "2 entries" not in await js(driver, f"return {text('#lists-summary')}")  # 3 in all

@@ -733,11 +733,14 @@
         const condition = l.stale ? "stale" : l.last_error && l.failing_since ? "failing" : "ok";
         const stateCell = el("td");
         stateCell.append(el("span", condition + (l.restored ? " (kept copy)" : ""), `list ${condition}`));
+        const unmatchable = Object.entries(l.unmatchable || {}).map(([kind, n]) => `${n} ${kind}`).join(", ");
+        const entries = el("td", plain(l.entries), "num");
+        if (unmatchable) entries.append(el("div", `+ ${unmatchable} (cannot match live)`, "muted"));
         const quarantined = l.quarantined.map((qe) => `${plain(qe.signal)} ${short(qe.matched_hash)}: ${plain(qe.streams)} streams`);
         tr.dataset.list = l.name;
         tr.dataset.state = condition;
         tr.append(cell(plain(l.name)), cell(plain(l.kind)), cell(plain(l.source), "mono wrap"), cell(plain(l.category)),
-                  cell(plain(l.action)), cell(plain(l.version), "mono"), cell(plain(l.entries), "num"), stateCell,
+                  cell(plain(l.action)), cell(plain(l.version), "mono"), entries, stateCell,
                   cell(ago(l.staleness_seconds)), cell(l.last_error ? plain(l.last_error) : "", "wrap"),
                   cell(quarantined.join("; "), quarantined.length ? "wrap quarantined" : "muted"));
         return tr;
