@@ -275,7 +275,7 @@ async def test_a_next_link_to_another_host_is_refused(clock: SimpleNamespace) ->
     fake = FakeThreatExchange(size=2, next_host="localhost")
     seeded(fake)
     async with serving(fake.app()) as base:
-        with pytest.raises(BlocklistError, match="paging.next leaves the configured url") as info:
+        with pytest.raises(BlocklistError, match="paging.next leaves the configured host") as info:
             await asyncio.to_thread(source(base, SourceState()).fetch, True)
     assert len(fake.seen) == 1 and ENV["TX_TOKEN"] not in str(info.value)
 

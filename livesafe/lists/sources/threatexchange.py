@@ -7,16 +7,16 @@ for tombstones, ``FBThreatExchangeIndicatorRecord`` for the opinions of the
 descriptors), as HMA uses them.  ``_Client`` changes two things: the client's
 ``get_json_from_url`` calls ``requests.get`` rather than its own session (so
 its timeout and retries never applied), here it uses a session held to
-livesafe's limits by ``http.guard``; and a ``paging.next`` link that leaves
-the configured base URL is refused (it carries the access token).
+livesafe's limits by ``http.guard``; and a ``paging.next`` link to another
+host than the configured URL's is refused (it carries the access token).
 
 The shapes followed (https://developers.facebook.com/docs/threat-exchange/reference/apis/threat-updates/
 and threatexchange's ``FBThreatExchangeSignalExchangeAPI.fetch_iter``):
 ``GET /{privacy_group}/threat_updates/?access_token&start_time&limit&fields&types``
 answers ``{"data": [update...], "paging": {"next": url}}``; updates are
 ordered by ``last_updated``, so the checkpoint after a page is the highest
-``last_updated`` read, and a walk resumes there (``start_time`` is inclusive:
-the last second's updates are read again, which changes nothing).  An update
+``last_updated`` read, and a walk resumes there as ``fetch_iter`` does (the
+last second's updates may be read again: a re-read changes nothing).  An update
 with ``should_delete`` (or no ``descriptors``) is a tombstone.  ThreatExchange
 keeps tombstones 90 days, so a checkpoint not refreshed for 85 days
 (``FBThreatExchangeCheckpoint.is_stale``) starts over from nothing with
@@ -199,14 +199,16 @@ class _Client(ThreatExchangeAPI):
 
     def __init__(self, token: str, base_url: str, where: str, context: SourceContext) -> None:
         super().__init__(token, endpoint_override=base_url)
+        parts = urllib.parse.urlsplit(base_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}/"  # where paging.next may point (any API version)
         self._where = where
         self._context = context
 
     def _get_session(self) -> requests.Session:
-        session: requests.Session = super()._get_session()  # type: ignore[no-untyped-call] # unannotated
+        session = requests.Session()  # the client's own adds only its retrying adapter, replaced here
         http.guard(
             session,
-            self._base_url,
+            self._origin,
             where=self._where,
             timeout=self._context.http_timeout,
             max_bytes=self._context.max_bytes,
@@ -216,8 +218,8 @@ class _Client(ThreatExchangeAPI):
     def get_json_from_url(
         self, url: str, params: Mapping[str, Any] | None = None, *, json_obj_hook: Callable[..., Any] | None = None
     ) -> Any:
-        if not url.startswith(self._base_url + "/"):
-            raise BlocklistError(self._where, "paging.next leaves the configured url; refused (it carries the token)")
+        if not url.startswith(self._origin):
+            raise BlocklistError(self._where, "paging.next leaves the configured host; refused (it carries the token)")
         with self._get_session() as session:
             return session.get(url, params=dict(params or {})).json(object_hook=json_obj_hook)
 
