@@ -8,9 +8,12 @@ from livesafe.lists.sources.file import FileSource
 from livesafe.lists.sources.ncmec import NcmecSource
 from livesafe.lists.sources.state import SourceState
 from livesafe.lists.sources.stopncii import StopNciiSource
+from livesafe.lists.sources.threatexchange import ThreatExchangeSource
 from livesafe.lists.sources.url import UrlSource
 
-SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource)}
+SOURCE_KINDS: dict[str, type[Source]] = {
+    cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource, ThreatExchangeSource)
+}
 
 
 def make_source(spec: ListSpec, context: SourceContext) -> Source:

@@ -5,7 +5,8 @@ added/changed entries and tombstones, each with the checkpoint after it); this
 class applies each page to the entries kept in ``SourceState`` together with
 its checkpoint, in one transaction, so a restart resumes where the last saved
 page left off and a crash mid-fetch loses nothing.  The Blocklist is rebuilt
-from the entries when a fetch changed any.
+from the entries when a fetch changed any (a page that only re-reads what is
+kept, as an API resumed at an inclusive time does, changes nothing).
 
 Entries from an exchange are checked like file lines, but a bad one (wrong
 length, unknown signal) is skipped and reported, not fatal: refusing a whole
@@ -69,13 +70,13 @@ class DeltaSource(Source):
             self.context.state.apply(
                 self.spec.name, delta.checkpoint, delta.upserts, delta.deletes, replace=delta.replace
             )
+            changed = changed or delta.replace or _changes(entries, delta)
             if delta.replace:
                 entries.clear()
             for key in delta.deletes:
                 entries.pop(key, None)
             entries.update(delta.upserts)
             checkpoint = delta.checkpoint
-            changed = changed or bool(delta.upserts or delta.deletes or delta.replace)
         if not changed:
             return None
         return self._build(checkpoint)
@@ -105,3 +106,10 @@ class DeltaSource(Source):
         )
         self._built = True
         return blocklist
+
+
+def _changes(entries: Mapping[str, Entry], delta: Delta) -> bool:
+    """Does ``delta`` change ``entries``?  An API resumed at an inclusive time re-reads what it sent last."""
+    return any(key in entries for key in delta.deletes) or any(
+        entries.get(key) != (signal, hex_text, dict(meta)) for key, (signal, hex_text, meta) in delta.upserts.items()
+    )
