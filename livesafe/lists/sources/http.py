@@ -21,7 +21,7 @@ import requests
 from threatexchange.exchanges.clients.utils.common import TimeoutHTTPAdapter
 
 from livesafe.lists.model import BlocklistError
-from livesafe.lists.sources.base import RetryLater
+from livesafe.lists.sources.base import RetryLater, SourceContext
 
 DEFAULT_RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 3600.0
@@ -72,17 +72,20 @@ def check(reply: requests.Response, where: str, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def guard(session: requests.Session, prefix: str, *, where: str, timeout: float, max_bytes: int) -> None:
-    """Hold every request ``session`` makes under ``prefix`` to ``get``'s rules: for an exchange's own client.
+def guard(session: requests.Session, prefix: str, where: str, context: SourceContext) -> requests.Session:
+    """``session`` with every request under ``prefix`` held to ``get``'s rules: for an exchange's own client.
 
     The threatexchange clients build their sessions with a 60 s timeout and
     urllib3 retries that sleep out a 429's ``Retry-After`` inside the call;
-    here the adapter for ``prefix`` has ``timeout`` and no retries (a failed
-    poll is retried on the next poll, or after ``RetryLater``), and a response
-    hook reads each body within ``max_bytes`` and turns an HTTP error into
-    BlocklistError / RetryLater before the client sees it.
+    here the adapter for ``prefix`` has the context's ``http_timeout`` and no
+    retries (a failed poll is retried on the next poll, or after
+    ``RetryLater``), and a response hook reads each body within
+    ``max_bytes`` and turns an HTTP error into BlocklistError / RetryLater
+    before the client sees it.
     """
-    session.mount(prefix, TimeoutHTTPAdapter(timeout=timeout))  # type: ignore[no-untyped-call] # unannotated
+    adapter = TimeoutHTTPAdapter(timeout=context.http_timeout)  # type: ignore[no-untyped-call] # unannotated
+    session.mount(prefix, adapter)
+    max_bytes = context.max_bytes
 
     def checked(reply: requests.Response, *args: object, **kwargs: object) -> requests.Response:
         try:
@@ -92,6 +95,7 @@ def guard(session: requests.Session, prefix: str, *, where: str, timeout: float,
         return reply
 
     session.hooks["response"].append(checked)
+    return session
 
 
 def failure(exc: requests.exceptions.RequestException, where: str, timeout: float) -> BlocklistError:

@@ -154,14 +154,7 @@ class _Client(NCMECHashAPI):
 
     def _get_session(self) -> requests.Session:
         session = super()._get_session()  # its basic auth, then our adapter and checks in place of its retries
-        http.guard(
-            session,
-            self._base_url,
-            where=self._where,
-            timeout=self._context.http_timeout,
-            max_bytes=self._context.max_bytes,
-        )
-        return session
+        return http.guard(session, self._base_url, self._where, self._context)
 
 
 def _environment(name: str, value: Any) -> NCMECEnvironment:

@@ -162,11 +162,4 @@ class _Client(StopNCIIAPI):
 
     def _get_session(self, endpoint: StopNCIIEndpoint) -> requests.Session:
         session = super()._get_session(endpoint)  # its key headers, then our adapter and checks in place of retries
-        http.guard(
-            session,
-            self._base_url,
-            where=self._where,
-            timeout=self._context.http_timeout,
-            max_bytes=self._context.max_bytes,
-        )
-        return session
+        return http.guard(session, self._base_url, self._where, self._context)

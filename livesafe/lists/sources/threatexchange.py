@@ -206,14 +206,7 @@ class _Client(ThreatExchangeAPI):
 
     def _get_session(self) -> requests.Session:
         session = requests.Session()  # the client's own adds only its retrying adapter, replaced here
-        http.guard(
-            session,
-            self._origin,
-            where=self._where,
-            timeout=self._context.http_timeout,
-            max_bytes=self._context.max_bytes,
-        )
-        return session
+        return http.guard(session, self._origin, self._where, self._context)
 
     def get_json_from_url(
         self, url: str, params: Mapping[str, Any] | None = None, *, json_obj_hook: Callable[..., Any] | None = None
