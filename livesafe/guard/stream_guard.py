@@ -408,6 +408,8 @@ class StreamGuard:
             details={
                 "redacted_from_frame": self._episode_start.index,
                 "redacted_from_time": round(self._episode_start.media_time, 6),
+                # What the list says of the entry: an exchange's case, a bank's content id and view.
+                **({"entry": dict(match.metadata)} if match.metadata else {}),
             },
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from livesafe.lists.model import ListSpec
+from livesafe.lists.sources.bank import BankSource
 from livesafe.lists.sources.base import RetryLater, Source, SourceContext, SourceStatus
 from livesafe.lists.sources.file import FileSource
 from livesafe.lists.sources.ncmec import NcmecSource
@@ -10,7 +11,9 @@ from livesafe.lists.sources.state import SourceState
 from livesafe.lists.sources.stopncii import StopNciiSource
 from livesafe.lists.sources.url import UrlSource
 
-SOURCE_KINDS: dict[str, type[Source]] = {cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource)}
+SOURCE_KINDS: dict[str, type[Source]] = {
+    cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource, BankSource)
+}
 
 
 def make_source(spec: ListSpec, context: SourceContext) -> Source:
@@ -23,6 +26,7 @@ def make_source(spec: ListSpec, context: SourceContext) -> Source:
 
 __all__ = [
     "SOURCE_KINDS",
+    "BankSource",
     "FileSource",
     "RetryLater",
     "Source",
