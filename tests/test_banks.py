@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -58,6 +60,16 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` greyscale pixels, with one row of data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
 
 
 def centre_crop(rgb: np.ndarray, cut: float) -> np.ndarray:
@@ -140,6 +152,8 @@ def test_cli_refuses_bad_files_and_banks_none_of_a_batch_with_one(
     text = tmp_path / "notes.png"
     text.write_text("not a picture\n")
     flat = write_png(tmp_path / "grey.png", np.full((200, 300, 3), 128, np.uint8))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header(12_000, 10_000))  # 120 megapixels declared in a few bytes
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(pictures["clip"].read_bytes()[:300])
     cases = [
@@ -148,6 +162,7 @@ def test_cli_refuses_bad_files_and_banks_none_of_a_batch_with_one(
         ([str(tmp_path)], "is a directory"),
         ([str(flat)], "grey.png: too flat to hash"),
         ([str(truncated)], "cut.mp4"),
+        ([str(huge)], "huge.png: 12000x10000 pixels, over the limit of 100,000,000"),
         ([str(pictures["coffee"]), "--max-bytes", "1000"], "over the limit of 1,000"),
         ([str(pictures["coffee"]), str(pictures["chelsea"]), "--id", "one"], "--id names one content"),
         ([str(pictures["coffee"]), "--id", "no spaces"], "content id 'no spaces'"),

@@ -39,7 +39,7 @@ def add_bank_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--signal",
         action="append",
         choices=sorted(SIGNALS),
-        help="hash with this signal (repeatable; default pdq): add the imagehash signals your lists use",
+        help="also hash with this signal (repeatable; PDQ always): the imagehash signals your lists use",
     )
     add.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: one frame per this long")
     add.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest file read")
@@ -68,7 +68,8 @@ def _store_options(parser: argparse.ArgumentParser, *, audited: bool = True) -> 
 
 
 def signals_for(names: list[str] | None) -> list[SignalType]:
-    return [signal_named(name) for name in dict.fromkeys(names or ["pdq"])]
+    """PDQ, and the other signals named (the imagehash ones a platform's lists use)."""
+    return [signal_named(name) for name in dict.fromkeys(["pdq", *(names or [])])]
 
 
 def run_add(args: argparse.Namespace) -> int:

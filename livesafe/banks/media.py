@@ -14,12 +14,14 @@ import hashlib
 import io
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from livesafe.banks.views import ViewHash, view_hashes
 from livesafe.guard.frames import luma_view
@@ -28,6 +30,7 @@ from livesafe.signals import SignalType
 from livesafe.signals.pdq import luma_from_rgb
 
 MAX_SAMPLES = 600  # sampled frames of one video (x ~130 views each)
+MAX_PIXELS = 100_000_000  # an image's width x height
 
 
 class BankError(ValueError):
@@ -74,6 +77,7 @@ def hash_content(data: bytes, label: str, signals: list[SignalType], every: floa
     if not data:
         raise BankError(f"{label}: empty")
     sha256 = hashlib.sha256(data).hexdigest()
+    _check_size(data, label)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is not None:
         found, flat = view_hashes(luma_from_rgb(image[..., ::-1]), 1.0, signals)
@@ -84,6 +88,22 @@ def hash_content(data: bytes, label: str, signals: list[SignalType], every: floa
     if not content.hashes:
         raise BankError(f"{label}: too flat to hash (every view has quality < 50): nothing a stream shows could match")
     return content
+
+
+def _check_size(data: bytes, label: str) -> None:
+    """Refuse an image whose header promises more than MAX_PIXELS before it is decoded (a decompression bomb:
+    a few kilobytes of PNG can declare gigabytes of pixels).  PIL reads only the header here."""
+    try:
+        with warnings.catch_warnings():  # PIL's warning for a large image: the limit is checked right here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise BankError(f"{label}: {exc}") from None
+    except (OSError, ValueError):  # not an image PIL knows: OpenCV or PyAV decide
+        return
+    if width * height > MAX_PIXELS:
+        raise BankError(f"{label}: {width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
 
 
 def _hash_video(data: bytes, label: str, signals: list[SignalType], every: float, sha256: str) -> HashedContent:

@@ -4,7 +4,8 @@
 ``GET /api/banks/{bank}``: what the bank holds (content ids, kind, counts, who added it and when).
 ``POST /api/banks/{bank}/contents`` (moderator): ``multipart/form-data`` with one or more
 ``file`` fields, a ``reason`` (it goes in the audit log) and optionally ``content_id`` (one file
-only; default the SHA-256's first 16 digits), ``signal`` (comma-separated; default ``pdq``) and
+only; default the SHA-256's first 16 digits), ``signal`` (comma-separated signals to hash with
+besides PDQ: the imagehash ones the platform's lists use) and
 ``every`` (seconds between a video's hashed frames).  All files of one POST together may be at
 most ``[moderation] bank_max_upload_bytes`` (413 beyond); a file that is neither an image nor a
 video, or too flat to hash, is 422 and banks nothing; a content id or file banked already, 409.
@@ -150,8 +151,8 @@ async def _read(part: BodyPartReader, limit: int, too_big: str) -> bytes:
 
 def _hash_options(fields: dict[str, str]) -> tuple[list[SignalType], float]:
     try:
-        names = [n.strip() for n in fields.get("signal", "pdq").split(",") if n.strip()]
-        signals = [signal_named(n) for n in dict.fromkeys(names or ["pdq"])]
+        names = [n.strip() for n in fields.get("signal", "").split(",") if n.strip()]
+        signals = [signal_named(n) for n in dict.fromkeys(["pdq", *names])]
         every = float(fields.get("every", "1"))
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
