@@ -283,6 +283,24 @@ def test_a_cropped_view_of_a_banked_picture_matches_where_the_original_hash_does
     banks.close()
 
 
+def test_a_bank_in_the_config_is_what_livesafe_scan_enforces(
+    tmp_path: Path, pictures: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "livesafe.toml"
+    config.write_text(
+        '[moderation]\ndatabase = "events.db"\n\n'
+        '[[lists.source]]\nkind = "bank"\nname = "ours"\ncategory = "ncii"\naction = "slate"\n'
+    )
+    clip = write_clip(tmp_path / "zoomed.mp4", [resize(centre_crop(blocked_images()["chelsea"], 0.1), 640, 360)] * 12)
+    assert main(["scan", str(clip), "--config", str(config)]) == 2
+    assert "bank:ours: no bank 'ours' (livesafe bank add ours FILE makes one)" in capsys.readouterr().err
+    assert main(["bank", "add", "ours", str(pictures["chelsea"]), "--config", str(config), "--id", "cat"]) == 0
+    assert (tmp_path / "events.db").is_file()  # the config's store, beside the config
+    assert main(["scan", str(clip), "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "1 interruption(s)" in out and ": ours (ncii) pdq" in out and "-> slate" in out
+
+
 # ------------------------------------------------------------------ the HTTP API
 
 
