@@ -19,8 +19,11 @@ Which views, and why this many:
   the frame padded out beyond its edges cover a window larger than the one
   shown.
 * ``cover:A``: the middle of the picture cut to a common screen shape A
-  (9:16 phone, 3:4, 1:1, 4:3, 16:9, 21:9), as a grid tile or a phone app fills
-  its box; left out when the picture already has about that shape.
+  (9:16 phone, 3:4, 1:1, 4:3, 16:9, 21:9, and 8:9 and 32:9, the halves of a
+  16:9 screen split side by side or stacked), as a grid tile or a phone app
+  fills its box; left out when the picture already has about that shape.
+  (8:9 and 32:9 took split-screen panes on the benchmark's tune split from
+  12/20 to 16/20.)
 * ``tile:...``: halves, quarters and the middle half: a part shown on its own.
 
 Views too flat to hash (PDQ quality < 50: a blank corner) are dropped: the guard
@@ -41,7 +44,16 @@ MAX_SIDE = 1280  # a stream shows it at 720p at most; hashing more pixels change
 SIDES = (1.0, 0.93, 0.86, 0.79, 0.72)
 MIN_AREA = 0.66
 OFFSET_STEP = 0.07
-ASPECTS = (("9:16", 9 / 16), ("3:4", 3 / 4), ("1:1", 1.0), ("4:3", 4 / 3), ("16:9", 16 / 9), ("21:9", 21 / 9))
+ASPECTS = (
+    ("9:16", 9 / 16),
+    ("3:4", 3 / 4),
+    ("8:9", 8 / 9),  # one side of a 16:9 screen split side by side
+    ("1:1", 1.0),
+    ("4:3", 4 / 3),
+    ("16:9", 16 / 9),
+    ("21:9", 21 / 9),
+    ("32:9", 32 / 9),  # one of a 16:9 screen's halves stacked
+)
 SAME_SHAPE = 0.08  # a cover view within this (relative) of the picture's own shape would repeat ``full``
 MIN_VIEW_SIDE = 32  # pixels: smaller views say too little to hash
 
