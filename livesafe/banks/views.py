@@ -11,7 +11,7 @@ what a list publisher cannot: hash those views too, once, when it banks it.
 Which views, and why this many:
 
 * ``full``: the picture as it is.
-* ``crop:W×H@X,Y``: windows keeping W and H of the width and height (1 down to
+* ``crop:WxH@X,Y``: windows keeping W and H of the width and height (1 down to
   0.72, in steps of 0.07), at offsets X, Y across the slack (every <= 7 % of
   the side), as long as they keep >= 66 % of the area.  Neighbouring windows
   are ~40-70 bits apart, close enough for the guard's search to refine a view
@@ -24,7 +24,7 @@ Which views, and why this many:
   fills its box; left out when the picture already has about that shape.
   (8:9 and 32:9 took split-screen panes on the benchmark's tune split from
   12/20 to 16/20.)
-* ``tile:...``: halves, quarters and the middle half: a part shown on its own.
+* ``tile:...``: halves, quarters and the middle quarter: a part shown on its own.
 
 Views too flat to hash (PDQ quality < 50: a blank corner) are dropped: the guard
 never matches a view that flat either, and a flat hash matches flat frames.
