@@ -2,7 +2,7 @@
 """Robustness curves: recall of the live guard against each transform's parameter, beside reference PDQ.
 
     python benchmarks/bench_robustness.py [--split report] [--pool all] [--per-family 30]
-        [--decoys-per-family 16] [--list-size 1000000] [--jobs 2] [--json PATH] [--quick]
+        [--decoys-per-family 16] [--list-size 1000000] [--jobs 2] [--json PATH] [--quick] [--bank]
 
 What one *segment* is: 15 frames of a benign moving scene, then a picture shown
 for 36 frames (1.2 s) under one of ``families.FAMILIES``' transforms with
@@ -28,6 +28,12 @@ that stayed redacted: ``hold_seconds`` by design).  Beside it, **reference**:
 Meta's PDQ (``pdqhash.compute_dihedral``) on every full decoded frame showing
 the picture, caught if any of the 8 dihedral hashes is within 31 of the listed
 hash with quality >= 50 -- what a plain frame-hashing relay would catch.
+
+With ``--bank`` the guard also enforces a *bank* of the listed pictures
+(``livesafe.banks``: each original hashed with its crop, cover and tile views,
+as ``livesafe bank add`` does, read through a ``kind = "bank"`` list source),
+beside the same list: what a platform holding the originals adds to a list
+of their hashes.
 
 Report on the **report** split (``--split report``, the default): pictures
 nobody tuned the guard against.  Tune on ``--split tune`` only.  Nothing is
@@ -59,6 +65,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -70,10 +77,14 @@ sys.path[:0] = [
 import image_pool  # noqa: E402
 from families import FAMILIES, HEIGHT, WIDTH, Stock  # noqa: E402
 
+from livesafe.banks.media import hash_content  # noqa: E402
+from livesafe.banks.store import BankStore  # noqa: E402
 from livesafe.guard.matcher import LiveMatcher, Matcher  # noqa: E402
 from livesafe.guard.stream_guard import GuardSettings, StreamGuard  # noqa: E402
 from livesafe.lists import ListSpec  # noqa: E402
+from livesafe.lists.sources import SourceContext  # noqa: E402
 from livesafe.policy import Action  # noqa: E402
+from livesafe.signals import signal_named  # noqa: E402
 
 FPS = 30
 TIME_BASE = Fraction(1, FPS)
@@ -111,6 +122,20 @@ def write_blocklist(
             block = rng.integers(0, 256, size=(min(100_000, count - lo), 32), dtype=np.uint8)
             out.writelines(f"pdq {row.tobytes().hex()}\n" for row in block)
     return listed_hex
+
+
+def bank_of(listed: dict[str, np.ndarray]) -> BankStore:
+    """The listed pictures banked with their views, from PNG bytes in memory as ``livesafe bank add`` reads files."""
+    banks = BankStore(":memory:")
+    items = []
+    for name, picture in sorted(listed.items()):
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(picture[..., ::-1]))
+        assert ok
+        items.append(
+            (name.replace(":", "-").replace("/", "-")[:100], hash_content(png.tobytes(), name, [signal_named("pdq")]))
+        )
+    banks.add("bench", items, "bench_robustness")
+    return banks
 
 
 # --- segments ----------------------------------------------------------------------------------
@@ -316,7 +341,8 @@ def markdown(results: list[Result], meta: dict) -> str:
     decoys = [r for r in results if r.decoy]
     lines = [
         f"Split **{meta['split']}** (pool {meta['pool']}: {meta['listed']} listed pictures, {meta['decoys']} decoys), "
-        f"list of {meta['list_size']:,} PDQ hashes, H.264 at {DEFAULT_KBPS} kb/s unless the family sets it, "
+        f"list of {meta['list_size']:,} PDQ hashes{meta['bank']}, "
+        f"H.264 at {DEFAULT_KBPS} kb/s unless the family sets it, "
         f"seed {meta['seed']}, commit {meta['commit']}, {meta['machine']}; {meta['seconds']:.0f} s.",
         "",
         "| family | segments | livesafe caught | reference PDQ caught "
@@ -415,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", type=Path, help="also write the per-segment results here")
     parser.add_argument("--quick", action="store_true", help="a small run (a few minutes)")
+    parser.add_argument("--bank", action="store_true", help="also a bank of the listed pictures with their views")
     args = parser.parse_args(argv)
     per_family = args.per_family if args.per_family is not None else (4 if args.quick else 30)
     per_decoy = args.decoys_per_family if args.decoys_per_family is not None else (2 if args.quick else 16)
@@ -430,7 +457,15 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "list.txt"
         _STATE["hex"] = write_blocklist(path, listed, decoys, list_size)
         _STATE["listed"], _STATE["decoys"] = listed, decoys
-        _STATE["matcher"] = LiveMatcher([ListSpec(path=path)]).current
+        specs = [ListSpec(path=path)]
+        context = SourceContext()
+        bank_note = ""
+        if args.bank:
+            context = SourceContext(banks=bank_of(listed))
+            specs.append(ListSpec(kind="bank", name="bench"))
+            (summary,) = context.banks.banks() if context.banks else ()
+            bank_note = f" plus a bank of the {summary.contents} listed pictures' views ({summary.hashes:,} PDQ hashes)"
+        _STATE["matcher"] = LiveMatcher(specs, context=context).current
     _noise()
     tasks = [Task(n, k, False, args.seed) for n in names for k in range(per_family)]
     tasks += [Task(n, k, True, args.seed) for n in names for k in range(per_decoy)]
@@ -439,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: (r.decoy, order[r.family], r.number))
     meta = {
         "split": args.split, "pool": args.pool, "listed": len(listed), "decoys": len(decoys), "list_size": list_size,
-        "seed": args.seed, "commit": _commit(),
+        "seed": args.seed, "commit": _commit(), "bank": bank_note,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} jobs",
         "seconds": time.perf_counter() - started,
     }  # fmt: skip

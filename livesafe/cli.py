@@ -1,4 +1,4 @@
-"""``livesafe`` command line: serve | demo | publish | watch | scan | hash.
+"""``livesafe`` command line: serve | demo | publish | watch | scan | hash | bank.
 
 Errors a user can fix (unreadable input, bad list line, bad config) print one
 line ``livesafe: error: ...`` and exit 2 -- never a traceback.
@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from aiohttp import web
 
+from livesafe.banks.cli import add_bank_parser
+from livesafe.banks.store import BankStore
 from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.cluster.node import listen_url
 from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable, SecretMismatch
@@ -161,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         "--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds"
     )
     hash_.set_defaults(run=_run_hash)
+    add_bank_parser(sub)
     return parser
 
 
@@ -209,16 +212,22 @@ def _config_with_lists(args: argparse.Namespace, default_lists: Sequence[ListSpe
     return config
 
 
-def _load_lists(args: argparse.Namespace, config: Config, state_database: str = ":memory:") -> LiveMatcher:
-    """The lists, fetched; sources keep checkpoints and last good copies in ``state_database`` (the event store)."""
+def _load_lists(
+    args: argparse.Namespace, config: Config, state_database: str = ":memory:", bank_database: str | None = None
+) -> LiveMatcher:
+    """The lists, fetched; sources keep checkpoints and last good copies in ``state_database`` (the event store).
+
+    Bank lists read the banks in ``bank_database`` (the event store; None: no banks).
+    """
     try:
         state = SourceState(state_database)
+        banks = BankStore(bank_database) if bank_database is not None else None
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
-        raise UsageError(f"event store {state_database}: {exc}") from None
+        raise UsageError(f"event store {bank_database or state_database}: {exc}") from None
     lists = LiveMatcher(
         config.lists,
         skip_bad_lines=args.skip_bad_lines or config.skip_bad_lines,
-        context=SourceContext(state=state, env=os.environ),
+        context=SourceContext(state=state, banks=banks, env=os.environ),
         reload_seconds=config.reload_seconds,
     )
     for bl in lists.current.blocklists:
@@ -255,7 +264,7 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
             raise UsageError("--webhook-url needs --webhook-secret SECRET (or LIVESAFE_WEBHOOK_SECRET)")
         moderation = replace(moderation, webhooks=moderation.webhooks + (WebhookEndpoint(args.webhook_url, secret),))
     config = replace(config, relay=relay, moderation=moderation)
-    return config, _load_lists(args, config, moderation.database)
+    return config, _load_lists(args, config, moderation.database, moderation.database)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -373,6 +382,7 @@ async def _serve(
             ListWatcher(lists, config.reload_seconds),
             cluster=config.cluster.with_advertise(listen_url(settings.host, settings.port)) if config.cluster else None,
             lists=lists,
+            banks=lists.context.banks,
         )
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
@@ -533,7 +543,8 @@ def _run_scan(args: argparse.Namespace) -> int:
     config = _config_with_lists(args)
     if not args.input.is_file():
         raise UsageError(f"{args.input}: no such file")
-    lists = _load_lists(args, config)
+    banked = any(spec.kind == "bank" for spec in config.lists)  # the store is opened only for bank lists
+    lists = _load_lists(args, config, bank_database=config.moderation.database if banked else None)
     events_out = None
     if args.events is not None:
         events_out = sys.stdout if str(args.events) == "-" else _open_for_write(args.events)

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from livesafe.banks.store import BankStore
 from livesafe.cluster.access import ClusteredStore, SharedAccess
 from livesafe.cluster.edge import EdgeStreams
 from livesafe.cluster.events import ClusterEvents
@@ -28,6 +29,7 @@ from livesafe.lists.live import ListWatcher, LiveLists
 from livesafe.lists.sources import SourceStatus
 from livesafe.metrics import add_metrics
 from livesafe.moderation.api import add_moderation
+from livesafe.moderation.banks_api import add_bank_routes
 from livesafe.moderation.lists_api import add_list_routes
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
@@ -54,6 +56,7 @@ def build_proxy(
     watcher: ListWatcher | None = None,
     cluster: ClusterSettings | None = None,
     lists: LiveLists[Any] | None = None,
+    banks: BankStore | None = None,
 ) -> Proxy:
     """Open the event store (creating it if new) and build the app; the store closes with the app.
 
@@ -61,6 +64,8 @@ def build_proxy(
     the app joins the cluster when it starts (raising ``RegistryUnavailable`` or
     ``NodeNameTaken`` from ``AppRunner.setup``) and leaves it when it stops;
     ``lists`` (the ones ``matcher`` reads) are then kept at the cluster's versions.
+    ``banks``: the banks the lists' bank sources read (so the API changes what they
+    see even in a ``:memory:`` store); None opens them in the event store's file.
     """
     if cluster is not None and lists is None:
         raise ValueError("a cluster node needs its lists (to keep them at the cluster's versions)")
@@ -126,6 +131,14 @@ def build_proxy(
 
         app.cleanup_ctx.insert(0, _join)  # joined before the relay serves, left after it shut down
     add_moderation(app, moderation)
+    if banks is None:
+        banks = own_banks = BankStore(moderation_settings.database)
+
+        async def _close_banks(app: web.Application) -> None:
+            own_banks.close()
+
+        app.on_cleanup.append(_close_banks)
+    add_bank_routes(app, banks)
     if lists is not None:
         _report_lists(app, lists, moderation)
     add_metrics(app)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import av
 import numpy as np
@@ -146,19 +146,23 @@ def scan_file(
 _TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
-def open_video(path: Path) -> av.container.InputContainer:
-    """An opened container with at least one (real) video stream, or a one-line ScanError."""
+def open_video(path: Path | BinaryIO, label: str = "") -> av.container.InputContainer:
+    """An opened container with at least one (real) video stream, or a one-line ScanError.
+
+    ``path`` may be an open binary file (an upload held in memory), named ``label`` in errors.
+    """
+    where = label or str(path)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path) if isinstance(path, Path) else path, "r")
     except (av.FFmpegError, OSError) as exc:
-        raise ScanError(f"{path}: cannot open as video: {_reason(exc)}") from None
+        raise ScanError(f"{where}: cannot open as video: {_reason(exc)}") from None
     if not container.streams.video:
         container.close()
-        raise ScanError(f"{path}: no video stream")
+        raise ScanError(f"{where}: no video stream")
     codec = container.streams.video[0].codec_context.name
     if codec in _TEXT_ART_CODECS:
         container.close()
-        raise ScanError(f"{path}: not a video (FFmpeg would read it as {codec} text art)")
+        raise ScanError(f"{where}: not a video (FFmpeg would read it as {codec} text art)")
     return container
 
 

@@ -104,6 +104,7 @@ class ModerationSettings:
     reports_per_client: int = 3  # per client and stream within report_client_window_seconds
     report_client_window_seconds: float = 60.0
     preview: bool = False  # moderators may view a blurred greyscale thumbnail (each view audited)
+    bank_max_upload_bytes: int = 64 * 2**20  # one POST to a bank (livesafe.moderation.banks_api), all files together
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.tokens]
@@ -130,6 +131,8 @@ class ModerationSettings:
                 raise ValueError(f"{key} must be > 0")
         if self.reports_per_client < 1:
             raise ValueError("reports_per_client must be at least 1")
+        if self.bank_max_upload_bytes < 1:
+            raise ValueError("bank_max_upload_bytes must be at least 1")
 
     def principal(self, token: str | None) -> Principal | None:
         """The holder of ``token``; every configured token is compared, so timing says nothing."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from livesafe.lists.model import ListSpec
+from livesafe.lists.sources.bank import BankSource
 from livesafe.lists.sources.base import RetryLater, Source, SourceContext, SourceStatus
 from livesafe.lists.sources.file import FileSource
 from livesafe.lists.sources.ncmec import NcmecSource
@@ -12,7 +13,7 @@ from livesafe.lists.sources.threatexchange import ThreatExchangeSource
 from livesafe.lists.sources.url import UrlSource
 
 SOURCE_KINDS: dict[str, type[Source]] = {
-    cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource, ThreatExchangeSource)
+    cls.KIND: cls for cls in (FileSource, UrlSource, NcmecSource, StopNciiSource, ThreatExchangeSource, BankSource)
 }
 
 
@@ -26,6 +27,7 @@ def make_source(spec: ListSpec, context: SourceContext) -> Source:
 
 __all__ = [
     "SOURCE_KINDS",
+    "BankSource",
     "FileSource",
     "RetryLater",
     "Source",

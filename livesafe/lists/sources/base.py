@@ -18,10 +18,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
 from livesafe.lists.sources.state import SourceState
+
+if TYPE_CHECKING:  # the banks' store imports this package's state module
+    from livesafe.banks.store import BankStore
 
 
 class RetryLater(BlocklistError):
@@ -34,9 +37,14 @@ class RetryLater(BlocklistError):
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What sources share: the state store, the environment their credentials come from, HTTP limits."""
+    """What sources share: the state store, the banks, the environment their credentials come from, HTTP limits.
+
+    ``banks`` is the event store's banks (``livesafe.banks``), read by ``bank``
+    sources; None where no event store is open.
+    """
 
     state: SourceState = field(default_factory=SourceState)
+    banks: BankStore | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     http_timeout: float = 30.0  # seconds for a connection or between bytes of a response
     max_bytes: int = 1 << 30  # largest response body (a list download, one page of an exchange)
