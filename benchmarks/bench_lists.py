@@ -16,8 +16,8 @@ Three parts, each with the product's own classes (nothing of them is mocked):
    new list version holding that picture's PDQ hash; measured: from the
    moment the server serves it to the moment the first redacted frame leaves
    the guard.  Split: until the new list is in force (``on_loaded``), and
-   from then until the redacted frame.  With 20 trials p99 is the largest but
-   one.
+   from then until the redacted frame.  With 20 trials p99 lies between the
+   two largest.
 2. ``reload``: a ``file`` source of ``--reload-size`` random hashes in force
    while a guard thread runs a real-looking 720p30 stream at real-time pace
    (bench_guard's ``streamer`` clip: a screen share with a face-cam, through
@@ -28,7 +28,9 @@ Three parts, each with the product's own classes (nothing of them is mocked):
    30 fps: a stall shows as lateness, a frame that waits for the GIL as
    either), before any reload and during one.  Beside the stream, a ticker
    thread sleeping 1 ms records how late it wakes: the longest time some
-   thread held the GIL.  Then the swap's memory, without a stream: tracemalloc
+   thread held the GIL; a wake over 10 ms late is put down to the reloading
+   thread (with where it stood) only if that thread's CPU clock ran through
+   most of the gap.  Then the swap's memory, without a stream: tracemalloc
    (numpy's buffers included) and RSS peak while a reload replaces the list
    in force, against one loaded list and against one ``HammingIndex``.
 3. ``memory``: ``--index-size`` (10M) random hashes in a list file loaded by
