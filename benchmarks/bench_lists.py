@@ -364,7 +364,9 @@ def latency(poll: float, trials: int, base_size: int, seed: int) -> tuple[list[s
                     shown[0] = trial
                     deadline = time.monotonic() + 30
                     time.sleep(1.0)
-                    while not stream.clear_for(1.0) and time.monotonic() < deadline:
+                    while not stream.clear_for(1.0):
+                        if time.monotonic() > deadline:
+                            raise SystemExit(f"trial {trial}: the guard redacts a picture not yet listed")
                         time.sleep(0.05)
                     time.sleep(pick.uniform(0, poll))
                     listed.append(listed_hash(pictures[trial][0]))
