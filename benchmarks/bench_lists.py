@@ -32,7 +32,8 @@ Three parts, each with the product's own classes (nothing of them is mocked):
    thread (with where it stood) only if that thread's CPU clock ran through
    most of the gap.  Then the swap's memory, without a stream: tracemalloc
    (numpy's buffers included) and RSS peak while a reload replaces the list
-   in force, against one loaded list and against one ``HammingIndex``.
+   in force (a list of ``--swap-size`` hashes), against one loaded list and
+   against one ``HammingIndex``.
 3. ``memory``: ``--index-size`` (10M) random hashes in a list file loaded by
    ``LiveMatcher``: load time, RSS of the loaded list and its peak while
    loading; then the ``HammingIndex`` alone: ``memory_bytes()`` and bytes per
@@ -419,7 +420,9 @@ def stream_clip(seconds: float) -> list[av.VideoFrame]:
     return h264(clip(i) for i in range(round(seconds * FPS)))
 
 
-def reload_stall(size: int, reloads: int, seed: int, clip: list[av.VideoFrame]) -> tuple[list[str], dict[str, Any]]:
+def reload_stall(
+    size: int, reloads: int, seed: int, clip: list[av.VideoFrame], swap_size: int
+) -> tuple[list[str], dict[str, Any]]:
     rng = np.random.default_rng(seed)
     bodies = [pdq_body(random_hashes(size, rng)) for _ in range(2)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -471,7 +474,9 @@ def reload_stall(size: int, reloads: int, seed: int, clip: list[av.VideoFrame]) 
         f"ran >= 75 % of the gap (held the GIL) {len(held)}; the longest, and where it stood:"
     )
     lines += [f"    {late * 1000:6.1f} ms  {where}" for late, where in held[:6]]
-    memory_lines, memory = swap_memory(size, bodies)
+    if swap_size != size:
+        bodies = [pdq_body(random_hashes(swap_size, rng)) for _ in range(2)]
+    memory_lines, memory = swap_memory(swap_size, bodies)
     stats["memory"] = memory
     return lines + memory_lines, stats
 
@@ -505,7 +510,7 @@ def swap_memory(size: int, bodies: list[bytes]) -> tuple[list[str], dict[str, An
         "rss_peak_during_swap": rss_peak,
     }
     lines = [
-        f"  memory: one loaded list (blocklist + index) {one_list / MiB:.0f} MiB traced, "
+        f"  memory, a {size:,}-hash list: one loaded (blocklist + index) {one_list / MiB:.0f} MiB traced, "
         f"of which HammingIndex.memory_bytes {index_bytes / MiB:.0f} MiB",
         f"  {'':<6}  peak while swapping {traced_peak / MiB:.0f} MiB traced = {traced_peak / one_list:.2f}x one list, "
         f"{traced_peak / index_bytes:.2f}x one index; RSS {rss_before / MiB:.0f} -> peak {rss_peak / MiB:.0f} MiB "
@@ -588,6 +593,9 @@ def main() -> None:
     parser.add_argument("--base-size", type=int, default=100_000, help="hashes the url list holds before the trials")
     parser.add_argument("--reload-size", type=int, default=1_000_000)
     parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument(
+        "--swap-size", type=int, help="hashes of the list whose swap memory is measured (default: --reload-size)"
+    )
     parser.add_argument("--index-size", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -617,7 +625,8 @@ def main() -> None:
             sections.append(lines)
             report["latency"].append(stats)
     if "reload" in parts:
-        lines, stats = reload_stall(args.reload_size, args.reloads, args.seed, stream_clip(4.0))
+        swap_size = args.swap_size or args.reload_size
+        lines, stats = reload_stall(args.reload_size, args.reloads, args.seed, stream_clip(4.0), swap_size)
         print(lines[0], f"({time.perf_counter() - began:.0f} s)", flush=True)
         sections.append(lines)
         report["reload"] = stats
