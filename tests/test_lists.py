@@ -119,6 +119,19 @@ def test_fast_and_per_line_rows_keep_file_order(tmp_path: Path) -> None:
     assert np.array_equal(blocklist.hashes["pdq"][7], SIGNALS["pdq"].parse_hex(values[7]))
 
 
+def test_a_list_longer_than_one_bulk_step_keeps_every_row_in_file_order(tmp_path: Path) -> None:
+    """The bulk reader takes lines in steps (so a reload never holds the GIL long); rows across steps stay whole."""
+    count = 150_000  # more than two steps of 65,536 lines
+    values = [bytes(row).hex() for row in RNG.integers(0, 256, (count, 32), dtype=np.uint8)]
+    lines = [v if i % 3 == 0 else f"pdq {v}" for i, v in enumerate(values)]
+    lines[100_001] = "pdq " + "z" * 64  # a bad line in the second step, read in bulk with the rest
+    blocklist = load(write(tmp_path, "\n".join(lines)), skip_bad_lines=True)
+    kept = [v for i, v in enumerate(values) if i != 100_001]
+    assert as_hex(blocklist, "pdq") == kept
+    assert blocklist.lines["pdq"].tolist() == [i + 1 for i in range(count) if i != 100_001]
+    assert blocklist.skipped == 1 and blocklist.errors[0].startswith(f"{tmp_path / 'list.txt'}:100002: ")
+
+
 def test_csv_with_metadata_in_any_column_order(tmp_path: Path) -> None:
     pdq, phash = real_pdq_hex(), random_hex("phash")
     text = f"# csv export\nid,signal_str,note,signal_type\n1,{pdq},first,pdq\n\n2,{phash},,PHASH\n"

@@ -31,6 +31,12 @@ NumberedLine = tuple[int, str]
 
 NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
+# Lines ``parse_bulk`` reads per step.  Its gather of the lines' bytes and the
+# hex decode hold the GIL for as long as they run (~0.2 s for all of a 1M-line
+# list at once), so a reload on the watcher's thread stalled every stream's
+# guard thread that long; 64k lines is a few milliseconds a step.
+_BULK_ROWS = 1 << 16
+
 
 @dataclass(frozen=True, slots=True)
 class LineError:
@@ -140,18 +146,18 @@ class TextFormat(ListFormat):
         forms += [(names[0], b"", digits) for digits, names in self._by_digits.items() if len(names) == 1]
         for name, prefix, digits in forms:
             width = len(prefix) + 1 + digits if prefix else digits
-            candidates = np.flatnonzero((lengths == width) & ~bulk.handled)
-            if not candidates.size:
-                continue
-            if prefix:
-                head = np.lib.stride_tricks.sliding_window_view(codes, len(prefix) + 1)[starts[candidates]]
-                named = (head[:, :-1] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
-                named &= np.isin(head[:, -1], np.frombuffer(self.SEPARATORS, dtype=np.uint8))
-                candidates = candidates[named]
-            hex_codes = np.lib.stride_tricks.sliding_window_view(codes, digits)[starts[candidates] + (width - digits)]
-            values, good = decode_hex(hex_codes)
-            bulk.handled[candidates[good]] = True
-            bulk.found.setdefault(name, []).append((candidates[good] + 1, values[good]))
+            every = np.flatnonzero((lengths == width) & ~bulk.handled)
+            for at in range(0, len(every), _BULK_ROWS):
+                candidates = every[at : at + _BULK_ROWS]
+                if prefix:
+                    head = np.lib.stride_tricks.sliding_window_view(codes, len(prefix) + 1)[starts[candidates]]
+                    named = (head[:, :-1] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
+                    named &= np.isin(head[:, -1], np.frombuffer(self.SEPARATORS, dtype=np.uint8))
+                    candidates = candidates[named]
+                windows = np.lib.stride_tricks.sliding_window_view(codes, digits)
+                values, good = decode_hex(windows[starts[candidates] + (width - digits)])
+                bulk.handled[candidates[good]] = True
+                bulk.found.setdefault(name, []).append((candidates[good] + 1, values[good]))
         return bulk
 
     def parse(self, lines: Iterable[NumberedLine], where: str) -> Iterator[Row | LineError]:
