@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from aiohttp import web
+
+from livesafe.lists.live import LiveLists
+from livesafe.lists.sources import Source
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,3 +59,23 @@ class ThreadedServer:
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
+
+
+async def failures_keep_the_list(
+    source: Source,
+    inject: Callable[[web.StreamResponse], None],
+    failures: Sequence[tuple[web.StreamResponse, str]],
+    secret: str,
+) -> None:
+    """Load ``source``'s list, then for each (reply, reason) make the next request answer ``reply``: the
+    refresh fails saying ``reason``, the list first loaded stays in force and the status says why,
+    never showing ``secret``."""
+    lists = await asyncio.to_thread(lambda: LiveLists([source.spec], list, context=source.context))
+    before = lists.current
+    assert before[0], "the source loaded nothing to keep"
+    for reply, reason in failures:
+        inject(reply)
+        messages = await asyncio.to_thread(lists.refresh, 0, force=True)
+        assert lists.current is before and reason in messages[0], messages
+        error = str(lists.statuses[0].last_error)
+        assert reason in error and secret not in error, error

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from harness import config_from, serving
+from list_server import failures_keep_the_list
 
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import LiveLists
@@ -190,22 +191,18 @@ async def test_a_failure_mid_walk_resumes_at_the_saved_token(tmp_path: Path) -> 
 async def test_server_errors_keep_the_previous_list() -> None:
     fake = FakeStopNcii()
     seeded(fake)
+
+    def inject(reply: web.StreamResponse) -> None:
+        fake.fail_at[len(fake.seen) + 1] = reply
+
+    failures = [
+        (web.Response(status=500, text="down"), "HTTP 500"),
+        (web.Response(status=502, text="bad gateway"), "HTTP 502"),
+        (web.Response(text='{"count": 1, "hashRecords": [', content_type="application/json"), "malformed JSON"),
+        (web.json_response({"hashRecords": []}), "malformed response, not StopNCII's FetchHashes JSON"),
+    ]
     async with serving(fake.app()) as base:
-        first = source(base, SourceState())
-        lists = await asyncio.to_thread(lambda: LiveLists([first.spec], list, context=first.context))
-        before = lists.current
-        for reply, reason in (
-            (web.Response(status=500, text="down"), "HTTP 500"),
-            (web.Response(status=502, text="bad gateway"), "HTTP 502"),
-            (web.Response(text='{"count": 1, "hashRecords": [', content_type="application/json"), "malformed JSON"),
-            (web.json_response({"hashRecords": []}), "malformed response, not StopNCII's FetchHashes JSON"),
-        ):
-            fake.fail_at[len(fake.seen) + 1] = reply
-            messages = await asyncio.to_thread(lists.refresh, 0, force=True)
-            assert lists.current is before and reason in messages[0], messages
-            error = str(lists.statuses[0].last_error)
-            assert reason in error and ENV["STOPNCII_FETCH_KEY"] not in error
-    assert len(before[0]) == 5
+        await failures_keep_the_list(source(base, SourceState()), inject, failures, ENV["STOPNCII_FETCH_KEY"])
 
 
 async def test_unauthorized_is_a_clear_error_without_the_keys() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from harness import config_from, serving
+from list_server import failures_keep_the_list
 
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import LiveLists
@@ -223,23 +224,19 @@ async def test_a_failure_mid_walk_resumes_after_the_last_saved_page(tmp_path: Pa
 async def test_server_errors_keep_the_previous_list(clock: SimpleNamespace) -> None:
     fake = FakeThreatExchange()
     seeded(fake)
+
+    def inject(reply: web.StreamResponse) -> None:
+        clock.value += 60
+        fake.fail_at[len(fake.seen) + 1] = reply
+
+    failures = [
+        (web.Response(status=500, text="down"), "HTTP 500 Internal Server Error: ThreatExchange answers 500"),
+        (web.Response(status=502, text="bad gateway"), "HTTP 502"),
+        (web.Response(text='{"data": [{"id": "1",', content_type="application/json"), "malformed JSON"),
+        (web.json_response([1, 2]), "malformed response, not ThreatExchange's threat_updates JSON"),
+    ]
     async with serving(fake.app()) as base:
-        first = source(base, SourceState())
-        lists = await asyncio.to_thread(lambda: LiveLists([first.spec], list, context=first.context))
-        before = lists.current
-        for reply, reason in (
-            (web.Response(status=500, text="down"), "HTTP 500 Internal Server Error: ThreatExchange answers 500"),
-            (web.Response(status=502, text="bad gateway"), "HTTP 502"),
-            (web.Response(text='{"data": [{"id": "1",', content_type="application/json"), "malformed JSON"),
-            (web.json_response([1, 2]), "malformed response, not ThreatExchange's threat_updates JSON"),
-        ):
-            clock.value += 60
-            fake.fail_at[len(fake.seen) + 1] = reply
-            messages = await asyncio.to_thread(lists.refresh, 0, force=True)
-            assert lists.current is before and reason in messages[0], messages
-            error = str(lists.statuses[0].last_error)
-            assert reason in error and ENV["TX_TOKEN"] not in error
-    assert len(before[0]) == 5
+        await failures_keep_the_list(source(base, SourceState()), inject, failures, ENV["TX_TOKEN"])
 
 
 async def test_a_refused_token_is_a_clear_error_without_the_token(clock: SimpleNamespace) -> None:
