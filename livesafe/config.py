@@ -370,6 +370,8 @@ def _list_spec(entry: Any, where: str, base: Path) -> ListSpec:
     for key in ("path", "url", "name", "category", "action"):
         if key in entry and not isinstance(entry[key], str):
             raise ConfigError(f"{where}.{key}: expected a string, got {entry[key]!r}")
+    if not entry.get("category"):  # webhooks, the dashboard and reports filter on it: no silent default
+        raise ConfigError(f'{where}.category: required: what the list holds, e.g. "csam", "ncii", "terror", "test"')
     thresholds = entry.pop("thresholds", {})
     if not isinstance(thresholds, dict):
         raise ConfigError(f"{where}.thresholds: expected a table like {{ pdq = 31 }}, got {thresholds!r}")
@@ -397,6 +399,7 @@ _COMMON_LIST_KEYS = (
     "max_stale_seconds",
     "flood_streams",
     "flood_window_seconds",
+    "allow_empty",
 )
 
 

@@ -21,7 +21,7 @@ format requires; stream names are never used as labels (publishers choose
 them, so they would be unbounded).
 
 Each list's source (``list_source_*``, labelled by list name and kind): the
-entries in force (and, by signal, the hashes held that no live frame can
+version in force (``list_source_info``, the version a label), its entries (and, by signal, the hashes held that no live frame can
 match: MD5s), when the source last answered and how long ago, its failed
 fetches, and whether it is failing now or stale (failing past its
 ``max_stale_seconds``).
@@ -276,6 +276,12 @@ def _source_metrics(out: Exposition, sources: Sequence[SourceStatus], now: float
         return samples
 
     out.family("list_source_entries", "gauge", "Entries of each list in force.", each(lambda s: s.entries))
+    out.family(
+        "list_source_info",
+        "gauge",
+        "1 for the version of each list in force (its content's digest; one version per list at a time).",
+        [("", {"list": s.name, "kind": s.kind, "version": s.version}, 1) for s in sources if s.version is not None],
+    )
     out.family(
         "list_source_skipped_entries", "gauge", "Entries of each list skipped as malformed.", each(lambda s: s.skipped)
     )

@@ -35,7 +35,7 @@ from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.moderation.store.interfaces import Store
 from livesafe.moderation.store.sqlite import SqliteStore
-from livesafe.relay.app import add_lists_health, create_app
+from livesafe.relay.app import add_lists_health, add_sources_health, create_app
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 
@@ -154,12 +154,14 @@ def build_proxy(
 
 
 def _report_lists(app: web.Application, lists: LiveLists[Any], moderation: Moderation) -> None:
-    """``/api/lists`` and ``/api/lookup``; flood limits from each list; sources going stale are events.
+    """``/api/lists`` and ``/api/lookup``; flood limits from each list; sources going stale are events (and
+    ``/healthz`` 503 while they are).
 
     ``on_stale``/``on_recovered`` fire on a list's watcher thread: the event is
     recorded on the loop (``call_soon_threadsafe``), like every other event.
     """
     add_list_routes(app, lists)
+    add_sources_health(app, lambda: [status.name for status in lists.statuses if status.stale()])
 
     def limits(name: str) -> tuple[int, float] | None:
         spec = lists.spec(name)

@@ -444,7 +444,7 @@ def _rewrite(path: Path, text: str) -> None:
 def test_hot_reload_mid_stream_applies_at_once_and_drops_no_frame(tmp_path: Path) -> None:
     path = tmp_path / "live.txt"
     path.write_text("")
-    lists = LiveMatcher([ListSpec(path)])
+    lists = LiveMatcher([ListSpec(path, allow_empty=True)])
     assert len(lists.current.blocklists[0]) == 0
     events: list[GuardEvent] = []
     guard = StreamGuard(lambda: lists.current, GuardSettings(hold_seconds=0.0), on_event=events.append)

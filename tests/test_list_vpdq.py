@@ -364,7 +364,12 @@ def test_the_listed_files_own_md5_never_matches_even_the_file_itself(
     videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     md5_list = tmp_path / "md5s.txt"
-    md5_list.write_text(f"md5 {hashlib.md5(videos['listed'].read_bytes()).hexdigest()}\n")
+    md5 = hashlib.md5(videos["listed"].read_bytes()).hexdigest()
+    md5_list.write_text(f"md5 {md5}\n")
+    # A list of MD5s alone guards nothing: refused as empty, not a clean scan.
+    assert cli.main(["scan", str(videos["listed"]), "--blocklist", str(md5_list)]) == 2
+    assert "only 1 MD5s, which cannot match a stream" in capsys.readouterr().err
+    md5_list.write_text(f"md5 {md5}\npdq {'5a' * 32}\n")  # with one unrelated PDQ hash beside it
     code, events = scan(capsys, tmp_path, videos["listed"], md5_list)
     assert code == cli.EXIT_CLEAN and events == []
     assert "'md5s': 1 md5 hash(es) loaded but never enforced" in caplog.text

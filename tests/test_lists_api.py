@@ -132,14 +132,22 @@ async def test_api_lists_metrics_and_a_stale_source_paging_then_recovering(tmp_p
                 metrics = await reply.text()
             assert 'livesafe_list_source_entries{list="remote",kind="url"} 2' in metrics
             assert 'livesafe_list_source_entries{list="local",kind="file"} 1' in metrics
+            version = lists.current.blocklists[0].version
+            assert f'livesafe_list_source_info{{list="local",kind="file",version="{version}"}} 1' in metrics
             assert 'livesafe_list_source_stale{list="remote",kind="url"} 1' in metrics
             assert 'livesafe_list_source_stale{list="local",kind="file"} 0' in metrics
             assert 'livesafe_list_source_failing{list="remote",kind="url"} 1' in metrics
+            async with http.get(f"{base}/healthz") as reply:
+                assert reply.status == 503, "a stale list source is not healthy"
+                health = await reply.json()
+            assert health["status"] == "stale_lists" and health["stale_sources"] == ["remote"], health
 
             server.status = 200
 
             assert await wait_for(lambda: events("lists.recovered")), "no lists.recovered event"
             assert len(await events("lists.stale")) == 1, "one outage, one page"
+            async with http.get(f"{base}/healthz") as reply:
+                assert reply.status == 200 and "stale_sources" not in await reply.json()
             async with http.get(f"{base}/metrics") as reply:
                 assert 'livesafe_list_source_stale{list="remote",kind="url"} 0' in await reply.text()
 
@@ -298,11 +306,13 @@ def test_config_sets_flood_limits_and_allow_lists_per_list(tmp_path: Path) -> No
     (tmp_path / "a.txt").write_text(f"pdq {HASH_A}\n")
     config = config_from(
         tmp_path,
-        '[[lists.file]]\npath = "a.txt"\nflood_streams = 3\nflood_window_seconds = 60\n'
-        '[[lists.file]]\npath = "a.txt"\nname = "fp"\naction = "allow"\n',
+        '[[lists.file]]\npath = "a.txt"\ncategory = "csam"\nflood_streams = 3\nflood_window_seconds = 60\n'
+        '[[lists.file]]\npath = "a.txt"\nname = "fp"\ncategory = "csam"\naction = "allow"\n',
     )
     first, allow = config.lists
     assert (first.flood_streams, first.flood_window_seconds) == (3, 60)
     assert (allow.action, allow.flood_streams) == ("allow", 10)
-    error = config_error(tmp_path, '[[lists.file]]\npath = "a.txt"\nflood_streams = 0\n')
+    error = config_error(tmp_path, '[[lists.file]]\npath = "a.txt"\ncategory = "csam"\nflood_streams = 0\n')
     assert "flood_streams must be a whole number >= 1" in error
+    error = config_error(tmp_path, '[[lists.file]]\npath = "a.txt"\ncategory = "csam"\nallow_empty = "yes"\n')
+    assert "allow_empty must be true or false" in error

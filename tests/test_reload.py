@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiohttp import web
 from harness import ICE
 
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.stream_guard import GuardSettings
-from livesafe.lists import ListSpec
+from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import ListWatcher
 from livesafe.moderation.settings import ModerationSettings
 from livesafe.proxy import build_proxy
@@ -37,6 +38,32 @@ def _wait_for(condition, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_an_empty_list_is_refused_at_start_and_never_replaces_a_good_one(tmp_path: Path) -> None:
+    """Failing loudly, not open: an empty file (or one of MD5s only) guards nothing, so it is an error at
+    start and a refused reload later, the previous version kept and the status saying so while the file
+    stays empty; ``allow_empty`` is the way to mean it."""
+    path = tmp_path / "list.txt"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(BlocklistError, match="no hashes: refused, so as not to guard nothing"):
+        LiveMatcher([ListSpec(path=path, name="l")])
+    assert len(LiveMatcher([ListSpec(path=path, name="l", allow_empty=True)]).current.blocklists[0]) == 0
+
+    path.write_text(HASH_A + "\n")
+    lists = LiveMatcher([ListSpec(path=path, name="l")])
+    good = lists.current
+    _rewrite(path, "md5 " + "12" * 16 + "\n")
+    (message,) = lists.refresh(0, force=True)
+    assert "kept previous version" in message and "only 1 MD5s" in message
+    assert lists.current is good
+    assert lists.refresh(0, force=True) == []  # the file is unchanged: still refused, still said
+    (status,) = lists.status()
+    assert "only 1 MD5s" in str(status["last_error"]) and status["failing_since"] is not None
+    _rewrite(path, HASH_B + "\n")
+    assert "reloaded" in lists.refresh(0, force=True)[0]
+    (status,) = lists.status()
+    assert status["last_error"] is None and status["failing_since"] is None
 
 
 def test_watcher_swaps_changed_list_and_keeps_old_on_error(tmp_path: Path) -> None:

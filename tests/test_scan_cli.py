@@ -302,9 +302,16 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[object], list[str]]:
         "config delay < sample_every": ("[guard]\nsample_every = 20\n", ["delay_frames", "sample_every"]),
         "config old regions table": ('[guard.regions]\nwindows = ["left"]\n', ["guard.regions", "[guard.search]"]),
         "config bad search setting": ("[guard.search]\nnear_margin = 99\n", ["guard.search", "near_margin"]),
-        "config bad action": ('[[lists.file]]\npath = "x.txt"\naction = "hide"\n', ["lists.file[0]", "hide"]),
+        "config bad action": (
+            '[[lists.file]]\npath = "x.txt"\ncategory = "test"\naction = "hide"\n',
+            ["lists.file[0]", "hide"],
+        ),
         "config list without path": ('[[lists.file]]\nname = "x"\n', ["lists.file[0]", "path"]),
-        "config bad threshold": ('[[lists.file]]\npath = "x.txt"\nthresholds = { pdq = 300 }\n', ["threshold"]),
+        "config bad threshold": (
+            '[[lists.file]]\npath = "x.txt"\ncategory = "test"\nthresholds = { pdq = 300 }\n',
+            ["threshold"],
+        ),
+        "config list without category": ('[[lists.file]]\npath = "x.txt"\n', ["lists.file[0].category", "required"]),
         "config not TOML": ("[guard\n", ["not valid TOML"]),
     }[case]
     config.write_text(text)
@@ -334,6 +341,7 @@ BAD_CASES = [
     "config bad action",
     "config list without path",
     "config bad threshold",
+    "config list without category",
     "config not TOML",
 ]
 
@@ -354,7 +362,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         "[guard]\nregions = 5\n",
         "[lists]\nfile = [5]\n",
         "[[lists.file]]\npath = 5\n",
-        '[[lists.file]]\npath = "x.txt"\nthresholds = 5\n',
+        '[[lists.file]]\npath = "x.txt"\ncategory = "test"\nthresholds = 5\n',
         '[lists]\nskip_bad_lines = "false"\n',
         '[lists]\nreload_seconds = "soon"\n',
     ],

@@ -55,6 +55,7 @@ class LiveLists(Generic[Compiled]):
         self._reload_seconds = reload_seconds
         self._reload_lock = threading.Lock()
         self._next_due = [0.0] * len(self._sources)
+        self._refused: list[str | None] = [None] * len(self._sources)  # why a source's content was refused
         # Called (on the fetching thread) with each list fetched from its source; not for ``install``.
         self.on_loaded: list[Callable[[Blocklist], None]] = []
         # Called once per outage with the status of a source failing longer than its max_stale_seconds,
@@ -82,6 +83,7 @@ class LiveLists(Generic[Compiled]):
         try:
             blocklist = source.fetch(self._skip_bad_lines)
             assert blocklist is not None, "a source's first fetch is never 'unchanged'"
+            _refuse_empty(blocklist, _empty(blocklist))
         except BlocklistError as exc:
             kept = source.restore(self._skip_bad_lines)
             if kept is None:
@@ -126,6 +128,10 @@ class LiveLists(Generic[Compiled]):
         messages: list[str] = []
         try:
             blocklist = source.fetch(self._skip_bad_lines)
+            if blocklist is not None:
+                # Remembered: the source answers "unchanged" while it holds that content, still refused.
+                self._refused[at] = _empty(blocklist)
+                _refuse_empty(blocklist, self._refused[at])
         except (BlocklistError, OSError) as exc:
             if isinstance(exc, RetryLater):
                 self._next_due[at] = time.monotonic() + max(exc.seconds, self.poll_seconds(at))
@@ -133,7 +139,7 @@ class LiveLists(Generic[Compiled]):
             messages.append(f"kept previous version of list {source.spec.name!r}: {exc}")
         else:
             if blocklist is None:
-                if not source.still_failing:
+                if not source.still_failing and self._refused[at] is None:
                     self._succeeded_with(status, None, now)
             else:
                 self._swap(at, blocklist)
@@ -237,6 +243,21 @@ class LiveLists(Generic[Compiled]):
         )
         _warn_unmatchable(blocklist)
         return True
+
+
+def _empty(blocklist: Blocklist) -> str | None:
+    """Why a list must be refused as empty: no hash a stream can match, and its spec does not allow that."""
+    spec = blocklist.spec
+    if len(blocklist) or spec.allow_empty or spec.action == "allow":
+        return None
+    md5s = sum(blocklist.unmatchable.values())
+    held = f" (only {md5s} MD5s, which cannot match a stream)" if md5s else ""
+    return f"the list has no hashes{held}: refused, so as not to guard nothing (allow_empty = true if meant)"
+
+
+def _refuse_empty(blocklist: Blocklist, reason: str | None) -> None:
+    if reason is not None:
+        raise BlocklistError(blocklist.spec.where, reason)
 
 
 def _warn_unmatchable(blocklist: Blocklist) -> None:

@@ -43,7 +43,10 @@ class ListSpec:
     ``max_stale_seconds`` how long it may fail before that is a high-severity
     ``lists.stale`` event (None: never).  An entry that matches more than
     ``flood_streams`` distinct streams within ``flood_window_seconds`` is
-    quarantined (``livesafe.moderation.flood``).  ``options`` holds what only one kind
+    quarantined (``livesafe.moderation.flood``).  A list with no hash a stream
+    could match is refused (at start and on reload: an emptied file or a
+    source that answers nothing must not quietly guard nothing) unless
+    ``allow_empty``; an allow list may always be empty.  ``options`` holds what only one kind
     of source reads (a public key, the environment variable of a token); the
     source checks them when it is built.  Mappings are left out of the hash
     (not hashable; equality still compares them).
@@ -60,6 +63,7 @@ class ListSpec:
     max_stale_seconds: float | None = None
     flood_streams: int = 10
     flood_window_seconds: float = 600.0
+    allow_empty: bool = False
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +79,8 @@ class ListSpec:
                 raise ValueError(f"list {name!r}: {key} must be a positive number of seconds, got {value!r}")
         if isinstance(self.flood_streams, bool) or not isinstance(self.flood_streams, int) or self.flood_streams < 1:
             raise ValueError(f"list {name!r}: flood_streams must be a whole number >= 1, got {self.flood_streams!r}")
+        if not isinstance(self.allow_empty, bool):
+            raise ValueError(f"list {name!r}: allow_empty must be true or false, got {self.allow_empty!r}")
         window = self.flood_window_seconds
         if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
             raise ValueError(f"list {name!r}: flood_window_seconds must be a positive number, got {window!r}")

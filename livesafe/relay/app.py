@@ -8,6 +8,9 @@ shedder; on shutdown every session and stream).
 (``add_lists_health``, in a cluster): then it also shows the lists' shared
 versions and age, and answers 503 with the reason while they are stale, so a
 load balancer stops sending streams to a node that cannot vouch for its lists.
+Likewise, with ``add_sources_health``, while a list's own source has been
+failing longer than its ``max_stale_seconds`` (the node guards with a copy
+that may lack what was added since).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from livesafe.relay.whep import whep_post
 from livesafe.relay.whip import whip_post
 
 LISTS_HEALTH: web.AppKey[Callable[[], ListsHealth]] = web.AppKey("lists_health")
+STALE_SOURCES: web.AppKey[Callable[[], list[str]]] = web.AppKey("stale_sources")
 
 
 def create_app(relay: Relay) -> web.Application:
@@ -63,6 +67,11 @@ def add_lists_health(app: web.Application, health: Callable[[], ListsHealth]) ->
     app[LISTS_HEALTH] = health
 
 
+def add_sources_health(app: web.Application, stale: Callable[[], list[str]]) -> None:
+    """Have ``/healthz`` answer 503 while ``stale()`` names list sources failing past their max_stale_seconds."""
+    app[STALE_SOURCES] = stale
+
+
 async def healthz(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
@@ -76,6 +85,13 @@ async def healthz(request: web.Request) -> web.Response:
         health["lists"] = lists.to_json()
         if lists.stale:
             health |= {"status": "stale_lists", "reason": lists.reason}
+    stale_sources = request.app.get(STALE_SOURCES)
+    names = stale_sources() if stale_sources is not None else []
+    if names:
+        health["stale_sources"] = names
+        if health["status"] == "ok":
+            reason = f"list source(s) failing for longer than their max_stale_seconds: {', '.join(names)}"
+            health |= {"status": "stale_lists", "reason": reason}
     return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
 
