@@ -206,7 +206,10 @@ def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Mod
     # Tokens are [moderation.tokens.NAME] tables and webhooks a top-level [[webhooks]] array, never plain keys.
     _only(section, {f.name for f in fields(ModerationSettings)} - {"tokens", "webhooks"}, "moderation")
     settings = _build(ModerationSettings, section, "moderation")
-    database = settings.database if settings.database == ":memory:" else str(base / settings.database)
+    # A path the file names is relative to the file, as list paths are; the default stays where the
+    # README says (the current directory), whether or not there is a config file.
+    named = "database" in section and settings.database != ":memory:"
+    database = str(base / settings.database) if named else settings.database
     try:
         return replace(settings, database=database, tokens=tuple(tokens), webhooks=tuple(webhooks))
     except ValueError as exc:

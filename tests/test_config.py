@@ -39,6 +39,15 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert hook.categories == ("csam", "ncii") and hook.signing_key == b"secret"
 
 
+def test_the_event_store_is_where_the_config_puts_it_else_in_the_current_directory(tmp_path) -> None:
+    """A database the file names is relative to the file; none named: ``livesafe.db`` where livesafe runs,
+    as README says, not silently next to the config file."""
+    assert config_from(tmp_path, "[guard]\nsample_every = 5\n").moderation.database == "livesafe.db"
+    named = config_from(tmp_path, '[moderation]\ndatabase = "store/events.db"\n').moderation.database
+    assert named == str(tmp_path / "store" / "events.db")
+    assert config_from(tmp_path, '[moderation]\ndatabase = ":memory:"\n').moderation.database == ":memory:"
+
+
 def test_cluster_section_takes_its_secret_from_the_environment(tmp_path) -> None:
     text = '[cluster]\nredis_url = "redis://10.0.0.2:6379/0"\nnode_name = "node-a"\nheartbeat_seconds = 0.5\n'
     config = config_from(tmp_path, text, env={"LIVESAFE_CLUSTER_SECRET": "s" * 24})
