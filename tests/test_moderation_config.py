@@ -24,7 +24,7 @@ def test_no_moderation_section_gives_the_defaults(tmp_path: Path) -> None:
     defaults = ModerationSettings()
     assert moderation.tokens == () and moderation.webhooks == ()
     assert moderation.retention_days == defaults.retention_days and moderation.preview is False
-    assert moderation.database == str(tmp_path / defaults.database)  # next to the config file, not the cwd
+    assert moderation.database == defaults.database  # livesafe.db where livesafe runs, as with no config file
 
 
 def test_moderation_keys_and_database_relative_to_the_config_file(tmp_path: Path) -> None:
