@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -51,11 +52,19 @@ from livesafe.proxy import build_proxy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
-from livesafe.scan import ScanError, open_video, progress_stream, scan_file
+from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, scan_file
 from livesafe.signals import SIGNALS, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
 
 EXIT_CLEAN, EXIT_MATCHED, EXIT_ERROR = 0, 1, 2
+EXIT_INCOMPLETE = 3  # scan: nothing matched in the part checked, but part of the file was not checked
+SCAN_INCOMPLETE = "scan.incomplete"  # the --events line saying so
+_SCAN_EXIT_CODES = """exit status:
+  0  clean: the whole file was checked and nothing matched
+  1  something matched (even if part of the file could not be checked)
+  2  error: bad input, lists or config (one line livesafe: error: ...), or the check itself failed
+  3  nothing matched in what was checked, but part of the file was not checked
+     (cut short or damaged): do not call it clean"""
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -83,7 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    scan = sub.add_parser("scan", help="check a video file; optionally write a redacted copy")
+    scan = sub.add_parser(
+        "scan",
+        help="check a video file; optionally write a redacted copy",
+        epilog=_SCAN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     scan.add_argument("input", type=Path)
     scan.add_argument(
         "--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)"
@@ -557,24 +571,19 @@ def _run_scan(args: argparse.Namespace) -> int:
             on_event=(lambda e: print(e.to_json(), file=events_out, flush=True)) if events_out else None,
             progress=progress_stream(),
         )
+        unchecked = result.unchecked
+        if unchecked is not None and events_out is not None:
+            print(_incomplete_event(args.input, result, unchecked), file=events_out, flush=True)
     finally:
         if events_out is not None and events_out is not sys.stdout:
             events_out.close()
-    if result.damaged_packets:
-        print(
-            f"livesafe: warning: {args.input}: {result.damaged_packets} damaged video packet(s) skipped",
-            file=sys.stderr,
-        )
-    if result.expected_frames and result.frames < result.expected_frames:
-        print(
-            f"livesafe: warning: {args.input}: incomplete input: "
-            f"decoded {result.frames} of {result.expected_frames} frames",
-            file=sys.stderr,
-        )
+    if unchecked is not None:
+        print(f"livesafe: warning: {args.input}: incomplete input: {unchecked}", file=sys.stderr)
     started = [e for e in result.events if e.type == "match.started"]
     summary = (
         f"{args.input}: {result.frames} frames, {len(started)} interruption(s), "
         f"{result.frames_redacted} frames redacted ({result.frames_slated} slated)"
+        + (f"; NOT the whole file: {unchecked}" if unchecked is not None else "")
     )
     print(summary, file=sys.stderr if events_out is sys.stdout else sys.stdout)
     for e in started:
@@ -590,7 +599,24 @@ def _run_scan(args: argparse.Namespace) -> int:
             f"{args.input}: the check failed on {result.guard_errors} frame(s) (slated in the output): "
             f"{result.first_guard_error}"
         )
-    return EXIT_MATCHED if result.matched else EXIT_CLEAN
+    if result.matched:
+        return EXIT_MATCHED
+    return EXIT_INCOMPLETE if unchecked is not None else EXIT_CLEAN
+
+
+def _incomplete_event(input_path: Path, result: ScanResult, unchecked: str) -> str:
+    """The last --events line when the file was not checked whole: a reader of the events alone must know."""
+    record = {
+        "type": SCAN_INCOMPLETE,
+        "stream_id": input_path.name,
+        "frames": result.frames,
+        "expected_frames": result.expected_frames or None,
+        "checked_seconds": round(result.checked_seconds, 3),
+        "expected_seconds": round(result.expected_seconds, 3) or None,
+        "damaged_packets": result.damaged_packets,
+        "reason": unchecked,
+    }
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
 
 def _open_for_write(path: Path) -> TextIO:
