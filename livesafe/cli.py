@@ -53,7 +53,7 @@ from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
 from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, scan_file
-from livesafe.signals import SIGNALS, SignalType, signal_named
+from livesafe.signals import SIGNALS, RegionHashes, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
 
 EXIT_CLEAN, EXIT_MATCHED, EXIT_ERROR = 0, 1, 2
@@ -174,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     hash_.add_argument("files", type=Path, nargs="+")
     hash_.add_argument("--signal", default="pdq", choices=sorted(SIGNALS))
     hash_.add_argument(
-        "--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds"
+        "--every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="video: one hash per this many seconds, and one at each cut between (default 1)",
     )
     hash_.set_defaults(run=_run_hash)
     add_bank_parser(sub)
@@ -629,6 +633,8 @@ def _open_for_write(path: Path) -> TextIO:
 
 def _run_hash(args: argparse.Namespace) -> int:
     signal = signal_named(args.signal)
+    if args.every <= 0:
+        raise UsageError(f"--every {args.every:g}: expected a positive number of seconds")
     for path in args.files:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
@@ -636,31 +642,46 @@ def _run_hash(args: argparse.Namespace) -> int:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise UsageError(f"{path}: cannot read as an image")
-            luma = luma_from_rgb(image[..., ::-1])
-            _print_hash(signal, luma, 1.0, f"{path}")
+            _print_hash(signal, signal.hash_luma(luma_from_rgb(image[..., ::-1])), f"{path}")
         else:
             _hash_video(signal, path, args.every)
     return EXIT_CLEAN
 
 
 def _hash_video(signal: SignalType, path: Path, every: float) -> None:
+    """One line per ``every`` seconds, and one at each cut between them.
+
+    A cut is a frame the previous one's hash would not match (farther apart than the
+    signal's default threshold).  So a shot shorter than the step, falling between two
+    samples, still gets its line; within a shot the picture moves a little at a time.
+    """
     with open_video(path) as container:
         next_time = 0.0
+        printed = False
+        previous: np.ndarray | None = None  # the previous frame's hash
         for index, frame in enumerate(container.decode(video=0)):
             t = float(frame.time) if frame.time is not None else index / 30
-            if t + 1e-9 < next_time:
-                continue
-            next_time = t + every
             y, scale = luma_view(frame)
-            _print_hash(signal, y, scale, f"{path}@{t:.2f}s")
+            hashes = signal.hash_luma(y, scale)
+            here = hashes.variants[0]
+            label = f"{path}@{t:.2f}s"
+            if t + 1e-9 >= next_time:
+                next_time = t + every
+                printed = _print_hash(signal, hashes, label) or printed
+            elif hashes.quality >= signal.min_quality and (
+                not printed or int(np.bitwise_count(here ^ previous).sum()) > signal.default_threshold
+            ):
+                printed = _print_hash(signal, hashes, f"{label} (cut)")
+            previous = here
 
 
-def _print_hash(signal: SignalType, luma: np.ndarray, scale: float, label: str) -> None:
-    hashes = signal.hash_luma(luma, scale)
+def _print_hash(signal: SignalType, hashes: RegionHashes, label: str) -> bool:
+    """Print the list line for ``hashes`` (False: too flat to list, said on stderr instead)."""
     if hashes.quality < signal.min_quality:
         print(f"# {label}: quality {hashes.quality} < {signal.min_quality}, too flat to list", file=sys.stderr)
-        return
+        return False
     print(f"{signal.name} {signal.format_hex(hashes.variants[0])}  # {label} quality={hashes.quality}")
+    return True
 
 
 if __name__ == "__main__":

@@ -543,10 +543,10 @@ def test_hash_png_matches_the_pdq_reference(tmp_path: Path, capsys: pytest.Captu
     assert match.group(1) == str(imagehash.phash(Image.open(png)))
 
 
-def test_hash_video_prints_one_line_per_second(capsys: pytest.CaptureFixture[str]) -> None:
+def test_hash_video_prints_one_line_per_second_and_one_per_cut(capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout, err = run_cli(capsys, "hash", BLOCKED_CUT)
     assert code == 0, err
-    lines = stdout.splitlines()
+    lines = [line for line in stdout.splitlines() if "(cut)" not in line]
     seconds = TRUTH["frames"] // TRUTH["fps"]
     assert len(lines) == seconds
     for k, line in enumerate(lines):
@@ -554,6 +554,17 @@ def test_hash_video_prints_one_line_per_second(capsys: pytest.CaptureFixture[str
     # The sample at 3 s is inside the blocked segment: its hash is what a list would hold.
     assert hamming_hex(lines[3].split()[1], CHELSEA_HEX) <= 31
     assert all(hamming_hex(lines[k].split()[1], CHELSEA_HEX) > 31 for k in (0, 1, 2, 4, 5))
+    start = SEGMENT["start"] / TRUTH["fps"]
+    assert f"@{start:.2f}s (cut)" in stdout  # the cut into the blocked segment has its own line
+
+
+def test_hash_video_samples_a_shot_shorter_than_the_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every 2 s samples frames 0, 60, 120: the blocked shot (frames 75..119) lies between them."""
+    code, stdout, err = run_cli(capsys, "hash", BLOCKED_CUT, "--every", "2")
+    assert code == 0, err
+    matching = [line for line in stdout.splitlines() if hamming_hex(line.split()[1], CHELSEA_HEX) <= 31]
+    assert matching, stdout
+    assert f"@{SEGMENT['start'] / TRUTH['fps']:.2f}s (cut)" in matching[0]
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "not a video"])
@@ -567,3 +578,9 @@ def test_hash_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca
         path.write_text("not pixels\n")
     code, stdout, err = run_cli(capsys, "hash", path)
     assert_one_line_error(code, err, path.name)
+
+
+@pytest.mark.parametrize("every", ["0", "-1"])
+def test_hash_every_must_be_positive(capsys: pytest.CaptureFixture[str], every: str) -> None:
+    code, _, err = run_cli(capsys, "hash", BLOCKED_CUT, "--every", every)
+    assert_one_line_error(code, err, f"--every {every}")
