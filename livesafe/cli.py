@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livesafe", description="Live-stream safety proxy: hash-match video against blocklists."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser(
@@ -183,6 +185,14 @@ def _parser() -> argparse.ArgumentParser:
     hash_.set_defaults(run=_run_hash)
     add_bank_parser(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (its metadata, so it cannot drift from pyproject.toml)."""
+    try:
+        return importlib.metadata.version("livesafe")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed: no package metadata)"
 
 
 def _relay_options(parser: argparse.ArgumentParser) -> None:
