@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import json
 import logging
 import os
 import signal
@@ -51,11 +53,19 @@ from livesafe.proxy import build_proxy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
-from livesafe.scan import ScanError, open_video, progress_stream, scan_file
-from livesafe.signals import SIGNALS, SignalType, signal_named
+from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, scan_file
+from livesafe.signals import SIGNALS, RegionHashes, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
 
 EXIT_CLEAN, EXIT_MATCHED, EXIT_ERROR = 0, 1, 2
+EXIT_INCOMPLETE = 3  # scan: nothing matched in the part checked, but part of the file was not checked
+SCAN_INCOMPLETE = "scan.incomplete"  # the --events line saying so
+_SCAN_EXIT_CODES = """exit status:
+  0  clean: the whole file was checked and nothing matched
+  1  something matched (even if part of the file could not be checked)
+  2  error: bad input, lists or config (one line livesafe: error: ...), or the check itself failed
+  3  nothing matched in what was checked, but part of the file was not checked
+     (cut short or damaged): do not call it clean"""
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -81,9 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livesafe", description="Live-stream safety proxy: hash-match video against blocklists."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    scan = sub.add_parser("scan", help="check a video file; optionally write a redacted copy")
+    scan = sub.add_parser(
+        "scan",
+        help="check a video file; optionally write a redacted copy",
+        epilog=_SCAN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     scan.add_argument("input", type=Path)
     scan.add_argument(
         "--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)"
@@ -160,11 +176,23 @@ def _parser() -> argparse.ArgumentParser:
     hash_.add_argument("files", type=Path, nargs="+")
     hash_.add_argument("--signal", default="pdq", choices=sorted(SIGNALS))
     hash_.add_argument(
-        "--every", type=float, default=1.0, metavar="SECONDS", help="video: one hash per this many seconds"
+        "--every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="video: one hash per this many seconds, and one at each cut between (default 1)",
     )
     hash_.set_defaults(run=_run_hash)
     add_bank_parser(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (its metadata, so it cannot drift from pyproject.toml)."""
+    try:
+        return importlib.metadata.version("livesafe")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed: no package metadata)"
 
 
 def _relay_options(parser: argparse.ArgumentParser) -> None:
@@ -557,24 +585,19 @@ def _run_scan(args: argparse.Namespace) -> int:
             on_event=(lambda e: print(e.to_json(), file=events_out, flush=True)) if events_out else None,
             progress=progress_stream(),
         )
+        unchecked = result.unchecked
+        if unchecked is not None and events_out is not None:
+            print(_incomplete_event(args.input, result, unchecked), file=events_out, flush=True)
     finally:
         if events_out is not None and events_out is not sys.stdout:
             events_out.close()
-    if result.damaged_packets:
-        print(
-            f"livesafe: warning: {args.input}: {result.damaged_packets} damaged video packet(s) skipped",
-            file=sys.stderr,
-        )
-    if result.expected_frames and result.frames < result.expected_frames:
-        print(
-            f"livesafe: warning: {args.input}: incomplete input: "
-            f"decoded {result.frames} of {result.expected_frames} frames",
-            file=sys.stderr,
-        )
+    if unchecked is not None:
+        print(f"livesafe: warning: {args.input}: incomplete input: {unchecked}", file=sys.stderr)
     started = [e for e in result.events if e.type == "match.started"]
     summary = (
         f"{args.input}: {result.frames} frames, {len(started)} interruption(s), "
         f"{result.frames_redacted} frames redacted ({result.frames_slated} slated)"
+        + (f"; NOT the whole file: {unchecked}" if unchecked is not None else "")
     )
     print(summary, file=sys.stderr if events_out is sys.stdout else sys.stdout)
     for e in started:
@@ -590,7 +613,24 @@ def _run_scan(args: argparse.Namespace) -> int:
             f"{args.input}: the check failed on {result.guard_errors} frame(s) (slated in the output): "
             f"{result.first_guard_error}"
         )
-    return EXIT_MATCHED if result.matched else EXIT_CLEAN
+    if result.matched:
+        return EXIT_MATCHED
+    return EXIT_INCOMPLETE if unchecked is not None else EXIT_CLEAN
+
+
+def _incomplete_event(input_path: Path, result: ScanResult, unchecked: str) -> str:
+    """The last --events line when the file was not checked whole: a reader of the events alone must know."""
+    record = {
+        "type": SCAN_INCOMPLETE,
+        "stream_id": input_path.name,
+        "frames": result.frames,
+        "expected_frames": result.expected_frames or None,
+        "checked_seconds": round(result.checked_seconds, 3),
+        "expected_seconds": round(result.expected_seconds, 3) or None,
+        "damaged_packets": result.damaged_packets,
+        "reason": unchecked,
+    }
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
 
 def _open_for_write(path: Path) -> TextIO:
@@ -603,6 +643,8 @@ def _open_for_write(path: Path) -> TextIO:
 
 def _run_hash(args: argparse.Namespace) -> int:
     signal = signal_named(args.signal)
+    if args.every <= 0:
+        raise UsageError(f"--every {args.every:g}: expected a positive number of seconds")
     for path in args.files:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
@@ -610,31 +652,46 @@ def _run_hash(args: argparse.Namespace) -> int:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise UsageError(f"{path}: cannot read as an image")
-            luma = luma_from_rgb(image[..., ::-1])
-            _print_hash(signal, luma, 1.0, f"{path}")
+            _print_hash(signal, signal.hash_luma(luma_from_rgb(image[..., ::-1])), f"{path}")
         else:
             _hash_video(signal, path, args.every)
     return EXIT_CLEAN
 
 
 def _hash_video(signal: SignalType, path: Path, every: float) -> None:
+    """One line per ``every`` seconds, and one at each cut between them.
+
+    A cut is a frame the previous one's hash would not match (farther apart than the
+    signal's default threshold).  So a shot shorter than the step, falling between two
+    samples, still gets its line; within a shot the picture moves a little at a time.
+    """
     with open_video(path) as container:
         next_time = 0.0
+        printed = False
+        previous: np.ndarray | None = None  # the previous frame's hash
         for index, frame in enumerate(container.decode(video=0)):
             t = float(frame.time) if frame.time is not None else index / 30
-            if t + 1e-9 < next_time:
-                continue
-            next_time = t + every
             y, scale = luma_view(frame)
-            _print_hash(signal, y, scale, f"{path}@{t:.2f}s")
+            hashes = signal.hash_luma(y, scale)
+            here = hashes.variants[0]
+            label = f"{path}@{t:.2f}s"
+            if t + 1e-9 >= next_time:
+                next_time = t + every
+                printed = _print_hash(signal, hashes, label) or printed
+            elif hashes.quality >= signal.min_quality and (
+                not printed or int(np.bitwise_count(here ^ previous).sum()) > signal.default_threshold
+            ):
+                printed = _print_hash(signal, hashes, f"{label} (cut)")
+            previous = here
 
 
-def _print_hash(signal: SignalType, luma: np.ndarray, scale: float, label: str) -> None:
-    hashes = signal.hash_luma(luma, scale)
+def _print_hash(signal: SignalType, hashes: RegionHashes, label: str) -> bool:
+    """Print the list line for ``hashes`` (False: too flat to list, said on stderr instead)."""
     if hashes.quality < signal.min_quality:
         print(f"# {label}: quality {hashes.quality} < {signal.min_quality}, too flat to list", file=sys.stderr)
-        return
+        return False
     print(f"{signal.name} {signal.format_hex(hashes.variants[0])}  # {label} quality={hashes.quality}")
+    return True
 
 
 if __name__ == "__main__":

@@ -40,10 +40,30 @@ class ScanResult:
     first_guard_error: str | None = None
     damaged_packets: int = 0  # video packets the decoder rejected and we skipped
     expected_frames: int = 0  # what the container claims, 0 if unknown
+    expected_seconds: float = 0.0  # the video's duration as the container claims it, 0 if unknown
+    checked_seconds: float = 0.0  # from the video's start to the end of the last frame decoded, 0 if unknown
+    frame_seconds: float = 1 / 30
 
     @property
     def matched(self) -> bool:
         return any(e.type == "match.started" for e in self.events)
+
+    @property
+    def unchecked(self) -> str | None:
+        """Why part of the input was not checked (cut short, damaged); None when all of it was.
+
+        A scan that says "clean" about a file it read only part of would be a lie, so the
+        command line reports this in its summary and exit status.
+        """
+        reasons = []
+        if self.expected_frames and self.frames < self.expected_frames:
+            reasons.append(f"decoded {self.frames} of {self.expected_frames} frames")
+        elif 0 < self.checked_seconds < self.expected_seconds - 2 * self.frame_seconds:
+            # Matroska/WebM give no frame count, but the video's duration (a tag written at the start).
+            reasons.append(f"decoded {self.checked_seconds:.2f} s of {self.expected_seconds:.2f} s")
+        if self.damaged_packets:
+            reasons.append(f"skipped {self.damaged_packets} damaged video packet(s)")
+        return "; ".join(reasons) or None
 
 
 class _SlateTimeline:
@@ -98,6 +118,9 @@ def scan_file(
         timeline = _SlateTimeline()
         frame_duration = float(1 / vin.average_rate) if vin.average_rate else 1 / 30
         total = vin.frames or 0
+        expected_seconds = _video_seconds(vin)
+        start = float(vin.start_time * vin.time_base) if vin.start_time is not None and vin.time_base else 0.0
+        last_time: float | None = None  # the last video frame's time (None: no frame had one)
         try:
             streams = [vin] + ([ain] if ain is not None and writer is not None else [])
             for packet in source.demux(*streams):
@@ -112,6 +135,8 @@ def scan_file(
                 for frame in frames:
                     if packet.stream is vin:
                         assert isinstance(frame, av.VideoFrame)  # a video stream's packets decode to video
+                        if frame.time is not None:
+                            last_time = float(frame.time) if last_time is None else max(last_time, float(frame.time))
                         out = guard.push(frame)
                         _emit_video(out, writer, timeline, result, frame_duration)
                         if progress is not None and total:
@@ -138,7 +163,24 @@ def scan_file(
     result.guard_errors = guard.stats.errors
     result.first_guard_error = guard.last_error
     result.expected_frames = total
+    result.expected_seconds = expected_seconds
+    if last_time is not None:
+        result.checked_seconds = last_time + frame_duration - start
+    result.frame_seconds = frame_duration
     return result
+
+
+def _video_seconds(stream: av.VideoStream) -> float:
+    """The video's duration as the container states it (MP4 and TS: the stream's; Matroska: its DURATION tag)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION", "")  # e.g. 00:00:03.000000000
+    hours, _, rest = tag.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return 0.0
 
 
 # FFmpeg "decodes" text files as video: its tty demuxer renders any text as ANSI art, and

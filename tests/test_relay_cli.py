@@ -91,6 +91,17 @@ def test_serve_without_keys_warns_it_is_in_dev_mode_and_refuses_a_busy_port(tmp_
         assert _stop(server) == 0
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_refuses_an_out_of_range_port_in_one_line(tmp_path, port):
+    config = tmp_path / "port.toml"
+    config.write_text(f"[server]\nport = {port}\n")
+    for args in (["--port", port], ["--config", str(config)]):
+        result = _run("serve", *args, "--blocklist", str(SAMPLES / "blocklist.txt"), "--db", str(tmp_path / "ev.db"))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("livesafe: error: ") and f"port {port}" in lines[0], result.stderr
+
+
 def test_serve_refuses_a_bad_config_with_a_clear_error(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("[server.ice]\nudp_ports = [80]\n")

@@ -5,6 +5,7 @@ nothing left behind afterwards.  Real aiortc peers over loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
@@ -124,10 +125,12 @@ class _StallOnce:
         return self._lists()
 
 
-async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path, benign_clip):
+async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path, benign_clip, caplog):
     events = []
+    caplog.set_level(logging.INFO, logger="livesafe")
     async with running_relay(matcher=_StallOnce(2.0)) as r:
-        r.relay._on_event = events.append
+        logged = r.relay._on_event
+        r.relay._on_event = lambda event: (events.append(event), logged(event))
         publisher = asyncio.ensure_future(publish(benign_clip, r.url("whip", "s"), ice=ICE, duration=6))
         await r.wait_for(lambda relay: "s" in relay.streams)
         result = await watch(r.url("whep", "s"), ice=ICE, record=tmp_path / "v.mkv", duration=5.5)
@@ -136,6 +139,9 @@ async def test_a_stalled_guard_fails_closed_to_the_slate_then_recovers(tmp_path,
         await publisher
     assert stalls == 1 and slates >= 5, "the watchdog slated the stalled stream"
     assert any(e.type == "guard.error" and "stalled" in e.details["error"] for e in events)
+    assert any(  # the log says it at WARNING: an operator must see a stream the guard could not check
+        record.levelno >= logging.WARNING and "guard.error" in record.getMessage() for record in caplog.records
+    )
     assert dropped > 0, "frames that arrived during the stall were dropped, not queued"
     recording = read_recording(tmp_path / "v.mkv")
     seen = classify(recording, source_luma(benign_clip))

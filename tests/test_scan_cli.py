@@ -396,10 +396,27 @@ def test_skip_bad_lines_loads_the_rest_and_warns_with_the_count(
 # --- scan: damaged files ---------------------------------------------------------------------
 
 
-def _truncated(tmp_path: Path) -> Path:
-    data = BLOCKED_CUT.read_bytes()
-    path = tmp_path / "truncated.mp4"
-    path.write_bytes(data[: int(len(data) * 0.3)])
+def _truncated(tmp_path: Path, container: str = "mp4") -> Path:
+    """A PyAV-encoded video with its bytes cut off: the MP4 sample (a frame count in its header)
+    at 30%, or a Matroska copy of its first 60 frames (a duration in its header, no count) at half."""
+    source = BLOCKED_CUT if container == "mp4" else _pyav_mkv(tmp_path, 60)
+    data = source.read_bytes()
+    path = tmp_path / f"truncated.{container}"
+    path.write_bytes(data[: int(len(data) * (0.3 if container == "mp4" else 0.5))])
+    return path
+
+
+def _pyav_mkv(tmp_path: Path, frames: int) -> Path:
+    """The first ``frames`` frames of the blocked clip, re-encoded by PyAV into Matroska."""
+    path = tmp_path / "whole.mkv"
+    with av.open(str(BLOCKED_CUT)) as source, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=TRUTH["fps"])
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for k, frame in enumerate(source.decode(video=0)):
+            if k == frames:
+                break
+            out.mux(stream.encode(frame.reformat(width=320, height=180, format="yuv420p")))
+        out.mux(stream.encode(None))
     return path
 
 
@@ -418,17 +435,40 @@ def _corrupted(tmp_path: Path) -> Path:
     return path
 
 
-def test_truncated_file_scans_the_part_that_decodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _truncated(tmp_path)
-    code, stdout, err = run_cli(capsys, "scan", path, "--blocklist", BLOCKLIST, "--output", tmp_path / "out.mp4")
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_truncated_file_is_scanned_as_far_as_it_goes_and_never_called_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], container: str
+) -> None:
+    path = _truncated(tmp_path, container)
+    events = tmp_path / "events.jsonl"
+    code, stdout, err = run_cli(
+        capsys, "scan", path, "--blocklist", BLOCKLIST, "--output", tmp_path / "out.mp4", "--events", events
+    )
     assert "Traceback" not in err
-    if code == 2:  # refusing an incomplete file is acceptable too, if said in one line
-        assert_one_line_error(code, err, path.name)
-        return
-    assert code == 0, err  # the cut happens before the blocked segment starts at frame 75
-    frames = int(re.match(rf"{re.escape(str(path))}: (\d+) frames", stdout).group(1))
-    assert 20 < frames < SEGMENT["start"]
+    assert code == 3, err  # the cut comes before the blocked segment (frame 75): no match, but not clean either
+    summary = re.match(rf"{re.escape(str(path))}: (\d+) frames, .*; NOT the whole file: decoded (.*)$", stdout, re.M)
+    assert summary, stdout
+    frames = int(summary.group(1))
+    assert 0 < frames < SEGMENT["start"]
     assert video_info(tmp_path / "out.mp4")[0] == frames
+    last = read_events(events)[-1]
+    assert last["type"] == "scan.incomplete" and last["frames"] == frames, last
+    assert re.search(r"^livesafe: warning: .*incomplete input", err, re.M), err
+
+
+def test_whole_matroska_file_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The duration check does not call a whole file incomplete (its last frame ends at the duration)."""
+    code, stdout, err = run_cli(capsys, "scan", _pyav_mkv(tmp_path, 60), "--blocklist", BLOCKLIST)
+    assert code == 0, err
+    assert "NOT the whole file" not in stdout and "warning" not in err
+
+
+def test_scan_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["scan", "--help"])
+    out = capsys.readouterr().out
+    for code in ("0  clean", "1  something matched", "2  error", "3  nothing matched in what was checked"):
+        assert code in out, out
 
 
 def test_corruption_mid_file_is_skipped_and_the_blocked_segment_still_caught(
@@ -453,11 +493,11 @@ def test_damaged_input_is_never_reported_silently(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
 ) -> None:
     path = _truncated(tmp_path) if damage == "truncated" else _corrupted(tmp_path)
-    code, _, err = run_cli(capsys, "scan", path, "--blocklist", BLOCKLIST)
+    code, stdout, err = run_cli(capsys, "scan", path, "--blocklist", BLOCKLIST)
     assert "Traceback" not in err
-    assert code == 2 or re.search(
-        r"^livesafe: warning: .*(truncat|corrupt|incomplete|undecodable|skipped|missing)", err, re.M | re.I
-    ), err
+    assert code == (3 if damage == "truncated" else 1), err  # the corrupted one still has the blocked segment
+    assert "; NOT the whole file: " in stdout.splitlines()[0], stdout
+    assert re.search(r"^livesafe: warning: .*incomplete input: .*(decoded|skipped)", err, re.M), err
 
 
 def test_scan_whose_checks_failed_is_not_reported_clean(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
@@ -503,10 +543,10 @@ def test_hash_png_matches_the_pdq_reference(tmp_path: Path, capsys: pytest.Captu
     assert match.group(1) == str(imagehash.phash(Image.open(png)))
 
 
-def test_hash_video_prints_one_line_per_second(capsys: pytest.CaptureFixture[str]) -> None:
+def test_hash_video_prints_one_line_per_second_and_one_per_cut(capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout, err = run_cli(capsys, "hash", BLOCKED_CUT)
     assert code == 0, err
-    lines = stdout.splitlines()
+    lines = [line for line in stdout.splitlines() if "(cut)" not in line]
     seconds = TRUTH["frames"] // TRUTH["fps"]
     assert len(lines) == seconds
     for k, line in enumerate(lines):
@@ -514,6 +554,17 @@ def test_hash_video_prints_one_line_per_second(capsys: pytest.CaptureFixture[str
     # The sample at 3 s is inside the blocked segment: its hash is what a list would hold.
     assert hamming_hex(lines[3].split()[1], CHELSEA_HEX) <= 31
     assert all(hamming_hex(lines[k].split()[1], CHELSEA_HEX) > 31 for k in (0, 1, 2, 4, 5))
+    start = SEGMENT["start"] / TRUTH["fps"]
+    assert f"@{start:.2f}s (cut)" in stdout  # the cut into the blocked segment has its own line
+
+
+def test_hash_video_samples_a_shot_shorter_than_the_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every 2 s samples frames 0, 60, 120: the blocked shot (frames 75..119) lies between them."""
+    code, stdout, err = run_cli(capsys, "hash", BLOCKED_CUT, "--every", "2")
+    assert code == 0, err
+    matching = [line for line in stdout.splitlines() if hamming_hex(line.split()[1], CHELSEA_HEX) <= 31]
+    assert matching, stdout
+    assert f"@{SEGMENT['start'] / TRUTH['fps']:.2f}s (cut)" in matching[0]
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "not a video"])
@@ -527,3 +578,9 @@ def test_hash_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca
         path.write_text("not pixels\n")
     code, stdout, err = run_cli(capsys, "hash", path)
     assert_one_line_error(code, err, path.name)
+
+
+@pytest.mark.parametrize("every", ["0", "-1"])
+def test_hash_every_must_be_positive(capsys: pytest.CaptureFixture[str], every: str) -> None:
+    code, _, err = run_cli(capsys, "hash", BLOCKED_CUT, "--every", every)
+    assert_one_line_error(code, err, f"--every {every}")

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from livesafe.events import (
+    GUARD_ERROR,
     MATCH_STARTED,
     STREAM_CUT,
     STREAM_ENDED,
@@ -347,6 +348,8 @@ def _log_event(event: Fact) -> None:
             event.distance,
             event.action,
         )
+    elif event.type == GUARD_ERROR:  # the check failed and the stream is slated: an operator must look
+        log.warning("stream %s: %s %s", event.stream_id, event.type, json.dumps(event.details))
     else:
         log.info("stream %s: %s %s", event.stream_id, event.type, json.dumps(event.details))
 

@@ -47,6 +47,8 @@ class RelaySettings:
     workers: int = 1  # ``livesafe serve`` processes on this machine, behind this port ([server] workers, --workers)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:  # else the bind fails deep in asyncio with a traceback
+            raise ValueError(f"port {self.port}: expected 0-65535 (0: any free port)")
         if "default" not in self.profiles:
             raise ValueError("profiles: a 'default' profile is required (streams without one use it)")
         for name, access in self.streams.items():
