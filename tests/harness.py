@@ -61,7 +61,7 @@ class RunningRelay:
     relay: Relay
     base: str
     moderation: Moderation
-    admin: str | None = None  # the admin listener's base URL, when settings.admin_port is set
+    admin: str | None = field(default=None, kw_only=True)  # the admin listener's base URL, with settings.admin_port
 
     def url(self, kind: str, stream: str) -> str:
         return f"{self.base}/{kind}/{stream}"
@@ -127,7 +127,7 @@ async def running_relay(
         moderation or ModerationSettings(database=":memory:"),
     )
     async with serving_both(proxy.app, port) as (base, admin):
-        yield RunningRelay(proxy.relay, base, proxy.moderation, admin)
+        yield RunningRelay(proxy.relay, base, proxy.moderation, admin=admin)
 
 
 def frames_in(relay: Relay, stream: str) -> int:
