@@ -43,7 +43,7 @@ class AdminListener:
     def serves(self, request: web.Request) -> bool:
         """May ``request`` be answered on the listener it came in on?"""
         if not self.enabled or request.match_info.http_exception is not None:
-            return True  # one port for all; or no route matched (its own 404/405)
+            return True  # one port for all; or no route matched (its own 404, or 405 for a wrong method)
         if request.match_info.route.resource in self.public:
             return True
         sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
@@ -63,7 +63,10 @@ ADMIN_LISTENER: web.AppKey[AdminListener] = web.AppKey("admin_listener")
 
 
 def serve_publicly(app: web.Application, *routes: AbstractRoute) -> None:
-    """Mark ``routes`` as served on the public port too (the rest are the admin port's when there is one)."""
+    """Mark ``routes`` as served on the public port too (the rest are the admin port's when there is one).
+
+    What is marked is each route's resource, its path: every method added on that path is public.
+    """
     for route in routes:
         assert route.resource is not None  # a route added with a path always has one
         app[ADMIN_LISTENER].public.add(route.resource)
