@@ -23,8 +23,8 @@ them, so they would be unbounded).
 Each list's source (``list_source_*``, labelled by list name and kind): the
 version in force (``list_source_info``, the version a label), its entries (and,
 by signal, the hashes held that no live frame can match: MD5s), when the
-source last answered and how long ago, its failed fetches, and whether it is failing now or stale (failing past its
-``max_stale_seconds``).
+source last answered and how long ago, its failed fetches, and whether it is
+failing now or stale (failing past its ``max_stale_seconds``).
 
 A clustered node (``relay.app.add_lists_health``) also reports its shared
 lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``

@@ -6,9 +6,11 @@ the index page ``/``) is a read like any other: each stream's policy profile
 (``child``) and whether it is redacted now are not for anyone who can reach the
 port.  Viewers' reports need only what watching needs (the viewer token, if
 any), and are the one route here served on the public port when there is an
-admin listener (``livesafe.listeners``).  With no token configured *and* the relay in
-dev mode (no stream keys), the API is open, as publishing is -- for trying it
-out only; a relay with stream keys but no moderator tokens refuses everyone.
+admin listener (``livesafe.listeners``).
+
+With no token configured *and* the relay in dev mode (no stream keys), the API
+is open, as publishing is -- for trying it out only; a relay with stream keys
+but no moderator tokens refuses everyone.
 
 Every error is a status with a one-line (or ``;``-separated) reason.
 """
