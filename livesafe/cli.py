@@ -44,12 +44,13 @@ from livesafe.cluster.workers import (
 from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
+from livesafe.listeners import listen_admin
 from livesafe.lists import BlocklistError, ListSpec
 from livesafe.lists.live import ListWatcher
 from livesafe.lists.sources import SourceContext, SourceState
 from livesafe.moderation.api import open_access
 from livesafe.moderation.settings import WebhookEndpoint
-from livesafe.proxy import build_proxy
+from livesafe.proxy import ADMIN_PORT_IN_CLUSTER, build_proxy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
@@ -200,6 +201,12 @@ def _relay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument(
+        "--admin-port",
+        type=int,
+        help="serve /metrics, /dashboard and the moderation API only on this port ([server] admin_port; "
+        "on --host unless [server] admin_host); the main port then answers 404 for them",
+    )
+    parser.add_argument(
         "--blocklist", type=Path, action="append", default=[], metavar="FILE", help="list file (repeatable)"
     )
     parser.add_argument("--action", choices=["blur", "slate"], help="action for --blocklist lists (default blur)")
@@ -276,13 +283,17 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
         if not sep or not key:
             raise UsageError(f"--stream-key {name}=...: expected STREAM=KEY")
         keys[name] = replace(keys.get(name, StreamAccess()), key=key)
-    relay = replace(
-        relay,
-        host=args.host or relay.host,
-        port=args.port if args.port is not None else relay.port,
-        streams=keys,
-        ice=_ice_settings(args, relay.ice),
-    )
+    try:
+        relay = replace(
+            relay,
+            host=args.host or relay.host,
+            port=args.port if args.port is not None else relay.port,
+            admin_port=args.admin_port if args.admin_port is not None else relay.admin_port,
+            streams=keys,
+            ice=_ice_settings(args, relay.ice),
+        )
+    except ValueError as exc:  # --admin-port the same as the port
+        raise UsageError(str(exc)) from None
     moderation = config.moderation
     if args.db is not None:
         moderation = replace(moderation, database=str(args.db))
@@ -401,6 +412,8 @@ async def _serve(
     """
     settings = config.relay
     logging.getLogger("livesafe").setLevel(logging.INFO)
+    if settings.admin_port is not None and config.cluster is not None:
+        raise UsageError(ADMIN_PORT_IN_CLUSTER)
     try:
         proxy = build_proxy(
             settings,
@@ -426,6 +439,13 @@ async def _serve(
         await runner.cleanup()  # what started before the join stops again; the event store is closed
         hint = ": give each node its own --node NAME" if isinstance(exc, NodeNameTaken) else ""
         raise UsageError(f"cluster: {exc}{hint}") from None
+    admin = settings.admin_address
+    if admin is not None:  # first: until it listens, the private routes are refused on every port
+        try:
+            await listen_admin(runner, *admin)
+        except OSError as exc:
+            await runner.cleanup()
+            raise UsageError(f"cannot listen on {admin[0]}:{admin[1]} (admin_port): {exc.strerror or exc}") from None
     sites = [(settings.port, web.TCPSite(runner, settings.host, settings.port))]
     if worker is not None:
         sites.append((worker.public_port, web.TCPSite(runner, settings.host, worker.public_port, reuse_port=True)))
@@ -445,9 +465,13 @@ async def _serve(
             "any stream. Configure [streams.NAME] key_env in --config or --stream-key to turn this off.",
             file=sys.stderr,
         )
+    inside = _base_url(*admin) if admin is not None else base
+    if admin is not None:
+        print(f"livesafe: /metrics, the dashboard and the moderation API only on {inside}", file=sys.stderr)
     if open_access(relay, proxy.moderation):
         print(
-            f"livesafe: WARNING: DEV MODE -- the moderation API and {base}/dashboard are open to anyone too.",
+            f"livesafe: WARNING: DEV MODE -- the moderation API, the stream list and {inside}/dashboard "
+            "are open to anyone too.",
             file=sys.stderr,
         )
     elif not config.moderation.tokens:
@@ -457,7 +481,7 @@ async def _serve(
             file=sys.stderr,
         )
     else:
-        print(f"livesafe: dashboard at {base}/dashboard", file=sys.stderr)
+        print(f"livesafe: dashboard at {inside}/dashboard", file=sys.stderr)
     print(f"livesafe: events stored in {config.moderation.database}", file=sys.stderr)
     if proxy.cluster is not None:
         node = proxy.cluster

@@ -25,6 +25,10 @@ Example::
     host = "127.0.0.1"
     port = 8080
     workers = 1             # processes behind this port (serve --workers; each its own port after it)
+    admin_port = 9090       # optional: /metrics, /dashboard, the moderation/lists/banks APIs and the
+                            # stream listing are served only on this port (404 on port); default: none,
+                            # everything on port.  Not with [cluster] (actions are forwarded on port).
+    admin_host = "10.0.0.5" # optional: the admin listener's address (default: host)
 
     [server.ice]
     servers = []                      # no STUN/TURN unless you list one
@@ -278,7 +282,16 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
     misplaced = {"streams", "ice", "stream"} & set(server)
     if misplaced:
         raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
+    admin = {key: server.pop(key) for key in ("admin_port", "admin_host") if key in server}  # no default to check
+    if "admin_port" in admin and (not isinstance(admin["admin_port"], int) or isinstance(admin["admin_port"], bool)):
+        raise ConfigError(f"server.admin_port: expected a port number, got {admin['admin_port']!r}")
+    if "admin_host" in admin and not isinstance(admin["admin_host"], str):
+        raise ConfigError(f"server.admin_host: expected an address, got {admin['admin_host']!r}")
     settings = _build(RelaySettings, server, "server")
+    try:
+        settings = replace(settings, **admin)
+    except ValueError as exc:
+        raise ConfigError(f"server: {exc}") from None
     try:
         return replace(
             settings,

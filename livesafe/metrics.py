@@ -5,11 +5,11 @@ of text are not worth a runtime dependency, and every figure already lives in
 the relay, the guards and the moderation service -- a scrape only reads them.
 
 Like ``/healthz``, the endpoint needs no token, so that any scraper can reach
-it.  It tells nothing about content (no stream names, no hashes), but it does
-say how many streams are live, how often the lists match and by which list,
-and which webhook receivers are failing: **keep it on an internal network**
-(bind the proxy there, or let the reverse proxy in front refuse ``/metrics``
-from outside).
+it.  It tells nothing about content (no stream names, no profiles, no hashes),
+but it does say how many streams are live, how often the lists match and by
+which list, and which webhook receivers are failing: **keep it on an internal
+network** (``[server] admin_port``: it is then served only there; or let the
+reverse proxy in front refuse ``/metrics`` from outside).
 
 Counters never go down while the process runs: a stream's frames are added to
 ``Relay.ended_totals`` when it ends, and live streams are summed on top.  The

@@ -39,6 +39,9 @@ from livesafe.relay.app import add_lists_health, add_sources_health, create_app
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import RelaySettings
 
+# Nodes forward a stream's moderator actions to the node guarding it, on its public port.
+ADMIN_PORT_IN_CLUSTER = "admin_port: not with a cluster yet (nodes forward moderator actions on the public port)"
+
 
 @dataclass
 class Proxy:
@@ -66,9 +69,13 @@ def build_proxy(
     ``lists`` (the ones ``matcher`` reads) are then kept at the cluster's versions.
     ``banks``: the banks the lists' bank sources read (so the API changes what they
     see even in a ``:memory:`` store); None opens them in the event store's file.
+    With ``relay_settings.admin_port`` the app serves its private routes only on the
+    listener that ``listeners.listen_admin`` starts (one app for both ports: see there).
     """
     if cluster is not None and lists is None:
         raise ValueError("a cluster node needs its lists (to keep them at the cluster's versions)")
+    if cluster is not None and relay_settings.admin_port is not None:
+        raise ValueError(ADMIN_PORT_IN_CLUSTER)
     store: Store = SqliteStore(moderation_settings.database)
     relay: Relay
     moderation: Moderation

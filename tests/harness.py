@@ -32,6 +32,7 @@ from livesafe.config import Config, ConfigError, load_config
 from livesafe.guard.matcher import LiveMatcher, Matcher
 from livesafe.guard.redact import slate_frame
 from livesafe.guard.stream_guard import GuardSettings
+from livesafe.listeners import ADMIN_LISTENER, listen_admin
 from livesafe.lists import ListSpec
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import ModerationSettings
@@ -60,6 +61,7 @@ class RunningRelay:
     relay: Relay
     base: str
     moderation: Moderation
+    admin: str | None = field(default=None, kw_only=True)  # the admin listener's base URL, with settings.admin_port
 
     def url(self, kind: str, stream: str) -> str:
         return f"{self.base}/{kind}/{stream}"
@@ -83,12 +85,26 @@ def sample_lists(action: str = "slate") -> Callable[[], Matcher]:
 @contextlib.asynccontextmanager
 async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
     """``app`` served on 127.0.0.1 (``port`` 0: a free one) while the block runs; yields its base URL."""
+    async with serving_both(app, port) as (base, _):
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def serving_both(app: web.Application, port: int = 0) -> AsyncIterator[tuple[str, str | None]]:
+    """``app`` served as ``livesafe serve`` serves it: its admin listener first (on a free loopback port) if
+    the relay's settings ask for one, then the public one; yields both base URLs (admin None without one)."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        admin = None
+        listener = app.get(ADMIN_LISTENER)
+        if listener is not None and listener.enabled:
+            await listen_admin(runner, "127.0.0.1", 0)
+            admin = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        known = set(runner.addresses)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        (public,) = set(runner.addresses) - known
+        yield f"http://127.0.0.1:{public[1]}", admin
     finally:
         await runner.cleanup()
 
@@ -101,7 +117,8 @@ async def running_relay(
     moderation: ModerationSettings | None = None,
     port: int = 0,
 ) -> AsyncIterator[RunningRelay]:
-    """The whole proxy (relay + moderation; an in-memory event store unless ``moderation`` names a file)."""
+    """The whole proxy (relay + moderation; an in-memory event store unless ``moderation`` names a file);
+    with ``settings.admin_port``, its admin listener on a free port (``RunningRelay.admin``)."""
     settings = settings or RelaySettings(ice=ICE, stream=FAST_END)
     proxy = build_proxy(
         settings,
@@ -109,8 +126,8 @@ async def running_relay(
         guard or GuardSettings(hold_seconds=0.5),
         moderation or ModerationSettings(database=":memory:"),
     )
-    async with serving(proxy.app, port) as base:
-        yield RunningRelay(proxy.relay, base, proxy.moderation)
+    async with serving_both(proxy.app, port) as (base, admin):
+        yield RunningRelay(proxy.relay, base, proxy.moderation, admin=admin)
 
 
 def frames_in(relay: Relay, stream: str) -> int:

@@ -88,7 +88,9 @@ async def test_placement_sends_a_publisher_to_the_node_with_room_and_a_reconnect
 ) -> None:
     async with (
         cluster_node(redis_server.url, "a", tmp_path, relay=KEYED, signalling="redirect") as a,
-        cluster_node(redis_server.url, "b", tmp_path, relay=KEYED, signalling="redirect") as b,
+        cluster_node(
+            redis_server.url, "b", tmp_path, relay=KEYED, signalling="redirect", moderation=moderated(tmp_path, "b")
+        ) as b,
     ):
         b.node.admitting = lambda: False  # b is full: placement must send new streams to a
         await asyncio.sleep(0.5)  # b's next heartbeat says so
@@ -101,7 +103,9 @@ async def test_placement_sends_a_publisher_to_the_node_with_room_and_a_reconnect
             assert (await b.node.leases.holder("studio")).node == "a"
             # b's /api/streams lists the stream on a (shared on each heartbeat).
             await until(lambda: any(s["id"] == "studio" for s in b.relay.cluster_streams), what="b lists it")
-            async with http.get(f"{b.base}/api/streams") as response:
+            async with http.get(
+                f"{b.base}/api/streams", headers={"Authorization": f"Bearer {ALICE.token}"}
+            ) as response:
                 listed = {s["id"]: s for s in await response.json()}
             assert listed["studio"]["node"] == "a" and listed["studio"]["state"] in ("live", "redacted")
             # Now a is the full one; still a reconnect of studio goes back to its origin, a.

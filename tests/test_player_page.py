@@ -9,11 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from harness import ICE, SAMPLES, RunningRelay, chromium, running_relay, wait_for_script
+from harness import FAST_END, ICE, SAMPLES, RunningRelay, chromium, running_relay, wait_for_script
 
 from livesafe.clients import publish
 from livesafe.guard.stream_guard import GuardSettings
 from livesafe.moderation.reports import ReportDesk
+from livesafe.moderation.settings import ModerationSettings, Principal
+from livesafe.relay.settings import RelaySettings, StreamAccess
 
 
 def _wait(driver, script: str, timeout: float = 20.0):
@@ -21,19 +23,28 @@ def _wait(driver, script: str, timeout: float = 20.0):
 
 
 @contextlib.asynccontextmanager
-async def player_watching_sample(stream: str = "s") -> AsyncIterator[tuple[RunningRelay, Any]]:
-    """A relay with the sample published (looping) as ``stream``, and Chromium on its player page.
+async def player_watching_sample(
+    stream: str = "s",
+    settings: RelaySettings | None = None,
+    moderation: ModerationSettings | None = None,
+    key: str | None = None,
+    view: str | None = None,
+) -> AsyncIterator[tuple[RunningRelay, Any]]:
+    """A relay with the sample published (looping) as ``stream``, and Chromium on its player page
+    (``settings`` and ``moderation`` for the relay, ``key`` to publish with, ``view`` the page's ``?token=``).
 
     The guard holds a redaction for 30 s after the blocked picture has gone: the page polls the
     stream's state every 2 s, and a loaded machine may reach the page after the sample's 1.5 s
     blocked segment is over, so the test must not depend on catching that segment's own window."""
-    async with running_relay(guard=GuardSettings(hold_seconds=30.0)) as r:
+    async with running_relay(settings, guard=GuardSettings(hold_seconds=30.0), moderation=moderation) as r:
         clip = SAMPLES / "blocked_cut.mp4"
-        publisher = asyncio.ensure_future(publish(clip, r.url("whip", stream), ice=ICE, loop=True, duration=40))
+        publisher = asyncio.ensure_future(
+            publish(clip, r.url("whip", stream), token=key, ice=ICE, loop=True, duration=40)
+        )
         await r.wait_for(lambda relay: stream in relay.streams and relay.streams[stream].counters.frames_in > 0)
         driver = await asyncio.to_thread(chromium)
         try:
-            await asyncio.to_thread(driver.get, f"{r.base}/watch/{stream}")
+            await asyncio.to_thread(driver.get, f"{r.base}/watch/{stream}" + (f"?token={view}" if view else ""))
             yield r, driver
         finally:
             await asyncio.to_thread(driver.quit)
@@ -52,6 +63,30 @@ async def test_the_player_page_plays_a_guarded_stream_and_hangs_up_on_leaving():
         assert frames > 30
         await asyncio.to_thread(driver.get, "about:blank")  # pagehide -> DELETE of the session
         await r.wait_for(lambda relay: not relay.streams["s"].viewers, timeout=10)
+
+
+async def test_the_player_page_works_for_a_viewer_of_a_private_child_stream_on_the_public_port():
+    """Stream keys, a viewer token, moderator tokens and an admin port: the list of streams is not
+    the viewer's to read, yet the page plays, shows the redaction and sends a report."""
+    settings = RelaySettings(
+        streams={"kid": StreamAccess(key="kid-key-51d0", viewer_token="kid-view-8e2a", profile="child")},
+        ice=ICE,
+        stream=FAST_END,
+        admin_port=0,
+    )
+    moderation = ModerationSettings(database=":memory:", tokens=(Principal("olga", "observer", "o" * 20),))
+    async with player_watching_sample("kid", settings, moderation, key="kid-key-51d0", view="kid-view-8e2a") as (
+        r,
+        driver,
+    ):
+        await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 5")
+        await asyncio.to_thread(_wait, driver, "return document.getElementById('state').textContent === 'redacted'")
+        # (on a thread: the relay answering the fetch runs on this loop)
+        listed = await asyncio.to_thread(driver.execute_script, "return fetch('/api/streams').then((r) => r.status)")
+        assert listed == 404, "the stream list is on the admin port only"
+        await asyncio.to_thread(driver.find_element("id", "report-reason").send_keys, "this should not be here")
+        driver.execute_script("document.getElementById('report-send').click()")
+        assert await asyncio.to_thread(_wait, driver, "return window.livesafe.lastReport") == 202
 
 
 async def test_a_viewer_reports_the_stream_from_the_player_page_as_its_own_session():

@@ -1,9 +1,16 @@
 """The moderation HTTP API: events (history and live feed), actions, audit log, reports, webhooks.
 
 Reading needs an ``observer`` or ``moderator`` token, acting a ``moderator``
-one (``Authorization: Bearer``).  With no token configured *and* the relay in
-dev mode (no stream keys), the API is open, as publishing is -- for trying it
-out only; a relay with stream keys but no moderator tokens refuses everyone.
+one (``Authorization: Bearer``).  The list of streams (``/api/streams``, and
+the index page ``/``) is a read like any other: each stream's policy profile
+(``child``) and whether it is redacted now are not for anyone who can reach the
+port.  Viewers' reports need only what watching needs (the viewer token, if
+any), and are the one route here served on the public port when there is an
+admin listener (``livesafe.listeners``).
+
+With no token configured *and* the relay in dev mode (no stream keys), the API
+is open, as publishing is -- for trying it out only; a relay with stream keys
+but no moderator tokens refuses everyone.
 
 Every error is a status with a one-line (or ``;``-separated) reason.
 """
@@ -21,6 +28,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from livesafe.http import bearer, page, stream_name, unauthorized
+from livesafe.listeners import serve_publicly
 from livesafe.moderation.actions import ActionError, ActionRequest, parse_reason
 from livesafe.moderation.feed import FeedItem
 from livesafe.moderation.preview import blurred_thumbnail
@@ -52,8 +60,10 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
     app.router.add_get("/api/webhooks", api_webhooks)
     app.router.add_post("/api/webhooks/{name}/retry", api_webhook_retry)
     app.router.add_get("/api/whoami", api_whoami)
+    app.router.add_get("/api/streams", api_streams)
+    app.router.add_get("/", index_page)
     app.router.add_post("/api/streams/{stream}/actions", api_action)
-    app.router.add_post("/api/streams/{stream}/reports", api_report)
+    serve_publicly(app, app.router.add_post("/api/streams/{stream}/reports", api_report))
     app.router.add_post("/api/streams/{stream}/preview", api_preview)
     app.router.add_get("/dashboard", page("dashboard.html", per_stream=False))
 
@@ -100,6 +110,24 @@ async def api_whoami(request: web.Request) -> web.Response:
     principal = authorise(request)
     moderation = request.app[MODERATION]
     return web.json_response({"name": principal.name, "role": principal.role, "preview": moderation.settings.preview})
+
+
+async def api_streams(request: web.Request) -> web.Response:
+    """Every stream (live, then recently ended), with its profile, state and counters."""
+    authorise(request)
+    return web.json_response(request.app[RELAY].summaries())
+
+
+async def index_page(request: web.Request) -> web.Response:
+    """The streams as links to their players (for whoever may read ``/api/streams``)."""
+    authorise(request)
+    rows = "".join(
+        f'<li><a href="/watch/{s["id"]}">{s["id"]}</a> — {s["state"]}, {s["viewers"]} viewer(s)</li>'
+        for s in request.app[RELAY].summaries()
+    )
+    head = "<!doctype html><meta charset=utf-8><title>livesafe</title><h1>livesafe streams</h1>"
+    html = f"{head}<ul>{rows or '<li>none yet</li>'}</ul>"
+    return web.Response(text=html, content_type="text/html")
 
 
 # ------------------------------------------------------------------ history

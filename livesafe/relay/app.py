@@ -4,6 +4,13 @@ Handlers live beside what they serve (``whip``, ``whep``, ``sessions``); this
 module only wires them, and starts and stops what runs with the app (the load
 shedder; on shutdown every session and stream).
 
+What it serves needs no moderator: the media endpoints, the player and publish
+pages, ``/healthz``, and ``/api/streams/{stream}/state`` -- a stream's state
+(live, redacted, ended) for whoever may watch or publish it, which is all the
+two pages show; the listing of every stream with its profile is the moderation
+API's (``moderation.api``).  These routes are the ones ``serve_publicly`` marks
+for the public port when there is an admin listener (``livesafe.listeners``).
+
 ``/healthz`` is ``ok`` unless a lists-health provider is added
 (``add_lists_health``, in a cluster): then it also shows the lists' shared
 versions and age, and answers 503 with the reason while they are stale, so a
@@ -21,7 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from livesafe.http import asset, cors, page
+from livesafe.http import asset, bearer, cors, page, stream_name, unauthorized
+from livesafe.listeners import ADMIN_LISTENER, AdminListener, serve_publicly
 from livesafe.lists.health import ListsHealth
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import endpoint_options, session_delete, session_options, session_patch
@@ -33,23 +41,27 @@ STALE_SOURCES: web.AppKey[Callable[[], list[str]]] = web.AppKey("stale_sources")
 
 
 def create_app(relay: Relay) -> web.Application:
-    app = web.Application(client_max_size=relay.settings.max_body_bytes, middlewares=[cors(relay.settings.cors_origin)])
+    admin = AdminListener(enabled=relay.settings.admin_port is not None)
+    app = web.Application(
+        client_max_size=relay.settings.max_body_bytes,
+        middlewares=[cors(relay.settings.cors_origin), admin.middleware()],
+    )
     app[RELAY] = relay
-    app.router.add_post("/whip/{stream}", whip_post)
-    app.router.add_post("/whep/{stream}", whep_post)
+    app[ADMIN_LISTENER] = admin
+    routes = [app.router.add_post("/whip/{stream}", whip_post), app.router.add_post("/whep/{stream}", whep_post)]
     for kind in ("whip", "whep"):
-        app.router.add_route("OPTIONS", f"/{kind}/{{stream}}", endpoint_options)
-        app.router.add_delete(f"/{kind}/{{stream}}/{{session}}", session_delete)
-        app.router.add_patch(f"/{kind}/{{stream}}/{{session}}", session_patch)
-        app.router.add_route("OPTIONS", f"/{kind}/{{stream}}/{{session}}", session_options)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/streams", api_streams)
-    app.router.add_get("/watch/{stream}", page("player.html"))
-    app.router.add_get("/publish/{stream}", page("publish.html"))
-    app.router.add_get("/web/whip.js", asset("whip.js", "text/javascript"))
+        routes.append(app.router.add_route("OPTIONS", f"/{kind}/{{stream}}", endpoint_options))
+        routes.append(app.router.add_delete(f"/{kind}/{{stream}}/{{session}}", session_delete))
+        routes.append(app.router.add_patch(f"/{kind}/{{stream}}/{{session}}", session_patch))
+        routes.append(app.router.add_route("OPTIONS", f"/{kind}/{{stream}}/{{session}}", session_options))
+    routes.append(app.router.add_get("/healthz", healthz))
+    routes.append(app.router.add_get("/api/streams/{stream}/state", stream_state))
+    routes.append(app.router.add_get("/watch/{stream}", page("player.html")))
+    routes.append(app.router.add_get("/publish/{stream}", page("publish.html")))
+    routes.append(app.router.add_get("/web/whip.js", asset("whip.js", "text/javascript")))
+    serve_publicly(app, *routes)
     app.router.add_get("/web/dashboard.js", asset("dashboard.js", "text/javascript"))
     app.router.add_get("/web/dashboard.css", asset("dashboard.css", "text/css"))
-    app.router.add_get("/", index_page)
 
     async def _shed_load(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(relay.shedder.run(lambda: relay.streams.values(), relay.cut))
@@ -95,16 +107,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
 
-async def api_streams(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RELAY].summaries())
-
-
-async def index_page(request: web.Request) -> web.Response:
+async def stream_state(request: web.Request) -> web.Response:
+    """``{"id", "state"}`` of one stream, for its viewers (viewer token, if it has one) and its publisher
+    (stream key): what the player and publish pages show, and nothing more -- not the profile, not
+    the counters, not the other streams."""
     relay: Relay = request.app[RELAY]
-    rows = "".join(
-        f'<li><a href="/watch/{s["id"]}">{s["id"]}</a> — {s["state"]}, {s["viewers"]} viewer(s)</li>'
-        for s in relay.summaries()
-    )
-    head = "<!doctype html><meta charset=utf-8><title>livesafe</title><h1>livesafe streams</h1>"
-    html = f"{head}<ul>{rows or '<li>none yet</li>'}</ul>"
-    return web.Response(text=html, content_type="text/html")
+    stream_id = stream_name(request)
+    token = bearer(request)
+    publisher = not relay.settings.dev_mode and token is not None and relay.settings.may_publish(stream_id, token)
+    if not (publisher or relay.settings.may_watch(stream_id, token)):
+        raise unauthorized("this stream's state needs its viewer token (or its stream key)")
+    summary = next((s for s in relay.summaries() if s["id"] == stream_id), None)
+    if summary is None:
+        raise web.HTTPNotFound(text=f"no stream named {stream_id!r} is live or recently ended\n")
+    return web.json_response({"id": stream_id, "state": summary["state"]}, headers={"Cache-Control": "no-store"})

@@ -45,6 +45,14 @@ class RelaySettings:
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     profiles: dict[str, PolicyProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     workers: int = 1  # ``livesafe serve`` processes on this machine, behind this port ([server] workers, --workers)
+    # A second listener for /metrics, the dashboard and the moderation API (livesafe.listeners); None: one port.
+    admin_port: int | None = None
+    admin_host: str | None = None  # default: host
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """Where the admin listener listens (None: there is none, everything is on ``port``)."""
+        return None if self.admin_port is None else (self.admin_host or self.host, self.admin_port)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:  # else the bind fails deep in asyncio with a traceback
@@ -60,6 +68,13 @@ class RelaySettings:
                 )
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.admin_port is not None:
+            if not 0 <= self.admin_port <= 65535:
+                raise ValueError(f"admin_port {self.admin_port}: expected a port, 0-65535 (0: any free one)")
+            if self.admin_port == self.port and self.port != 0 and (self.admin_host or self.host) == self.host:
+                raise ValueError("admin_port: must differ from port (or listen on another admin_host)")
+        elif self.admin_host is not None:
+            raise ValueError("admin_host: set admin_port too (the admin listener's port)")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 

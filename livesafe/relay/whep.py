@@ -25,7 +25,7 @@ async def whep_post(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="this viewer token may not watch this stream\n")
     profile = relay.profile(stream_id)
     if profile.refuse_recording and profile.is_recorder(request.headers.get("User-Agent", "")):
-        raise web.HTTPForbidden(text=f"recording clients may not watch this stream (profile {profile.name!r})\n")
+        raise web.HTTPForbidden(text="recording clients may not watch this stream\n")  # not naming its profile
     stream = relay.streams.get(stream_id)
     if stream is None or stream.publisher is None:
         if relay.edges is not None:
