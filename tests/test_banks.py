@@ -105,7 +105,7 @@ def test_cli_adds_lists_and_removes_images_and_a_video(
     store = ["--db", str(db)]
     assert main(["bank", "add", "ours", str(pictures["coffee"]), str(pictures["clip"]), *store, "--actor", "ann"]) == 0
     out = capsys.readouterr().out
-    assert out.count("bank ours: added") == 2 and "(image, 1 frame(s)" in out and "(video, 3 frame(s)" in out
+    assert out.count("bank ours: added") == 2 and "(image, 1 frame(s)" in out and "(video, 4 frame(s)" in out
 
     assert main(["bank", "list", *store, "--json"]) == 0
     (summary,) = json.loads(capsys.readouterr().out)["banks"]
@@ -114,18 +114,19 @@ def test_cli_adds_lists_and_removes_images_and_a_video(
     contents = {c["kind"]: c for c in json.loads(capsys.readouterr().out)["contents"]}
     image, video = contents["image"], contents["video"]
     assert image["views"] > 100 and image["hashes"] == image["views"]  # pdq only: one hash a view
-    assert video["frames"] == 3 and video["views"] > 300 and video["added_by"] == "ann"
+    assert video["frames"] == 4 and video["views"] > 300 and video["added_by"] == "ann"
     assert image["content_id"] == image["sha256"][:16]
 
-    # Each sampled video frame is in the bank with its time: the rocket at 0 and 1 s, the cat at 2 s.
+    # Each sampled video frame is in the bank with its time: the rocket at 0 and 1 s, the cut to the cat at
+    # 1.5 s, between two samples (a shot shorter than --every is not missed), then the cat a step later.
     banks = BankStore(db)
     snapshot = banks.snapshot("ours")
     assert snapshot is not None
     times = {meta.get("frame_time") for _, _, meta in snapshot[1] if meta["content_id"] == video["content_id"]}
-    assert times == {"0.000", "1.000", "2.000"}
+    assert times == {"0.000", "1.000", "1.500", "2.500"}
     chelsea = PDQ.hash_luma(luma_from_rgb(resize(blocked_images()["chelsea"], 320, 180))).variants[0]
-    at_two = [PDQ.parse_hex(h) for _, h, m in snapshot[1] if m.get("frame_time") == "2.000" and m["view"] == "full"]
-    assert int(np.unpackbits(at_two[0] ^ chelsea).sum()) <= 16
+    at_cut = [PDQ.parse_hex(h) for _, h, m in snapshot[1] if m.get("frame_time") == "1.500" and m["view"] == "full"]
+    assert int(np.unpackbits(at_cut[0] ^ chelsea).sum()) <= 16
     banks.close()
 
     assert main(["bank", "remove", "ours", image["content_id"], *store, "--actor", "ann", "--reason", "wrong"]) == 0

@@ -41,7 +41,13 @@ def add_bank_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=sorted(SIGNALS),
         help="also hash with this signal (repeatable; PDQ always): the imagehash signals your lists use",
     )
-    add.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="video: one frame per this long")
+    add.add_argument(
+        "--every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="video: one frame per this long, and one at each cut",
+    )
     add.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest file read")
     _store_options(add)
     add.set_defaults(run=run_add)
