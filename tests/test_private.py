@@ -89,6 +89,16 @@ async def test_stream_keys_without_moderator_tokens_list_to_no_one(http):
         assert reply.status == 200 and reply.json()["id"] == "open", reply
 
 
+async def test_a_viewer_token_alone_closes_the_list_and_the_moderation_api(http):
+    """Who may watch was decided (a viewer token, no stream key, no moderator token): the stream list and
+    the moderation API are not open to anyone, though publishing still is."""
+    viewers_only = RelaySettings(streams={"kid": StreamAccess(viewer_token=VIEW)}, ice=ICE, stream=FAST_END)
+    async with running_relay(viewers_only) as r:
+        for path in ("/api/streams", "/api/events", "/"):
+            reply = await send(http, "GET", r.base + path)
+            assert reply.status == 401, (path, reply)
+
+
 async def test_the_demo_without_tokens_still_lists_its_streams(http):
     async with running_relay() as r, publishing(r, CLIP, "demo", **LOOPED):
         listed = await send(http, "GET", r.base + "/api/streams")
