@@ -176,7 +176,8 @@ class Relay:
         """
         stream = self.streams.get(stream_id)
         granted = grant.profile if grant is not None else None
-        if stream is not None and granted is not None and granted != self.profile(stream_id).name:
+        wanted = granted if granted is not None else self.settings.profile_for(stream_id).name
+        if stream is not None and wanted != self.profile(stream_id).name:
             raise web.HTTPConflict(text="this stream is live under another policy profile; end it first\n")
         if stream is None:
             if granted is not None:
