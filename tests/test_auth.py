@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +35,7 @@ from harness import (
 )
 from test_relay_http import frames_watched
 
+import livesafe.config
 from livesafe.relay.hook import HookSettings
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from livesafe.relay.tokens import JwtSettings
@@ -304,6 +306,16 @@ def test_config_reads_auth_tables(tmp_path):
     assert relay.jwt.leeway_seconds == 30.0 and relay.jwt.audience is None
     assert relay.hook == HookSettings("http://127.0.0.1:9/auth", cache_seconds=5.0)
     assert not relay.dev_mode and SECRET not in repr(relay)
+
+
+def test_the_config_docstrings_auth_example_loads(tmp_path):
+    """The [auth] tables livesafe.config documents are the ones it accepts."""
+    doc = livesafe.config.__doc__ or ""
+    example = textwrap.dedent(doc[doc.index("    [auth.jwt]") : doc.index("    [moderation]")])
+    (tmp_path / "jwt-ed25519.pem").write_text(PUBLIC_PEM)
+    relay = config_from(tmp_path, example, env={"LIVESAFE_JWT_SECRET": SECRET}).relay
+    assert relay.jwt == JwtSettings(SECRET, PUBLIC_PEM, "https://platform.example", "livesafe", 30.0)
+    assert relay.hook == HookSettings("http://10.0.0.3/livesafe-auth", 2.0, 10.0)
 
 
 @pytest.mark.parametrize(
