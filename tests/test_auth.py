@@ -149,6 +149,12 @@ async def test_a_signed_profile_applies_to_unlisted_streams_only(http):
         kid = await post(http, r.url("whip", "kid-1"), await make_offer(), token("kid-1", "publish", profile="child"))
         assert kid.status == 201, kid
         assert r.relay.profile("kid-1").name == "child" and r.summary("kid-1")["profile"] == "child"
+        assert r.moderation.profiles("kid-1").name == "child"  # reports and match severities follow it too
+        reports = f"{r.base}/api/streams/kid-1/reports"
+        assert (await send(http, "POST", reports, '{"reason": "x"}', content_type="application/json")).status == 401
+        report = await send(http, "POST", reports, '{"reason": "looks wrong"}', token=token("kid-1", "view"),
+                            content_type="application/json")  # fmt: skip
+        assert report.status == 202, report
         # The child profile refuses recording clients, even with a valid view token.
         refused = await post(http, r.url("whep", "kid-1"), watcher, token("kid-1", "view"), **recorder)
         assert refused.status == 403 and "recording" in refused.text, refused
