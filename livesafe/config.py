@@ -47,6 +47,24 @@ Example::
     [profiles.child]        # override a built-in profile's fields, or define a new one
     reports_to_redact = 1
 
+    [auth.jwt]              # signed tokens (optional): new streams need no config edit
+    secret_env = "LIVESAFE_JWT_SECRET"  # HS256 secret (>= 32 bytes), from the environment
+    public_key = "jwt-ed25519.pem"      # and/or EdDSA: an Ed25519 public key, a PEM file (relative
+                                        # to this file) or the PEM text itself
+    issuer = "https://platform.example"  # optional: iss must match
+    audience = "livesafe"   # optional: aud must contain it
+    leeway_seconds = 30     # clock skew allowed on exp/nbf
+
+    [auth.hook]             # the platform's HTTP auth hook (optional)
+    url = "http://10.0.0.3/livesafe-auth"  # POSTed {stream, role, token, remote}; answers {"allow", "profile"?}
+    timeout_seconds = 2.0   # no answer by then: refused (it fails closed, on errors and non-2xx too)
+    cache_seconds = 10.0    # answers kept this long per (stream, role, token, address)
+
+    # Who may publish/view, in order: the stream's static key (publish) or viewer token (its own, else
+    # [server] viewer_token) decides alone; else a JWT, if [auth.jwt]; else the hook, if [auth.hook].
+    # Without any of them publishing is open (dev mode) and viewing is open.  A token's "profile"
+    # claim or the hook's "profile" applies to streams not listed in [streams].
+
     [moderation]
     database = "livesafe.db"  # SQLite (WAL), relative to this file
     retention_days = 30
@@ -86,10 +104,12 @@ from livesafe.guard.stream_guard import GuardSettings
 from livesafe.lists import ListSpec
 from livesafe.moderation.settings import ModerationSettings, Principal, WebhookEndpoint
 from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
+from livesafe.relay.hook import HookSettings
 from livesafe.relay.ice import IceServer, IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.settings import RelaySettings, StreamAccess
 from livesafe.relay.stream import StreamSettings
+from livesafe.relay.tokens import JwtSettings, TokenVerifier
 
 
 class ConfigError(ValueError):
@@ -127,7 +147,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
-    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks", "cluster"}, "")
+    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks", "cluster", "auth"}, "")
     guard_data = dict(_table(data, "guard", ""))
     if "regions" in guard_data:
         raise ConfigError("guard.regions: replaced by [guard.search] (see the README's configuration)")
@@ -155,7 +175,10 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError("lists: list names must be unique (across [[lists.file]] and [[lists.source]])")
-    relay = _relay(data, env)
+    try:
+        relay = replace(_relay(data, env), **_auth(data, base, env))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     moderation = _moderation(data, base, env)
     return Config(
         guard=guard,
@@ -304,6 +327,40 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
         )
     except ValueError as exc:
         raise ConfigError(f"streams: {exc}") from None
+
+
+def _auth(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """``[auth.jwt]`` and ``[auth.hook]`` as RelaySettings fields (absent tables: None)."""
+    auth = _table(data, "auth", "")
+    _only(auth, {"jwt", "hook"}, "auth")
+    found: dict[str, Any] = {}
+    if "jwt" in auth:
+        entry = dict(_table(auth, "jwt", "auth"))
+        secret = _secret(entry, "secret", "auth.jwt", env)
+        public_key = entry.pop("public_key", None)
+        if public_key is not None:
+            if not isinstance(public_key, str):
+                raise ConfigError("auth.jwt.public_key: expected a PEM file's path or the PEM text")
+            if not public_key.lstrip().startswith("-----BEGIN"):
+                try:
+                    public_key = (base / public_key).read_text(encoding="ascii")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(f"auth.jwt.public_key: cannot read {public_key!r} ({exc})") from None
+        for key in ("issuer", "audience"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"auth.jwt.{key}: expected a string, got {entry[key]!r}")
+        leeway = entry.get("leeway_seconds", 0.0)
+        if not _is_number(leeway):
+            raise ConfigError(f"auth.jwt.leeway_seconds: expected a number, got {leeway!r}")
+        _only(entry, {"issuer", "audience", "leeway_seconds"}, "auth.jwt")
+        found["jwt"] = JwtSettings(secret=secret, public_key=public_key, **(entry | {"leeway_seconds": float(leeway)}))
+        TokenVerifier(found["jwt"])  # a key that is not Ed25519 PEM is refused now, not at the first publish
+    if "hook" in auth:
+        hook = _table(auth, "hook", "auth")
+        if not isinstance(hook.get("url"), str):
+            raise ConfigError("auth.hook.url: required, the platform's http(s) URL")
+        found["hook"] = _build(HookSettings, hook, "auth.hook", HookSettings("http://127.0.0.1/"))
+    return found
 
 
 def _secret(entry: dict[str, Any], key: str, where: str, env: Mapping[str, str]) -> str | None:

@@ -89,7 +89,8 @@ def build_proxy(
             on_allowed=lambda item: moderation.allowlist.add(item),
         )
         store = ClusteredStore(store, shared)
-    moderation = Moderation(moderation_settings, store, relay_settings.profile_for)
+    # The relay's profile: its config's, or the one a signed grant gave a stream it does not list.
+    moderation = Moderation(moderation_settings, store, lambda stream_id: relay.profile(stream_id))
 
     node: ClusterNode | None = None
 

@@ -19,6 +19,7 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     config_path = tmp_path / "livesafe.toml"
     config_path.write_text(block.group(1))
     env = {"STUDIO_KEY": "from-the-environment", "ALICE_TOKEN": "a" * 24, "HOOK_SECRET": "whsec_c2VjcmV0"}
+    env["LIVESAFE_JWT_SECRET"] = "j" * 32
     config = load_config(config_path, env=env)
     assert config.guard.sample_every == 5 and config.guard.deep_every == 2 and config.guard.delay_frames == 10
     assert config.guard.search.boxes == 12 and config.guard.search.rectify
@@ -32,6 +33,8 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert relay.overload.max_cpu_fraction == 0.85 and relay.overload.sustain_seconds == 2.0
     assert relay.streams["studio"].key == "from-the-environment" and not relay.dev_mode
     assert relay.streams["studio"].profile == "child" and relay.profiles["child"].reports_to_redact == 2
+    assert relay.jwt is not None and relay.jwt.secret == "j" * 32 and relay.jwt.leeway_seconds == 30.0
+    assert relay.hook is not None and (relay.hook.timeout_seconds, relay.hook.cache_seconds) == (2.0, 10.0)
     moderation = config.moderation
     assert moderation.database == str(tmp_path / "livesafe.db") and moderation.retention_days == 30.0
     assert [(p.name, p.role) for p in moderation.tokens] == [("alice", "moderator")]

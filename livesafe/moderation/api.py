@@ -35,6 +35,7 @@ from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
+from livesafe.relay.access import VIEW
 from livesafe.relay.registry import RELAY, Relay
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
 
 
 def open_access(relay: Relay, moderation: Moderation) -> bool:
-    """No access control configured at all (the demo): no moderator token, no stream key, no viewer token.
+    """No access control configured at all (the demo): no moderator token, no stream key, no ``[auth]``
+    (``dev_mode``), no viewer token.
 
     A viewer token alone still means someone decided who may watch: the streams and their moderation
     must not then be open to anyone.
@@ -364,7 +366,7 @@ async def api_report(request: web.Request) -> web.Response:
     """A viewer's report ``{"reason", "category"?, "session"?}``; anyone who may watch the stream may send one."""
     relay: Relay = request.app[RELAY]
     stream_id = stream_name(request)
-    if not relay.settings.may_watch(stream_id, bearer(request)):
+    if not await relay.access.allows(stream_id, VIEW, bearer(request), request.remote):
         raise unauthorized("reporting this stream needs the viewer token")
     body = await _json(request)
     if not isinstance(body, dict):

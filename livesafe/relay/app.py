@@ -31,6 +31,7 @@ from aiohttp import web
 from livesafe.http import asset, bearer, cors, page, stream_name, unauthorized
 from livesafe.listeners import ADMIN_LISTENER, AdminListener, serve_publicly
 from livesafe.lists.health import ListsHealth
+from livesafe.relay.access import PUBLISH, VIEW
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.sessions import endpoint_options, session_delete, session_options, session_patch
 from livesafe.relay.whep import whep_post
@@ -114,8 +115,11 @@ async def stream_state(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     stream_id = stream_name(request)
     token = bearer(request)
-    publisher = not relay.settings.dev_mode and token is not None and relay.settings.may_publish(stream_id, token)
-    if not (publisher or relay.settings.may_watch(stream_id, token)):
+    access, remote = relay.access, request.remote
+    publisher = (
+        not relay.settings.dev_mode and token is not None and await access.allows(stream_id, PUBLISH, token, remote)
+    )
+    if not (publisher or await access.allows(stream_id, VIEW, token, remote)):
         raise unauthorized("this stream's state needs its viewer token (or its stream key)")
     summary = next((s for s in relay.summaries() if s["id"] == stream_id), None)
     if summary is None:

@@ -36,6 +36,7 @@ from livesafe.events import (
 from livesafe.guard.matcher import Match, Matcher
 from livesafe.guard.stream_guard import PUSH_SECONDS_BUCKETS, GuardSettings, StreamGuard
 from livesafe.policy import Action, PolicyProfile
+from livesafe.relay.access import Access, Grant
 from livesafe.relay.compat import accept_rsa_peers, mark_vp8_keyframes
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.ice import apply_ice_settings
@@ -153,6 +154,9 @@ class Relay:
         self.refusing: str | None = None  # why new publishers are refused (``refuse_publishers``), if they are
         # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
         self.edges: RemoteStreams | None = None  # set when clustered: streams guarded elsewhere
+        self.access = Access(settings)
+        # Profiles the platform granted live streams not listed in [streams] (a signed token, the auth hook).
+        self._granted: dict[str, str] = {}
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
         mark_vp8_keyframes()
@@ -160,12 +164,26 @@ class Relay:
     # ------------------------------------------------------------- streams
 
     def profile(self, stream_id: str) -> PolicyProfile:
-        """The stream's policy profile, from configuration (never from the broadcaster)."""
-        return self.settings.profile_for(stream_id)
+        """The stream's policy profile: from configuration or a grant the platform signed, never the broadcaster."""
+        granted = self._granted.get(stream_id)
+        return self.settings.profiles[granted] if granted is not None else self.settings.profile_for(stream_id)
 
-    def stream_for_publisher(self, stream_id: str) -> LiveStream:
+    def stream_for_publisher(self, stream_id: str, grant: Grant | None = None) -> LiveStream:
+        """The stream ``stream_id`` (started if new, under ``grant``'s profile if it names one).
+
+        A live stream keeps the profile it started with: a reconnect granted another one is refused (409),
+        since the guard's floor and the viewers' rules were fixed at the start.
+        """
         stream = self.streams.get(stream_id)
+        granted = grant.profile if grant is not None else None
+        wanted = granted if granted is not None else self.settings.profile_for(stream_id).name
+        if stream is not None and wanted != self.profile(stream_id).name:
+            raise web.HTTPConflict(text="this stream is live under another policy profile; end it first\n")
         if stream is None:
+            if granted is not None:
+                self._granted[stream_id] = granted
+            else:
+                self._granted.pop(stream_id, None)
             if len(self.streams) >= self.settings.max_streams:
                 raise web.HTTPServiceUnavailable(text=f"at most {self.settings.max_streams} streams at once\n")
             loop = asyncio.get_running_loop()
@@ -227,6 +245,7 @@ class Relay:
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)
             self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
+            self._granted.pop(stream.id, None)
 
     def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any], action: Action | None = None) -> None:
         """A stream event from the relay (``action``: what viewers get; default the guard's current action)."""
@@ -333,6 +352,7 @@ class Relay:
             await self.close_session(session)
         for stream in list(self.streams.values()):
             await stream.end()
+        await self.access.close()
 
 
 def _log_event(event: Fact) -> None:

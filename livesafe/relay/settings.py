@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass, field
 
 from livesafe.policy import BUILTIN_PROFILES, PolicyProfile
+from livesafe.relay.hook import HookSettings
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.overload import OverloadSettings
 from livesafe.relay.stream import StreamSettings
+from livesafe.relay.tokens import JwtSettings
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Compared against when a stream has no key, so a wrong guess costs the same time either way.
@@ -48,6 +50,9 @@ class RelaySettings:
     # A second listener for /metrics, the dashboard and the moderation API (livesafe.listeners); None: one port.
     admin_port: int | None = None
     admin_host: str | None = None  # default: host
+    # Signed tokens and the platform's auth hook (livesafe.relay.access has the precedence); None: not used.
+    jwt: JwtSettings | None = None
+    hook: HookSettings | None = None
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -80,8 +85,8 @@ class RelaySettings:
 
     @property
     def dev_mode(self) -> bool:
-        """No stream key anywhere: anyone may publish any stream (for trying it out only)."""
-        return not any(access.key for access in self.streams.values())
+        """No stream key, JWT or hook anywhere: anyone may publish any stream (for trying it out only)."""
+        return self.jwt is None and self.hook is None and not any(access.key for access in self.streams.values())
 
     def may_publish(self, stream_id: str, token: str | None) -> bool:
         if self.dev_mode:

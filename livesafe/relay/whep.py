@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiortc.sdp import SessionDescription
 
-from livesafe.http import bearer, stream_name, unauthorized
+from livesafe.http import bearer, stream_name
+from livesafe.relay.access import VIEW
 from livesafe.relay.compat import route_keyframe_requests
 from livesafe.relay.delivery import Viewer
 from livesafe.relay.fanout import PacketTrack
@@ -19,10 +20,7 @@ async def whep_post(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     stream_id = stream_name(request)
     token = bearer(request)
-    if not relay.settings.may_watch(stream_id, token):
-        if token is None:
-            raise unauthorized("watching this stream needs Authorization: Bearer <viewer token>")
-        raise web.HTTPForbidden(text="this viewer token may not watch this stream\n")
+    await relay.access.check(stream_id, VIEW, token, request.remote)
     profile = relay.profile(stream_id)
     if profile.refuse_recording and profile.is_recorder(request.headers.get("User-Agent", "")):
         raise web.HTTPForbidden(text="recording clients may not watch this stream\n")  # not naming its profile

@@ -7,7 +7,8 @@ import time
 
 from aiohttp import web
 
-from livesafe.http import bearer, stream_name, unauthorized
+from livesafe.http import bearer, stream_name
+from livesafe.relay.access import PUBLISH
 from livesafe.relay.registry import RELAY, Relay, key_fingerprint
 from livesafe.relay.sessions import created, negotiate, read_offer
 
@@ -18,11 +19,7 @@ async def whip_post(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     stream_id = stream_name(request)
     token = bearer(request)
-    if not relay.settings.dev_mode:
-        if token is None:
-            raise unauthorized("publishing needs Authorization: Bearer <stream key>")
-        if not relay.settings.may_publish(stream_id, token):
-            raise web.HTTPForbidden(text="this stream key may not publish this stream\n")
+    grant = await relay.access.check(stream_id, PUBLISH, token, request.remote)
     if (stream_id, key_fingerprint(token)) in relay.revoked_keys:
         raise web.HTTPForbidden(text="this stream key was revoked by a moderator\n")
     offer = await read_offer(request)
@@ -47,7 +44,7 @@ async def whip_post(request: web.Request) -> web.Response:
             elif transceiver.kind == "audio" and audio is None:
                 audio = track
         _admit(relay, stream_id)  # only offers that negotiated count against capacity
-        stream = relay.stream_for_publisher(stream_id)
+        stream = relay.stream_for_publisher(stream_id, grant)
     except web.HTTPException:
         await relay.discard(session)
         if placed and placement is not None:
