@@ -628,7 +628,7 @@ async def test_tokens_never_reach_the_logs(
         ('"resume"', ["expected a JSON object"]),
         (
             '{"action": "ban", "reason": "r"}',
-            ["action: expected one of resume, keep, confirm, false_positive, terminate, got 'ban'"],
+            ["action: expected one of redact, resume, keep, confirm, false_positive, terminate, got 'ban'"],
         ),
         ('{"reason": "r"}', ["action: expected one of"]),
         ('{"action": "resume"}', ["reason: required"]),

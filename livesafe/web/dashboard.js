@@ -501,7 +501,10 @@
   }
 
   /** A filter changed: the table starts again from the newest events that pass it. */
+  let filterGen = 0; // a page asked for under filters since changed is dropped
+
   async function applyFilters() {
+    const mine = ++filterGen;
     filters.stream = $("filter-stream").value;
     filters.severity = $("filter-severity").value;
     filters.type = $("filter-type").value;
@@ -515,6 +518,7 @@
     if (!state.whoami) return;
     try {
       const { events } = await api(historyQuery(HISTORY));
+      if (mine !== filterGen) return;
       for (const ev of events) addEvent(ev, false);
       if (events.length) oldestId = events[0].id;
       clearError("feed-history");
@@ -537,8 +541,10 @@
       return;
     }
     button.disabled = true;
+    const mine = filterGen;
     try {
       const { events } = await api(historyQuery(OLDER_PAGE, cursor));
+      if (mine !== filterGen) return;
       feedLimit += OLDER_PAGE;
       let shown = 0;
       for (const ev of events) if (addEvent(ev, false)) shown += 1;
