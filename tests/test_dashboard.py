@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -371,3 +372,167 @@ async def test_the_lists_panel_shows_each_source_and_a_stale_one_raises_the_alar
         alarm = await wait(driver, f"return {shown('#alarm')} && {text('#alarm-text')}")
         assert alarm.startswith("HIGH: lists.stale (list breaking)"), alarm
         assert await js(driver, f"return {STATE}.liveTypes['lists.stale']") == 1
+
+
+# ------------------------------------------------------------ the moderator on shift
+
+NARROW = (800, 900)  # a narrow window (a laptop's half screen)
+
+# Every visible button of the page that fails to be on screen and clickable once scrolled to:
+# outside the viewport, or covered / clipped (the point at its centre is not the button).
+OFF_SCREEN_BUTTONS = """
+const failures = [];
+for (const b of document.querySelectorAll(arguments[0])) {
+  if (b.offsetParent === null) continue;  // hidden (e.g. no preview configured)
+  b.scrollIntoView({ block: "center", inline: "nearest" });
+  const r = b.getBoundingClientRect();
+  const w = document.documentElement.clientWidth, h = document.documentElement.clientHeight;
+  const inside = r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= w && r.bottom <= h;
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  if (!inside || !(hit === b || b.contains(hit))) failures.push(`${b.textContent} ${JSON.stringify(r)}`);
+}
+return failures;
+"""
+
+
+def _click(driver: Any, selector: str) -> None:
+    """A real click (WebDriver refuses one on an element off screen or covered), unlike element.click() in JS."""
+    driver.find_element("css selector", selector).click()
+
+
+def _choose(driver: Any, select_id: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", select_id)).select_by_value(value)
+
+
+async def test_at_800px_every_action_is_on_screen_and_redact_now_slates_a_clean_stream(clip: Path):
+    """Nothing matches (no lists): a moderator's "Redact now" is all that can slate the viewer's picture."""
+    from harness import looks_like_slate
+
+    from livesafe.clients import watch
+
+    settings = RelaySettings(streams={"s1": StreamAccess(key=KEY)}, ice=ICE, stream=FAST_END)
+    moderation = ModerationSettings(database=":memory:", tokens=(ALICE,))
+    empty = Matcher([])
+    slated: list[bool] = []
+    async with (
+        running_relay(settings, matcher=lambda: empty, moderation=moderation) as r,
+        publishing(r, clip, "s1", KEY, **LOOPED),
+        browser() as driver,
+    ):
+        await asyncio.to_thread(driver.set_window_size, *NARROW)
+        await asyncio.to_thread(driver.get, f"{r.base}/dashboard")
+        assert await js(driver, "return window.innerWidth") <= NARROW[0]
+        await sign_in(driver, ALICE.token, "alice")
+        await wait(driver, f"return {q(ROW + ' button.act-redact')}")
+        # No sideways scrolling to reach an action (a scrolled panel would bring a cut-off button into view).
+        panel = "const p = document.getElementById('streams-panel'); return [p.scrollWidth, p.clientWidth]"
+        wide, shown_width = await js(driver, panel)
+        assert wide <= shown_width, "the streams panel scrolls sideways at 800 px"
+        assert await asyncio.to_thread(driver.execute_script, OFF_SCREEN_BUTTONS, "button") == []
+        names = await js(driver, f"return [...document.querySelectorAll('{ROW} button.act')].map((b) => b.textContent)")
+        assert names[0] == "Redact now" and len(names) == 7, names
+
+        viewer = asyncio.ensure_future(
+            watch(
+                r.url("whep", "s1"),
+                ice=ICE,
+                duration=30,
+                on_frame=lambda f, t: slated.append(looks_like_slate(f.to_ndarray(format="yuv420p")[: f.height])),
+            )
+        )
+        try:
+            await r.wait_for(lambda relay: len(slated) >= 30, 15)
+            assert not any(slated), "a clean stream reaches its viewer as it is"
+            await type_into(driver, f"{ROW} input.reason", "a viewer phoned in")
+            await asyncio.to_thread(_click, driver, f"{ROW} button.act-redact")
+            await wait(driver, f"return {STATE}.lastAction && {STATE}.lastAction.ok")
+            await wait(driver, f"return {text(ROW + ' .state')} === 'redacted'")
+            before = len(slated)
+            await r.wait_for(lambda relay: sum(slated[before:]) >= 30, 15)  # the viewer gets the slate
+            redacted_entry = text('#audit tbody tr[data-action="redact"]')
+            await wait(driver, f"return {redacted_entry}")
+            assert "a viewer phoned in" in await js(driver, f"return {text('#audit tbody tr')}")
+
+            await type_into(driver, f"{ROW} input.reason", "reviewed: fine")
+            await asyncio.to_thread(_click, driver, f"{ROW} button.act-resume")
+            await wait(driver, f"return {text(ROW + ' .state')} === 'live'")
+            lifted = len(slated)
+            await r.wait_for(lambda relay: len(slated) >= lifted + 60, 15)
+            assert not any(slated[-30:]), "resume lifted it"
+        finally:
+            viewer.cancel()
+            await asyncio.gather(viewer, return_exceptions=True)
+        assert [e.action for e in r.moderation.store.audit.read(stream_id="s1")] == ["redact", "resume"]
+
+
+async def test_the_feed_scrolls_by_itself_filters_pages_back_and_dates_old_events():
+    """A store of 122 events (two of them days old) and then a flood of live ones, in a narrow window."""
+    now = time.time()
+    async with running_relay(moderation=ModerationSettings(database=":memory:")) as r, browser() as driver:
+        record = r.moderation.record
+        three_days = record(Event(STREAM_ENDED, "s2", "info", {}, at=now - 3 * 86400))
+        yesterday = record(Event(STREAM_CUT, "s2", "warning", {"details": {"reason": "yesterday"}}, at=now - 86400))
+        for i in range(120):
+            record(
+                Event(STREAM_CUT if i % 2 else STREAM_ENDED, "s1", "high" if i % 2 else "info", {}, at=now - 600 + i)
+            )
+        await asyncio.to_thread(driver.set_window_size, *NARROW)
+        await asyncio.to_thread(driver.get, f"{r.base}/dashboard")
+        await wait(driver, f"return {STATE}.feedConnected")
+        rows = "return document.querySelectorAll('#feed tbody tr').length"
+        assert await js(driver, rows) == 50
+
+        # Paging back, from the oldest shown, to the end of the store.
+        await asyncio.to_thread(_click, driver, "#feed-older")
+        await wait(driver, f"return {STATE}.olderPages === 1")
+        assert await js(driver, rows) == 100
+        await asyncio.to_thread(_click, driver, "#feed-older")
+        await wait(driver, f"return {STATE}.olderPages === 2")
+        assert await js(driver, rows) == 122
+        assert "no more" in await js(driver, f"return {text('#feed-older-status')}")
+        assert await js(driver, f"return {q('#feed-older')}.disabled")
+        when = "return document.querySelector('#feed tr[data-id=\"{}\"] td').textContent"
+        assert (await js(driver, when.format(yesterday.id))).startswith("yesterday ")
+        day = time.strftime("%Y-%m-%d", time.localtime(now - 3 * 86400))  # the browser and we share the zone here
+        assert (await js(driver, when.format(three_days.id))).startswith(day + " ")
+
+        # A flood of live events: the feed scrolls inside its own box, the audit log stays right under it.
+        box = "const b = document.getElementById('feed-scroll'); return [b.clientHeight, b.scrollHeight]"
+        height, _ = await js(driver, box)
+        for i in range(200):
+            record(Event(STREAM_ENDED, f"flood{i % 5}", "info", {}))
+        await wait(driver, f"return {STATE}.eventsLive === 200")
+        flooded, content = await js(driver, box)
+        assert flooded == height and content > flooded
+        assert height <= 0.45 * NARROW[1] + 1
+        audit_top, feed_bottom = await js(
+            driver,
+            "return [document.getElementById('audit-panel').getBoundingClientRect().top,"
+            " document.getElementById('feed-panel').getBoundingClientRect().bottom]",
+        )
+        assert 0 < audit_top - feed_bottom < 40
+
+        # Filters: stream and type from the server, severity in the page; each starts again from the newest.
+        await asyncio.to_thread(_choose, driver, "filter-stream", "s2")
+        await wait(driver, "return document.querySelectorAll('#feed tbody tr').length === 2")
+        assert await js(
+            driver,
+            "return [...document.querySelectorAll('#feed tbody tr td:nth-child(2)')]"
+            ".every((c) => c.textContent === 's2')",
+        )
+        await asyncio.to_thread(_choose, driver, "filter-stream", "s1")
+        await asyncio.to_thread(_choose, driver, "filter-severity", "high")
+        only_high_cuts = (
+            "const rs = [...document.querySelectorAll('#feed tbody tr')];"
+            " return rs.length > 0 && rs.every((t) => t.classList.contains('high') && t.dataset.type === 'stream.cut')"
+            " && rs.length"
+        )
+        assert await wait(driver, only_high_cuts) == 25  # the newest 50 of s1, half of them high
+        await asyncio.to_thread(_choose, driver, "filter-severity", "")
+        await asyncio.to_thread(_choose, driver, "filter-type", "stream.cut")
+        assert await wait(driver, only_high_cuts) == 50
+        record(Event(STREAM_ENDED, "s1", "info", {}))  # live, but not of the type chosen: counted, not shown
+        await wait(driver, f"return {STATE}.eventsLive === 201")
+        assert await js(driver, rows) == 50

@@ -21,7 +21,18 @@ import cv2
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
-from harness import FAST_END, ICE, SAMPLES, RunningRelay, frames_in, make_offer, publishing, running_relay, sample_lists
+from harness import (
+    FAST_END,
+    ICE,
+    SAMPLES,
+    RunningRelay,
+    frames_in,
+    looks_like_slate,
+    make_offer,
+    publishing,
+    running_relay,
+    sample_lists,
+)
 
 from livesafe.clients import ClientError, publish, user_agent, watch
 from livesafe.guard.matcher import Matcher
@@ -482,3 +493,65 @@ async def test_child_profile_slates_pages_high_and_refuses_recorders(clip, http)
             adult = await api.wait_event("adult", "match.started")
             assert (kid["action"], kid["severity"], kid["profile"]) == ("slate", "high", "child")
             assert (adult["action"], adult["severity"], adult["profile"]) == ("blur", "warning", "default")
+
+
+# ------------------------------------------------------------------ redact now
+
+
+async def test_redact_now_slates_a_clean_stream_for_its_viewers_until_resumed(clip, http):
+    """Nothing matches (no lists): the slate viewers get can only come from the moderator's "redact"."""
+    seen: list[bool] = []  # per frame the viewer got: is it the slate?
+    async with (
+        running_relay(matcher=no_lists(), moderation=moderation()) as r,
+        publishing(r, clip, "s1", **LOOPED),
+        watching(
+            r,
+            "s1",
+            on_frame=lambda frame, t: seen.append(looks_like_slate(frame.to_ndarray(format="yuv420p")[: frame.height])),
+        ),
+    ):
+        api = Api(http, r.base)
+        await r.wait_for(lambda relay: len(seen) >= 30, 15)
+        assert not any(seen), "a clean stream reaches its viewer as it is"
+        assert (await api.act("s1", "resume", "nothing to lift"))[0] == 409
+
+        status, redacted = await api.act("s1", "redact", "a viewer phoned in")
+        assert status == 200, redacted
+        assert redacted["event"]["action"] == "redact" and redacted["event"]["actor"] == MOD.name
+        imposed = await api.wait_event("s1", "redaction.imposed", timeout=5)
+        assert imposed["action"] == "slate" and "a viewer phoned in" in imposed["details"]["reason"]
+        await wait_state(r, "s1", "redacted")
+        assert r.summary("s1")["redaction_kept"]
+        before = len(seen)
+        await r.wait_for(lambda relay: sum(seen[before:]) >= 30, 15)  # the viewer's frames are the slate now
+        await reach(r, "s1", frames_in(r.relay, "s1") + 45)  # held, however clean the picture
+        assert r.summary("s1")["state"] == "redacted"
+
+        assert (await api.act("s1", "resume", "reviewed: fine"))[0] == 200
+        await wait_state(r, "s1", "live")
+        lifted = len(seen)
+        await r.wait_for(lambda relay: len(seen) >= lifted + 60, 15)
+        assert not any(seen[-30:]), "the viewer sees the stream again"
+        check_audit(
+            await api.audit("s1"),
+            [("redact", "a viewer phoned in", None, False), ("resume", "reviewed: fine", imposed["id"], False)],
+            "s1",
+        )
+
+
+async def test_only_moderators_may_redact_and_only_a_live_stream(clip, http):
+    observer = Principal("ob", "observer", "o" * 20)
+    async with running_relay(
+        matcher=no_lists(), moderation=ModerationSettings(database=":memory:", tokens=(MOD, observer))
+    ) as r:
+        api = Api(http, r.base)
+        assert (await api.act("s1", "redact", "not live"))[0] == 404
+        async with publishing(r, clip, "s1", **LOOPED):
+            await reach(r, "s1", 10)
+            headers = {"Authorization": f"Bearer {observer.token}"}
+            body = {"action": "redact", "reason": "trying"}
+            async with http.post(f"{r.base}/api/streams/s1/actions", json=body, headers=headers) as response:
+                assert response.status == 403
+            async with http.post(f"{r.base}/api/streams/s1/actions", json=body) as response:
+                assert response.status == 401
+            assert r.summary("s1")["state"] == "live" and not await api.audit("s1")

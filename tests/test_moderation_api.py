@@ -398,6 +398,22 @@ async def test_history_since_an_event_id(http: aiohttp.ClientSession, history) -
     assert (await events_page(http, r, f"since={sent[-1].id}"))["events"] == []
 
 
+async def test_history_pages_back_before_an_event_id(http: aiohttp.ClientSession, history) -> None:
+    """What the dashboard's "older events" does: the oldest id it shows is the cursor of the next page."""
+    r, sent, _ = history
+    assert ids((await events_page(http, r, f"before={sent[4].id}&last=2"))["events"]) == ids(sent[2:4])
+    assert ids((await events_page(http, r, f"before={sent[2].id}&last=2"))["events"]) == ids(sent[0:2])
+    assert (await events_page(http, r, f"before={sent[0].id}&last=2"))["events"] == []
+    assert ids((await events_page(http, r, f"before={sent[4].id}&last=5&stream=s1"))["events"]) == ids(
+        [sent[0], sent[2], sent[3]]
+    )
+    assert ids((await events_page(http, r, f"before={sent[3].id}&last=5&type=match.started"))["events"]) == ids(
+        [sent[0]]
+    )
+    reply = await call(http, "GET", f"{r.base}/api/events?before=ffffffffffffffffffffffffffffffff&last=2")
+    assert reply.status == 410, reply
+
+
 IST = timezone(timedelta(hours=5, minutes=30))
 
 
@@ -427,6 +443,8 @@ async def test_history_since_a_time(http: aiohttp.ClientSession, history, form: 
         ("last=0", "last: expected 1..1000"),
         ("last=many", "last: expected a whole number"),
         ("since=yesterday!", "since: expected an event id, unix seconds or an ISO 8601 time"),
+        ("before=x!&last=2", "before: expected an event id"),
+        ("before=abc", "before: goes with last=N"),
     ],
 )
 async def test_history_refuses_bad_parameters_with_a_reason(
@@ -610,7 +628,7 @@ async def test_tokens_never_reach_the_logs(
         ('"resume"', ["expected a JSON object"]),
         (
             '{"action": "ban", "reason": "r"}',
-            ["action: expected one of resume, keep, confirm, false_positive, terminate, got 'ban'"],
+            ["action: expected one of redact, resume, keep, confirm, false_positive, terminate, got 'ban'"],
         ),
         ('{"reason": "r"}', ["action: expected one of"]),
         ('{"action": "resume"}', ["reason: required"]),

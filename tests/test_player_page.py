@@ -103,3 +103,26 @@ async def test_a_viewer_reports_the_stream_from_the_player_page_as_its_own_sessi
     assert report.data["reason"] == "someone is filming a screen"
     # Counted as this viewer's session (a pseudonym of it), not as the page's address.
     assert report.data["client"] == ReportDesk.client_key(session_id, None)
+
+
+async def test_the_player_page_says_it_is_waiting_until_the_first_frame_arrives():
+    """Opened before the stream publishes, the page says so over the black video; the first frame clears it."""
+    waiting = "const w = document.getElementById('waiting'); return !w.hidden && w.offsetHeight > 0 && w.textContent"
+    async with running_relay() as r:
+        driver = await asyncio.to_thread(chromium)
+        try:
+            await asyncio.to_thread(driver.get, f"{r.base}/watch/s")
+            text = await asyncio.to_thread(_wait, driver, waiting)
+            assert "waiting for the stream to start" in text.lower()
+            assert driver.execute_script("return window.livesafe.frames") == 0
+            publisher = asyncio.ensure_future(
+                publish(SAMPLES / "blocked_cut.mp4", r.url("whip", "s"), ice=ICE, loop=True, duration=30)
+            )
+            try:
+                await asyncio.to_thread(_wait, driver, "return window.livesafe.frames > 0")
+                assert driver.execute_script("return document.getElementById('waiting').hidden") is True
+            finally:
+                publisher.cancel()
+                await asyncio.gather(publisher, return_exceptions=True)
+        finally:
+            await asyncio.to_thread(driver.quit)

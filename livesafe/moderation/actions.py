@@ -1,5 +1,7 @@
 """Moderator actions: what each one means, and how a request for one is read.
 
+- ``redact``: slate the stream now, for review, whether or not anything matched;
+  held until a moderator resumes (the guard's ``impose``).
 - ``resume``: lift the redaction now (a still-matching picture redacts again).
 - ``keep``: hold the redaction until a moderator resumes, however clean the stream turns.
 - ``confirm``: the match is true (recorded; receivers may file reports on it).
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("resume", "keep", "confirm", "false_positive", "terminate")
+ACTIONS = ("redact", "resume", "keep", "confirm", "false_positive", "terminate")
 SCOPES = ("stream", "global")
 MAX_REASON = 1000
 

@@ -143,7 +143,11 @@ async def index_page(request: web.Request) -> web.Response:
 
 
 async def api_events(request: web.Request) -> web.Response:
-    """``?stream=&type=&since=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601)."""
+    """``?stream=&type=&since=&before=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601).
+
+    ``before=<event id>&last=N``: the N newest events older than that one -- a dashboard's
+    "older events" page, with the oldest id it shows as the cursor.
+    """
     authorise(request)
     history = request.app[MODERATION].store.events
     query = request.query
@@ -153,11 +157,12 @@ async def api_events(request: web.Request) -> web.Response:
     after, since_time = 0, None
     if "since" in query:
         after, since_time = _since(request, query["since"])
+    if "before" in query and "last" not in query:
+        raise web.HTTPBadRequest(text="before: goes with last=N (the N newest events before that one)\n")
     if "last" in query:
         last = _int(query["last"], "last", 1, MAX_PAGE)
-        newest = history.read_before(
-            history.last_seq() + 1, stream_id=stream, types=types, since_time=since_time, limit=last
-        )
+        before = _seq_of(request, query["before"], "before") if "before" in query else history.last_seq() + 1
+        newest = history.read_before(before, stream_id=stream, types=types, since_time=since_time, limit=last)
         events = [e for e in newest if e.stored_seq > after]
     else:
         events = history.read(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
@@ -183,9 +188,10 @@ def _since(request: web.Request, value: str) -> tuple[int, float | None]:
     return _seq_of(request, value), None
 
 
-def _seq_of(request: web.Request, event_id: str) -> int:
+def _seq_of(request: web.Request, event_id: str, name: str = "since") -> int:
     if not event_id.isalnum() or len(event_id) > 64:
-        raise web.HTTPBadRequest(text="since: expected an event id, unix seconds or an ISO 8601 time\n")
+        expected = "an event id, unix seconds or an ISO 8601 time" if name == "since" else "an event id"
+        raise web.HTTPBadRequest(text=f"{name}: expected {expected}\n")
     seq = request.app[MODERATION].store.events.seq_of(event_id)
     if seq is None:
         raise web.HTTPGone(

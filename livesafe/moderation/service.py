@@ -290,16 +290,21 @@ class Moderation:
         """Carry out ``request`` on ``stream_id``; audit it and tell everyone (``action.taken``)."""
         _require_moderator(principal)
         control = self._control()
-        episode = self._episode(stream_id, request)
+        # A redaction by hand starts an episode of its own rather than joining the last match's.
+        fresh = request.action == "redact" and request.event_id is None
+        episode = None if fresh else self._episode(stream_id, request)
         details: dict[str, Any] = {}
         live = control.is_live(stream_id)
-        if request.action in ("resume", "keep", "terminate") and not live:
+        if request.action in ("redact", "resume", "keep", "terminate") and not live:
             raise ActionError(f"stream {stream_id!r} is not live", 404)
         if request.action in ("resume", "keep") and not control.is_redacting(stream_id):
             raise ActionError(f"stream {stream_id!r} is not redacted now", 409)
         if request.action in ("confirm", "false_positive") and episode is None:
             raise ActionError(f"stream {stream_id!r} has no match to {request.action.replace('_', ' ')}", 409)
-        if request.action == "resume":
+        if request.action == "redact":
+            # The strongest redaction: the moderator acts on what a list does not know yet.
+            control.impose(stream_id, Action.SLATE, f"redacted for review by {principal.name}: {request.reason}")
+        elif request.action == "resume":
             control.resume(stream_id, principal.name)
         elif request.action == "keep" and not control.keep(stream_id):  # the hold expired just now
             raise ActionError(f"stream {stream_id!r} is not redacted now", 409)

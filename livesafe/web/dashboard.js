@@ -25,6 +25,7 @@
   const MAX_SSE_BUFFER = 1 << 20;
   const ACTIONS = [
     // [action, scope, label, css class]
+    ["redact", null, "Redact now", ""],
     ["resume", null, "Resume", ""],
     ["keep", null, "Keep redacted", ""],
     ["confirm", null, "Confirm match", ""],
@@ -32,7 +33,8 @@
     ["false_positive", "global", "False positive (all streams)", ""],
     ["terminate", null, "Terminate", "danger"],
   ];
-  const NEEDS_LIVE = new Set(["resume", "keep", "terminate"]);
+  const NEEDS_LIVE = new Set(["redact", "resume", "keep", "terminate"]);
+  const OLDER_PAGE = 50;
 
   // What tests (and curious moderators, from the console) can read; nothing here is secret.
   const state = {
@@ -51,6 +53,7 @@
     actionsSent: 0,
     lastAction: null,
     previews: 0,
+    olderPages: 0, // pages of older events read with the "Older events" button
     listsShown: 0,
     lastError: null,
     blockedByPolicy: [], // Content-Security-Policy violations: markup from data that tried to run or load
@@ -176,13 +179,18 @@
 
   function makeRow(id) {
     const r = { id, summary: null, busy: false, buttons: [] };
-    r.tr = el("tr");
+    // Two rows: the stream's figures, then its actions across the whole table (so they wrap, never off screen).
+    r.tr = el("tr", null, "stream-row");
     r.tr.dataset.stream = id;
+    r.actTr = el("tr", null, "act-row");
+    r.actTr.dataset.stream = id;
     r.badge = el("span", "", "state");
     r.cells = {
       id: cell(id, "mono"), state: el("td"), profile: cell(""), viewers: cell("", "num"), framesIn: cell("", "num"),
-      redacted: cell("", "num"), dropped: cell("", "num"), kept: cell(""), act: el("td"),
+      redacted: cell("", "num"), dropped: cell("", "num"), kept: cell(""),
     };
+    const actCell = el("td");
+    actCell.colSpan = Object.keys(r.cells).length;
     r.cells.state.append(r.badge);
     r.reason = el("input", null, "reason");
     r.reason.maxLength = 1000;
@@ -203,8 +211,9 @@
     r.preview.addEventListener("click", () => preview(r));
     box.append(r.preview);
     r.status = el("span", "", "row-status");
-    r.cells.act.append(box, r.status);
+    actCell.append(box, r.status);
     r.tr.append(...Object.values(r.cells));
+    r.actTr.append(actCell);
     return r;
   }
 
@@ -212,7 +221,8 @@
     r.summary = s;
     r.badge.textContent = s.state;
     r.badge.className = `state ${["live", "redacted", "ended"].includes(s.state) ? s.state : ""}`;
-    r.tr.className = s.state === "ended" ? "ended" : "";
+    r.tr.className = `stream-row${s.state === "ended" ? " ended" : ""}`;
+    r.actTr.className = `act-row${s.state === "ended" ? " ended" : ""}`;
     r.cells.profile.textContent = s.profile || "";
     r.cells.viewers.textContent = s.viewers ?? "";
     r.cells.framesIn.textContent = s.frames_in ?? "";
@@ -248,16 +258,17 @@
     for (const [id, r] of rows) {
       if (!seen.has(id)) {
         r.tr.remove();
+        r.actTr.remove();
         rows.delete(id);
       }
     }
     // Live streams first; only move rows when the order changes (moving would drop focus from a reason).
     const order = [...rows.values()].sort((a, b) => (a.summary.state === "ended") - (b.summary.state === "ended"));
+    const wanted = order.flatMap((r) => [r.tr, r.actTr]);
     const current = [...body.rows];
-    if (order.length !== current.length || order.some((r, i) => current[i] !== r.tr)) {
-      for (const r of order) body.append(r.tr);
-    }
+    if (wanted.length !== current.length || wanted.some((tr, i) => current[i] !== tr)) body.append(...wanted);
     $("no-streams").hidden = rows.size > 0;
+    updateFilterChoices();
   }
 
   let streamsTimer = null;
@@ -414,16 +425,150 @@
     return parts.join(" · ");
   }
 
+  /** Today's times alone; anything older says its day ("yesterday 23:59:10", "2026-12-01 08:00:00"). */
   function fmtTime(at) {
     if (typeof at !== "number") return "";
     const d = new Date(at * 1000);
     const time = d.toLocaleTimeString([], { hour12: false });
-    return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+    const day = (x) => x.toDateString();
+    const yesterday = new Date();
+    yesterday.setDate(yesterday.getDate() - 1);
+    if (day(d) === day(new Date())) return time;
+    if (day(d) === day(yesterday)) return `yesterday ${time}`;
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
   }
+
+  /** A time cell that also carries the full date and time (and zone) on hover. */
+  function timeCell(at) {
+    const td = cell(fmtTime(at), "time");
+    if (typeof at === "number") td.title = new Date(at * 1000).toString();
+    return td;
+  }
+
+  // ---------------------------------------------------------- feed filters
+
+  // Stream and type are asked of the server too (history and older pages); severity is the
+  // page's own, as /api/events has no severity parameter.
+  const filters = { stream: "", severity: "", type: "" };
+  const SEVERITY_RANK = { info: 0, warning: 1, high: 2 };
+  const knownStreams = new Set();
+  const knownTypes = new Set();
+  let feedLimit = FEED_ROWS; // grows with every page of older events, so paging back is not undone
+  let oldestId = null; // the oldest event read from the history under the current filters: the next page's cursor
+
+  function matches(ev) {
+    if (filters.stream && ev.stream_id !== filters.stream) return false;
+    if (filters.type && ev.type !== filters.type) return false;
+    return !filters.severity || (SEVERITY_RANK[ev.severity] ?? 0) >= SEVERITY_RANK[filters.severity];
+  }
+
+  function historyQuery(last, before) {
+    const params = new URLSearchParams({ last: String(last) });
+    if (filters.stream) params.set("stream", filters.stream);
+    if (filters.type) params.set("type", filters.type);
+    if (before) params.set("before", before);
+    return `/api/events?${params}`;
+  }
+
+  /** Keep a select's options in step with what has been seen, without losing its selection. */
+  function setChoices(select, values) {
+    const wanted = ["", ...[...values].sort()];
+    const current = [...select.options].map((o) => o.value);
+    if (wanted.length === current.length && wanted.every((v, i) => current[i] === v)) return;
+    const chosen = select.value;
+    select.replaceChildren(...wanted.map((v) => {
+      const option = el("option", v || "all");
+      option.value = v;
+      return option;
+    }));
+    select.value = wanted.includes(chosen) ? chosen : "";
+  }
+
+  function updateFilterChoices() {
+    for (const s of state.streams) if (typeof s.id === "string") knownStreams.add(s.id);
+    if (filters.stream) knownStreams.add(filters.stream);
+    if (filters.type) knownTypes.add(filters.type);
+    setChoices($("filter-stream"), knownStreams);
+    setChoices($("filter-type"), knownTypes);
+  }
+
+  function renderFeedCount() {
+    const n = $("feed").tBodies[0].rows.length;
+    const on = [filters.stream && `stream ${filters.stream}`, filters.severity && `${filters.severity}+`,
+                filters.type && filters.type].filter(Boolean);
+    $("feed-count").textContent = `${n} event(s) shown${on.length ? ` · filtered: ${on.join(", ")}` : ""}`;
+  }
+
+  /** A filter changed: the table starts again from the newest events that pass it. */
+  let filterGen = 0; // a page asked for under filters since changed is dropped
+
+  async function applyFilters() {
+    const mine = ++filterGen;
+    filters.stream = $("filter-stream").value;
+    filters.severity = $("filter-severity").value;
+    filters.type = $("filter-type").value;
+    $("feed").tBodies[0].replaceChildren();
+    seenEvents.clear();
+    feedLimit = FEED_ROWS;
+    oldestId = null;
+    $("feed-older").disabled = false;
+    $("feed-older-status").textContent = "";
+    renderFeedCount();
+    if (!state.whoami) return;
+    try {
+      const { events } = await api(historyQuery(HISTORY));
+      if (mine !== filterGen) return;
+      for (const ev of events) addEvent(ev, false);
+      if (events.length) oldestId = events[0].id;
+      clearError("feed-history");
+    } catch (e) {
+      setError("feed-history", `events: ${e.message || e}`);
+    }
+    renderFeedCount();
+  }
+
+  for (const id of ["filter-stream", "filter-severity", "filter-type"]) $(id).addEventListener("change", applyFilters);
+
+  /** The page of events before the oldest one read so far (same filters). */
+  async function loadOlder() {
+    const button = $("feed-older");
+    const note = $("feed-older-status");
+    const body = $("feed").tBodies[0];
+    const cursor = oldestId || (body.lastElementChild && body.lastElementChild.dataset.id);
+    if (!cursor) {
+      note.textContent = "no older events";
+      return;
+    }
+    button.disabled = true;
+    const mine = filterGen;
+    try {
+      const { events } = await api(historyQuery(OLDER_PAGE, cursor));
+      if (mine !== filterGen) return;
+      feedLimit += OLDER_PAGE;
+      let shown = 0;
+      for (const ev of events) if (addEvent(ev, false)) shown += 1;
+      if (events.length) oldestId = events[0].id;
+      state.olderPages += 1;
+      const last = events.length < OLDER_PAGE;
+      note.textContent = `${events.length} older event(s) read, ${shown} shown${last ? "; no more before them" : ""}`;
+      button.disabled = last;
+      clearError("feed-history");
+    } catch (e) {
+      button.disabled = false;
+      setError("feed-history", `older events: ${e.message || e}`);
+    }
+    renderFeedCount();
+  }
+
+  $("feed-older").addEventListener("click", loadOlder);
 
   /** One feed row, placed by seq (newest first). */
   function addEvent(ev, live) {
     if (!ev || typeof ev.id !== "string" || seenEvents.has(ev.id)) return false;
+    if (typeof ev.stream_id === "string") knownStreams.add(ev.stream_id);
+    if (typeof ev.type === "string") knownTypes.add(ev.type);
+    if (!matches(ev)) return false;
     seenEvents.add(ev.id);
     const severity = ["info", "warning", "high"].includes(ev.severity) ? ev.severity : "info";
     const tr = el("tr", null, `${severity}${live ? " fresh" : ""}`);
@@ -435,7 +580,7 @@
     const sevCell = el("td");
     sevCell.append(sev);
     tr.append(
-      cell(fmtTime(ev.at)), cell(plain(ev.stream_id), "mono"), cell(plain(ev.type)), sevCell, cell(plain(ev.list_name)),
+      timeCell(ev.at), cell(plain(ev.stream_id), "mono"), cell(plain(ev.type)), sevCell, cell(plain(ev.list_name)),
       cell(plain(ev.category)), cell(plain(ev.signal)), cell(plain(ev.distance), "num"), cell(plain(ev.action)),
       cell(hashes(ev), "mono"), cell(describe(ev), "wrap details"),
     );
@@ -444,15 +589,18 @@
     let before = body.firstElementChild;
     while (before && Number(before.dataset.seq) > seq) before = before.nextElementSibling;
     body.insertBefore(tr, before);
-    while (body.rows.length > FEED_ROWS) {
+    while (body.rows.length > feedLimit) {
       seenEvents.delete(body.lastElementChild.dataset.id);
       body.lastElementChild.remove();
+      oldestId = body.lastElementChild.dataset.id; // older pages go on from what is still shown
     }
     return true;
   }
 
   function onLiveEvent(ev) {
-    if (!addEvent(ev, true)) return;
+    if (!ev || typeof ev.id !== "string" || seenEvents.has(ev.id)) return;
+    addEvent(ev, true); // (not shown if the filters leave it out; counted and alarmed on all the same)
+    renderFeedCount();
     state.eventsLive += 1;
     state.liveTypes[ev.type] = (state.liveTypes[ev.type] || 0) + 1;
     if (ev.severity === "high") alarm(ev);
@@ -462,12 +610,16 @@
   }
 
   async function loadHistory() {
-    const { events, last_id: lastId } = await api(`/api/events?last=${HISTORY}`);
+    const { events, last_id: lastId } = await api(historyQuery(HISTORY));
     for (const ev of [...events].sort((a, b) => a.seq - b.seq)) {
       if (addEvent(ev, false)) state.eventsFromHistory += 1;
     }
-    if (lastId) state.lastEventId = lastId;
+    if (events.length && !oldestId) oldestId = events[0].id;
+    // The feed resumes after the newest event in the store only when none were filtered out by the server.
+    if (lastId && !filters.stream && !filters.type) state.lastEventId = lastId;
     historyLoaded = true;
+    updateFilterChoices();
+    renderFeedCount();
   }
 
   /** Read Server-Sent Events from a fetch() response until it ends; returns normally on EOF. */
@@ -617,7 +769,7 @@
     tr.dataset.seq = String(entry.seq ?? "");
     tr.dataset.action = String(entry.action);
     const viewed = cell(entry.viewed_content ? "yes" : "no", entry.viewed_content ? "viewed" : "muted");
-    tr.append(cell(fmtTime(entry.at)), cell(plain(entry.actor)), cell(plain(entry.role)), cell(plain(entry.action)),
+    tr.append(timeCell(entry.at), cell(plain(entry.actor)), cell(plain(entry.role)), cell(plain(entry.action)),
               cell(plain(entry.stream_id), "mono"), cell(plain(entry.reason), "wrap"), viewed);
     const body = $("audit").tBodies[0];
     body.insertBefore(tr, body.firstElementChild); // entries come oldest first: newest ends on top
