@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from livesafe.cli import main
 from livesafe.config import ConfigError, load_config
 from livesafe.lists.sources import SourceContext, make_source
 
@@ -141,6 +142,7 @@ def test_the_unit_runs_serve_hardened_with_its_state_directory_and_secrets_file(
     assert service["ExecStart"].endswith("/livesafe serve --config /etc/livesafe/livesafe.toml")
     assert service["EnvironmentFile"] == "/etc/livesafe/secrets.env"  # no "-": a missing file stops it
     assert service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == "2"  # livesafe's exit status for a bad config
     assert service["User"] == "livesafe" and service["DynamicUser"] == "yes"
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes"}.items():
         assert service[key] == value
@@ -158,3 +160,13 @@ def test_systemd_accepts_every_line_of_the_unit(tmp_path: Path) -> None:
     path.write_text(unit)
     done = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), done.stderr
+
+
+def test_a_config_mistake_exits_with_the_status_the_unit_does_not_restart_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "livesafe.toml"
+    config.write_text("[server]\nprot = 8080\n")
+    status = {key: values[-1] for key, values in _unit()["Service"].items()}["RestartPreventExitStatus"]
+    assert main(["serve", "--config", str(config)]) == int(status)
+    assert "unknown key(s) ['prot']" in capsys.readouterr().err
