@@ -20,7 +20,9 @@ import pytest
 
 from livesafe.cli import main
 from livesafe.config import ConfigError, load_config
+from livesafe.events import Event
 from livesafe.lists.sources import SourceContext, make_source
+from livesafe.moderation.store.sqlite import SqliteStore
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROOT = DEPLOY.parent
@@ -170,3 +172,28 @@ def test_a_config_mistake_exits_with_the_status_the_unit_does_not_restart_on(
     status = {key: values[-1] for key, values in _unit()["Service"].items()}["RestartPreventExitStatus"]
     assert main(["serve", "--config", str(config)]) == int(status)
     assert "unknown key(s) ['prot']" in capsys.readouterr().err
+
+
+def test_the_documented_backup_copies_a_live_store_with_what_is_still_in_its_wal(tmp_path: Path) -> None:
+    """docs/deploy.md's backup one-liner, run on a store whose last events are in the WAL only."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    code = re.search(r"python3 -c '([^']+)'", doc)
+    assert code is not None
+    live, copy = tmp_path / "livesafe.db", tmp_path / "backup.db"
+    store = SqliteStore(live, interval=3600.0)  # the checkpointer stays asleep: the rows stay in the WAL
+    try:
+        for _ in range(20):
+            store.events.append(Event("match.started", "studio"))
+        assert (tmp_path / "livesafe.db-wal").stat().st_size > 0
+        done = subprocess.run(
+            [sys.executable, "-c", code.group(1), str(live), str(copy)], capture_output=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        store.close()
+    backup = SqliteStore(copy)
+    try:
+        assert backup.events.last_seq() == 20
+        assert backup.database.connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        backup.close()
