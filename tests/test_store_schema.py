@@ -167,3 +167,12 @@ def test_migrations_must_be_numbered_in_order(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="numbered"):
         migrate(db, (Migration(2, "skips one", "SELECT 1;"),))
     db.close()
+
+
+def test_a_script_that_ends_inside_a_statement_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    broken = (Migration(1, "unfinished", "CREATE TABLE a (x);\n-- a comment\nCREATE TABLE b (\n"),)
+    with pytest.raises(ValueError, match="ends inside a statement"):
+        migrate(db, broken)
+    assert db.execute("SELECT name FROM sqlite_master").fetchall() == []  # rolled back: a is not there
+    db.close()

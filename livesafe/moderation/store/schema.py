@@ -197,9 +197,11 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MI
     latest = latest_version(migrations)
     if [m.version for m in migrations] != list(range(1, latest + 1)):
         raise ValueError("migrations must be numbered 1, 2, 3 ... in order")
+    if schema_version(connection) == latest:  # the usual open: no write lock taken
+        return latest
     connection.execute("BEGIN IMMEDIATE")
     try:
-        found = schema_version(connection)
+        found = schema_version(connection)  # again, under the lock: another process may have migrated
         if found > latest:
             raise SchemaTooNew(
                 f"schema version {found} is newer than this livesafe knows ({latest}); "
@@ -229,5 +231,5 @@ def _statements(script: str) -> Iterator[str]:
         if sqlite3.complete_statement(pending):
             yield pending.strip()
             pending = ""
-    if pending.strip() and not pending.strip().startswith("--"):
+    if any(line.strip() and not line.strip().startswith("--") for line in pending.splitlines()):
         raise ValueError(f"migration script ends inside a statement: {pending.strip()[:60]!r}")
