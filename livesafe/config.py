@@ -279,7 +279,7 @@ def _profiles(data: dict[str, Any]) -> dict[str, PolicyProfile]:
 
 def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
     server = dict(_table(data, "server", ""))
-    ice = _ice(_table(server, "ice", "server"))
+    ice = _ice(_table(server, "ice", "server"), env)
     stream = _build(StreamSettings, _table(server, "stream", "server"), "server.stream")
     overload = _build(OverloadSettings, _table(server, "overload", "server"), "server.overload")
     for table in ("ice", "stream", "overload"):
@@ -377,7 +377,7 @@ def _secret(entry: dict[str, Any], key: str, where: str, env: Mapping[str, str])
     return value
 
 
-def _ice(data: dict[str, Any]) -> IceSettings:
+def _ice(data: dict[str, Any], env: Mapping[str, str]) -> IceSettings:
     _only(data, {"servers", "host_addresses", "announce", "udp_ports"}, "server.ice")
     servers = []
     listed = data.get("servers", [])
@@ -389,12 +389,14 @@ def _ice(data: dict[str, Any]) -> IceSettings:
             entry = {"urls": [entry]}
         if not isinstance(entry, dict) or "urls" not in entry:
             raise ConfigError(
-                f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential = ... }}"
+                f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential(_env) = ... }}"
             )
-        _only(entry, {"urls", "username", "credential"}, where)
+        entry = dict(entry)
+        credential = _secret(entry, "credential", where, env)  # a TURN password: credential_env keeps it out
+        _only(entry, {"urls", "username"}, where)
         urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
         try:
-            servers.append(IceServer(tuple(str(u) for u in urls), entry.get("username"), entry.get("credential")))
+            servers.append(IceServer(tuple(str(u) for u in urls), entry.get("username"), credential))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     hosts = data.get("host_addresses", [])

@@ -334,7 +334,9 @@ def test_node_state_survives_a_restart_and_an_older_database_gains_its_table(tmp
     assert store.state.get("k") == "2"
     store.close()
     old = sqlite3.connect(path)
-    old.execute("DROP TABLE state")  # as a database from before the table
+    old.execute("DROP TABLE state")  # as a database from before the table (and so before versioning)
+    old.execute("PRAGMA user_version = 0")
+    old.commit()
     old.close()
     store = SqliteStore(path)
     try:

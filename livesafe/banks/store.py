@@ -11,7 +11,8 @@ whom a picture shows).
 One connection, serialised by a lock, as ``SourceState`` does: the bank's list
 source reads it on the list thread, the HTTP API and the CLI write it.  Each
 write is one short transaction; a bank list reads its rows in one read
-transaction, so it never sees half of a change.
+transaction, so it never sees half of a change.  The tables' schema is in
+``livesafe.moderation.store.schema`` with the rest of the file's.
 """
 
 from __future__ import annotations
@@ -27,42 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livesafe.lists.sources.state import Entry
+from livesafe.moderation.store.schema import migrate
 
 if TYPE_CHECKING:  # media reads video through livesafe.scan, which imports the lists: only its type here
     from livesafe.banks.media import HashedContent
 
 BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CONTENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS banks (
-    name TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    changed_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bank_contents (
-    bank TEXT NOT NULL,
-    content_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    frames INTEGER NOT NULL,
-    views INTEGER NOT NULL,
-    added_by TEXT NOT NULL,
-    added_at REAL NOT NULL,
-    PRIMARY KEY (bank, content_id)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS bank_contents_by_sha256 ON bank_contents(bank, sha256);
-CREATE TABLE IF NOT EXISTS bank_hashes (
-    bank TEXT NOT NULL,
-    content_id TEXT NOT NULL,
-    signal TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    view TEXT NOT NULL,
-    frame_time REAL,
-    quality INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS bank_hashes_by_content ON bank_hashes(bank, content_id);
-"""
 
 
 class BankConflict(ValueError):
@@ -139,7 +111,11 @@ class BankStore:
             self._db.execute("PRAGMA busy_timeout = 5000")
             if str(database) != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
+            try:
+                migrate(self._db)
+            except sqlite3.Error:  # a file too new (or not a database): nothing stays open
+                self._db.close()
+                raise
 
     def add(self, bank: str, items: Sequence[tuple[str, HashedContent]], actor: str) -> list[BankContent]:
         """Bank every ``(content id, content)`` of ``items`` in one transaction, or none (BankConflict)."""

@@ -10,7 +10,8 @@ source keeps its last good download the same way, so a restart while the URL
 is down still enforces the list.
 
 One connection, serialised by a lock: sources are polled on one thread, but
-status readers may ask from another.
+status readers may ask from another.  The tables' schema is in
+``livesafe.moderation.store.schema`` with the rest of the file's.
 """
 
 from __future__ import annotations
@@ -22,29 +23,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-Entry = tuple[str, str, Mapping[str, str]]  # signal name, hash hex, metadata
+from livesafe.moderation.store.schema import migrate
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS list_source_checkpoints (
-    source TEXT PRIMARY KEY,
-    checkpoint TEXT NOT NULL,
-    saved_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
-);
-CREATE TABLE IF NOT EXISTS list_source_entries (
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    signal TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    PRIMARY KEY (source, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS list_source_copies (
-    source TEXT PRIMARY KEY,
-    body BLOB NOT NULL,
-    meta TEXT NOT NULL,
-    saved_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
-);
-"""
+Entry = tuple[str, str, Mapping[str, str]]  # signal name, hash hex, metadata
 
 
 class SourceState:
@@ -59,7 +40,11 @@ class SourceState:
             self._db.execute("PRAGMA busy_timeout = 5000")
             if str(database) != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
+            try:
+                migrate(self._db)
+            except sqlite3.Error:  # a file too new (or not a database): nothing stays open
+                self._db.close()
+                raise
 
     def checkpoint(self, source: str) -> dict[str, Any] | None:
         with self._lock:

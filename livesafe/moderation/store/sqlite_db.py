@@ -5,9 +5,9 @@ Tables: ``events`` (everything moderators are told, in order), ``outbox``
 the event, so a delivery cannot be lost between "stored" and "queued"),
 ``audit`` (what moderators did), ``allowlist`` (hashes moderators marked as
 false positives), ``revoked_keys`` (stream keys of terminated streams) and
-``state`` (named values of this node: the cluster's cursors).  The schema is
-created ``IF NOT EXISTS``, so a database from an older version gains a new
-table when it is opened.
+``state`` (named values of this node: the cluster's cursors).  Their schema,
+and the versions of it a file may be at, are in ``schema``: opening the file
+migrates it (and refuses one written by a newer release).
 
 The database is used from the event loop only.  Each write is one short
 transaction; with WAL and ``synchronous=NORMAL`` a commit does not wait for
@@ -28,90 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from livesafe.moderation.store.schema import migrate
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    stream_id TEXT,
-    at REAL NOT NULL,
-    severity TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_stream ON events(stream_id, seq);
-CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
-CREATE INDEX IF NOT EXISTS events_by_time ON events(at);
-CREATE TABLE IF NOT EXISTS outbox (
-    endpoint TEXT NOT NULL,
-    event_seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL,
-    last_error TEXT,
-    finished_at REAL,
-    PRIMARY KEY (endpoint, event_seq)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt);
--- Deleting an event cascades to its rows, and pruning skips events with a pending row: both find
--- them by event. Without this each deleted event scanned the whole outbox (hours, for a month's).
-CREATE INDEX IF NOT EXISTS outbox_by_event ON outbox(event_seq);
-CREATE INDEX IF NOT EXISTS outbox_errors ON outbox(endpoint, event_seq) WHERE last_error IS NOT NULL;
--- Rows per endpoint and state, kept by triggers, so counting them does not scan the outbox.
-CREATE TABLE IF NOT EXISTS outbox_counts (
-    endpoint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, state)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS outbox_counted_insert AFTER INSERT ON outbox BEGIN
-    INSERT INTO outbox_counts VALUES (new.endpoint, new.state, 1)
-    ON CONFLICT (endpoint, state) DO UPDATE SET count = count + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS outbox_counted_update AFTER UPDATE OF state ON outbox WHEN old.state != new.state BEGIN
-    UPDATE outbox_counts SET count = count - 1 WHERE endpoint = old.endpoint AND state = old.state;
-    INSERT INTO outbox_counts VALUES (new.endpoint, new.state, 1)
-    ON CONFLICT (endpoint, state) DO UPDATE SET count = count + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS outbox_counted_delete AFTER DELETE ON outbox BEGIN
-    UPDATE outbox_counts SET count = count - 1 WHERE endpoint = old.endpoint AND state = old.state;
-END;
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    role TEXT NOT NULL,
-    action TEXT NOT NULL,
-    stream_id TEXT,
-    reason TEXT NOT NULL,
-    viewed_content INTEGER NOT NULL,
-    event_id TEXT,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_stream ON audit(stream_id, seq);
-CREATE TABLE IF NOT EXISTS allowlist (
-    signal TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    stream_id TEXT NOT NULL,  -- '' for every stream
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (signal, hash, stream_id)
-);
-CREATE TABLE IF NOT EXISTS revoked_keys (
-    stream_id TEXT NOT NULL,
-    key_sha256 TEXT NOT NULL,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    PRIMARY KEY (stream_id, key_sha256)
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-"""
+log = logging.getLogger(__name__)
 
 
 class SqliteDatabase:
@@ -133,12 +52,11 @@ class SqliteDatabase:
         self.connection.execute("PRAGMA busy_timeout=5000")
         self.connection.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off the loop
         self.connection.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")  # a WAL grown by a burst shrinks back
-        self.connection.executescript(_SCHEMA)
-        if self.connection.execute("SELECT 1 FROM outbox_counts LIMIT 1").fetchone() is None:
-            # A database from before the counts table (or an empty one): count once.
-            self.connection.execute(
-                "INSERT INTO outbox_counts SELECT endpoint, state, COUNT(*) FROM outbox GROUP BY 1, 2"
-            )
+        try:
+            migrate(self.connection)
+        except sqlite3.Error:  # a file too new (or not a database): nothing stays open
+            self.connection.close()
+            raise
         self._checkpointer = None if in_memory else _Checkpointer(str(path), **checkpoints)
         if self._checkpointer is not None:
             self._checkpointer.start()
