@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livesafe.lists.sources.state import Entry
-from livesafe.moderation.store.schema import migrate
+from livesafe.moderation.store.schema import connect
 
 if TYPE_CHECKING:  # media reads video through livesafe.scan, which imports the lists: only its type here
     from livesafe.banks.media import HashedContent
@@ -103,19 +103,8 @@ class BankStore:
     """The banks in the SQLite file at ``database`` (``":memory:"``: this connection only, for tests)."""
 
     def __init__(self, database: str | Path) -> None:
-        if str(database) != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None)
+        self._db = connect(database)  # the event store's file, its schema migrated
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            if str(database) != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-            try:
-                migrate(self._db)
-            except sqlite3.Error:  # a file too new (or not a database): nothing stays open
-                self._db.close()
-                raise
 
     def add(self, bank: str, items: Sequence[tuple[str, HashedContent]], actor: str) -> list[BankContent]:
         """Bank every ``(content id, content)`` of ``items`` in one transaction, or none (BankConflict)."""

@@ -17,13 +17,12 @@ status readers may ask from another.  The tables' schema is in
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from livesafe.moderation.store.schema import migrate
+from livesafe.moderation.store.schema import connect
 
 Entry = tuple[str, str, Mapping[str, str]]  # signal name, hash hex, metadata
 
@@ -32,19 +31,8 @@ class SourceState:
     """Checkpoints, entries and last good copies of list sources; ``":memory:"`` keeps them for this run only."""
 
     def __init__(self, database: str | Path = ":memory:") -> None:
-        if str(database) != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)  # as the event store does
-        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None)
+        self._db = connect(database)  # the event store's file, its schema migrated
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            if str(database) != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-            try:
-                migrate(self._db)
-            except sqlite3.Error:  # a file too new (or not a database): nothing stays open
-                self._db.close()
-                raise
 
     def checkpoint(self, source: str) -> dict[str, Any] | None:
         with self._lock:

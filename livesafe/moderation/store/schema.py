@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class SchemaTooNew(sqlite3.DatabaseError):
@@ -217,6 +218,26 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MI
         raise
     connection.execute("COMMIT")
     return latest
+
+
+def connect(database: str | Path) -> sqlite3.Connection:
+    """A connection for a part of the store that has no writer thread of its own (list-source state, banks).
+
+    Creates the file's directory, WAL (unless ``":memory:"``), autocommit with explicit transactions, a
+    5 s busy timeout, and the schema migrated; a file too new (or not a database) raises, leaving nothing open.
+    """
+    if str(database) != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("PRAGMA busy_timeout = 5000")
+        if str(database) != ":memory:":
+            connection.execute("PRAGMA journal_mode = WAL")
+        migrate(connection)
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
 
 
 def _statements(script: str) -> Iterator[str]:
