@@ -422,6 +422,16 @@ def chromium(extra_args: tuple[str, ...] = ()):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+def eventually(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds, asked every 20 ms (from a thread or sync test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def wait_for_script(driver: Any, script: str, timeout: float, *, context: str, interval: float = 0.2) -> Any:
     """Poll ``script`` until it returns something truthy (returned).
 

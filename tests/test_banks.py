@@ -10,7 +10,6 @@ import asyncio
 import json
 import sqlite3
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from harness import ICE, serving
+from harness import ICE, eventually, serving
 
 from livesafe.banks.media import hash_content
 from livesafe.banks.store import BankStore
@@ -232,9 +231,9 @@ def test_a_bank_source_picks_up_adds_and_removes_at_the_next_poll(tmp_path: Path
         other = BankStore(db)  # another connection to the file: the CLI, the API of another process
         chelsea = hash_content(pictures["chelsea"].read_bytes(), "chelsea", [PDQ])
         other.add("ours", [("chelsea", chelsea)], "test")
-        assert _eventually(lambda: len(lists.current.blocklists[0]) == len(coffee.hashes) + len(chelsea.hashes))
+        assert eventually(lambda: len(lists.current.blocklists[0]) == len(coffee.hashes) + len(chelsea.hashes))
         assert other.remove("ours", "coffee") is not None
-        assert _eventually(lambda: lists.current.blocklists[0].version == "ours@3")
+        assert eventually(lambda: lists.current.blocklists[0].version == "ours@3")
         assert {m["content_id"] for m in lists.current.blocklists[0].metadata["pdq"]} == {"chelsea"}
         other.close()
     finally:
@@ -248,15 +247,6 @@ def test_a_bank_source_needs_the_event_stores_banks() -> None:
         LiveMatcher([ListSpec(kind="bank", name="ours")])
     with pytest.raises(ValueError, match="no option 'path_env'"):
         LiveMatcher([ListSpec(kind="bank", name="ours", options={"path_env": "X"})], context=SourceContext())
-
-
-def _eventually(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # ------------------------------------------------------------------ a crop a list cannot match

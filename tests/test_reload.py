@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp import web
-from harness import ICE
+from harness import ICE, eventually
 
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.guard.stream_guard import GuardSettings
@@ -29,15 +29,6 @@ def _rewrite(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)  # what list publishers should do: readers never see half a file
-
-
-def _wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_an_empty_list_is_refused_at_start_and_never_replaces_a_good_one(tmp_path: Path) -> None:
@@ -74,7 +65,7 @@ def test_watcher_swaps_changed_list_and_keeps_old_on_error(tmp_path: Path) -> No
     watcher = ListWatcher(lists, interval=0.05).start()
     try:
         _rewrite(path, HASH_A + "\n" + HASH_B + "\n")
-        assert _wait_for(lambda: lists.current is not first)
+        assert eventually(lambda: lists.current is not first, 5.0)
         second = lists.current
         assert len(second.blocklists[0]) == 2
         # A broken rewrite: the previous good version stays in force.
@@ -109,7 +100,7 @@ async def test_the_proxy_app_runs_the_watcher_for_as_long_as_it_runs(tmp_path: P
         assert watching()
         first = lists.current
         _rewrite(path, HASH_A + "\n" + HASH_B + "\n")
-        assert await asyncio.to_thread(_wait_for, lambda: lists.current is not first)
+        assert await asyncio.to_thread(eventually, lambda: lists.current is not first, 5.0)
         assert len(lists.current.blocklists[0]) == 2
     finally:
         await runner.cleanup()
