@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
-import numpy as np
 from aiohttp import web
 
 from livesafe.banks.cli import add_bank_parser
@@ -42,7 +41,6 @@ from livesafe.cluster.workers import (
     resolve_workers,
 )
 from livesafe.config import Config, ConfigError, load_config
-from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import LiveMatcher
 from livesafe.listeners import listen_admin
 from livesafe.lists import BlocklistError, ListSpec
@@ -54,7 +52,7 @@ from livesafe.proxy import ADMIN_PORT_IN_CLUSTER, build_proxy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
-from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, scan_file
+from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, sample_frames, scan_file
 from livesafe.signals import SIGNALS, RegionHashes, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
 
@@ -683,30 +681,14 @@ def _run_hash(args: argparse.Namespace) -> int:
 
 
 def _hash_video(signal: SignalType, path: Path, every: float) -> None:
-    """One line per ``every`` seconds, and one at each cut between them.
-
-    A cut is a frame the previous one's hash would not match (farther apart than the
-    signal's default threshold).  So a shot shorter than the step, falling between two
-    samples, still gets its line; within a shot the picture moves a little at a time.
-    """
+    """One line per ``every`` seconds, and one at each cut between them (a cut to a flat picture has none)."""
     with open_video(path) as container:
-        next_time = 0.0
-        printed = False
-        previous: np.ndarray | None = None  # the previous frame's hash
-        for index, frame in enumerate(container.decode(video=0)):
-            t = float(frame.time) if frame.time is not None else index / 30
-            y, scale = luma_view(frame)
-            hashes = signal.hash_luma(y, scale)
-            here = hashes.variants[0]
-            label = f"{path}@{t:.2f}s"
-            if t + 1e-9 >= next_time:
-                next_time = t + every
-                printed = _print_hash(signal, hashes, label) or printed
-            elif hashes.quality >= signal.min_quality and (
-                not printed or int(np.bitwise_count(here ^ previous).sum()) > signal.default_threshold
-            ):
-                printed = _print_hash(signal, hashes, f"{label} (cut)")
-            previous = here
+        for sample in sample_frames(container.decode(video=0), every, signal):
+            label = f"{path}@{sample.time:.2f}s"
+            if not sample.cut:
+                _print_hash(signal, sample.hashes, label)
+            elif sample.hashes.quality >= signal.min_quality:
+                _print_hash(signal, sample.hashes, f"{label} (cut)")
 
 
 def _print_hash(signal: SignalType, hashes: RegionHashes, label: str) -> bool:

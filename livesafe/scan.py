@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,9 +20,11 @@ import av
 import numpy as np
 
 from livesafe.events import GuardEvent
+from livesafe.guard.frames import luma_view
 from livesafe.guard.matcher import Matcher
 from livesafe.guard.stream_guard import GuardedFrame, GuardSettings, StreamGuard
 from livesafe.policy import Action
+from livesafe.signals import RegionHashes, SignalType
 
 
 class ScanError(Exception):
@@ -206,6 +208,41 @@ def open_video(path: Path | BinaryIO, label: str = "") -> av.container.InputCont
         container.close()
         raise ScanError(f"{where}: not a video (FFmpeg would read it as {codec} text art)")
     return container
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """A frame picked by :func:`sample_frames`, with its full-frame hash (already paid for by the cut test)."""
+
+    time: float
+    luma: np.ndarray
+    scale: float
+    hashes: RegionHashes
+    cut: bool  # picked because the picture changed, between two steps
+
+
+def sample_frames(frames: Iterable[av.VideoFrame], every: float, signal: SignalType) -> Iterator[VideoSample]:
+    """The frames at 0, ``every``, 2 × ``every``... seconds, and each cut between them.
+
+    What ``livesafe hash`` prints and a bank holds of a video.  A shot shorter than the
+    step, falling between two steps, must not be missed: a cut is a frame whose full-frame
+    ``signal`` hash is farther than the signal's threshold from the previous frame's (within a
+    shot the picture moves a little at a time).
+    """
+    next_time = 0.0
+    previous: np.ndarray | None = None
+    for index, frame in enumerate(frames):
+        t = float(frame.time) if frame.time is not None else index / 30
+        y, scale = luma_view(frame)
+        hashes = signal.hash_luma(y, scale)
+        here = hashes.variants[0]
+        due = t + 1e-9 >= next_time
+        cut = previous is not None and int(np.bitwise_count(here ^ previous).sum()) > signal.default_threshold
+        previous = here
+        if due:
+            next_time = t + every
+        if due or cut:
+            yield VideoSample(t, y, scale, hashes, cut and not due)
 
 
 def _emit_video(

@@ -24,8 +24,7 @@ import numpy as np
 from PIL import Image
 
 from livesafe.banks.views import ViewHash, view_hashes
-from livesafe.guard.frames import luma_view
-from livesafe.scan import ScanError, open_video
+from livesafe.scan import ScanError, open_video, sample_frames
 from livesafe.signals import SIGNALS, SignalType
 from livesafe.signals.pdq import luma_from_rgb
 
@@ -108,36 +107,25 @@ def _check_size(data: bytes, label: str) -> None:
 
 
 def _hash_video(data: bytes, label: str, signals: list[SignalType], every: float, sha256: str) -> HashedContent:
-    """A frame every ``every`` seconds, and the frame at each cut between them (as ``livesafe hash`` does):
-    a shot shorter than the step must not fall between two samples.  A cut is a frame whose full-frame
-    PDQ hash is farther than PDQ's threshold from the previous frame's."""
+    """The views of a frame every ``every`` seconds and of each cut between them (as ``livesafe hash``
+    samples): a shot shorter than the step must not fall between two samples."""
     try:
         container = open_video(io.BytesIO(data), label)
     except ScanError as exc:
         raise BankError(f"{exc} (and not an image OpenCV can read)") from None
     hashes: list[tuple[ViewHash, float | None]] = []
     frames = flat = 0
-    next_time = 0.0
-    previous: np.ndarray | None = None  # the previous frame's full-frame PDQ hash
     with container:
         try:
-            for index, frame in enumerate(container.decode(video=0)):
-                t = float(frame.time) if frame.time is not None else index / 30
-                y, scale = luma_view(frame)
-                here = PDQ.hash_luma(y, scale).variants[0]
-                cut = previous is not None and int(np.bitwise_count(here ^ previous).sum()) > PDQ.default_threshold
-                previous = here
-                if t + 1e-9 < next_time and not cut:
-                    continue
-                next_time = t + every
+            for sample in sample_frames(container.decode(video=0), every, PDQ):
                 frames += 1
                 if frames > MAX_SAMPLES:
                     raise BankError(
                         f"{label}: more than {MAX_SAMPLES} frames to hash at one every {every:g} s; "
                         "bank it with a longer interval (--every / every=)"
                     )
-                found, flat_here = view_hashes(y, scale, signals)
-                hashes += [(h, round(t, 3)) for h in found]
+                found, flat_here = view_hashes(sample.luma, sample.scale, signals)
+                hashes += [(h, round(sample.time, 3)) for h in found]
                 flat += flat_here
         except av.FFmpegError as exc:
             raise BankError(f"{label}: damaged video after {frames} sampled frame(s): {exc}") from None

@@ -88,15 +88,9 @@ def add_moderation(app: web.Application, moderation: Moderation) -> None:
 
 
 def open_access(relay: Relay, moderation: Moderation) -> bool:
-    """No access control configured at all (the demo): no moderator token, no stream key, no ``[auth]``
-    (``dev_mode``), no viewer token.
-
-    A viewer token alone still means someone decided who may watch: the streams and their moderation
-    must not then be open to anyone.
-    """
-    settings = relay.settings
-    viewer_tokens = settings.viewer_token or any(access.viewer_token for access in settings.streams.values())
-    return not moderation.settings.tokens and settings.dev_mode and not viewer_tokens
+    """No access control configured at all (the demo): no moderator token and nothing that decides who
+    may publish or watch (:attr:`~livesafe.relay.settings.RelaySettings.access_controlled`)."""
+    return not moderation.settings.tokens and not relay.settings.access_controlled
 
 
 def authorise(request: web.Request, *, act: bool = False) -> Principal:

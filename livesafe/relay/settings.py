@@ -88,6 +88,15 @@ class RelaySettings:
         """No stream key, JWT or hook anywhere: anyone may publish any stream (for trying it out only)."""
         return self.jwt is None and self.hook is None and not any(access.key for access in self.streams.values())
 
+    @property
+    def access_controlled(self) -> bool:
+        """Someone decided who may publish or who may watch: a stream key, ``[auth]``, or a viewer token.
+
+        A viewer token alone counts: the streams and their moderation must not then be open to anyone.
+        """
+        viewer_tokens = self.viewer_token or any(access.viewer_token for access in self.streams.values())
+        return not self.dev_mode or bool(viewer_tokens)
+
     def may_publish(self, stream_id: str, token: str | None) -> bool:
         if self.dev_mode:
             return True
