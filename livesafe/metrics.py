@@ -185,7 +185,9 @@ def _reload_metrics(out: Exposition, reloads: ReloadStatus) -> None:
         "0 if the last config reload was refused (the file on disk is not what runs), else 1",
         int(reloads.last_ok is not False),
     )
-    out.gauge("config_loaded_timestamp_seconds", "When the config in force was read (start or reload)", reloads.loaded_at)
+    out.gauge(
+        "config_loaded_timestamp_seconds", "When the config in force was read (start or reload)", reloads.loaded_at
+    )
 
 
 def _cluster_metrics(out: Exposition, node: ClusterNode) -> None:
