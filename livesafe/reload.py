@@ -1,33 +1,21 @@
 """Config reload (``SIGHUP`` to ``livesafe serve`` or ``demo``): new rules while every stream keeps running.
 
-What a reload changes, each swapped in whole (one reference) so no request
-sees half of it:
-
-- who may publish and watch: ``[streams.NAME]`` keys, viewer tokens and
-  profiles, ``[server] viewer_token``, ``[auth.jwt]``, ``[auth.hook]`` (an
-  unchanged hook keeps its cached answers), ``[profiles.NAME]``, and the
-  limits ``max_streams``, ``max_viewers_per_stream``,
-  ``connect_timeout_seconds``, ``ended_streams_listed``;
-- ``[moderation.tokens.NAME]`` and ``[[webhooks]]`` (a removed endpoint's
-  pending deliveries are marked failed; a new one gets the events from now on);
-- the set of lists (``[[lists.file]]``, ``[[lists.source]]``): a list added or
-  whose spec changed is fetched as at start, an unchanged one keeps what it
-  holds (the list watcher already reloads changed *contents*, reload or not).
-
-Everything else is fixed at start and needs a restart: ``[server]`` host,
-port, admin_port, admin_host, workers, cors_origin, max_body_bytes,
-``[server.ice]``, ``[server.stream]``, ``[server.overload]``, ``[guard]``,
-``[lists]`` skip_bad_lines and reload_seconds, every ``[moderation]`` key but
-the tokens (the database above all), ``[cluster]``, and, in a cluster, the set
-of lists (nodes share lists by name).  A reload that finds one of those changed
-applies the rest and logs a warning naming them.
+A reload takes from the file who may publish and watch (stream keys, viewer
+tokens, ``[auth.jwt]``, ``[auth.hook]``, profiles and a few limits:
+``RELAY_RELOADED``), the moderator tokens and webhooks (``MODERATION_RELOADED``)
+and the set of lists (``LiveLists.respec``); each is swapped in whole (one
+reference), so no request sees half of it.  Every other setting is fixed at
+start: the running one is kept and, if the file changed it, a warning names it.
+docs/reload.md has the table (a test keeps it in step with these sets).
 
 The rule for what is already running: **sessions that are up carry on; new
 ones meet the new rules.**  A publisher whose key was removed keeps
 publishing until it disconnects (a moderator's ``terminate`` is the way to
 stop it now); a live stream keeps the policy profile it started under.
 Cutting running streams because a file changed would turn an operator's typo
-into an outage, and the guard's floor must not change under a stream.
+into an outage, and the guard's floor must not change under a stream.  Lists
+are the exception: they decide what viewers may see, so they apply to every
+stream at once.
 
 The whole file is read and checked first, and the new lists fetched; if
 anything is wrong nothing changes and one ERROR line says why.  Secrets are
@@ -67,7 +55,6 @@ RELAY_RELOADED = frozenset(
         "hook",
         "profiles",
         "max_streams",
-        "max_viewers_per_stream",
         "connect_timeout_seconds",
         "ended_streams_listed",
     }

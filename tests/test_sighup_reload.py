@@ -237,3 +237,27 @@ def test_sighup_to_livesafe_serve_reloads_keys_and_refuses_a_broken_file(tmp_pat
     rest = server.stderr.read()
     assert code == 0, rest
     assert "Traceback" not in rest and KEY_A not in rest and KEY_B not in rest
+
+
+def test_docs_say_what_reloads_and_what_needs_a_restart_as_the_code_does():
+    """docs/reload.md's two lists against the sets ``livesafe.reload`` applies: a setting added to
+    RelaySettings or ModerationSettings must be placed on one side, in the code and in the docs."""
+    from dataclasses import fields
+
+    from livesafe.moderation.settings import ModerationSettings
+    from livesafe.relay.settings import RelaySettings
+    from livesafe.reload import MODERATION_RELOADED, RELAY_RELOADED
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reload.md").read_text()
+    changes, rest = text.split("## What needs a restart")
+    restart = rest.split("## What happens")[0]
+    tables = {"streams": "[streams.NAME]", "profiles": "[profiles.NAME]", "jwt": "[auth.jwt]", "hook": "[auth.hook]",
+              "ice": "[server.ice]", "stream": "[server.stream]", "overload": "[server.overload]",
+              "tokens": "[moderation.tokens.NAME]", "webhooks": "[[webhooks]]"}  # fmt: skip
+    for f in fields(RelaySettings):
+        name = tables.get(f.name, f"`{f.name}`")
+        assert name in (changes if f.name in RELAY_RELOADED else restart), f.name
+    for f in fields(ModerationSettings):
+        if f.name in MODERATION_RELOADED:
+            assert tables[f.name] in changes, f.name
+    assert "`database`" in restart and "every `[moderation]` key but the tokens" in restart
