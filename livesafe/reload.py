@@ -125,15 +125,22 @@ class ConfigReload:
             try:
                 summary = await self._apply()
             except (ValueError, OSError, BlocklistError) as exc:  # ConfigError is a ValueError
-                self.status.errors += 1
-                self.status.last_ok = False
+                self._failed()
                 log.error("config reload refused, nothing changed (still running the previous config): %s", exc)
+                return False
+            except Exception:  # a bug, not the file: said with its traceback; the relay keeps running
+                self._failed()
+                log.exception("config reload failed")
                 return False
             self.status.ok += 1
             self.status.last_ok = True
             self.status.loaded_at = time.time()
             log.info("config reloaded from %s: %s", self._source, summary)
             return True
+
+    def _failed(self) -> None:
+        self.status.errors += 1
+        self.status.last_ok = False
 
     async def _apply(self) -> str:
         """Check everything, then swap; raises (before anything is swapped) what makes the file unusable."""

@@ -195,6 +195,44 @@ async def test_a_live_stream_keeps_its_profile_and_a_removed_list_stops_matching
             assert r.moderation.matches[("L2", "test")] == count
 
 
+async def test_reload_turns_signed_tokens_and_the_auth_hook_on_changes_and_off(tmp_path, http):
+    """``[auth.jwt]`` and ``[auth.hook]`` from the file at each reload: a token (or the hook's answer) that
+    was refused is accepted once they are configured, a changed hook is asked afresh (no cached answer
+    from the old one), and taking them out refuses again.  Passing the check shows as the offer's 400."""
+    from test_auth import SECRET, token
+
+    answers = {"/allow": True, "/deny": False}
+    hook = web.Application()
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"allow": answers[request.path]})
+
+    hook.router.add_post("/{verdict}", answer)
+    path = tmp_path / "livesafe.toml"
+    base = _config(tmp_path, keys={"a": KEY_A}, lists=["L1"])
+    jwt_table = f'[auth.jwt]\nsecret = "{SECRET}"\nissuer = "https://platform.test"\naudience = "livesafe"\n'
+    path.write_text(base)
+    signed = token("cam", "publish")
+    async with serving(hook) as hooks, _serving_reloadable(path) as (r, reload, _):
+        assert await _publish_status(http, r, "cam", signed) == 403
+        path.write_text(base + jwt_table)
+        assert await reload.reload()
+        assert await _publish_status(http, r, "cam", signed) == 400  # let through, then the offer is refused
+        assert await _publish_status(http, r, "cam", token("other", "publish")) == 403
+
+        path.write_text(base + f'[auth.hook]\nurl = "{hooks}/allow"\n')
+        assert await reload.reload()
+        assert await _publish_status(http, r, "cam", "opaque-platform-token") == 400
+        path.write_text(base + f'[auth.hook]\nurl = "{hooks}/deny"\n')
+        assert await reload.reload()
+        assert await _publish_status(http, r, "cam", "opaque-platform-token") == 403
+
+        path.write_text(base)
+        assert await reload.reload()
+        assert await _publish_status(http, r, "cam", signed) == 403
+        assert await _publish_status(http, r, "cam", "opaque-platform-token") == 403
+
+
 def test_sighup_to_livesafe_serve_reloads_keys_and_refuses_a_broken_file(tmp_path):
     """A real process and a real signal: key B works after SIGHUP; a broken file then is one ERROR line,
     and the process keeps serving with what it had; a changed port is named as needing a restart."""
