@@ -30,6 +30,11 @@ A clustered node (``relay.app.add_lists_health``) also reports its shared
 lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``
 (since it last confirmed with Redis that it enforces the current versions) and
 ``lists_stale`` (1 while that age is over ``max_list_age_seconds``).
+
+Config reloads (``livesafe.reload``, SIGHUP): ``config_reload_total`` by
+result (ok, error), ``config_last_reload_successful`` (0 while the file on disk
+was refused: what runs is not what it says) and when the config in force was
+read (``config_loaded_timestamp_seconds``).
 """
 
 from __future__ import annotations
