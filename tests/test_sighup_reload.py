@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import av
+import harness
 import pytest
 from aiohttp import web
 from harness import BLOCKLIST, ICE, RunningRelay, frames_in, publishing, send, serving, unused_port
@@ -37,7 +39,7 @@ MOD_TOKEN = "moderator-token-0123456789"
 UNRELATED = "pdq " + "ab" * 32  # matches nothing in the clips
 
 
-def _config(tmp: Path, *, keys: dict[str, str], lists: list[str], webhook: str | None = None, extra: str = "") -> str:
+def _config(tmp: Path, *, keys: dict[str, str], lists: list[str], webhook: str | None = None) -> str:
     """A config: ``keys`` stream -> key, ``lists`` of names (L1: an unrelated hash; L2: the sample blocklist)."""
     if not (tmp / "l1.txt").exists():
         (tmp / "l1.txt").write_text(UNRELATED + "\n")
@@ -49,7 +51,7 @@ def _config(tmp: Path, *, keys: dict[str, str], lists: list[str], webhook: str |
     text += [f'[[lists.file]]\npath = "{paths[n]}"\nname = "{n}"\ncategory = "test"\naction = "slate"\n' for n in lists]
     if webhook is not None:
         text.append(f'[[webhooks]]\nurl = "{webhook}"\nname = "receiver"\nsecret = "whsec-test-secret"\n')
-    return "\n".join(text) + extra
+    return "\n".join(text)
 
 
 class Receiver:
@@ -108,14 +110,16 @@ async def test_reload_adds_a_key_a_list_and_a_webhook_without_dropping_the_strea
     receiver = Receiver()
     async with serving(receiver.app) as hooks, _serving_reloadable(path) as (r, reload, lists):
         async with publishing(r, blocked_cut_360p, "a", KEY_A, loop=True):
-            frames: list[float] = []
-            viewer = asyncio.ensure_future(
-                watch(r.url("whep", "a"), ice=ICE, duration=90, on_frame=lambda f, t: frames.append(t))
-            )
+            frames: list[bool] = []  # per frame the viewer got: was it the slate?
+
+            def seen_by_viewer(frame: av.VideoFrame, _: float) -> None:
+                frames.append(harness.looks_like_slate(frame.to_ndarray(format="yuv420p")[: frame.height]))
+
+            viewer = asyncio.ensure_future(watch(r.url("whep", "a"), ice=ICE, duration=90, on_frame=seen_by_viewer))
             try:
                 # Past the clip's blocked segment (2.5-4 s) once: L1 does not have it, so nothing matched.
                 await r.wait_for(lambda _: frames_in(r.relay, "a") > 150 and len(frames) > 30, 30)
-                assert r.moderation.store.events.latest("a", (MATCH_STARTED,)) is None
+                assert r.moderation.store.events.latest("a", (MATCH_STARTED,)) is None and not any(frames)
                 assert await _publish_status(http, r, "b", KEY_B) == 403
 
                 path.write_text(_config(tmp_path, keys={"a": KEY_A, "b": KEY_B}, lists=["L1", "L2"],
@@ -128,6 +132,7 @@ async def test_reload_adds_a_key_a_list_and_a_webhook_without_dropping_the_strea
                     await r.wait_for(lambda _: _matched(r, "b", "L2"), 30)
                     await r.wait_for(lambda _: receiver.got(MATCH_STARTED, "b", "L2"), 15)
                 await r.wait_for(lambda _: _matched(r, "a", "L2"), 30)
+                await r.wait_for(lambda _: any(frames[seen:]), 15)  # the viewer of A gets the slate now
                 await r.wait_for(lambda _: len(frames) > seen + 30, 15)
                 assert not viewer.done(), "the viewer was dropped"
                 assert r.relay.streams["a"].publisher is publisher, "A's publisher was dropped"
