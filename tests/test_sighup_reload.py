@@ -39,14 +39,16 @@ MOD_TOKEN = "moderator-token-0123456789"
 UNRELATED = "pdq " + "ab" * 32  # matches nothing in the clips
 
 
-def _config(tmp: Path, *, keys: dict[str, str], lists: list[str], webhook: str | None = None) -> str:
+def _config(
+    tmp: Path, *, keys: dict[str, str], lists: list[str], webhook: str | None = None, token: str = MOD_TOKEN
+) -> str:
     """A config: ``keys`` stream -> key, ``lists`` of names (L1: an unrelated hash; L2: the sample blocklist)."""
     if not (tmp / "l1.txt").exists():
         (tmp / "l1.txt").write_text(UNRELATED + "\n")
     paths = {"L1": tmp / "l1.txt", "L2": BLOCKLIST}
     text = ['[guard]\nhold_seconds = 0.5\n', '[server.ice]\nhost_addresses = ["127.0.0.1"]\n',
             "[server.stream]\nended_grace_seconds = 1.0\n", '[moderation]\ndatabase = ":memory:"\n',
-            f'[moderation.tokens.mod]\ntoken = "{MOD_TOKEN}"\nrole = "moderator"\n']  # fmt: skip
+            f'[moderation.tokens.mod]\ntoken = "{token}"\nrole = "moderator"\n']  # fmt: skip
     text += [f'[streams.{name}]\nkey = "{key}"\n' for name, key in keys.items()]
     text += [f'[[lists.file]]\npath = "{paths[n]}"\nname = "{n}"\ncategory = "test"\naction = "slate"\n' for n in lists]
     if webhook is not None:
@@ -236,6 +238,19 @@ async def test_reload_turns_signed_tokens_and_the_auth_hook_on_changes_and_off(t
         assert await reload.reload()
         assert await _publish_status(http, r, "cam", signed) == 403
         assert await _publish_status(http, r, "cam", "opaque-platform-token") == 403
+
+
+async def test_reload_replaces_the_moderator_tokens(tmp_path, http):
+    """A token taken out of the file is refused at the next request; the one put in works."""
+    path = tmp_path / "livesafe.toml"
+    path.write_text(_config(tmp_path, keys={"a": KEY_A}, lists=["L1"]))
+    async with _serving_reloadable(path) as (r, reload, _):
+        assert (await send(http, "GET", f"{r.base}/api/whoami", token=MOD_TOKEN)).status == 200
+        new_token = "rotated-token-9876543210"
+        path.write_text(_config(tmp_path, keys={"a": KEY_A}, lists=["L1"], token=new_token))
+        assert await reload.reload()
+        assert (await send(http, "GET", f"{r.base}/api/whoami", token=MOD_TOKEN)).status == 401
+        assert (await send(http, "GET", f"{r.base}/api/whoami", token=new_token)).json()["name"] == "mod"
 
 
 def test_sighup_to_livesafe_serve_reloads_keys_and_refuses_a_broken_file(tmp_path):
