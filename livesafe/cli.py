@@ -17,8 +17,8 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -52,6 +52,7 @@ from livesafe.proxy import ADMIN_PORT_IN_CLUSTER, build_proxy
 from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
+from livesafe.reload import ConfigReload
 from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, sample_frames, scan_file
 from livesafe.signals import SIGNALS, RegionHashes, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
@@ -272,7 +273,28 @@ def _load_lists(
     return lists
 
 
-def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = ()) -> tuple[Config, LiveMatcher]:
+@dataclass(frozen=True)
+class _ConfigFile:
+    """How ``serve``/``demo`` read their settings, so that ``SIGHUP`` reads them again the same way."""
+
+    load: Callable[[], Config]  # raises ConfigError (or BlocklistError, OSError) if they are not usable
+    loaded: Config  # what ``load`` returned at start
+    where: str
+
+
+def _config_file(args: argparse.Namespace, load: Callable[[], Config]) -> _ConfigFile:
+    def checked() -> Config:
+        try:
+            return load()
+        except UsageError as exc:  # e.g. the last list removed: one line, as at start
+            raise ConfigError(str(exc)) from None
+
+    where = str(args.config) if args.config is not None else "the command line (no --config)"
+    return _ConfigFile(checked, checked(), where)
+
+
+def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = ()) -> Config:
+    """``--config`` and the relay's flags over it (what ``serve`` and ``demo`` read at start and on SIGHUP)."""
     config = _config_with_lists(args, default_lists)
     relay = config.relay
     keys = dict(relay.streams)
@@ -300,19 +322,24 @@ def _relay_config(args: argparse.Namespace, default_lists: Sequence[ListSpec] = 
         if not secret:
             raise UsageError("--webhook-url needs --webhook-secret SECRET (or LIVESAFE_WEBHOOK_SECRET)")
         moderation = replace(moderation, webhooks=moderation.webhooks + (WebhookEndpoint(args.webhook_url, secret),))
-    config = replace(config, relay=relay, moderation=moderation)
-    return config, _load_lists(args, config, moderation.database, moderation.database)
+    return replace(config, relay=relay, moderation=moderation)
+
+
+def _relay_lists(args: argparse.Namespace, config: Config) -> LiveMatcher:
+    return _load_lists(args, config, config.moderation.database, config.moderation.database)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config, lists = _relay_config(args)
+    file = _config_file(args, lambda: _relay_config(args))
+    config = file.loaded
+    lists = _relay_lists(args, config)
     workers = resolve_workers(args.workers, config.relay.workers)
     if args.worker_index is not None:
         slot = WorkerSlot(args.worker_index, workers, config.relay.port)
         cluster = _cluster_settings(args, config)
         if cluster is None:
             raise UsageError("--worker-index is set by --workers for its workers, with --redis")
-        asyncio.run(_serve(slot.config(config, cluster), lists, worker=slot))
+        asyncio.run(_serve(slot.config(config, cluster), lists, file, worker=slot))
         return EXIT_CLEAN
     if workers > 1:
         del lists  # validated; the workers load their own
@@ -323,7 +350,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     config = replace(config, cluster=_cluster_settings(args, config))
-    asyncio.run(_serve(config, lists))
+    asyncio.run(_serve(config, lists, file))
     return EXIT_CLEAN
 
 
@@ -390,19 +417,29 @@ def _run_demo(args: argparse.Namespace) -> int:
         if samples.is_file()
         else []
     )
-    config, lists = _relay_config(args, default)
-    if args.config is None:
+
+    def load() -> Config:
+        config = _relay_config(args, default)
+        if args.config is not None:
+            return config
         # The embedded demo config: a 1 s hold, so each pass of the short sample shows
         # the stream going clean -> redacted -> clean.
-        config = replace(config, guard=replace(config.guard, hold_seconds=1.0))
-    asyncio.run(_serve(config, lists, demo=(args.sample, args.stream)))
+        return replace(config, guard=replace(config.guard, hold_seconds=1.0))
+
+    file = _config_file(args, load)
+    asyncio.run(_serve(file.loaded, _relay_lists(args, file.loaded), file, demo=(args.sample, args.stream)))
     return EXIT_CLEAN
 
 
 async def _serve(
-    config: Config, lists: LiveMatcher, demo: tuple[Path, str] | None = None, worker: WorkerSlot | None = None
+    config: Config,
+    lists: LiveMatcher,
+    file: _ConfigFile,
+    demo: tuple[Path, str] | None = None,
+    worker: WorkerSlot | None = None,
 ) -> None:
-    """Serve until SIGINT (stop) or SIGTERM (a cluster node drains first).
+    """Serve until SIGINT (stop) or SIGTERM (a cluster node drains first); SIGHUP reloads ``file``
+    (``livesafe.reload``: keys, tokens, lists, webhooks; streams keep running).
 
     ``worker``: one of ``serve --workers``: it listens on its own port and, shared
     with its siblings (``SO_REUSEPORT``), on the public one; on SIGTERM it closes
@@ -412,13 +449,14 @@ async def _serve(
     logging.getLogger("livesafe").setLevel(logging.INFO)
     if settings.admin_port is not None and config.cluster is not None:
         raise UsageError(ADMIN_PORT_IN_CLUSTER)
+    watcher = ListWatcher(lists, config.reload_seconds)
     try:
         proxy = build_proxy(
             settings,
             lambda: lists.current,
             config.guard,
             config.moderation,
-            ListWatcher(lists, config.reload_seconds),
+            watcher,
             cluster=config.cluster.with_advertise(listen_url(settings.host, settings.port)) if config.cluster else None,
             lists=lists,
             banks=lists.context.banks,
@@ -426,6 +464,11 @@ async def _serve(
     except (sqlite3.Error, OSError) as exc:  # not a database, or a directory we cannot create
         raise UsageError(f"event store {config.moderation.database}: {exc}") from None
     relay = proxy.relay
+    reload = ConfigReload(
+        file.load, file.loaded, relay, proxy.moderation, lists, watcher, clustered=proxy.cluster is not None,
+        source=file.where,
+    )  # fmt: skip
+    reload.attach(proxy.app)
     if worker is not None and proxy.cluster is not None and config.cluster is not None:
         proxy.cluster.shared_port = worker.public_port
         # A worker restarted after a crash finds its old name held until the key expires.
@@ -444,16 +487,21 @@ async def _serve(
         except OSError as exc:
             await runner.cleanup()
             raise UsageError(f"cannot listen on {admin[0]}:{admin[1]} (admin_port): {exc.strerror or exc}") from None
+        admin = (admin[0], runner.addresses[0][1])  # the port bound (admin_port 0: a free one)
     sites = [(settings.port, web.TCPSite(runner, settings.host, settings.port))]
     if worker is not None:
         sites.append((worker.public_port, web.TCPSite(runner, settings.host, worker.public_port, reuse_port=True)))
+    bound = settings.port
     for port, site in sites:
+        known = set(runner.addresses)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise UsageError(f"cannot listen on {settings.host}:{port}: {exc.strerror or exc}") from None
-    base = _base_url(settings.host, settings.port)
+        if site is sites[0][1]:
+            bound = min(address[1] for address in set(runner.addresses) - known)  # --port 0: the one bound
+    base = _base_url(settings.host, bound)
     hashes = sum(len(bl) for bl in lists.current.blocklists)
     behind = f" (worker {worker.index} of {worker.count} behind port {worker.public_port})" if worker else ""
     print(f"{READY_LINE}{base}{behind} -- {len(lists.current.blocklists)} list(s), {hashes} hashes", file=sys.stderr)
@@ -502,6 +550,8 @@ async def _serve(
 
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, _terminate)
+    loop.add_signal_handler(signal.SIGHUP, reload.request)
+    print(f"livesafe: SIGHUP reloads {file.where}: stream keys, [auth], tokens, lists, webhooks", file=sys.stderr)
     try:
         await stop.wait()
     finally:

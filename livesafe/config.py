@@ -85,7 +85,9 @@ Example::
     categories = ["csam"]        # optional filters: categories, types, min_severity
 
 A mistake in the file is reported as ``FILE: key: reason`` and stops start-up:
-running with a misread list or setting would be running unguarded.
+running with a misread list or setting would be running unguarded.  On SIGHUP
+the file is read and checked again the same way (``livesafe.reload``): a
+mistake then changes nothing, and what is fixed at start stays as it started.
 """
 
 from __future__ import annotations

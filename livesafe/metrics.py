@@ -30,6 +30,11 @@ A clustered node (``relay.app.add_lists_health``) also reports its shared
 lists: ``list_version`` and ``list_hashes`` per list, ``lists_age_seconds``
 (since it last confirmed with Redis that it enforces the current versions) and
 ``lists_stale`` (1 while that age is over ``max_list_age_seconds``).
+
+Config reloads (``livesafe.reload``, SIGHUP): ``config_reload_total`` by
+result (ok, error), ``config_last_reload_successful`` (0 while the file on disk
+was refused: what runs is not what it says) and when the config in force was
+read (``config_loaded_timestamp_seconds``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from livesafe.moderation.service import Moderation
 from livesafe.relay.app import LISTS_HEALTH
 from livesafe.relay.registry import RELAY, Relay
 from livesafe.relay.stream import StreamState
+from livesafe.reload import RELOAD, ReloadStatus
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +76,14 @@ def add_metrics(app: web.Application) -> None:
 async def metrics_handler(request: web.Request) -> web.Response:
     lists = request.app.get(LISTS_HEALTH)
     sources = request.app.get(LISTS)
+    reload = request.app.get(RELOAD)
     text = render(
         request.app[RELAY],
         request.app.get(MODERATION),
         request.app.get(CLUSTER),
         lists() if lists is not None else None,
         sources.statuses if sources is not None else None,
+        reload.status if reload is not None else None,
     )
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
@@ -147,11 +155,13 @@ def render(
     cluster: ClusterNode | None = None,
     lists: ListsHealth | None = None,
     sources: Sequence[SourceStatus] | None = None,
+    reloads: ReloadStatus | None = None,
 ) -> str:
     """Everything, read on the event loop; the guards' figures are read without locks (see GuardStats).
 
     ``lists``: the shared lists' versions and age (clustered nodes only);
-    ``sources``: where each list comes from and how its fetches go.
+    ``sources``: where each list comes from and how its fetches go;
+    ``reloads``: how config reloads (SIGHUP) went.
     """
     out = Exposition()
     _relay_metrics(out, relay)
@@ -163,7 +173,26 @@ def render(
         _moderation_metrics(out, moderation)
     if cluster is not None:
         _cluster_metrics(out, cluster)
+    if reloads is not None:
+        _reload_metrics(out, reloads)
     return out.text()
+
+
+def _reload_metrics(out: Exposition, reloads: ReloadStatus) -> None:
+    out.family(
+        "config_reload_total",
+        "counter",
+        "Config reloads (SIGHUP) by result: ok (applied) or error (refused; the previous config kept)",
+        [("", {"result": "ok"}, reloads.ok), ("", {"result": "error"}, reloads.errors)],
+    )
+    out.gauge(
+        "config_last_reload_successful",
+        "0 if the last config reload was refused (the file on disk is not what runs), else 1",
+        int(reloads.last_ok is not False),
+    )
+    out.gauge(
+        "config_loaded_timestamp_seconds", "When the config in force was read (start or reload)", reloads.loaded_at
+    )
 
 
 def _cluster_metrics(out: Exposition, node: ClusterNode) -> None:

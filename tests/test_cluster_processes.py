@@ -352,6 +352,8 @@ async def test_workers_share_one_port_and_the_supervisor_restarts_a_killed_worke
         async with aiohttp.ClientSession() as http:  # the restarted worker reopened its own file: nothing lost
             async with http.get(f"{own[origin]}/api/events?stream=studio&type=stream.started") as response:
                 assert (await response.json())["events"], "the worker's events before the kill"
+        supervisor.process.send_signal(signal.SIGHUP)  # passed on: each worker reads its config again
+        await supervisor.printed("config reloaded from the command line", timeout=15, count=2)
         code = supervisor.stop(signal.SIGINT)
     assert code == 0, supervisor.output
     for pid in (*restarted.values(), *private):

@@ -145,6 +145,7 @@ def test_the_unit_runs_serve_hardened_with_its_state_directory_and_secrets_file(
     assert service["EnvironmentFile"] == "/etc/livesafe/secrets.env"  # no "-": a missing file stops it
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == "2"  # livesafe's exit status for a bad config
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # livesafe.reload: keys, lists, webhooks, no restart
     assert service["User"] == "livesafe" and service["DynamicUser"] == "yes"
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes"}.items():
         assert service[key] == value

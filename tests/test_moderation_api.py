@@ -388,6 +388,25 @@ async def test_history_filters(http: aiohttp.ClientSession, history, query: str,
     assert page["last_id"] == (sent[expected[-1]].id if expected else None)
 
 
+async def test_history_filters_by_least_severity_as_the_dashboard_does(http: aiohttp.ClientSession) -> None:
+    """``min_severity``: that severity and above, server-side, so a filtered history page is a full page."""
+    async with running_relay() as r:
+        plan = [("s1", "info"), ("s1", "warning"), ("s2", "high"), ("s2", "info"), ("s1", "high")]
+        sent = [r.moderation.record(Event("match.started", stream, severity, {"k": i}))
+                for i, (stream, severity) in enumerate(plan)]  # fmt: skip
+        for query, expected in [
+            ("min_severity=info", [0, 1, 2, 3, 4]),
+            ("min_severity=warning", [1, 2, 4]),
+            ("min_severity=high", [2, 4]),
+            ("min_severity=warning&stream=s1", [1, 4]),
+            ("min_severity=warning&last=2", [2, 4]),
+            (f"min_severity=high&before={sent[4].id}&last=5", [2]),
+        ]:
+            assert ids((await events_page(http, r, query))["events"]) == ids([sent[i] for i in expected]), query
+        reply = await call(http, "GET", f"{r.base}/api/events?min_severity=urgent")
+        assert reply.status == 400 and reply.text.strip() == "min_severity: expected one of info, warning, high"
+
+
 async def test_history_since_an_event_id(http: aiohttp.ClientSession, history) -> None:
     r, sent, _ = history
     assert ids((await events_page(http, r, f"since={sent[1].id}"))["events"]) == ids(sent[2:])

@@ -161,3 +161,20 @@ def test_watch_reports_an_unknown_stream_clearly(tmp_path):
         assert result.returncode == 2 and "404" in result.stderr and "nobody" in result.stderr
     finally:
         _stop(server)
+
+
+def test_serve_on_port_0_prints_the_ports_it_bound(tmp_path):
+    """``--port 0 --admin-port 0``: free ports, and the banner names them (not ``:0``), so they can be used."""
+    server = _start("serve", "--port", "0", "--admin-port", "0", "--blocklist", str(SAMPLES / "blocklist.txt"),
+                    "--db", str(tmp_path / "ev.db"), "--stream-key", "studio=s3cret-key")  # fmt: skip
+    try:
+        said = _wait_for_line(server, "only on")
+        public = said.split("relay on http://127.0.0.1:")[1].split()[0]
+        admin = said.split("only on http://127.0.0.1:")[1].split()[0]
+        assert public.isdigit() and admin.isdigit() and "0" not in (public, admin) and public != admin, said
+        with urllib.request.urlopen(f"http://127.0.0.1:{public}/healthz", timeout=10) as health:
+            assert json.loads(health.read())["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as metrics:
+            assert b"livesafe_streams" in metrics.read()
+    finally:
+        assert _stop(server) == 0

@@ -245,6 +245,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         keepers = [asyncio.ensure_future(self._keep(w)) for w in self._workers]
         all_ready = asyncio.ensure_future(self._all_ready())
         stopped = asyncio.ensure_future(self._stop.wait())
@@ -278,6 +279,12 @@ class Supervisor:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(sig)  # SIGTERM: drain; SIGINT: stop now (again: hurry up)
         self._stop.set()
+
+    def _reload(self) -> None:
+        """SIGHUP: each worker reloads its config (``livesafe.reload``); one started later reads it at start."""
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     def _fail(self, reason: str) -> None:
         if self._failure is None and self._stopping is None:

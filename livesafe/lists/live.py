@@ -13,6 +13,8 @@ is told to ``on_stale`` once (the proxy sends a ``lists.stale`` event).
 At start a list that cannot be fetched stops the service (running a safety
 list unguarded is worse than not running), unless its source kept a copy from
 an earlier run: then that copy is enforced and the error is on its status.
+The same holds for a list a config reload adds (``respec``): if it cannot be
+fetched the reload is refused and the lists in force stay as they were.
 
 In a cluster a list may also arrive from elsewhere (another node published it):
 ``install`` swaps such a Blocklist in through the same single reference, and
@@ -26,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from livesafe.lists.model import Blocklist, BlocklistError, ListSpec
@@ -34,6 +37,26 @@ from livesafe.lists.sources import RetryLater, Source, SourceContext, SourceStat
 log = logging.getLogger(__name__)
 
 Compiled = TypeVar("Compiled")
+
+
+@dataclass(frozen=True)
+class ListChanges:
+    """What ``LiveLists.respec`` changed, by list name."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]  # the same name, another spec (path, action, category, thresholds, ...)
+
+
+@dataclass(eq=False)
+class _Tracked:
+    """One source and what is known of it, kept together so that changing the set of lists (``respec``)
+    moves them as one and a poll already under way finds out its source is gone."""
+
+    source: Source
+    status: SourceStatus
+    next_due: float = 0.0  # time.monotonic() of its next poll
+    refused: str | None = None  # why its content was refused
 
 
 class LiveLists(Generic[Compiled]):
@@ -49,35 +72,26 @@ class LiveLists(Generic[Compiled]):
         reload_seconds: float = 2.0,
     ) -> None:
         self.context = context or SourceContext()
-        self._sources: list[Source] = [make_source(spec, self.context) for spec in specs]
         self._compile = compile
         self._skip_bad_lines = skip_bad_lines
         self._reload_seconds = reload_seconds
         self._reload_lock = threading.Lock()
-        self._next_due = [0.0] * len(self._sources)
-        self._refused: list[str | None] = [None] * len(self._sources)  # why a source's content was refused
         # Called (on the fetching thread) with each list fetched from its source; not for ``install``.
         self.on_loaded: list[Callable[[Blocklist], None]] = []
         # Called once per outage with the status of a source failing longer than its max_stale_seconds,
         # and (on_recovered) when such a source answers again; on the fetching thread.
         self.on_stale: list[Callable[[SourceStatus], None]] = []
         self.on_recovered: list[Callable[[SourceStatus], None]] = []
-        self.statuses = [
-            SourceStatus(
-                source.spec.name,
-                source.spec.kind,
-                source.spec.where,
-                source.spec.category,
-                source.spec.action,
-                source.spec.max_stale_seconds,
-            )
-            for source in self._sources
-        ]
-        self._loaded = [self._first_load(i) for i in range(len(self._sources))]
+        self._tracked = [self._track(spec) for spec in specs]
+        self._loaded = [self._first_load(tracked) for tracked in self._tracked]
         self.current: Compiled = compile(self._loaded)
 
-    def _first_load(self, at: int) -> Blocklist:
-        source, status = self._sources[at], self.statuses[at]
+    def _track(self, spec: ListSpec) -> _Tracked:
+        status = SourceStatus(spec.name, spec.kind, spec.where, spec.category, spec.action, spec.max_stale_seconds)
+        return _Tracked(make_source(spec, self.context), status)
+
+    def _first_load(self, tracked: _Tracked) -> Blocklist:
+        source, status = tracked.source, tracked.status
         now = time.time()
         status.last_attempt = now
         try:
@@ -89,61 +103,76 @@ class LiveLists(Generic[Compiled]):
             if kept is None:
                 raise
             log.warning("list %r: %s; enforcing the copy kept from an earlier run", source.spec.name, exc)
-            self._failed(at, exc, now)
+            self._failed(status, exc, now)
             status.restored = True
             self._succeeded_with(status, kept)
             return kept
-        self._succeeded(at, blocklist, now)
+        self._succeeded(status, blocklist, now)
         return blocklist
+
+    @property
+    def statuses(self) -> list[SourceStatus]:
+        """Each source's status, in spec order."""
+        return [tracked.status for tracked in self._tracked]
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The sources of the lists in force, in spec order (what ``ListWatcher`` polls)."""
+        return tuple(tracked.source for tracked in self._tracked)
 
     def spec(self, name: str) -> ListSpec | None:
         """The spec of the list called ``name`` here, if any."""
-        return next((source.spec for source in self._sources if source.spec.name == name), None)
+        return next((source.spec for source in self.sources if source.spec.name == name), None)
 
-    def poll_seconds(self, at: int) -> float:
-        return self._sources[at].poll_seconds(self._reload_seconds)
+    def poll_seconds(self, source: Source) -> float:
+        return source.poll_seconds(self._reload_seconds)
 
     def __len__(self) -> int:
-        return len(self._sources)
+        return len(self._tracked)
 
     def reload_if_changed(self) -> list[str]:
         """Ask every source for changes now; returns one message per list reloaded or refused."""
         messages: list[str] = []
-        for at in range(len(self._sources)):
-            messages += self.refresh(at, force=True)
+        for source in self.sources:
+            messages += self.refresh_source(source, force=True)
         return messages
 
     def refresh(self, at: int, *, force: bool = False) -> list[str]:
-        """Ask source ``at`` for changes if it is due (or ``force``); swap a new list in.  Thread-safe.
+        """``refresh_source`` of the ``at``-th list."""
+        return self.refresh_source(self._tracked[at].source, force=force)
+
+    def refresh_source(self, source: Source, *, force: bool = False) -> list[str]:
+        """Ask ``source`` for changes if it is due (or ``force``); swap a new list in.  Thread-safe.
 
         The fetch runs outside the swap lock, so sources on other threads
-        carry on; the compile and the swap are serialised.
+        carry on; the compile and the swap are serialised.  A source no longer
+        among the lists (``respec`` took it out) is not asked.
         """
+        tracked = next((t for t in self._tracked if t.source is source), None)
         now = time.time()
-        if not force and time.monotonic() < self._next_due[at]:
+        if tracked is None or (not force and time.monotonic() < tracked.next_due):
             return []
-        source, status = self._sources[at], self.statuses[at]
+        status = tracked.status
         status.last_attempt = now
-        self._next_due[at] = time.monotonic() + self.poll_seconds(at)
+        tracked.next_due = time.monotonic() + self.poll_seconds(source)
         messages: list[str] = []
         try:
             blocklist = source.fetch(self._skip_bad_lines)
             if blocklist is not None:
                 # Remembered: the source answers "unchanged" while it holds that content, still refused.
-                self._refused[at] = _empty(blocklist)
-                _refuse_empty(blocklist, self._refused[at])
+                tracked.refused = _empty(blocklist)
+                _refuse_empty(blocklist, tracked.refused)
         except (BlocklistError, OSError) as exc:
             if isinstance(exc, RetryLater):
-                self._next_due[at] = time.monotonic() + max(exc.seconds, self.poll_seconds(at))
-            self._failed(at, exc, now)
+                tracked.next_due = time.monotonic() + max(exc.seconds, self.poll_seconds(source))
+            self._failed(status, exc, now)
             messages.append(f"kept previous version of list {source.spec.name!r}: {exc}")
         else:
             if blocklist is None:
-                if not source.still_failing and self._refused[at] is None:
+                if not source.still_failing and tracked.refused is None:
                     self._succeeded_with(status, None, now)
-            else:
-                self._swap(at, blocklist)
-                self._succeeded(at, blocklist, now)
+            elif self._swap(tracked, blocklist):
+                self._succeeded(status, blocklist, now)
                 messages.append(
                     f"reloaded list {source.spec.name!r}: {len(blocklist)} hashes, version {blocklist.version}"
                 )
@@ -154,16 +183,46 @@ class LiveLists(Generic[Compiled]):
         self._report_stale(status)
         return messages
 
-    def _swap(self, at: int, blocklist: Blocklist) -> None:
+    def _swap(self, tracked: _Tracked, blocklist: Blocklist) -> bool:
+        """Put ``blocklist`` in force for ``tracked`` (False: it is no longer among the lists)."""
         with self._reload_lock:
+            at = next((i for i, t in enumerate(self._tracked) if t is tracked), None)
+            if at is None:
+                return False
             loaded = list(self._loaded)
             loaded[at] = blocklist
             compiled = self._compile(loaded)
             self._loaded = loaded
             self.current = compiled  # one reference assignment: atomic for readers
+        return True
 
-    def _succeeded(self, at: int, blocklist: Blocklist, now: float) -> None:
-        status = self.statuses[at]
+    def respec(self, specs: Sequence[ListSpec]) -> ListChanges:
+        """Make ``specs`` the lists in force (a config reload): an unchanged spec keeps its source, its
+        status and the list it holds; a new or changed one is fetched as at start, and one that cannot be
+        (a ``BlocklistError``, a bad option: ``ValueError``) raises and changes nothing.  Slow (fetches,
+        compiles): call it off the event loop.  Then the set is swapped in whole, like a reload.
+        """
+        plan: list[tuple[_Tracked, Blocklist | None]] = []
+        for spec in specs:
+            same = next((t for t in self._tracked if t.source.spec == spec), None)
+            if same is not None:
+                plan.append((same, None))
+            else:
+                tracked = self._track(spec)
+                plan.append((tracked, self._first_load(tracked)))
+        old = {t.source.spec.name for t in self._tracked}
+        new = {t.source.spec.name for t, _ in plan}
+        changed = {t.source.spec.name for t, fetched in plan if fetched is not None} & old
+        with self._reload_lock:
+            now = {id(t): blocklist for t, blocklist in zip(self._tracked, self._loaded, strict=True)}
+            loaded = [fetched if fetched is not None else now[id(t)] for t, fetched in plan]
+            compiled = self._compile(loaded)
+            self._tracked = [t for t, _ in plan]
+            self._loaded = loaded
+            self.current = compiled
+        return ListChanges(sorted(new - old), sorted(old - new), sorted(changed))
+
+    def _succeeded(self, status: SourceStatus, blocklist: Blocklist, now: float) -> None:
         status.restored = False
         self._succeeded_with(status, blocklist, now)
 
@@ -185,8 +244,7 @@ class LiveLists(Generic[Compiled]):
                 for listener in self.on_recovered:
                     listener(status)
 
-    def _failed(self, at: int, exc: Exception, now: float) -> None:
-        status = self.statuses[at]
+    def _failed(self, status: SourceStatus, exc: Exception, now: float) -> None:
         status.last_error = str(exc)
         status.failures += 1
         if status.failing_since is None:
@@ -223,7 +281,7 @@ class LiveLists(Generic[Compiled]):
         meanwhile, and that newer local change must not be overwritten unseen.
         The source is still polled: when it changes, its content replaces this.
         """
-        names = [source.spec.name for source in self._sources]
+        names = [source.spec.name for source in self.sources]
         if blocklist.spec.name not in names:
             raise KeyError(f"no list named {blocklist.spec.name!r} here (have {', '.join(names)})")
         at = names.index(blocklist.spec.name)
@@ -235,7 +293,7 @@ class LiveLists(Generic[Compiled]):
             compiled = self._compile(loaded)
             self._loaded = loaded
             self.current = compiled
-        status = self.statuses[at]  # what is enforced now; the source's own fetch times stay its own
+        status = self._tracked[at].status  # what is enforced now; the source's own fetch times stay its own
         status.version, status.entries, status.unmatchable = (
             blocklist.version,
             len(blocklist),
@@ -277,7 +335,10 @@ class ListWatcher:
 
     ``interval`` is the poll of local files (``[lists] reload_seconds``);
     fetching parses and indexes off the frame path; streams keep matching
-    against the old lists until the new ones are swapped in whole.
+    against the old lists until the new ones are swapped in whole.  After a
+    ``LiveLists.respec``, ``sync`` polls the new set: a thread for each new
+    source; a removed one's thread ends at its next tick (a fetch under way
+    finishes, and is dropped).
     """
 
     def __init__(self, lists: LiveLists[Any], interval: float) -> None:
@@ -285,29 +346,50 @@ class ListWatcher:
             raise ValueError("reload interval must be positive")
         self._lists = lists
         self._interval = interval
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(
-                target=self._run, args=(at,), name=f"livesafe-list-watcher:{lists.statuses[at].name}", daemon=True
-            )
-            for at in range(len(lists))
-        ]
+        self._running = False
+        self._lock = threading.Lock()
+        self._threads: dict[int, tuple[threading.Thread, threading.Event]] = {}  # by id() of the source
 
     def start(self) -> ListWatcher:
-        for thread in self._threads:
-            thread.start()
+        self._running = True
+        self.sync()
         return self
 
+    def sync(self) -> None:
+        """Poll the lists there are now (nothing before ``start``)."""
+        with self._lock:
+            if not self._running:
+                return
+            current = {id(source): source for source in self._lists.sources}
+            for key in [key for key in self._threads if key not in current]:
+                self._threads.pop(key)[1].set()
+            for key, source in current.items():
+                if key not in self._threads:
+                    gone = threading.Event()
+                    thread = threading.Thread(
+                        target=self._run,
+                        args=(source, gone),
+                        name=f"livesafe-list-watcher:{source.spec.name}",
+                        daemon=True,
+                    )
+                    self._threads[key] = (thread, gone)
+                    thread.start()
+
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
+        with self._lock:
+            self._running = False
+            threads = list(self._threads.values())
+            self._threads.clear()
+        for _, gone in threads:
+            gone.set()
+        for thread, _ in threads:
             if thread.is_alive():
                 thread.join(timeout=self._interval + 5)
 
-    def _run(self, at: int) -> None:
-        tick = min(self._interval, self._lists.poll_seconds(at), 1.0)
-        while not self._stop.wait(tick):
+    def _run(self, source: Source, gone: threading.Event) -> None:
+        tick = min(self._interval, self._lists.poll_seconds(source), 1.0)
+        while not gone.wait(tick):
             try:
-                self._lists.refresh(at)
+                self._lists.refresh_source(source)
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
                 log.exception("list reload failed; keeping the current lists")

@@ -35,6 +35,7 @@ from livesafe.moderation.preview import blurred_thumbnail
 from livesafe.moderation.reports import MAX_REASON, RateLimited, ReportDesk
 from livesafe.moderation.service import Moderation
 from livesafe.moderation.settings import Principal
+from livesafe.policy import SEVERITIES
 from livesafe.relay.access import VIEW
 from livesafe.relay.registry import RELAY, Relay
 
@@ -137,7 +138,9 @@ async def index_page(request: web.Request) -> web.Response:
 
 
 async def api_events(request: web.Request) -> web.Response:
-    """``?stream=&type=&since=&before=&last=&limit=``: since = an event id (after it) or a time (unix or ISO 8601).
+    """``?stream=&type=&min_severity=&since=&before=&last=&limit=``: since = an event id (after it) or a time
+    (unix or ISO 8601); ``min_severity``: that severity and above (info < warning < high), as the
+    dashboard's feed filter and a webhook's ``min_severity`` mean it.
 
     ``before=<event id>&last=N``: the N newest events older than that one -- a dashboard's
     "older events" page, with the oldest id it shows as the cursor.
@@ -148,6 +151,10 @@ async def api_events(request: web.Request) -> web.Response:
     limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
     types = [t for value in query.getall("type", []) for t in value.split(",") if t]
     stream = query.get("stream") or None
+    least = query.get("min_severity") or SEVERITIES[0]
+    if least not in SEVERITIES:
+        raise web.HTTPBadRequest(text=f"min_severity: expected one of {', '.join(SEVERITIES)}\n")
+    severities = SEVERITIES[SEVERITIES.index(least) :]
     after, since_time = 0, None
     if "since" in query:
         after, since_time = _since(request, query["since"])
@@ -156,10 +163,14 @@ async def api_events(request: web.Request) -> web.Response:
     if "last" in query:
         last = _int(query["last"], "last", 1, MAX_PAGE)
         before = _seq_of(request, query["before"], "before") if "before" in query else history.last_seq() + 1
-        newest = history.read_before(before, stream_id=stream, types=types, since_time=since_time, limit=last)
+        newest = history.read_before(
+            before, stream_id=stream, types=types, since_time=since_time, severities=severities, limit=last
+        )
         events = [e for e in newest if e.stored_seq > after]
     else:
-        events = history.read(after, stream_id=stream, types=types, since_time=since_time, limit=limit)
+        events = history.read(
+            after, stream_id=stream, types=types, since_time=since_time, severities=severities, limit=limit
+        )
     return web.json_response({"events": [e.to_dict() for e in events], "last_id": events[-1].id if events else None})
 
 

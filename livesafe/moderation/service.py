@@ -128,6 +128,12 @@ class Moderation:
         self.closed = True
         self.store.close()
 
+    def reconfigure(self, settings: ModerationSettings) -> None:
+        """Take ``settings`` (a config reload): its tokens decide the next request, its webhooks get the next
+        event.  The caller keeps every setting fixed at start (the store, ...) as it was (``livesafe.reload``)."""
+        self.settings = settings
+        self.webhooks.reconfigure(settings.webhooks)
+
     def attach(self, control: StreamControl) -> None:
         self.control = control
 

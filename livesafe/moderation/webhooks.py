@@ -101,26 +101,39 @@ class WebhookDispatcher:
         self._outbox = outbox
         self._on_failure = on_failure
         self._give_up = settings.webhook_give_up_hours * 3600
-        self._endpoints = {w.name: w for w in settings.webhooks}
-        self.health = {name: EndpointHealth() for name in self._endpoints}
-        abandoned = outbox.abandon(list(self._endpoints), time.time())
+        self._endpoints: dict[str, WebhookEndpoint] = {}
+        self.health: dict[str, EndpointHealth] = {}
+        self._wake = asyncio.Event()
+        self.reconfigure(settings.webhooks)
+
+    def reconfigure(self, endpoints: tuple[WebhookEndpoint, ...]) -> None:
+        """Deliver to ``endpoints`` from now on (at start, and on a config reload).
+
+        An endpoint kept by name keeps its health and its queue (a changed URL or
+        secret applies to the next attempt); a new one gets the events recorded from
+        now on; a removed one's pending deliveries are marked failed, as at start.
+        """
+        self._endpoints = {w.name: w for w in endpoints}
+        self.health = {name: self.health.get(name) or EndpointHealth() for name in self._endpoints}
+        abandoned = self._outbox.abandon(list(self._endpoints), time.time())
         if abandoned:
             log.warning(
                 "%d pending webhook deliveries were for endpoints no longer configured: marked failed", abandoned
             )
-        self._wake = asyncio.Event()
+        self.wake()
 
     def wake(self) -> None:
-        """A new event was queued: look at the outbox now."""
+        """A new event was queued (or the endpoints changed): look at the outbox now."""
         self._wake.set()
 
     async def run(self) -> None:
-        if not self._endpoints:
-            return
         timeout = aiohttp.ClientTimeout(total=self._settings.webhook_timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
             while True:
                 self._wake.clear()
+                if not self._endpoints:  # none configured (yet: a config reload may add one)
+                    await self._wake.wait()
+                    continue
                 now = time.time()
                 open_ = [n for n, h in self.health.items() if h.blocked_until <= now]
                 batch = self._outbox.due(now, open_, limit=_IN_FLIGHT * 4)
@@ -148,8 +161,9 @@ class WebhookDispatcher:
 
         async def drain(name: str, deliveries: list[Delivery]) -> None:
             for delivery in deliveries:
-                if not await self._send(http, self._endpoints[name], delivery):
-                    return
+                endpoint = self._endpoints.get(name)
+                if endpoint is None or not await self._send(http, endpoint, delivery):
+                    return  # failing, or removed by a config reload (its deliveries marked failed)
 
         await asyncio.gather(*(drain(name, items) for name, items in by_endpoint.items()))
 
@@ -171,7 +185,7 @@ class WebhookDispatcher:
         except aiohttp.ClientError as exc:
             error = _describe(exc, endpoint)
         now = time.time()
-        health = self.health[endpoint.name]
+        health = self.health.get(endpoint.name) or EndpointHealth()  # removed meanwhile: counted nowhere
         if error is None:
             self._outbox.delivered(delivery, now)
             health.failures, health.blocked_until = 0, 0.0

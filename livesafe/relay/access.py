@@ -36,10 +36,15 @@ class Grant:
 
 
 class Access:
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(self, settings: RelaySettings, previous: Access | None = None) -> None:
+        """``previous``: the checks a config reload replaces; its auth hook (and the answers it cached) is
+        kept if ``[auth.hook]`` did not change."""
         self.settings = settings
         self._tokens = TokenVerifier(settings.jwt) if settings.jwt is not None else None
-        self._hook = AuthHook(settings.hook) if settings.hook is not None else None
+        kept: AuthHook | None = previous.hook if previous is not None else None
+        if kept is not None and kept.settings != settings.hook:
+            kept = None
+        self.hook: AuthHook | None = kept or (AuthHook(settings.hook) if settings.hook is not None else None)
 
     async def check(self, stream_id: str, role: str, token: str | None, remote: str | None) -> Grant:
         """The grant, or raises 401 (no or invalid credential) / 403 (valid, not for this stream or role)."""
@@ -59,8 +64,8 @@ class Access:
                     raise unauthorized(exc.reason) from None
                 raise web.HTTPForbidden(text=f"{exc.reason}\n") from None
             return self._grant(stream_id, claims.profile)
-        if self._hook is not None:
-            answer = await self._hook.ask(stream_id, role, token, remote)
+        if self.hook is not None:
+            answer = await self.hook.ask(stream_id, role, token, remote)
             if not answer.allow:
                 if token is None:
                     raise unauthorized(f"{_NEEDS[role]} a token ({answer.reason})")
@@ -96,8 +101,8 @@ class Access:
         return Grant(profile)
 
     async def close(self) -> None:
-        if self._hook is not None:
-            await self._hook.close()
+        if self.hook is not None:
+            await self.hook.close()
 
 
 _NEEDS = {PUBLISH: "publishing needs", VIEW: "watching this stream needs"}

@@ -39,6 +39,7 @@ from livesafe.relay.whip import whip_post
 
 LISTS_HEALTH: web.AppKey[Callable[[], ListsHealth]] = web.AppKey("lists_health")
 STALE_SOURCES: web.AppKey[Callable[[], list[str]]] = web.AppKey("stale_sources")
+CONFIG_STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config_status")
 
 
 def create_app(relay: Relay) -> web.Application:
@@ -85,6 +86,12 @@ def add_sources_health(app: web.Application, stale: Callable[[], list[str]]) -> 
     app[STALE_SOURCES] = stale
 
 
+def add_config_status(app: web.Application, status: Callable[[], dict[str, Any]]) -> None:
+    """Have ``/healthz`` show ``status()`` as ``config``: when the config in force was loaded, how the last
+    reload went (``livesafe.reload``).  A refused reload leaves the node ``ok``: it guards as before."""
+    app[CONFIG_STATUS] = status
+
+
 async def healthz(request: web.Request) -> web.Response:
     relay: Relay = request.app[RELAY]
     health: dict[str, Any] = {"status": "ok", "streams": len(relay.streams), "sessions": len(relay.sessions)}
@@ -98,6 +105,9 @@ async def healthz(request: web.Request) -> web.Response:
         health["lists"] = lists.to_json()
         if lists.stale:
             health |= {"status": "stale_lists", "reason": lists.reason}
+    config = request.app.get(CONFIG_STATUS)
+    if config is not None:
+        health["config"] = config()
     stale_sources = request.app.get(STALE_SOURCES)
     names = stale_sources() if stale_sources is not None else []
     if names:

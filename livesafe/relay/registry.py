@@ -39,6 +39,7 @@ from livesafe.policy import Action, PolicyProfile
 from livesafe.relay.access import Access, Grant
 from livesafe.relay.compat import accept_rsa_peers, mark_vp8_keyframes
 from livesafe.relay.delivery import Viewer
+from livesafe.relay.hook import AuthHook
 from livesafe.relay.ice import apply_ice_settings
 from livesafe.relay.overload import LoadShedder
 from livesafe.relay.settings import RelaySettings
@@ -155,8 +156,11 @@ class Relay:
         # Viewers of streams guarded on another node (set by whoever wires the cluster; None: single node).
         self.edges: RemoteStreams | None = None  # set when clustered: streams guarded elsewhere
         self.access = Access(settings)
-        # Profiles the platform granted live streams not listed in [streams] (a signed token, the auth hook).
-        self._granted: dict[str, str] = {}
+        # The profile each live stream started under (its config's, or the one a signed token or the auth hook
+        # granted a stream not listed in [streams]): kept until it ends, whatever a config reload changes.
+        self._started_under: dict[str, PolicyProfile] = {}
+        self._retired_hooks: list[AuthHook] = []  # replaced by a config reload, closed once checks under way end
+        self._closing: set[asyncio.Task[None]] = set()
         apply_ice_settings(settings.ice)
         accept_rsa_peers()
         mark_vp8_keyframes()
@@ -164,9 +168,33 @@ class Relay:
     # ------------------------------------------------------------- streams
 
     def profile(self, stream_id: str) -> PolicyProfile:
-        """The stream's policy profile: from configuration or a grant the platform signed, never the broadcaster."""
-        granted = self._granted.get(stream_id)
-        return self.settings.profiles[granted] if granted is not None else self.settings.profile_for(stream_id)
+        """The stream's policy profile: from configuration or a grant the platform signed, never the broadcaster.
+
+        A live stream's is the one it started under, even if a config reload changed it since: its guard's
+        floor and its viewers' rules were fixed then.
+        """
+        started = self._started_under.get(stream_id)
+        return started if started is not None else self.settings.profile_for(stream_id)
+
+    def reconfigure(self, settings: RelaySettings) -> None:
+        """Take ``settings`` (a config reload) for what comes next: new publishers and viewers are checked
+        against its keys, tokens and ``[auth]``; sessions already up carry on.  The caller keeps every
+        setting fixed at start (ports, ICE, ...) as it was (``livesafe.reload``)."""
+        previous = self.access
+        self.settings = settings
+        self.access = Access(settings, previous)
+        hook = previous.hook
+        if hook is not None and hook is not self.access.hook:
+            # Closed later, not now: a check under way is asking through it (closing would refuse that attempt).
+            self._retired_hooks.append(hook)
+            asyncio.get_running_loop().call_later(hook.settings.timeout_seconds + 1, self._retire, hook)
+
+    def _retire(self, hook: AuthHook) -> None:
+        if hook in self._retired_hooks:
+            self._retired_hooks.remove(hook)
+            task = asyncio.ensure_future(hook.close())
+            self._closing.add(task)  # held until done: the loop keeps only weak references to tasks
+            task.add_done_callback(self._closing.discard)
 
     def stream_for_publisher(self, stream_id: str, grant: Grant | None = None) -> LiveStream:
         """The stream ``stream_id`` (started if new, under ``grant``'s profile if it names one).
@@ -180,12 +208,9 @@ class Relay:
         if stream is not None and wanted != self.profile(stream_id).name:
             raise web.HTTPConflict(text="this stream is live under another policy profile; end it first\n")
         if stream is None:
-            if granted is not None:
-                self._granted[stream_id] = granted
-            else:
-                self._granted.pop(stream_id, None)
             if len(self.streams) >= self.settings.max_streams:
                 raise web.HTTPServiceUnavailable(text=f"at most {self.settings.max_streams} streams at once\n")
+            profile = self.settings.profiles[wanted]
             loop = asyncio.get_running_loop()
             allow = self._allow
 
@@ -198,13 +223,14 @@ class Relay:
                 self._guard_settings,
                 stream_id=stream_id,
                 on_event=on_guard_event,
-                floor=self.profile(stream_id).floor,
+                floor=profile.floor,
                 allow=(lambda match: allow(stream_id, match)) if allow is not None else None,
             )
             stream = LiveStream(
                 stream_id, guard, self.settings.stream, on_event=self._on_event, on_ended=self._stream_ended
             )
             self.streams[stream_id] = stream
+            self._started_under[stream_id] = profile
             self.ended.pop(stream_id, None)
             self._lifecycle(STREAM_STARTED, stream, {"profile": self.profile(stream_id).name})
             if self.held is not None:
@@ -245,7 +271,7 @@ class Relay:
             while len(self.ended) > self.settings.ended_streams_listed:
                 self.ended.popitem(last=False)
             self._lifecycle(STREAM_ENDED, stream, {"summary": summary})
-            self._granted.pop(stream.id, None)
+            self._started_under.pop(stream.id, None)
 
     def _lifecycle(self, kind: str, stream: LiveStream, details: dict[str, Any], action: Action | None = None) -> None:
         """A stream event from the relay (``action``: what viewers get; default the guard's current action)."""
@@ -353,6 +379,8 @@ class Relay:
         for stream in list(self.streams.values()):
             await stream.end()
         await self.access.close()
+        for hook in self._retired_hooks:
+            await hook.close()
 
 
 def _log_event(event: Fact) -> None:

@@ -448,8 +448,8 @@
 
   // ---------------------------------------------------------- feed filters
 
-  // Stream and type are asked of the server too (history and older pages); severity is the
-  // page's own, as /api/events has no severity parameter.
+  // Every filter is asked of the server too (history and older pages: min_severity is "this and above"),
+  // and applied here to what the live feed brings.
   const filters = { stream: "", severity: "", type: "" };
   const SEVERITY_RANK = { info: 0, warning: 1, high: 2 };
   const knownStreams = new Set();
@@ -467,6 +467,7 @@
     const params = new URLSearchParams({ last: String(last) });
     if (filters.stream) params.set("stream", filters.stream);
     if (filters.type) params.set("type", filters.type);
+    if (filters.severity) params.set("min_severity", filters.severity);
     if (before) params.set("before", before);
     return `/api/events?${params}`;
   }

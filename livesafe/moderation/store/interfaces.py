@@ -56,11 +56,12 @@ class EventLog(Protocol):
         types: Sequence[str] = (),
         since_time: float | None = None,
         origin: str | None = None,
+        severities: Sequence[str] = (),
         limit: int = 100,
     ) -> list[Event]:
         """Up to ``limit`` events after ``seq`` ``after``, oldest first; only of ``stream_id``, of one of
-        ``types``, at or after ``since_time`` and recorded by cluster node ``origin`` (``data["node"]``),
-        for each given."""
+        ``types``, at or after ``since_time``, recorded by cluster node ``origin`` (``data["node"]``) and
+        of one of ``severities``, for each given."""
         ...
 
     def adopt(self, event: Event, endpoints: Iterable[str] = (), now: float | None = None) -> Event | None:
@@ -82,6 +83,7 @@ class EventLog(Protocol):
         stream_id: str | None = None,
         types: Sequence[str] = (),
         since_time: float | None = None,
+        severities: Sequence[str] = (),
         limit: int = 100,
     ) -> list[Event]:
         """The ``limit`` newest events before ``seq`` ``before``, oldest first, filtered as :meth:`read`:

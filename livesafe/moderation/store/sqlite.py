@@ -105,9 +105,10 @@ class SqliteEventLog:
         types: Sequence[str] = (),
         since_time: float | None = None,
         origin: str | None = None,
+        severities: Sequence[str] = (),
         limit: int = 100,
     ) -> list[Event]:
-        where, args = self._filters(stream_id, types, since_time)
+        where, args = self._filters(stream_id, types, since_time, severities)
         if origin is not None:
             where, args = f"{where} AND json_extract(body, '$.node') = ?", (*args, origin)
         return self._select("WHERE seq > ? " + where + " ORDER BY seq", (after, *args), limit)
@@ -119,9 +120,10 @@ class SqliteEventLog:
         stream_id: str | None = None,
         types: Sequence[str] = (),
         since_time: float | None = None,
+        severities: Sequence[str] = (),
         limit: int = 100,
     ) -> list[Event]:
-        where, args = self._filters(stream_id, types, since_time)
+        where, args = self._filters(stream_id, types, since_time, severities)
         newest = self._select("WHERE seq < ? " + where + " ORDER BY seq DESC", (before, *args), limit)
         return newest[::-1]
 
@@ -139,15 +141,18 @@ class SqliteEventLog:
         ).rowcount
 
     @staticmethod
-    def _filters(stream_id: str | None, types: Sequence[str], since_time: float | None) -> tuple[str, tuple[Any, ...]]:
+    def _filters(
+        stream_id: str | None, types: Sequence[str], since_time: float | None, severities: Sequence[str] = ()
+    ) -> tuple[str, tuple[Any, ...]]:
         where: list[str] = []
         args: list[Any] = []
         if stream_id is not None:
             where.append("stream_id = ?")
             args.append(stream_id)
-        if types:
-            where.append(f"type IN ({','.join('?' * len(types))})")
-            args.extend(types)
+        for column, values in (("type", types), ("severity", severities)):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
         if since_time is not None:
             where.append("at >= ?")
             args.append(since_time)
