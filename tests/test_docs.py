@@ -1,0 +1,126 @@
+"""The docs cannot drift from the code: docs/configuration.md documents exactly the keys the config
+loader accepts (livesafe.config.config_keys(), the loader's own key sets), with their defaults, and
+every TOML example in the README and docs/ loads with the loader."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import ROOT
+
+from livesafe.banks.store import BankStore
+from livesafe.config import NO_DEFAULT, config_keys, load_config
+from livesafe.lists.sources import SourceContext, make_source
+
+REFERENCE = ROOT / "docs" / "configuration.md"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _table_paths(heading: str) -> list[str]:
+    """``[server.ice]`` -> server.ice, ``[[webhooks]]`` -> webhooks[], ``[[lists.source]] kind = "url"`` ->
+    lists.source[kind=url]: the names config_keys() gives the tables."""
+    kind = re.search(r'kind = "(\w+)"', heading)
+    paths = []
+    for brackets, name in re.findall(r"`(\[\[?)([\w.]+)\]", heading):
+        path = f"{name}[]" if brackets == "[[" else name
+        paths.append(f"{name}[kind={kind.group(1)}]" if kind else path)
+    return paths
+
+
+def _documented() -> dict[str, dict[str, str]]:
+    """Table -> key -> its default cell, from the reference's "Every key" tables."""
+    text = REFERENCE.read_text(encoding="utf-8").split("\n## Every key\n", 1)[1]
+    tables: dict[str, dict[str, str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = _table_paths(line)
+            assert current, f"a heading that names no table: {line}"
+            for path in current:
+                assert path not in tables, f"{path} documented twice"
+                tables[path] = {}
+        elif line.startswith("| `") and current:
+            cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+            for key in re.findall(r"`(\w+)`", cells[0]):
+                for path in current:
+                    assert key not in tables[path], f"{path}.{key} documented twice"
+                    tables[path][key] = cells[2]
+    return tables
+
+
+DOCUMENTED = _documented()
+ACCEPTED = config_keys()
+
+
+def test_every_table_the_loader_reads_is_documented_and_no_other() -> None:
+    assert sorted(DOCUMENTED) == sorted(ACCEPTED)
+
+
+@pytest.mark.parametrize("table", sorted(ACCEPTED))
+def test_every_key_is_documented_and_every_documented_key_is_accepted(table: str) -> None:
+    documented, accepted = set(DOCUMENTED.get(table, {})), set(ACCEPTED[table])
+    assert not accepted - documented, f"[{table}]: undocumented key(s) {sorted(accepted - documented)}"
+    assert not documented - accepted, f"[{table}]: documented but not accepted {sorted(documented - accepted)}"
+
+
+def _literals(cell: str) -> Iterator[Any]:
+    for text in re.findall(r"`([^`]+)`", cell):
+        try:
+            yield tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            continue
+
+
+@pytest.mark.parametrize("table", sorted(ACCEPTED))
+def test_documented_defaults_are_the_code_defaults(table: str) -> None:
+    """A key with one default value (not a secret, not required, not derived) shows exactly that value."""
+    for key, default in ACCEPTED[table].items():
+        if default is NO_DEFAULT or default is None or isinstance(default, tuple):
+            continue
+        cell = DOCUMENTED.get(table, {}).get(key, "")
+        assert default in list(_literals(cell)), f"[{table}] {key}: default {default!r}, documented {cell!r}"
+
+
+class _AnyEnv(Mapping[str, str]):
+    """Every environment variable an example names is set (to a secret long enough for any key)."""
+
+    def __getitem__(self, key: str) -> str:
+        return "1234567890|example-secret-0123456789abcdef"  # long enough for any key; a ThreatExchange token too
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def _toml_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for doc in DOCS:
+        for i, block in enumerate(re.findall(r"^```toml\n(.*?)^```", doc.read_text(encoding="utf-8"), re.M | re.S)):
+            blocks.append((f"{doc.relative_to(ROOT)}#{i}", block))
+    return blocks
+
+
+TOML_BLOCKS = _toml_blocks()
+
+
+def test_the_docs_have_toml_examples_to_check() -> None:
+    assert len(TOML_BLOCKS) >= 5 and any(name.startswith("docs/configuration.md") for name, _ in TOML_BLOCKS)
+
+
+@pytest.mark.parametrize(("name", "block"), TOML_BLOCKS, ids=[name for name, _ in TOML_BLOCKS])
+def test_every_toml_example_loads_with_the_config_loader(tmp_path: Path, name: str, block: str) -> None:
+    config = tmp_path / "livesafe.toml"
+    config.write_text(block, encoding="utf-8")
+    loaded = load_config(config, _AnyEnv())  # a ConfigError names the example's mistake
+    for spec in loaded.lists:  # a list's kind options are checked when its source is built (nothing fetched yet)
+        make_source(spec, SourceContext(banks=BankStore(":memory:") if spec.kind == "bank" else None, env=_AnyEnv()))
