@@ -73,7 +73,7 @@ Example::
     token_env = "ALICE_TOKEN"
     role = "moderator"      # or "observer" (read only)
 
-    [cluster]               # several nodes sharing one Redis (optional; see the README)
+    [cluster]               # several nodes sharing one Redis (optional; see docs/scaling.md)
     redis_url = "redis://10.0.0.2:6379/0"
     node_name = "node-a"    # unique in the cluster (default: the host name)
     advertise_url = "https://node-a.example.com"   # how publishers and other nodes reach this one
@@ -236,7 +236,7 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
     _only(data, _KEYS[""], "")
     guard_data = dict(_table(data, "guard", ""))
     if "regions" in guard_data:
-        raise ConfigError("guard.regions: replaced by [guard.search] (see the README's configuration)")
+        raise ConfigError("guard.regions: replaced by [guard.search] (see docs/configuration.md)")
     search_data = _table(guard_data, "search", "guard")
     guard_data.pop("search", None)
     search = _build(SearchSettings, search_data, "guard.search")

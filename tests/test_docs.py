@@ -124,3 +124,28 @@ def test_every_toml_example_loads_with_the_config_loader(tmp_path: Path, name: s
     loaded = load_config(config, _AnyEnv())  # a ConfigError names the example's mistake
     for spec in loaded.lists:  # a list's kind options are checked when its source is built (nothing fetched yet)
         make_source(spec, SourceContext(banks=BankStore(":memory:") if spec.kind == "bank" else None, env=_AnyEnv()))
+
+
+def _anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (lower case, punctuation dropped, spaces to '-')."""
+    text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+    headings = re.findall(r"^#+ (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+LINKS = [
+    (doc, target)
+    for doc in DOCS
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8"))
+    if not target.startswith(("http://", "https://", "mailto:"))
+]
+
+
+@pytest.mark.parametrize(("doc", "target"), LINKS, ids=[f"{d.name}->{t}" for d, t in LINKS])
+def test_every_link_between_the_docs_leads_somewhere(doc: Path, target: str) -> None:
+    """Sections moved between README and docs/ keep their links working: the file and the heading exist."""
+    path, _, anchor = target.partition("#")
+    file = (doc.parent / path).resolve() if path else doc
+    assert file.exists(), f"{doc.name}: {target}: no such file"
+    if anchor:
+        assert anchor in _anchors(file), f"{doc.name}: {target}: no such heading in {file.name}"
