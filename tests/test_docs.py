@@ -149,3 +149,45 @@ def test_every_link_between_the_docs_leads_somewhere(doc: Path, target: str) -> 
     assert file.exists(), f"{doc.name}: {target}: no such file"
     if anchor:
         assert anchor in _anchors(file), f"{doc.name}: {target}: no such heading in {file.name}"
+
+
+# A table the probe can put a key into: the TOML that opens it, with what the table needs besides.
+_OPENERS = {
+    "streams.NAME": "[streams.s]",
+    "profiles.NAME": "[profiles.p]",
+    "moderation.tokens.NAME": "[moderation.tokens.t]",
+    "webhooks[]": "[[webhooks]]",
+    "server.ice.servers[]": "[[server.ice.servers]]\nurls = ['stun:127.0.0.1']",
+    "lists.file[]": "[[lists.file]]\npath = 'x.txt'\ncategory = 'test'",
+    "lists.source[]": "[[lists.source]]\nkind = 'file'\npath = 'x.txt'\ncategory = 'test'",
+    "auth.hook": "[auth.hook]\nurl = 'http://127.0.0.1/'",
+    "cluster": "[cluster]\nredis_url = 'redis://127.0.0.1:6379/0'",
+}
+for _kind in ("url", "ncmec", "stopncii", "threatexchange", "bank"):
+    _OPENERS[f"lists.source[kind={_kind}]"] = f"[[lists.source]]\nkind = '{_kind}'\nname = 'x'\ncategory = 'test'"
+
+
+def _refusal(tmp_path: Path, text: str) -> str:
+    """What the loader (and, for lists, building the list's source) says of ``text``; "" if it takes it."""
+    config = tmp_path / "probe.toml"
+    config.write_text(text, encoding="utf-8")
+    try:
+        for spec in load_config(config, _AnyEnv()).lists:
+            make_source(spec, SourceContext(banks=BankStore(":memory:"), env=_AnyEnv()))
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.parametrize("table", sorted(ACCEPTED))
+def test_every_key_config_keys_lists_is_one_the_loader_takes(tmp_path: Path, table: str) -> None:
+    """config_keys() against the loader itself: each key, set in its table, is not refused as unknown
+    (a wrong probe value may be refused for its value: that is the loader reading the key)."""
+    opener = _OPENERS.get(table, f"[{table}]")
+    sentinel = _refusal(tmp_path, f"{opener}\nsurely_not_a_key = 1\n")
+    assert re.search(r"(unknown key\(s\)|no option) .*'surely_not_a_key'", sentinel), sentinel  # the probe gets there
+    for key in ACCEPTED[table]:
+        if re.search(rf"^{key} =", opener, re.M):
+            continue  # the opener sets it already
+        said = _refusal(tmp_path, f"{opener}\n{key} = 'probe'\n")
+        assert not re.search(rf"(unknown key\(s\)|no option) .*'{key}'", said), f"[{table}] {key}: {said}"
