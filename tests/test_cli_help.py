@@ -7,6 +7,7 @@ import argparse
 import re
 
 import pytest
+from harness import ROOT
 
 from livesafe import cli
 from livesafe.cli_help import EXAMPLE_HEADING, EXIT_HEADING
@@ -62,3 +63,10 @@ def test_scan_documents_exactly_the_statuses_it_returns() -> None:
     assert statuses[3].startswith("nothing matched in what was checked")
     top = _statuses(COMMANDS[0][1])
     assert set(top) == {0, 1, 2, 3, 130}, "the top level lists every status any command returns"
+
+
+def test_the_readme_table_of_scan_statuses_is_the_help_s() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("`scan`'s exit status:", 1)[1]
+    table = dict(re.findall(r"^\| (\d+) \| (.+) \|$", readme.split("\n\n", 2)[1], re.M))
+    (text,) = [text for path, text in COMMANDS if path == ("scan",)]
+    assert {int(code) for code in table} == set(_statuses(text))
