@@ -189,7 +189,7 @@ def config_keys() -> dict[str, dict[str, Any]]:
     keys: dict[str, dict[str, Any]] = {
         "guard": of(GuardSettings, leave_out={"search"}),
         "guard.search": of(SearchSettings),
-        "lists": {"skip_bad_lines": False, "reload_seconds": 2.0},
+        "lists": {"skip_bad_lines": Config.skip_bad_lines, "reload_seconds": Config.reload_seconds},
         "lists.file[]": entry | {"kind": "file"},
         "lists.source[]": entry,
         **{
@@ -203,13 +203,13 @@ def config_keys() -> dict[str, dict[str, Any]]:
         "server.ice.servers[]": listed("server.ice.servers[]"),
         "server.stream": of(StreamSettings),
         "server.overload": of(OverloadSettings),
-        "streams.NAME": listed("streams.NAME") | {"profile": "default"},
+        "streams.NAME": listed("streams.NAME") | {"profile": StreamAccess.profile},
         "profiles.NAME": of(PolicyProfile, BUILTIN_PROFILES["default"], {"name"}),  # new names start from it
         "auth.jwt": listed("auth.jwt") | {"leeway_seconds": JwtSettings.leeway_seconds},
         "auth.hook": of(HookSettings, HookSettings("http://127.0.0.1/")) | {"url": NO_DEFAULT},
         "moderation": of(ModerationSettings, leave_out={"tokens", "webhooks"}),
         "moderation.tokens.NAME": listed("moderation.tokens.NAME"),
-        "webhooks[]": listed("webhooks[]") | {"min_severity": "info"},
+        "webhooks[]": listed("webhooks[]") | {"min_severity": WebhookEndpoint.min_severity},
         "cluster": of(ClusterSettings, _CLUSTER_TEMPLATE, {"secret"})
         | {"redis_url": NO_DEFAULT, "node_name": NO_DEFAULT, "secret_env": ClusterSettings.SECRET_ENV},
     }
@@ -246,10 +246,10 @@ def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
     files = lists_data.pop("file", [])
     if not isinstance(files, list):
         raise ConfigError("lists.file: expected an array of tables ([[lists.file]])")
-    skip = lists_data.get("skip_bad_lines", False)
+    skip = lists_data.get("skip_bad_lines", Config.skip_bad_lines)
     if not isinstance(skip, bool):
         raise ConfigError(f"lists.skip_bad_lines: expected true or false, got {skip!r}")
-    reload_seconds = lists_data.get("reload_seconds", 2.0)
+    reload_seconds = lists_data.get("reload_seconds", Config.reload_seconds)
     if not _is_number(reload_seconds) or reload_seconds <= 0:
         raise ConfigError(f"lists.reload_seconds: expected a positive number, got {reload_seconds!r}")
     sources = lists_data.pop("source", [])
@@ -437,7 +437,7 @@ def _auth(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> dict[str,
         for key in ("issuer", "audience"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(f"auth.jwt.{key}: expected a string, got {entry[key]!r}")
-        leeway = entry.get("leeway_seconds", 0.0)
+        leeway = entry.get("leeway_seconds", JwtSettings.leeway_seconds)
         if not _is_number(leeway):
             raise ConfigError(f"auth.jwt.leeway_seconds: expected a number, got {leeway!r}")
         found["jwt"] = JwtSettings(secret=secret, public_key=public_key, **(entry | {"leeway_seconds": float(leeway)}))
