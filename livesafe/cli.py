@@ -27,6 +27,7 @@ from aiohttp import web
 
 from livesafe.banks.cli import add_bank_parser
 from livesafe.banks.store import BankStore
+from livesafe.cli_help import ERROR, INTERRUPTED, add_command, epilog
 from livesafe.clients import ClientError, publish, watch, webrtc_h264_copy
 from livesafe.cluster.node import listen_url
 from livesafe.cluster.nodes import NodeNameTaken, RegistryUnavailable, SecretMismatch
@@ -53,6 +54,7 @@ from livesafe.relay.ice import IceSettings
 from livesafe.relay.registry import Relay
 from livesafe.relay.settings import StreamAccess
 from livesafe.reload import ConfigReload
+from livesafe.samples import BLOCKLIST, demo_clip
 from livesafe.scan import ScanError, ScanResult, open_video, progress_stream, sample_frames, scan_file
 from livesafe.signals import SIGNALS, RegionHashes, SignalType, signal_named
 from livesafe.signals.pdq import luma_from_rgb
@@ -60,12 +62,16 @@ from livesafe.signals.pdq import luma_from_rgb
 EXIT_CLEAN, EXIT_MATCHED, EXIT_ERROR = 0, 1, 2
 EXIT_INCOMPLETE = 3  # scan: nothing matched in the part checked, but part of the file was not checked
 SCAN_INCOMPLETE = "scan.incomplete"  # the --events line saying so
-_SCAN_EXIT_CODES = """exit status:
-  0  clean: the whole file was checked and nothing matched
-  1  something matched (even if part of the file could not be checked)
-  2  error: bad input, lists or config (one line livesafe: error: ...), or the check itself failed
-  3  nothing matched in what was checked, but part of the file was not checked
-     (cut short or damaged): do not call it clean"""
+_SCAN_EXITS = (
+    (EXIT_CLEAN, "clean: the whole file was checked and nothing matched"),
+    (EXIT_MATCHED, "something matched (even if part of the file could not be checked)"),
+    (EXIT_ERROR, "error: bad input, lists or config (one line livesafe: error: ...), or the check itself failed"),
+    (
+        EXIT_INCOMPLETE,
+        "nothing matched in what was checked, but part of the file was not checked\n"
+        "(cut short or damaged): do not call it clean",
+    ),
+)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -89,16 +95,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="livesafe", description="Live-stream safety proxy: hash-match video against blocklists."
+        prog="livesafe",
+        description="Live-stream safety proxy: hash-match video against blocklists.",
+        epilog=epilog(
+            [
+                (EXIT_CLEAN, "success (scan: clean)"),
+                (EXIT_MATCHED, "scan: something matched"),
+                ERROR,
+                (EXIT_INCOMPLETE, "scan: nothing matched, but part of the file was not checked"),
+                INTERRUPTED,
+            ],
+            [
+                "livesafe demo                       # the relay and a sample stream; prints a URL to watch",
+                "livesafe serve --config livesafe.toml",
+                "livesafe scan clip.mp4 --blocklist my.list",
+                "livesafe COMMAND --help             # each command's options, exit statuses, examples",
+            ],
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    scan = sub.add_parser(
+    scan = add_command(
+        sub,
         "scan",
-        help="check a video file; optionally write a redacted copy",
-        epilog=_SCAN_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "check a video file; optionally write a redacted copy",
+        _SCAN_EXITS,
+        [
+            "livesafe scan clip.mp4 --blocklist sample_streams/blocklist.txt",
+            "livesafe scan clip.mp4 --config livesafe.toml --output redacted.mp4 --events events.jsonl",
+            "livesafe scan clip.mp4 --blocklist my.list --events - | jq .type   # events as JSON lines on stdout",
+        ],
     )
     scan.add_argument("input", type=Path)
     scan.add_argument(
@@ -112,7 +140,26 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--skip-bad-lines", action="store_true", help="load lists without their bad lines (counted)")
     scan.set_defaults(run=_run_scan)
 
-    serve = sub.add_parser("serve", help="run the relay: WHIP in, guarded WHEP out")
+    serve = add_command(
+        sub,
+        "serve",
+        "run the relay: WHIP in, guarded WHEP out",
+        [
+            (EXIT_CLEAN, "stopped by SIGINT or SIGTERM (on SIGTERM a cluster node drains first)"),
+            (
+                EXIT_ERROR,
+                "error: bad config or lists, a port in use, an unusable event store, the cluster\n"
+                "refused this node, or (--workers) a worker could not be started or kept running",
+            ),
+            (130, "interrupted (Ctrl-C) before the relay was listening"),
+        ],
+        [
+            "livesafe serve --config livesafe.toml",
+            "livesafe serve --blocklist my.list --stream-key studio=KEY --port 8080",
+            "LIVESAFE_CLUSTER_SECRET=... livesafe serve --config livesafe.toml --redis redis://10.0.0.2:6379/0",
+            "livesafe serve --config livesafe.toml --workers auto",
+        ],
+    )
     _relay_options(serve)
     serve.add_argument(
         "--stream-key",
@@ -135,14 +182,45 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for each worker
     serve.set_defaults(run=_run_serve)
 
-    demo = sub.add_parser("demo", help="the relay plus a sample stream published on a loop; prints a URL to watch")
+    demo = add_command(
+        sub,
+        "demo",
+        "the relay plus a sample stream published on a loop; prints a URL to watch",
+        [
+            (EXIT_CLEAN, "stopped (Ctrl-C or SIGTERM)"),
+            (EXIT_ERROR, "error: a sample that cannot be read, bad config or lists, a port in use"),
+            (130, "interrupted (Ctrl-C) before the relay was listening"),
+        ],
+        [
+            "livesafe demo                      # the sample shipped with livesafe, from any directory",
+            "livesafe demo --port 8090 --sample my-clip.mp4 --blocklist my.list",
+        ],
+    )
     _relay_options(demo)
-    demo.add_argument("--sample", type=Path, default=Path("sample_streams/blocked_cut.mp4"), help="video to publish")
+    demo.add_argument(
+        "--sample",
+        type=Path,
+        help="video to publish (default: the sample shipped with livesafe; a blocklist.txt beside it is used "
+        "when no other list is given)",
+    )
     demo.add_argument("--stream", default="demo", help="stream name")
     demo.add_argument("--workers", help=argparse.SUPPRESS)  # refused with a word on what runs several
     demo.set_defaults(run=_run_demo)
 
-    publish = sub.add_parser("publish", help="publish a video file over WHIP at real-time pace")
+    publish = add_command(
+        sub,
+        "publish",
+        "publish a video file over WHIP at real-time pace",
+        [
+            (EXIT_CLEAN, "published to the file's end (or for --duration)"),
+            (EXIT_ERROR, "error: no such file, refused (401/403), no answer, the session failed (after --retry)"),
+            INTERRUPTED,
+        ],
+        [
+            "livesafe publish clip.mp4 http://127.0.0.1:8080/whip/studio --token KEY",
+            "LIVESAFE_TOKEN=KEY livesafe publish clip.mp4 https://relay.example.com/whip/studio --loop --retry 5",
+        ],
+    )
     publish.add_argument("file", type=Path)
     publish.add_argument("url", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/studio")
     publish.add_argument("--token", help="stream key (or set LIVESAFE_TOKEN)")
@@ -164,7 +242,20 @@ def _parser() -> argparse.ArgumentParser:
     _ice_option(publish)
     publish.set_defaults(run=_run_publish)
 
-    watch = sub.add_parser("watch", help="watch a stream over WHEP; optionally record exactly what arrives")
+    watch = add_command(
+        sub,
+        "watch",
+        "watch a stream over WHEP; optionally record exactly what arrives",
+        [
+            (EXIT_CLEAN, "watched for --duration, or until the stream ended"),
+            (EXIT_ERROR, "error: refused (401/403), not live (404), no answer, the session failed"),
+            INTERRUPTED,
+        ],
+        [
+            "livesafe watch http://127.0.0.1:8080/whep/demo --record out.mkv --duration 10",
+            "livesafe watch https://relay.example.com/whep/studio --token VIEWER_TOKEN --duration 60",
+        ],
+    )
     watch.add_argument("url", help="WHEP endpoint, e.g. http://127.0.0.1:8080/whep/studio")
     watch.add_argument("--token", help="viewer token (or set LIVESAFE_TOKEN)")
     watch.add_argument("--record", type=Path, metavar="OUT.mkv", help="lossless recording with the stream's timestamps")
@@ -172,7 +263,19 @@ def _parser() -> argparse.ArgumentParser:
     _ice_option(watch)
     watch.set_defaults(run=_run_watch)
 
-    hash_ = sub.add_parser("hash", help="print blocklist lines for images or sampled video frames")
+    hash_ = add_command(
+        sub,
+        "hash",
+        "print blocklist lines for images or sampled video frames",
+        [
+            (EXIT_CLEAN, "lines printed (a picture too flat to hash is said on stderr and skipped)"),
+            (EXIT_ERROR, "error: no such file, not an image or video, a bad --every"),
+        ],
+        [
+            "livesafe hash photo.jpg >> my.list",
+            "livesafe hash clip.mp4 --every 0.5 --signal phash",
+        ],
+    )
     hash_.add_argument("files", type=Path, nargs="+")
     hash_.add_argument("--signal", default="pdq", choices=sorted(SIGNALS))
     hash_.add_argument(
@@ -409,9 +512,12 @@ def _cluster_settings(args: argparse.Namespace, config: Config) -> ClusterSettin
 def _run_demo(args: argparse.Namespace) -> int:
     if args.workers is not None:
         raise UsageError("--workers: the demo runs in one process (livesafe serve --workers N runs several)")
-    if not args.sample.is_file():
-        raise UsageError(f"{args.sample}: no such file (run from the repository root, or pass --sample FILE)")
-    samples = args.sample.parent / "blocklist.txt"
+    sample = args.sample or demo_clip()
+    if not sample.is_file():
+        raise UsageError(f"{sample}: no such file")
+    with open_video(sample):  # a file that is not a video stops here, with exit 2, not after the relay started
+        pass
+    samples = sample.parent / BLOCKLIST
     default = (
         [ListSpec(path=samples, name="samples", category="test", action=args.action or "blur")]
         if samples.is_file()
@@ -427,7 +533,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return replace(config, guard=replace(config.guard, hold_seconds=1.0))
 
     file = _config_file(args, load)
-    asyncio.run(_serve(file.loaded, _relay_lists(args, file.loaded), file, demo=(args.sample, args.stream)))
+    asyncio.run(_serve(file.loaded, _relay_lists(args, file.loaded), file, demo=(sample, args.stream)))
     return EXIT_CLEAN
 
 

@@ -73,7 +73,7 @@ Example::
     token_env = "ALICE_TOKEN"
     role = "moderator"      # or "observer" (read only)
 
-    [cluster]               # several nodes sharing one Redis (optional; see the README)
+    [cluster]               # several nodes sharing one Redis (optional; see docs/scaling.md)
     redis_url = "redis://10.0.0.2:6379/0"
     node_name = "node-a"    # unique in the cluster (default: the host name)
     advertise_url = "https://node-a.example.com"   # how publishers and other nodes reach this one
@@ -118,6 +118,39 @@ class ConfigError(ValueError):
     pass
 
 
+def _with_env(*secrets: str) -> frozenset[str]:
+    """A secret is given as ``NAME`` or, kept out of the file, ``NAME_env`` (see ``_secret``)."""
+    return frozenset(key for name in secrets for key in (name, f"{name}_env"))
+
+
+# The keys of each table the loader reads key by key (a table that is one settings dataclass takes
+# that class's fields instead: _build).  Each table is checked against its set before anything in it
+# is read, so every key the code reads is listed here -- and config_keys(), what docs/configuration.md
+# must document (tests/test_docs.py), is complete.  NAME: one table per stream, token...; []: an array.
+_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks", "cluster", "auth"}),
+    "lists": frozenset({"skip_bad_lines", "reload_seconds", "file", "source"}),
+    "server.ice": frozenset({"servers", "host_addresses", "announce", "udp_ports"}),
+    "server.ice.servers[]": _with_env("credential") | {"urls", "username"},
+    "streams.NAME": _with_env("key", "viewer_token") | {"profile"},
+    "auth": frozenset({"jwt", "hook"}),
+    "auth.jwt": _with_env("secret") | {"public_key", "issuer", "audience", "leeway_seconds"},
+    "moderation.tokens.NAME": _with_env("token") | {"role"},
+    "webhooks[]": _with_env("secret") | {"url", "name", "categories", "types", "min_severity"},
+}
+# RelaySettings fields that come from tables of their own, never from plain keys of [server]: a stream
+# key misplaced under [server] would otherwise vanish and leave the relay in dev mode.
+_SERVER_ELSEWHERE = {
+    "streams": "[streams.NAME]",
+    "profiles": "[profiles.NAME]",
+    "jwt": "[auth.jwt]",
+    "hook": "[auth.hook]",
+    "ice": "[server.ice]",
+    "stream": "[server.stream]",
+    "overload": "[server.overload]",
+}
+
+
 @dataclass(frozen=True)
 class Config:
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -130,6 +163,59 @@ class Config:
 
     def with_lists(self, extra: list[ListSpec]) -> Config:
         return replace(self, lists=self.lists + tuple(extra))
+
+
+NO_DEFAULT = object()  # config_keys(): a key whose default is not one value (required, a secret, derived)
+
+
+def config_keys() -> dict[str, dict[str, Any]]:
+    """Every table the file may hold and, for each, every key the loader accepts with its default.
+
+    Tables are named as in the file (``server.ice``); ``NAME`` stands for the table's own name
+    (``streams.NAME``), ``[]`` for an entry of an array of tables (``webhooks[]``), and
+    ``lists.source[kind=url]`` for the options only that kind of list reads.  Tables of tables
+    appear under their own names, not as keys of their parent.  What docs/configuration.md
+    documents, key by key (tests/test_docs.py); the sets are the ones the loader checks.
+    """
+    from livesafe.lists.sources import SOURCE_KINDS  # the kinds' options: the sources check them when built
+
+    def of(cls: type, instance: Any = None, leave_out: set[str] = set()) -> dict[str, Any]:  # noqa: B006
+        instance = cls() if instance is None else instance
+        return {f.name: getattr(instance, f.name) for f in fields(cls) if f.name not in leave_out}
+
+    def listed(path: str, leave_out: set[str] = set()) -> dict[str, Any]:  # noqa: B006
+        return dict.fromkeys(sorted(_KEYS[path] - leave_out), NO_DEFAULT)
+
+    spec = of(ListSpec, ListSpec(name="x"), {"path", "name", "category", "url", "kind", "thresholds", "options"})
+    entry = {key: spec.get(key, NO_DEFAULT) for key in ("kind", "path", "thresholds", *_COMMON_LIST_KEYS)}
+    keys: dict[str, dict[str, Any]] = {
+        "guard": of(GuardSettings, leave_out={"search"}),
+        "guard.search": of(SearchSettings),
+        "lists": {"skip_bad_lines": Config.skip_bad_lines, "reload_seconds": Config.reload_seconds},
+        "lists.file[]": entry | {"kind": "file"},
+        "lists.source[]": entry,
+        **{
+            f"lists.source[kind={kind}]": dict.fromkeys(sorted(cls.OPTIONS), NO_DEFAULT)
+            for kind, cls in sorted(SOURCE_KINDS.items())
+            if cls.OPTIONS
+        },
+        "server": of(RelaySettings, leave_out=set(_SERVER_ELSEWHERE) | {"viewer_token"})
+        | dict.fromkeys(sorted(_with_env("viewer_token")), NO_DEFAULT),
+        "server.ice": listed("server.ice"),
+        "server.ice.servers[]": listed("server.ice.servers[]"),
+        "server.stream": of(StreamSettings),
+        "server.overload": of(OverloadSettings),
+        "streams.NAME": listed("streams.NAME") | {"profile": StreamAccess.profile},
+        "profiles.NAME": of(PolicyProfile, BUILTIN_PROFILES["default"], {"name"}),  # new names start from it
+        "auth.jwt": listed("auth.jwt") | {"leeway_seconds": JwtSettings.leeway_seconds},
+        "auth.hook": of(HookSettings, HookSettings("http://127.0.0.1/")) | {"url": NO_DEFAULT},
+        "moderation": of(ModerationSettings, leave_out={"tokens", "webhooks"}),
+        "moderation.tokens.NAME": listed("moderation.tokens.NAME"),
+        "webhooks[]": listed("webhooks[]") | {"min_severity": WebhookEndpoint.min_severity},
+        "cluster": of(ClusterSettings, _CLUSTER_TEMPLATE, {"secret"})
+        | {"redis_url": NO_DEFAULT, "node_name": NO_DEFAULT, "secret_env": ClusterSettings.SECRET_ENV},
+    }
+    return keys
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
@@ -149,23 +235,23 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
 
 
 def _parse(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Config:
-    _only(data, {"guard", "lists", "server", "streams", "profiles", "moderation", "webhooks", "cluster", "auth"}, "")
+    _only(data, _KEYS[""], "")
     guard_data = dict(_table(data, "guard", ""))
     if "regions" in guard_data:
-        raise ConfigError("guard.regions: replaced by [guard.search] (see the README's configuration)")
+        raise ConfigError("guard.regions: replaced by [guard.search] (see docs/configuration.md)")
     search_data = _table(guard_data, "search", "guard")
     guard_data.pop("search", None)
     search = _build(SearchSettings, search_data, "guard.search")
     guard = _build(GuardSettings, {**guard_data, "search": search}, "guard")
     lists_data = dict(_table(data, "lists", ""))
+    _only(lists_data, _KEYS["lists"], "lists")
     files = lists_data.pop("file", [])
     if not isinstance(files, list):
         raise ConfigError("lists.file: expected an array of tables ([[lists.file]])")
-    _only(lists_data, {"skip_bad_lines", "reload_seconds", "source"}, "lists")
-    skip = lists_data.get("skip_bad_lines", False)
+    skip = lists_data.get("skip_bad_lines", Config.skip_bad_lines)
     if not isinstance(skip, bool):
         raise ConfigError(f"lists.skip_bad_lines: expected true or false, got {skip!r}")
-    reload_seconds = lists_data.get("reload_seconds", 2.0)
+    reload_seconds = lists_data.get("reload_seconds", Config.reload_seconds)
     if not _is_number(reload_seconds) or reload_seconds <= 0:
         raise ConfigError(f"lists.reload_seconds: expected a positive number, got {reload_seconds!r}")
     sources = lists_data.pop("source", [])
@@ -217,10 +303,10 @@ def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Mod
         where = f"moderation.tokens.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table with token/token_env and role")
+        _only(entry, _KEYS["moderation.tokens.NAME"], where)
         entry = dict(entry)
         token = _secret(entry, "token", where, env)
         role = entry.pop("role", None)
-        _only(entry, set(), where)
         if token is None or role is None:
             raise ConfigError(f"{where}: token (or token_env) and role are required")
         try:
@@ -248,9 +334,9 @@ def _moderation(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> Mod
 def _webhook(entry: Any, where: str, env: Mapping[str, str]) -> WebhookEndpoint:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a table with url and secret/secret_env")
+    _only(entry, _KEYS["webhooks[]"], where)
     entry = dict(entry)
     secret = _secret(entry, "secret", where, env)
-    _only(entry, {"url", "name", "categories", "types", "min_severity"}, where)
     for key in ("categories", "types"):
         value = entry.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -292,6 +378,7 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
         where = f"streams.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table with key/key_env and viewer_token/viewer_token_env")
+        _only(entry, _KEYS["streams.NAME"], where)
         entry = dict(entry)
         access = StreamAccess(
             key=_secret(entry, "key", where, env), viewer_token=_secret(entry, "viewer_token", where, env)
@@ -300,13 +387,13 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
         if not isinstance(profile, str):
             raise ConfigError(f"{where}.profile: expected a profile name, got {profile!r}")
         access = replace(access, profile=profile)
-        _only(entry, set(), where)
         streams[name] = access
-    # Tables of their own ([streams.NAME], [server.ice], ...), never plain keys of [server]:
-    # a stream key misplaced under [server] would otherwise vanish and leave the relay in dev mode.
-    misplaced = {"streams", "ice", "stream"} & set(server)
+    misplaced = sorted(set(_SERVER_ELSEWHERE) & set(server))
     if misplaced:
-        raise ConfigError(f"server: {sorted(misplaced)} do not belong here (stream keys go in [streams.NAME])")
+        tables = ", ".join(_SERVER_ELSEWHERE[key] for key in misplaced)
+        raise ConfigError(
+            f"server: {misplaced} do not belong here (they go in {tables}; stream keys in [streams.NAME])"
+        )
     admin = {key: server.pop(key) for key in ("admin_port", "admin_host") if key in server}  # no default to check
     if "admin_port" in admin and (not isinstance(admin["admin_port"], int) or isinstance(admin["admin_port"], bool)):
         raise ConfigError(f"server.admin_port: expected a port number, got {admin['admin_port']!r}")
@@ -334,10 +421,11 @@ def _relay(data: dict[str, Any], env: Mapping[str, str]) -> RelaySettings:
 def _auth(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """``[auth.jwt]`` and ``[auth.hook]`` as RelaySettings fields (absent tables: None)."""
     auth = _table(data, "auth", "")
-    _only(auth, {"jwt", "hook"}, "auth")
+    _only(auth, _KEYS["auth"], "auth")
     found: dict[str, Any] = {}
     if "jwt" in auth:
         entry = dict(_table(auth, "jwt", "auth"))
+        _only(entry, _KEYS["auth.jwt"], "auth.jwt")
         secret = _secret(entry, "secret", "auth.jwt", env)
         public_key = entry.pop("public_key", None)
         if public_key is not None:
@@ -351,10 +439,9 @@ def _auth(data: dict[str, Any], base: Path, env: Mapping[str, str]) -> dict[str,
         for key in ("issuer", "audience"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(f"auth.jwt.{key}: expected a string, got {entry[key]!r}")
-        leeway = entry.get("leeway_seconds", 0.0)
+        leeway = entry.get("leeway_seconds", JwtSettings.leeway_seconds)
         if not _is_number(leeway):
             raise ConfigError(f"auth.jwt.leeway_seconds: expected a number, got {leeway!r}")
-        _only(entry, {"issuer", "audience", "leeway_seconds"}, "auth.jwt")
         found["jwt"] = JwtSettings(secret=secret, public_key=public_key, **(entry | {"leeway_seconds": float(leeway)}))
         TokenVerifier(found["jwt"])  # a key that is not Ed25519 PEM is refused now, not at the first publish
     if "hook" in auth:
@@ -380,7 +467,7 @@ def _secret(entry: dict[str, Any], key: str, where: str, env: Mapping[str, str])
 
 
 def _ice(data: dict[str, Any], env: Mapping[str, str]) -> IceSettings:
-    _only(data, {"servers", "host_addresses", "announce", "udp_ports"}, "server.ice")
+    _only(data, _KEYS["server.ice"], "server.ice")
     servers = []
     listed = data.get("servers", [])
     if not isinstance(listed, list):
@@ -393,9 +480,9 @@ def _ice(data: dict[str, Any], env: Mapping[str, str]) -> IceSettings:
             raise ConfigError(
                 f"{where}: expected a URL or a table {{ urls = [...], username = ..., credential(_env) = ... }}"
             )
+        _only(entry, _KEYS["server.ice.servers[]"], where)
         entry = dict(entry)
         credential = _secret(entry, "credential", where, env)  # a TURN password: credential_env keeps it out
-        _only(entry, {"urls", "username"}, where)
         urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
         try:
             servers.append(IceServer(tuple(str(u) for u in urls), entry.get("username"), credential))
@@ -488,7 +575,7 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
+def _only(data: dict[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
     unknown = set(data) - allowed
     if unknown:
         prefix = f"{where}: " if where else ""

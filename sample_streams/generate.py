@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ sys.path.insert(
     0, str(Path(__file__).resolve().parent.parent)
 )  # the checkout: sample_streams.synthetic, and livesafe uninstalled
 
+from livesafe import samples
 from livesafe.signals import SIGNALS
 from livesafe.signals.pdq import luma_from_rgb
 from sample_streams import synthetic as syn
 
+HERE = Path(__file__).resolve().parent
 FPS = syn.FPS
 GOP = 2 * FPS
 CRF = 26
@@ -270,7 +273,7 @@ def write_blocklists(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory")
+    parser.add_argument("--out", type=Path, default=HERE, help="output directory")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     write_blocklists(args.out)
@@ -278,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
         frames = encode(args.out / f"{name}.mp4", parts)
         (args.out / f"{name}.truth.json").write_text(json.dumps(truth(parts, frames), indent=1) + "\n")
         print(f"{name}.mp4: {frames} frames ({frames / FPS:.1f} s)")
+    if args.out.resolve() == HERE:  # the package's copies for livesafe demo stay the same bytes as these
+        for name in (samples.CLIP, samples.BLOCKLIST):
+            shutil.copyfile(HERE / name, Path(samples.__file__).parent / name)
 
 
 if __name__ == "__main__":

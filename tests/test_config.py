@@ -1,4 +1,4 @@
-"""The configuration documented in README.md is the configuration the code accepts."""
+"""The configuration documented in docs/configuration.md is the configuration the code accepts."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from harness import config_error, config_from
 
 from livesafe.config import load_config
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
-def test_readme_example_config_loads(tmp_path: Path) -> None:
-    configuration = README.read_text().split("\n## Configuration", 1)[1]
+def test_the_reference_example_config_loads_as_its_comments_say(tmp_path: Path) -> None:
+    configuration = REFERENCE.read_text().split("\n## An example", 1)[1]
     block = re.search(r"```toml\n(.*?)```", configuration, re.S)
-    assert block, "README has a TOML example"
+    assert block, "docs/configuration.md has a TOML example"
     config_path = tmp_path / "livesafe.toml"
     config_path.write_text(block.group(1))
     env = {"STUDIO_KEY": "from-the-environment", "ALICE_TOKEN": "a" * 24, "HOOK_SECRET": "whsec_c2VjcmV0"}
@@ -44,7 +44,7 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
 
 def test_the_event_store_is_where_the_config_puts_it_else_in_the_current_directory(tmp_path) -> None:
     """A database the file names is relative to the file; none named: ``livesafe.db`` where livesafe runs,
-    as README says, not silently next to the config file."""
+    as the README and docs/configuration.md say, not silently next to the config file."""
     assert config_from(tmp_path, "[guard]\nsample_every = 5\n").moderation.database == "livesafe.db"
     named = config_from(tmp_path, '[moderation]\ndatabase = "store/events.db"\n').moderation.database
     assert named == str(tmp_path / "store" / "events.db")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import av
 import pytest
@@ -19,8 +20,8 @@ from harness import ROOT, SAMPLES, unused_port
 LIVESAFE = [sys.executable, "-m", "livesafe.cli"]
 
 
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*LIVESAFE, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+def _start(*args: str, cwd: Path = ROOT) -> subprocess.Popen:
+    return subprocess.Popen([*LIVESAFE, *args], cwd=cwd, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 30.0) -> str:
@@ -47,8 +48,8 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> int:
             process.kill()
 
 
-def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LIVESAFE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _run(*args: str, timeout: float = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*LIVESAFE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_serve_checks_stream_keys_and_shuts_down_cleanly(tmp_path):
@@ -125,10 +126,13 @@ def test_serve_refuses_an_unusable_event_store_with_a_clear_error(tmp_path):
 
 
 def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path):
-    """README's main command: the relay with the embedded config, a sample published on a loop."""
+    """README's main command: the relay with the embedded config, a sample published on a loop.
+
+    Run from a directory that is not the checkout: the sample and its blocklist ship in the package.
+    """
     port = unused_port()
-    database = tmp_path / "demo.db"  # README's demo writes livesafe.db where it runs; the test keeps the repo clean
-    demo = _start("demo", "--port", str(port), "--db", str(database))
+    database = tmp_path / "livesafe.db"  # README: the event store is livesafe.db in the current directory
+    demo = _start("demo", "--port", str(port), cwd=tmp_path)
     try:
         printed = _wait_for_line(demo, "watch it at", timeout=60)
         assert f"http://127.0.0.1:{port}/watch/demo" in printed
@@ -145,9 +149,21 @@ def test_the_readme_demo_serves_a_redacting_stream_a_viewer_can_record(tmp_path)
             assert response.status == 200 and b"dashboard" in response.read().lower()
     finally:
         assert _stop(demo) == 0
-    assert "match.started" in demo.stderr.read(), "the sample's blocked segment was caught"
+    rest = demo.stderr.read()
+    assert "match.started" in rest, "the sample's blocked segment was caught"
+    assert f"preparing {ROOT / 'livesafe' / 'samples' / 'blocked_cut.mp4'}" in printed + rest, "the packaged sample"
     with sqlite3.connect(database) as db:  # the interruption outlives the process
         assert db.execute("SELECT COUNT(*) FROM events WHERE type = 'match.started'").fetchone()[0] >= 1
+
+
+def test_demo_refuses_a_sample_that_is_not_a_video_before_it_serves(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    for sample, reason in ((tmp_path / "notes.mp4", "cannot open as video"), (tmp_path / "gone.mp4", "no such file")):
+        result = _run("demo", "--port", str(unused_port()), "--sample", str(sample), cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and reason in lines[0], result.stderr
+        assert lines[0].startswith("livesafe: error: "), result.stderr
+    assert not (tmp_path / "livesafe.db").exists(), "refused before the event store was opened"
 
 
 @pytest.mark.skipif(os.environ.get("LIVESAFE_TEST_NETNS") == "0", reason="needs the private network namespace")

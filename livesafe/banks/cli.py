@@ -18,6 +18,7 @@ from pathlib import Path
 
 from livesafe.banks.media import BankError, HashedContent, hash_content, read_limited
 from livesafe.banks.store import BankStore, check_bank_name, check_content_id
+from livesafe.cli_help import ERROR, add_command
 from livesafe.config import load_config
 from livesafe.moderation.store.records import AuditEntry
 from livesafe.moderation.store.sqlite import SqliteStore
@@ -28,10 +29,36 @@ OPERATOR = "operator"
 
 
 def add_bank_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bank = sub.add_parser("bank", help="banks of this platform's own content: hashes of images and videos")
+    bank = add_command(
+        sub,
+        "bank",
+        "banks of this platform's own content: hashes of images and videos",
+        [(0, "done"), ERROR],
+        [
+            "livesafe bank add ours photo.jpg clip.mp4 --db livesafe.db --reason 'reported by the owner'",
+            "livesafe bank list ours --config livesafe.toml",
+            "livesafe bank remove ours 3f2a9c0d41b7e865 --reason 'banked by mistake'",
+        ],
+    )
     actions = bank.add_subparsers(dest="bank_command", required=True)
 
-    add = actions.add_parser("add", help="hash images or videos (and their views) into bank NAME")
+    add = add_command(
+        actions,
+        "add",
+        "hash images or videos (and their views) into bank NAME",
+        [
+            (0, "every FILE was hashed and banked"),
+            (
+                2,
+                "error: a FILE unreadable, too large, too flat or not an image or video, banked already,\n"
+                "or a bad bank name or --id (one line; then no FILE is banked)",
+            ),
+        ],
+        [
+            "livesafe bank add ours photo.jpg --db livesafe.db --reason 'reported by the owner'",
+            "livesafe bank add ours clip.mp4 --id case-1234 --every 0.5 --signal phash --config livesafe.toml",
+        ],
+    )
     add.add_argument("name", metavar="NAME")
     add.add_argument("files", type=Path, nargs="+", metavar="FILE")
     add.add_argument("--id", dest="content_id", help="content id (one FILE only; default: its SHA-256, 16 digits)")
@@ -52,13 +79,25 @@ def add_bank_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _store_options(add)
     add.set_defaults(run=run_add)
 
-    listing = actions.add_parser("list", help="the banks, or what bank NAME holds")
+    listing = add_command(
+        actions,
+        "list",
+        "the banks, or what bank NAME holds",
+        [(0, "listed"), (2, "error: no bank NAME, or an unusable event store")],
+        ["livesafe bank list --db livesafe.db", "livesafe bank list ours --json --config livesafe.toml"],
+    )
     listing.add_argument("name", nargs="?", metavar="NAME")
     listing.add_argument("--json", action="store_true", help="as JSON")
     _store_options(listing, audited=False)
     listing.set_defaults(run=run_list)
 
-    remove = actions.add_parser("remove", help="take a content and its hashes out of bank NAME")
+    remove = add_command(
+        actions,
+        "remove",
+        "take a content and its hashes out of bank NAME",
+        [(0, "removed"), (2, "error: bank NAME holds no CONTENT_ID, or an unusable event store")],
+        ["livesafe bank remove ours 3f2a9c0d41b7e865 --db livesafe.db --reason 'banked by mistake'"],
+    )
     remove.add_argument("name", metavar="NAME")
     remove.add_argument("content_id", metavar="CONTENT_ID")
     _store_options(remove)
